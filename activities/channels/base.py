@@ -1,0 +1,47 @@
+"""The one Protocol every channel adapter implements, and the two error classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from core.tenant_config import TenantConfig
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """One rendered message for one recipient on one channel."""
+
+    idempotency_key: str
+    customer_id: int
+    address: str
+    content: Any  # channel-specific rendered content (e.g. RenderedEmail)
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class SendResult:
+    idempotency_key: str
+    status: str  # "sent" or "failed"
+    reason: str | None = None
+    provider_message_id: str | None = None
+
+
+class TransientChannelError(Exception):
+    """The provider could not take the batch now (timeout, 5xx, 429): Temporal retries."""
+
+    def __init__(self, message: str, retry_after_seconds: float | None = None):
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class ChannelAdapter(Protocol):
+    """Sends a batch of messages through one provider.
+
+    Returns one result per message: permanent problems (invalid address, 4xx) are results with
+    status "failed"; problems worth retrying raise TransientChannelError.
+    """
+
+    channel: str
+
+    async def send_batch(self, config: TenantConfig, messages: list[OutboundMessage]) -> list[SendResult]: ...

@@ -1,0 +1,30 @@
+"""Config loading: pin the tenant's current config version for a run."""
+
+from __future__ import annotations
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.names import LOAD_CONFIG
+from core.config_store import get_config
+from core.runs import ConfigPin, LoadConfigInput
+from core.telemetry import tag_current_span
+
+
+class ConfigActivities:
+    def __init__(self, pool: asyncpg.Pool):
+        self.pool = pool
+
+    @activity.defn(name=LOAD_CONFIG)
+    async def load_config(self, inp: LoadConfigInput) -> ConfigPin:
+        tag_current_span(tenant=inp.tenant)
+        found = await get_config(self.pool, inp.tenant)
+        if found is None:
+            raise ApplicationError(f"tenant '{inp.tenant}' has no config", non_retryable=True)
+        version, config = found
+        return ConfigPin(
+            version=version,
+            batch_size=config.execution.batch_size,
+            max_concurrent_batches=config.execution.max_concurrent_batches,
+        )

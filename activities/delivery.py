@@ -1,0 +1,197 @@
+"""Batch delivery: fetch a batch of the frozen audience, apply policies, assign variants,
+render, dispatch through the channel adapters and record every outcome in the ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.channels.base import ChannelAdapter, OutboundMessage, SendResult, TransientChannelError
+from activities.names import DELIVER_BATCH
+from core import links
+from core.campaigns import CampaignSpec
+from core.config_store import get_config
+from core.db import tenant_tx
+from core.experiments import HOLDOUT, assign_variant
+from core.runs import Counts, DeliverBatchInput
+from core.telemetry import tag_current_span
+from core.templating import email_for_locale, render_context, render_email
+from core.tenant_config import TenantConfig
+
+# Ledger rows are written after every chunk, so a crash re-sends at most one chunk, and the
+# provider-side idempotency key (Message-ID for SMTP) makes even that recognisable.
+CHUNK = 50
+
+_RECIPIENTS_SQL = """
+SELECT c.* FROM run_recipients r
+JOIN customers c ON c.tenant_id = r.tenant_id AND c.id = r.customer_id
+WHERE r.tenant_id = $1 AND r.run_id = $2::uuid
+  AND r.customer_id >= $3 AND ($4::bigint IS NULL OR r.customer_id < $4)
+ORDER BY r.customer_id
+"""
+_DONE_SQL = """
+SELECT customer_id, channel FROM deliveries
+WHERE tenant_id = $1 AND run_id = $2::uuid
+  AND customer_id >= $3 AND ($4::bigint IS NULL OR customer_id < $4)
+"""
+_LEDGER_SQL = """
+INSERT INTO deliveries (tenant_id, run_id, customer_id, channel, variant, status, reason,
+                        address, idempotency_key, provider_message_id)
+VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (tenant_id, run_id, customer_id, channel) DO NOTHING
+"""
+_ADDRESS_FIELD = {"email": "email", "sms": "phone", "push": "push_token"}
+
+
+def idempotency_key(tenant: str, run_id: str, customer_id: int, channel: str) -> str:
+    """The message's identity: (tenant, run, recipient, channel)."""
+    return f"{tenant}:{run_id}:{customer_id}:{channel}"
+
+
+@dataclass
+class _LedgerRow:
+    customer_id: int
+    channel: str
+    variant: str | None
+    status: str
+    reason: str | None
+    address: str | None
+    key: str
+    provider_message_id: str | None = None
+
+
+class DeliveryActivities:
+    def __init__(self, pool: asyncpg.Pool, adapters: Mapping[str, ChannelAdapter], public_base_url: str, link_secret: str):
+        self.pool = pool
+        self.adapters = adapters
+        self.public_base_url = public_base_url.rstrip("/")
+        self.link_secret = link_secret
+
+    @activity.defn(name=DELIVER_BATCH)
+    async def deliver_batch(self, inp: DeliverBatchInput) -> Counts:
+        tag_current_span(tenant=inp.tenant, campaign=inp.campaign_id, run=inp.run_id)
+        found = await get_config(self.pool, inp.tenant, inp.config_version)
+        if found is None:
+            raise ApplicationError(f"config version {inp.config_version} not found", non_retryable=True)
+        config = found[1]
+        args = (inp.tenant, inp.run_id, inp.first_id, inp.end_id)
+        async with tenant_tx(self.pool, inp.tenant) as conn:
+            definition = await conn.fetchval(
+                "SELECT definition FROM campaigns WHERE tenant_id = $1 AND id = $2::uuid", inp.tenant, inp.campaign_id
+            )
+            customers = await conn.fetch(_RECIPIENTS_SQL, *args)
+            done = {(r["customer_id"], r["channel"]) for r in await conn.fetch(_DONE_SQL, *args)}
+        if definition is None:
+            raise ApplicationError(f"campaign {inp.campaign_id} not found", non_retryable=True)
+        spec = CampaignSpec.model_validate(definition)
+        campaign_ctx = {"id": inp.campaign_id, "name": spec.name}
+        weights = [(v.key, v.weight) for v in spec.variants]
+        variants = {v.key: v for v in spec.variants}
+
+        counts = Counts()
+        rows: list[_LedgerRow] = []
+        outbound: dict[str, list[tuple[OutboundMessage, _LedgerRow]]] = {}
+        for customer in customers:
+            cust: dict[str, Any] = dict(customer)
+            variant = assign_variant(inp.campaign_id, cust["id"], weights, spec.holdout_percent)
+            for channel in spec.channels:
+                if (cust["id"], channel) in done:
+                    continue
+                key = idempotency_key(inp.tenant, inp.run_id, cust["id"], channel)
+                address = cust.get(_ADDRESS_FIELD.get(channel, ""))
+                skip = self._skip_reason(config, channel, cust, variant, address)
+                row = _LedgerRow(cust["id"], channel, variant, "skipped", skip, address, key)
+                if skip is not None:
+                    rows.append(row)
+                    continue
+                message = self._render(config, channel, cust, variants[variant], campaign_ctx, key, address)
+                outbound.setdefault(channel, []).append((message, row))
+
+        await self._record(inp, rows, counts)
+        for channel, pending in outbound.items():
+            adapter = self.adapters[channel]
+            for start in range(0, len(pending), CHUNK):
+                chunk = pending[start : start + CHUNK]
+                try:
+                    results = await adapter.send_batch(config, [m for m, _ in chunk])
+                except TransientChannelError as exc:
+                    raise ApplicationError(
+                        str(exc),
+                        type="TransientChannelError",
+                        next_retry_delay=dt.timedelta(seconds=exc.retry_after_seconds) if exc.retry_after_seconds else None,
+                    ) from exc
+                await self._record(inp, _apply(chunk, results), counts)
+                activity.heartbeat(start + len(chunk))
+        return counts
+
+    def _skip_reason(
+        self, config: TenantConfig, channel: str, cust: dict[str, Any], variant: str, address: str | None
+    ) -> str | None:
+        if variant == HOLDOUT:
+            return "holdout"
+        if channel not in config.channels.enabled() or channel not in self.adapters:
+            return "channel_disabled"
+        if not address:
+            return "no_address"
+        if channel in ("email", "sms", "push") and not cust.get(f"consent_{channel}"):
+            return "no_consent"
+        return None
+
+    def _render(
+        self,
+        config: TenantConfig,
+        channel: str,
+        cust: dict[str, Any],
+        variant: Any,
+        campaign_ctx: dict[str, Any],
+        key: str,
+        address: str,
+    ) -> OutboundMessage:
+        token = links.sign({"t": config.slug, "c": cust["id"], "ch": channel}, self.link_secret)
+        unsubscribe_url = f"{self.public_base_url}/u/{token}"
+        ctx = render_context(cust, config.brand, campaign_ctx, variant.key, unsubscribe_url)
+        tset = config.templates.get(variant.template)
+        if channel != "email" or tset is None:
+            raise ApplicationError(f"no {channel} template '{variant.template}'", non_retryable=True)
+        template = email_for_locale(tset, cust.get("locale") or config.brand.default_locale)
+        if template is None:
+            raise ApplicationError(f"template '{variant.template}' has no email part", non_retryable=True)
+        content = render_email(template, ctx, subject_override=variant.subject)
+        headers = {
+            "List-Unsubscribe": f"<{unsubscribe_url}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        }
+        return OutboundMessage(key, cust["id"], address, content, headers)
+
+    async def _record(self, inp: DeliverBatchInput, rows: list[_LedgerRow], counts: Counts) -> None:
+        if not rows:
+            return
+        async with tenant_tx(self.pool, inp.tenant) as conn:
+            await conn.executemany(
+                _LEDGER_SQL,
+                [
+                    (inp.tenant, inp.run_id, r.customer_id, r.channel, r.variant, r.status, r.reason,
+                     r.address, r.key, r.provider_message_id)
+                    for r in rows
+                ],
+            )
+        for r in rows:
+            setattr(counts, r.status, getattr(counts, r.status) + 1)
+
+
+def _apply(chunk: list[tuple[OutboundMessage, _LedgerRow]], results: list[SendResult]) -> list[_LedgerRow]:
+    by_key = {r.idempotency_key: r for r in results}
+    rows = []
+    for message, row in chunk:
+        result = by_key.get(message.idempotency_key)
+        if result is None:
+            continue  # not attempted: the retry will send it
+        row.status, row.reason, row.provider_message_id = result.status, result.reason, result.provider_message_id
+        rows.append(row)
+    return rows

@@ -1,0 +1,47 @@
+"""The FastAPI front door: an app factory whose lifespan owns the pool and the Temporal client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+from api import errors
+from api.routes import campaigns, health, runs
+from core.db import create_pool
+from core.settings import Settings, get_settings
+from core.telemetry import setup_telemetry
+from core.temporal import connect
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.database_url:
+            raise RuntimeError("DATABASE_URL is not set (`pennant dev` sets it for the embedded PostgreSQL)")
+        app.state.pool = await create_pool(
+            settings.database_url, min_size=settings.database_pool_min, max_size=settings.database_pool_max
+        )
+        try:
+            app.state.temporal = await connect(settings.temporal_address, settings.temporal_namespace)
+            yield
+        finally:
+            await app.state.pool.close()
+
+    setup_telemetry(settings)
+    app = FastAPI(
+        title="Pennant",
+        version="0.1.0",
+        description="Multi-tenant marketing campaigns on Temporal",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    errors.install(app)
+    for module in (health, campaigns, runs):
+        app.include_router(module.router)
+    FastAPIInstrumentor.instrument_app(app)
+    return app

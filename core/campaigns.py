@@ -1,0 +1,88 @@
+"""Campaign definitions: who gets what, on which channels, in which variants."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from core.segments import SegmentError, compile_segment
+from core.templating import check_template
+from core.tenant_config import ChannelName, TenantConfig
+
+RUN_STATUSES = ("scheduled", "running", "paused", "completed", "cancelled", "failed")
+
+
+class Variant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    template: str = Field(min_length=1, description="name of a template in the tenant config")
+    weight: float = Field(default=1.0, gt=0)
+    subject: str | None = Field(default=None, description="overrides the template's email subject")
+
+
+class CampaignSpec(BaseModel):
+    """The body of POST /v1/tenants/{tenant}/campaigns."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    segment: dict[str, Any] | str = Field(
+        default_factory=dict, description="an inline segment, or the name of a tenant segment"
+    )
+    channels: list[ChannelName] = Field(min_length=1)
+    variants: list[Variant] = Field(min_length=1)
+    holdout_percent: float = Field(default=0.0, ge=0, lt=100)
+    send_at: dt.datetime | None = Field(default=None, description="start time; omitted means now")
+
+    @field_validator("channels")
+    @classmethod
+    def _distinct_channels(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("channels must not repeat")
+        return v
+
+    @field_validator("send_at")
+    @classmethod
+    def _aware(cls, v: dt.datetime | None) -> dt.datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("must include a time zone offset, e.g. 2026-12-01T10:00:00Z")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct_variants(self) -> CampaignSpec:
+        keys = [v.key for v in self.variants]
+        if len(set(keys)) != len(keys):
+            raise ValueError("variants: keys must be unique")
+        return self
+
+
+def check_campaign(spec: CampaignSpec, config: TenantConfig) -> list[str]:
+    """What stops `spec` from running under `config`, as `path: reason` lines (empty if none).
+
+    Found at save time so that nothing fails first at send time.
+    """
+    errors: list[str] = []
+    enabled = config.channels.enabled()
+    for i, channel in enumerate(spec.channels):
+        if channel not in enabled:
+            errors.append(f"channels[{i}]: channel '{channel}' is not enabled for this tenant")
+    segment = {"segment": spec.segment} if isinstance(spec.segment, str) else spec.segment
+    try:
+        compile_segment(segment, config.segments, path="segment")
+    except SegmentError as exc:
+        errors += exc.errors
+    for i, variant in enumerate(spec.variants):
+        tset = config.templates.get(variant.template)
+        if tset is None:
+            known = ", ".join(sorted(config.templates)) or "none"
+            errors.append(f"variants[{i}].template: unknown template '{variant.template}' (known: {known})")
+            continue
+        for channel in spec.channels:
+            if getattr(tset, channel) is None:
+                errors.append(f"variants[{i}].template: template '{variant.template}' has no {channel} part")
+        if variant.subject is not None:
+            errors += check_template(variant.subject, f"variants[{i}].subject")
+    return errors

@@ -1,0 +1,157 @@
+"""Tenant configuration: parse and validate (every error with its path), store immutable
+versions in PostgreSQL, read them back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import yaml
+from pydantic import ValidationError
+
+from core.segments import SegmentError, compile_segment
+from core.templating import check_config_templates
+from core.tenant_config import TenantConfig, config_checksum
+
+# Workers LISTEN on this channel to add and drop tenant queues without a restart.
+TENANTS_CHANNEL = "pennant_tenants"
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; `errors` lists every `path: reason` found, not just the first."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]:
+    """pydantic errors as `a.b[0].c: reason` lines."""
+    out = []
+    for err in exc.errors():
+        path = prefix
+        for part in err["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        out.append(f"{path or '(root)'}: {msg}")
+    return out
+
+
+def parse_config(data: Any) -> TenantConfig:
+    """Validate a config mapping: schema, then templates and segments. Raises ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(["(root): must be a mapping"])
+    try:
+        config = TenantConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+    errors = check_config_templates(config)
+    for name, spec in config.segments.items():
+        try:
+            compile_segment(spec, config.segments, path=f"segments.{name}")
+        except SegmentError as exc:
+            errors += exc.errors
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def parse_config_yaml(text: str, source: str = "<config>") -> TenantConfig:
+    """Parse YAML text; syntax errors give line and column."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError([f"{source}: YAML syntax error at {where}: {exc.problem}"]) from None
+    return parse_config(data)
+
+
+def load_config_file(path: Path) -> TenantConfig:
+    return parse_config_yaml(path.read_text(encoding="utf-8"), str(path))
+
+
+async def save_config(
+    conn: asyncpg.Connection | asyncpg.Pool, config: TenantConfig, author: str
+) -> tuple[int, bool]:
+    """Store `config` as the tenant's next version unless it equals the current one.
+
+    Returns (version, created). Creates the tenant row on first save; notifies workers.
+    """
+    data = config.model_dump(mode="json")
+    checksum = config_checksum(data)
+    async with _connection(conn) as c, c.transaction():
+        await c.execute(
+            """INSERT INTO tenants (slug, display_name) VALUES ($1, $2)
+               ON CONFLICT (slug) DO UPDATE SET display_name = EXCLUDED.display_name,
+                                                removed_at = NULL""",
+            config.slug,
+            config.display_name,
+        )
+        current = await c.fetchrow(
+            """SELECT v.version, v.checksum FROM tenants t
+               JOIN tenant_config_versions v ON v.tenant_id = t.slug AND v.version = t.current_version
+               WHERE t.slug = $1 FOR UPDATE OF t""",
+            config.slug,
+        )
+        if current is not None and current["checksum"] == checksum:
+            return current["version"], False
+        version = (current["version"] if current else 0) + 1
+        await c.execute(
+            """INSERT INTO tenant_config_versions (tenant_id, version, config, checksum, author)
+               VALUES ($1, $2, $3, $4, $5)""",
+            config.slug,
+            version,
+            data,
+            checksum,
+            author,
+        )
+        await c.execute("UPDATE tenants SET current_version = $2 WHERE slug = $1", config.slug, version)
+        await c.execute("SELECT pg_notify($1, $2)", TENANTS_CHANNEL, json.dumps({"tenant": config.slug}))
+    return version, True
+
+
+async def get_config(
+    pool: asyncpg.Pool, tenant: str, version: int | None = None
+) -> tuple[int, TenantConfig] | None:
+    """The tenant's current config (or a given version), or None when there is none."""
+    row = await pool.fetchrow(
+        """SELECT v.version, v.config FROM tenants t
+           JOIN tenant_config_versions v
+             ON v.tenant_id = t.slug AND v.version = coalesce($2, t.current_version)
+           WHERE t.slug = $1 AND t.removed_at IS NULL""",
+        tenant,
+        version,
+    )
+    if row is None:
+        return None
+    return row["version"], TenantConfig.model_validate(row["config"])
+
+
+async def active_tenants(pool: asyncpg.Pool) -> list[str]:
+    rows = await pool.fetch(
+        "SELECT slug FROM tenants WHERE removed_at IS NULL AND current_version IS NOT NULL ORDER BY slug"
+    )
+    return [r["slug"] for r in rows]
+
+
+class _connection:
+    """Use a given connection, or borrow one from a pool for the block."""
+
+    def __init__(self, conn: asyncpg.Connection | asyncpg.Pool):
+        self._given = conn
+        self._ctx: Any = None
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        if isinstance(self._given, asyncpg.Pool):
+            self._ctx = self._given.acquire()
+            return await self._ctx.__aenter__()
+        return self._given
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._ctx is not None:
+            await self._ctx.__aexit__(*exc)

@@ -1,0 +1,58 @@
+"""Process settings, read once from the environment (names are the upper-cased field names)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob Pennant reads. docker-compose.yml sets these same names."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    # Where the local stack keeps its state (Temporal SQLite file, PostgreSQL data, outbox).
+    data_dir: Path = Path(".data")
+    # Unset means "start the embedded PostgreSQL under data_dir/pg".
+    database_url: str | None = None
+    database_pool_min: int = 1
+    database_pool_max: int = 10
+
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_port: int = 8233
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    # Bootstrap admin key; `pennant dev` generates one when unset.
+    admin_key: str | None = None
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_timeout_seconds: float = 10.0
+
+    tenant_configs_dir: Path = Path("tenant_configs")
+    demo_customers_per_tenant: int = Field(default=10_000, ge=0)
+
+    otel_exporter: Literal["none", "console", "otlp"] = "none"
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "pennant"
+
+    # Where recipients reach the public endpoints (unsubscribe links in emails).
+    public_base_url: str = "http://localhost:8000"
+    # Secret for signed links (unsubscribe); `pennant dev` generates one when unset.
+    link_signing_secret: str | None = None
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, loaded once."""
+    return Settings()

@@ -1,0 +1,43 @@
+"""OpenTelemetry, set up once per process; the exporter is a setting (none, console, otlp)."""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+from core.settings import Settings
+
+_provider: TracerProvider | None = None
+
+
+def setup_telemetry(settings: Settings, extra_processors: list[SpanProcessor] | None = None) -> TracerProvider:
+    """Install the global tracer provider (idempotent: later calls only add processors)."""
+    global _provider
+    if _provider is None:
+        _provider = TracerProvider(resource=Resource.create({"service.name": settings.otel_service_name}))
+        if settings.otel_exporter == "console":
+            _provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        elif settings.otel_exporter == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            endpoint = settings.otel_exporter_otlp_endpoint
+            exporter = OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces") if endpoint else OTLPSpanExporter()
+            _provider.add_span_processor(BatchSpanProcessor(exporter))
+        trace.set_tracer_provider(_provider)
+    for processor in extra_processors or []:
+        _provider.add_span_processor(processor)
+    return _provider
+
+
+def tag_current_span(**attributes: str) -> None:
+    """Tag the active span with pennant.* attributes (tenant, campaign, run)."""
+    span = trace.get_current_span()
+    for key, value in attributes.items():
+        span.set_attribute(f"pennant.{key}", value)
+
+
+def shutdown_telemetry() -> None:
+    if _provider is not None:
+        _provider.force_flush()

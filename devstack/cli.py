@@ -1,0 +1,152 @@
+"""The `pennant` command: `dev` (the whole local stack), and each part on its own."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from core.settings import get_settings
+
+
+def _exit(status: int) -> None:
+    # Temporal's runtime can abort at interpreter exit (sdk-python#300): flush, then leave now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from devstack.launcher import run_dev
+
+    return run_dev(get_settings())
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.main import run
+
+    tenants = [t for t in (args.tenants or "").split(",") if t] or None
+    run(get_settings(), tenants, args.shard)
+    return 0
+
+
+def cmd_smtp_sink(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from devstack.smtp_sink import start_sink
+
+    settings = get_settings()
+    controller = start_sink(settings.outbox_dir, settings.smtp_host, settings.smtp_port)
+    print(f"SMTP sink on {settings.smtp_host}:{settings.smtp_port}, storing in {settings.outbox_dir}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    controller.stop()
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from core.db import create_pool, migrate
+
+    async def go() -> None:
+        url = get_settings().database_url
+        if not url:
+            raise SystemExit("DATABASE_URL is not set")
+        pool = await create_pool(url)
+        try:
+            applied = await migrate(pool)
+            print("applied: " + (", ".join(applied) or "nothing (up to date)"))
+        finally:
+            await pool.close()
+
+    asyncio.run(go())
+    return 0
+
+
+def cmd_tenants_validate(args: argparse.Namespace) -> int:
+    from devstack.tenants import config_files, validate_files
+
+    files = [Path(f) for f in args.files] or config_files(get_settings().tenant_configs_dir)
+    report = validate_files(files)
+    bad = 0
+    for path, errors in report.items():
+        if errors:
+            bad += 1
+            print(f"{path}: INVALID")
+            for err in errors:
+                print(f"  {err}")
+        else:
+            print(f"{path}: ok")
+    return 1 if bad else 0
+
+
+def cmd_tenants_sync(args: argparse.Namespace) -> int:
+    from core.config_store import ConfigError
+    from core.db import create_pool
+    from devstack.tenants import sync_directory
+
+    async def go() -> int:
+        settings = get_settings()
+        if not settings.database_url:
+            raise SystemExit("DATABASE_URL is not set")
+        pool = await create_pool(settings.database_url)
+        try:
+            for slug, version, created in await sync_directory(pool, settings.tenant_configs_dir):
+                print(f"{slug}: version {version} ({'new' if created else 'unchanged'})")
+            return 0
+        except ConfigError as exc:
+            for err in exc.errors:
+                print(err, file=sys.stderr)
+            return 1
+        finally:
+            await pool.close()
+
+    return asyncio.run(go())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pennant", description="Pennant campaign platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("dev", help="start the whole local stack").set_defaults(func=cmd_dev)
+    sub.add_parser("api", help="serve the HTTP API").set_defaults(func=cmd_api)
+    worker = sub.add_parser("worker", help="serve tenant task queues")
+    worker.add_argument("--tenants", help="comma-separated tenant slugs (default: all)")
+    worker.add_argument("--shard", help="serve the hash shard i/n of the tenants, e.g. 0/4")
+    worker.set_defaults(func=cmd_worker)
+    sub.add_parser("smtp-sink", help="local SMTP server storing mail in the outbox").set_defaults(func=cmd_smtp_sink)
+    sub.add_parser("migrate", help="apply SQL migrations").set_defaults(func=cmd_migrate)
+    tenants = sub.add_parser("tenants", help="tenant configuration").add_subparsers(dest="action", required=True)
+    validate = tenants.add_parser("validate", help="validate tenant config files")
+    validate.add_argument("files", nargs="*")
+    validate.set_defaults(func=cmd_tenants_validate)
+    tenants.add_parser("sync", help="store changed tenant configs as new versions").set_defaults(func=cmd_tenants_sync)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        status = args.func(args)
+    except KeyboardInterrupt:
+        status = 130
+    _exit(status or 0)
+
+
+if __name__ == "__main__":
+    main()

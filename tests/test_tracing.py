@@ -1,0 +1,37 @@
+"""One trace runs from the HTTP request that starts a run, through the workflow, to each
+activity, tagged with tenant, campaign and run."""
+
+from __future__ import annotations
+
+from tests.conftest import SPANS, wait_for_run
+
+
+async def test_one_trace_from_http_request_to_every_activity(make_tenant) -> None:
+    tenant = await make_tenant("freshmart", customers=20)
+    created = await tenant.http.post(
+        tenant.url("/campaigns"),
+        json={"name": "Traced", "channels": ["email"], "variants": [{"key": "A", "template": "weekly_deals"}]},
+    )
+    campaign_id = created.json()["id"]
+    SPANS.clear()
+    started = await tenant.http.post(tenant.url(f"/campaigns/{campaign_id}/runs"))
+    run_id = started.json()["run_id"]
+    assert (await wait_for_run(tenant, run_id))["status"] == "completed"
+
+    spans = SPANS.get_finished_spans()
+    http = [s for s in spans if s.kind.name == "SERVER" and s.attributes.get("pennant.run") == run_id]
+    assert len(http) == 1, [s.name for s in spans]
+    root = http[0]
+    assert root.attributes["pennant.tenant"] == tenant.slug
+    assert root.attributes["pennant.campaign"] == campaign_id
+    in_trace = [s for s in spans if s.context.trace_id == root.context.trace_id]
+    names = {s.name for s in in_trace}
+    assert "StartWorkflow:CampaignRunWorkflow" in names
+    assert "RunWorkflow:CampaignRunWorkflow" in names
+    for activity in ("load_config", "plan_audience", "deliver_batch", "mark_run"):
+        assert f"RunActivity:{activity}" in names, names
+    for span in in_trace:
+        if span.name in ("RunActivity:plan_audience", "RunActivity:deliver_batch"):
+            assert span.attributes["pennant.tenant"] == tenant.slug
+            assert span.attributes["pennant.campaign"] == campaign_id
+            assert span.attributes["pennant.run"] == run_id

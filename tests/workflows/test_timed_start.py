@@ -1,0 +1,84 @@
+"""A run with a send time waits on a durable timer (time-skipping server), then delivers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import asyncpg
+from temporalio.api.enums.v1 import EventType
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from core.campaigns import CampaignSpec
+from core.config_store import load_config_file, save_config
+from core.db import tenant_tx
+from core.runs import CampaignRunInput, RunProgress, run_workflow_id
+from core.settings import Settings
+from devstack.demo_data import seed_customers
+from tests.conftest import ROOT
+from workers.main import build_activities
+from workflows.campaign_run import CampaignRunWorkflow
+
+
+async def _campaign_and_run(pool: asyncpg.Pool, slug: str, spec: CampaignSpec) -> tuple[str, str]:
+    campaign_id, run_id = uuid.uuid4(), uuid.uuid4()
+    async with tenant_tx(pool, slug) as conn:
+        await conn.execute(
+            "INSERT INTO campaigns (tenant_id, id, name, definition) VALUES ($1, $2, $3, $4)",
+            slug, campaign_id, spec.name, spec.model_dump(mode="json"),
+        )
+        await conn.execute(
+            "INSERT INTO runs (tenant_id, id, campaign_id, workflow_id) VALUES ($1, $2, $3, $4)",
+            slug, run_id, campaign_id, run_workflow_id(slug, str(campaign_id), str(run_id)),
+        )
+    return str(campaign_id), str(run_id)
+
+
+async def test_send_at_waits_for_a_durable_timer_then_delivers(
+    time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    config = load_config_file(ROOT / "tenant_configs" / "freshmart.yaml")
+    slug = f"timed-{uuid.uuid4().hex[:8]}"
+    await save_config(pool, config.model_copy(update={"slug": slug}), "test")
+    await seed_customers(pool, slug, 30)
+    client = time_skipping_env.client
+    start = await time_skipping_env.get_current_time()
+    send_at = start + dt.timedelta(days=2, hours=3)
+    spec = CampaignSpec(
+        name="Timed",
+        channels=["email"],
+        variants=[{"key": "A", "template": "weekly_deals"}],  # type: ignore[list-item]
+        send_at=send_at,
+    )
+    campaign_id, run_id = await _campaign_and_run(pool, slug, spec)
+    queue = f"tenant-{slug}"
+    async with Worker(client, task_queue=queue, workflows=[CampaignRunWorkflow],
+                      activities=build_activities(pool, settings)):
+        handle = await client.start_workflow(
+            CampaignRunWorkflow.run,
+            CampaignRunInput(tenant=slug, campaign_id=campaign_id, run_id=run_id, send_at=send_at),
+            id=run_workflow_id(slug, campaign_id, run_id),
+            task_queue=queue,
+        )
+        with time_skipping_env.auto_time_skipping_disabled():
+            progress = await handle.query(CampaignRunWorkflow.progress)
+            assert progress.status == "scheduled"
+            assert await pool.fetchval("SELECT count(*) FROM deliveries WHERE tenant_id = $1", slug) == 0
+        result: RunProgress = await handle.result()
+        assert result.status == "completed"
+        assert result.planned == 30
+        assert result.counts.sent + result.counts.skipped == 30
+
+    timers = [
+        e.timer_started_event_attributes
+        for e in (await handle.fetch_history()).events
+        if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
+    ]
+    assert len(timers) == 1
+    fired_after = timers[0].start_to_fire_timeout.ToTimedelta()
+    assert abs(fired_after - (send_at - start)) < dt.timedelta(seconds=5)
+    assert await time_skipping_env.get_current_time() >= send_at
+    assert await pool.fetchval(
+        "SELECT status FROM runs WHERE tenant_id = $1 AND id = $2::uuid", slug, run_id
+    ) == "completed"

@@ -1,0 +1,71 @@
+"""The worker process: builds the activities once and serves the selected tenant queues."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+import httpx  # noqa: F401  (channel adapters that speak HTTP share one client; see channels)
+from temporalio.client import Client
+
+from activities.audience import AudienceActivities
+from activities.channels.email_smtp import SmtpEmailAdapter
+from activities.config import ConfigActivities
+from activities.delivery import DeliveryActivities
+from activities.run_status import RunStatusActivities
+from core.settings import Settings
+from workers.tenant_workers import TenantSelection, TenantWorkers
+
+log = logging.getLogger("pennant.workers")
+
+
+def build_activities(pool: asyncpg.Pool, settings: Settings) -> list:
+    """Every activity a tenant worker registers, with its dependencies injected once."""
+    adapters = {"email": SmtpEmailAdapter(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds)}
+    delivery = DeliveryActivities(
+        pool,
+        adapters,
+        public_base_url=settings.public_base_url,
+        link_secret=settings.link_signing_secret or "",
+    )
+    return [
+        ConfigActivities(pool).load_config,
+        AudienceActivities(pool).plan_audience,
+        delivery.deliver_batch,
+        RunStatusActivities(pool).mark_run,
+    ]
+
+
+async def serve(client: Client, pool: asyncpg.Pool, settings: Settings, selection: TenantSelection) -> None:
+    workers = TenantWorkers(client, pool, build_activities(pool, settings), selection)
+    await workers.run()
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    index, _, count = text.partition("/")
+    i, n = int(index), int(count)
+    if not 0 <= i < n:
+        raise ValueError(f"--shard {text}: expected i/n with 0 <= i < n")
+    return i, n
+
+
+async def amain(settings: Settings, tenants: list[str] | None, shard: str | None) -> None:
+    from core.db import create_pool
+    from core.temporal import connect
+
+    selection = TenantSelection(frozenset(tenants) if tenants else None, parse_shard(shard))
+    assert settings.database_url, "DATABASE_URL must be set for a worker"
+    pool = await create_pool(settings.database_url, max_size=settings.database_pool_max)
+    try:
+        client = await connect(settings.temporal_address, settings.temporal_namespace)
+        await serve(client, pool, settings, selection)
+    finally:
+        await pool.close()
+
+
+def run(settings: Settings, tenants: list[str] | None = None, shard: str | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(amain(settings, tenants, shard))
