@@ -16,7 +16,8 @@ import random
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import accumulate
 from decimal import Decimal
 from typing import Any
 
@@ -47,66 +48,68 @@ class _Region:
     locale: str  # BCP 47 tag stored on the customer
     country: str  # ISO 3166-1 alpha-2
     weight: float
-    cities: tuple[tuple[str, str, float], ...]  # (city, IANA time zone, weight)
+    # (city, IANA time zone, weight, phone area code; "" where mobiles carry none)
+    cities: tuple[tuple[str, str, float, str], ...]
+    # random.choices re-sums plain weights on every call; cumulative ones are summed once.
+    city_cum: list[float] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "city_cum", list(accumulate(c[2] for c in self.cities)))
 
 
 _REGIONS: tuple[_Region, ...] = (
     _Region("en_US", "en-US", "US", 70, (
-        ("New York", "America/New_York", 10), ("Philadelphia", "America/New_York", 4),
-        ("Boston", "America/New_York", 3), ("Atlanta", "America/New_York", 4),
-        ("Miami", "America/New_York", 4), ("Charlotte", "America/New_York", 2),
-        ("Detroit", "America/Detroit", 2), ("Chicago", "America/Chicago", 7),
-        ("Houston", "America/Chicago", 5), ("Dallas", "America/Chicago", 5),
-        ("Minneapolis", "America/Chicago", 2), ("Nashville", "America/Chicago", 2),
-        ("Denver", "America/Denver", 3), ("Salt Lake City", "America/Denver", 1),
-        ("Phoenix", "America/Phoenix", 3), ("Los Angeles", "America/Los_Angeles", 9),
-        ("San Diego", "America/Los_Angeles", 3), ("San Francisco", "America/Los_Angeles", 3),
-        ("Seattle", "America/Los_Angeles", 3), ("Portland", "America/Los_Angeles", 2),
-        ("Honolulu", "Pacific/Honolulu", 1), ("Anchorage", "America/Anchorage", 0.5),
+        ("New York", "America/New_York", 10, "212"), ("Philadelphia", "America/New_York", 4, "215"),
+        ("Boston", "America/New_York", 3, "617"), ("Atlanta", "America/New_York", 4, "404"),
+        ("Miami", "America/New_York", 4, "305"), ("Charlotte", "America/New_York", 2, "704"),
+        ("Detroit", "America/Detroit", 2, "313"), ("Chicago", "America/Chicago", 7, "312"),
+        ("Houston", "America/Chicago", 5, "713"), ("Dallas", "America/Chicago", 5, "214"),
+        ("Minneapolis", "America/Chicago", 2, "612"), ("Nashville", "America/Chicago", 2, "615"),
+        ("Denver", "America/Denver", 3, "303"), ("Salt Lake City", "America/Denver", 1, "801"),
+        ("Phoenix", "America/Phoenix", 3, "602"), ("Los Angeles", "America/Los_Angeles", 9, "213"),
+        ("San Diego", "America/Los_Angeles", 3, "619"),
+        ("San Francisco", "America/Los_Angeles", 3, "415"),
+        ("Seattle", "America/Los_Angeles", 3, "206"), ("Portland", "America/Los_Angeles", 2, "503"),
+        ("Honolulu", "Pacific/Honolulu", 1, "808"), ("Anchorage", "America/Anchorage", 0.5, "907"),
     )),
     # Spanish-speaking customers of US stores: Mexican-Spanish names, US addresses.
     _Region("es_MX", "es-US", "US", 4, (
-        ("Los Angeles", "America/Los_Angeles", 4), ("Houston", "America/Chicago", 3),
-        ("San Antonio", "America/Chicago", 2), ("Miami", "America/New_York", 2),
-        ("Phoenix", "America/Phoenix", 2), ("Chicago", "America/Chicago", 2),
+        ("Los Angeles", "America/Los_Angeles", 4, "323"), ("Houston", "America/Chicago", 3, "832"),
+        ("San Antonio", "America/Chicago", 2, "210"), ("Miami", "America/New_York", 2, "786"),
+        ("Phoenix", "America/Phoenix", 2, "480"), ("Chicago", "America/Chicago", 2, "773"),
     )),
     _Region("en_CA", "en-CA", "CA", 9, (
-        ("Toronto", "America/Toronto", 6), ("Ottawa", "America/Toronto", 2),
-        ("Vancouver", "America/Vancouver", 4), ("Calgary", "America/Edmonton", 2),
-        ("Edmonton", "America/Edmonton", 2), ("Winnipeg", "America/Winnipeg", 1),
-        ("Halifax", "America/Halifax", 1),
+        ("Toronto", "America/Toronto", 6, "416"), ("Ottawa", "America/Toronto", 2, "613"),
+        ("Vancouver", "America/Vancouver", 4, "604"), ("Calgary", "America/Edmonton", 2, "403"),
+        ("Edmonton", "America/Edmonton", 2, "780"), ("Winnipeg", "America/Winnipeg", 1, "204"),
+        ("Halifax", "America/Halifax", 1, "902"),
     )),
     _Region("fr_CA", "fr-CA", "CA", 5, (
-        ("Montréal", "America/Toronto", 6), ("Québec", "America/Toronto", 2),
-        ("Gatineau", "America/Toronto", 1), ("Sherbrooke", "America/Toronto", 1),
+        ("Montréal", "America/Toronto", 6, "514"), ("Québec", "America/Toronto", 2, "418"),
+        ("Gatineau", "America/Toronto", 1, "819"), ("Sherbrooke", "America/Toronto", 1, "819"),
     )),
     _Region("es_MX", "es-MX", "MX", 6, (
-        ("Ciudad de México", "America/Mexico_City", 6), ("Guadalajara", "America/Mexico_City", 3),
-        ("Monterrey", "America/Monterrey", 3), ("Puebla", "America/Mexico_City", 1),
-        ("Tijuana", "America/Tijuana", 1), ("Cancún", "America/Cancun", 1),
+        ("Ciudad de México", "America/Mexico_City", 6, "55"),
+        ("Guadalajara", "America/Mexico_City", 3, "33"),
+        ("Monterrey", "America/Monterrey", 3, "81"), ("Puebla", "America/Mexico_City", 1, "222"),
+        ("Tijuana", "America/Tijuana", 1, "664"), ("Cancún", "America/Cancun", 1, "998"),
     )),
     _Region("en_GB", "en-GB", "GB", 6, (
-        ("London", "Europe/London", 6), ("Manchester", "Europe/London", 2),
-        ("Birmingham", "Europe/London", 2), ("Leeds", "Europe/London", 1),
-        ("Glasgow", "Europe/London", 1), ("Bristol", "Europe/London", 1),
+        ("London", "Europe/London", 6, ""), ("Manchester", "Europe/London", 2, ""),
+        ("Birmingham", "Europe/London", 2, ""), ("Leeds", "Europe/London", 1, ""),
+        ("Glasgow", "Europe/London", 1, ""), ("Bristol", "Europe/London", 1, ""),
     )),
 )  # fmt: skip
-_REGION_WEIGHTS = [r.weight for r in _REGIONS]
-
-# Area codes per country for the fictional 555-01XX numbers (NANP reserves them for fiction).
-_AREA_CODES = {
-    "US": ("212", "215", "312", "404", "415", "512", "602", "617", "713", "808", "206", "303"),
-    "CA": ("416", "437", "514", "604", "613", "403", "780", "204", "902", "418", "819"),
-}
-# Mexican area codes of the cities above; Mexico has no fictional range, the tail is random.
-_MX_AREA_CODES = ("55", "33", "81", "222", "664", "998")
+_REGION_CUM = list(accumulate(r.weight for r in _REGIONS))
 
 _TIERS = ("none", "bronze", "silver", "gold", "platinum")
-_TIER_WEIGHTS = (45, 25, 17, 9, 4)
+_TIER_CUM = list(accumulate((45, 25, 17, 9, 4)))
 # More loyal customers shop more often: (mean purchases in the window) per tier.
 _TIER_ACTIVITY = {"none": 3.0, "bronze": 5.0, "silver": 7.0, "gold": 9.0, "platinum": 11.0}
 _EMAIL_DOMAINS = ("example.com", "example.org", "example.net")
-_EMAIL_DOMAIN_WEIGHTS = (60, 25, 15)
+_EMAIL_DOMAIN_CUM = list(accumulate((60, 25, 15)))
+_QUANTITY_CUM = list(accumulate((70, 20, 7, 3)))
+_HOUSEHOLD_CUM = list(accumulate((28, 34, 16, 14, 8)))
 _STORE_SUFFIXES = ("Downtown", "Midtown", "Northgate", "Westside", "Eastgate", "Riverside",
                    "Market Square", "Airport", "University", "Harbourfront")  # fmt: skip
 
@@ -159,11 +162,15 @@ _CATALOG: dict[str, tuple[str, tuple[tuple[str, float], ...]]] = {
     )),
 }  # fmt: skip
 _CATEGORIES = tuple(_CATALOG)
-# Everyday grocery dominates baskets; pet only for pet owners (weight set per customer).
+# Everyday grocery dominates baskets; pet food is bought by pet owners.
 _CATEGORY_WEIGHTS = {
     "dairy": 16, "produce": 18, "bakery": 11, "beverages": 13, "snacks": 12,
-    "health": 8, "beauty": 6, "household": 9, "pet": 0,
+    "health": 8, "beauty": 6, "household": 9,
 }  # fmt: skip
+_CATEGORY_CUM = {  # keyed by pet_owner
+    owner: list(accumulate(_CATEGORY_WEIGHTS.get(c, 14 if owner else 0.3) for c in _CATEGORIES))
+    for owner in (False, True)
+}
 
 
 def _tenant_seed(tenant: str) -> int:
@@ -176,14 +183,16 @@ def _ascii_slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", folded.lower()) or "customer"
 
 
-def _phone(rng: random.Random, country: str) -> str:
-    if country in _AREA_CODES:
-        return f"+1{rng.choice(_AREA_CODES[country])}55501{rng.randrange(100):02d}"
+def _phone(rng: random.Random, country: str, area_code: str) -> str:
+    if country in ("US", "CA"):
+        # NANP reserves 555-0100..0199 for fiction in every area code.
+        return f"+1{area_code}55501{rng.randrange(100):02d}"
     if country == "GB":
-        # Ofcom reserves 07700 900000-900999 for drama.
+        # Ofcom reserves mobiles 07700 900000..900999 for drama.
         return f"+447700900{rng.randrange(1000):03d}"
-    area = rng.choice(_MX_AREA_CODES)
-    return f"+52{area}{rng.randrange(10 ** (10 - len(area))):0{10 - len(area)}d}"
+    # Mexico has no fictional range: local area code, random subscriber number.
+    digits = 10 - len(area_code)
+    return f"+52{area_code}{rng.randrange(10**digits):0{digits}d}"
 
 
 def _birth_date(rng: random.Random) -> dt.date:
@@ -210,17 +219,17 @@ class _Generator:
 
     def _customer(self, cid: int, customers: list[tuple[Any, ...]], purchases: list[tuple[Any, ...]]) -> None:
         rng = random.Random(f"{self.base_seed}:{cid}")
-        region = rng.choices(_REGIONS, weights=_REGION_WEIGHTS)[0]
+        region = rng.choices(_REGIONS, cum_weights=_REGION_CUM)[0]
         fake = self.fakers[region.faker_locale]
         fake.seed_instance(rng.getrandbits(64))
         first, last = fake.first_name(), fake.last_name()
-        city, time_zone, _ = rng.choices(region.cities, weights=[c[2] for c in region.cities])[0]
+        city, time_zone, _, area_code = rng.choices(region.cities, cum_weights=region.city_cum)[0]
 
-        domain = rng.choices(_EMAIL_DOMAINS, weights=_EMAIL_DOMAIN_WEIGHTS)[0]
+        domain = rng.choices(_EMAIL_DOMAINS, cum_weights=_EMAIL_DOMAIN_CUM)[0]
         email = f"{_ascii_slug(first)}.{_ascii_slug(last)}.{cid}@{domain}"
-        phone = _phone(rng, region.country) if rng.random() < 0.92 else None
+        phone = _phone(rng, region.country, area_code) if rng.random() < 0.92 else None
         push_token = f"{rng.getrandbits(256):064x}" if rng.random() < 0.60 else None
-        tier = rng.choices(_TIERS, weights=_TIER_WEIGHTS)[0]
+        tier = rng.choices(_TIERS, cum_weights=_TIER_CUM)[0]
         consent_email = rng.random() < 0.85
         consent_sms = phone is not None and rng.random() < 0.49
         consent_push = push_token is not None and rng.random() < 0.83
@@ -235,15 +244,14 @@ class _Generator:
         n = min(_MAX_PURCHASES, max(0, round(rng.gauss(_TIER_ACTIVITY[tier], 2.5))))
         window = min(_PURCHASE_WINDOW_DAYS, tenure_days)
         newest = 90.0 if lapsed and window > 120 else 0.0
-        weights = dict(_CATEGORY_WEIGHTS, pet=14 if pet_owner else 0.3)
-        cat_weights = [weights[c] for c in _CATEGORIES]
+        cat_cum = _CATEGORY_CUM[pet_owner]
         spend: dict[str, float] = {}
         for k in range(1, n + 1):
-            category = rng.choices(_CATEGORIES, weights=cat_weights)[0]
+            category = rng.choices(_CATEGORIES, cum_weights=cat_cum)[0]
             prefix, products = _CATALOG[category]
             index = rng.randrange(len(products))
             name, price = products[index]
-            quantity = rng.choices((1, 2, 3, 4), weights=(70, 20, 7, 3))[0]
+            quantity = rng.choices((1, 2, 3, 4), cum_weights=_QUANTITY_CUM)[0]
             amount = Decimal(f"{price * quantity:.2f}")
             days_ago = rng.uniform(newest, window)
             # Shopping hours, not uniform over the clock.
@@ -261,7 +269,7 @@ class _Generator:
         attributes = {
             "preferred_store": f"{city} {rng.choice(_STORE_SUFFIXES)}",
             "pet_owner": pet_owner,
-            "household_size": rng.choices((1, 2, 3, 4, 5), weights=(28, 34, 16, 14, 8))[0],
+            "household_size": rng.choices((1, 2, 3, 4, 5), cum_weights=_HOUSEHOLD_CUM)[0],
             "lifetime_orders": n + int(tenure_days / 365 * rng.uniform(0, 18)),
             "favorite_category": max(spend, key=spend.__getitem__) if spend else None,
         }

@@ -19,7 +19,11 @@ async def test_one_trace_from_http_request_to_every_activity(make_tenant) -> Non
     assert (await wait_for_run(tenant, run_id))["status"] == "completed"
 
     spans = SPANS.get_finished_spans()
-    http = [s for s in spans if s.kind.name == "SERVER" and s.attributes.get("pennant.run") == run_id]
+    http = [
+        s
+        for s in spans
+        if s.name == "POST /v1/tenants/{tenant}/campaigns/{campaign_id}/runs" and s.kind.name == "SERVER"
+    ]
     assert len(http) == 1, [s.name for s in spans]
     root = http[0]
     assert root.attributes["pennant.tenant"] == tenant.slug
