@@ -17,8 +17,8 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate
 from decimal import Decimal
+from itertools import accumulate
 from typing import Any
 
 import asyncpg
