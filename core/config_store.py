@@ -12,8 +12,8 @@ import yaml
 from pydantic import ValidationError
 
 from core.segments import SegmentError, compile_segment
-from core.templating import check_config_templates
-from core.tenant_config import TenantConfig, config_checksum
+from core.templating import check_template_set
+from core.tenant_config import Execution, TemplateSet, TenantConfig, config_checksum
 
 # Workers LISTEN on this channel to add and drop tenant queues without a restart.
 TENANTS_CHANNEL = "pennant_tenants"
@@ -48,16 +48,32 @@ def parse_config(data: Any) -> TenantConfig:
     try:
         config = TenantConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc)) from None
-    errors = check_config_templates(config)
-    for name, spec in config.segments.items():
-        try:
-            compile_segment(spec, config.segments, path=f"segments.{name}")
-        except SegmentError as exc:
-            errors += exc.errors
+        # Report the template and segment problems too, so one round trip shows them all.
+        raise ConfigError(format_validation_error(exc) + _semantic_errors(data)) from None
+    errors = _semantic_errors(data)
     if errors:
         raise ConfigError(errors)
     return config
+
+
+def _semantic_errors(data: dict[str, Any]) -> list[str]:
+    """Template and segment problems of whatever parts of `data` are well-formed."""
+    errors: list[str] = []
+    templates = data.get("templates")
+    if isinstance(templates, dict):
+        for name, raw in templates.items():
+            try:
+                errors += check_template_set(str(name), TemplateSet.model_validate(raw))
+            except ValidationError:
+                pass  # already reported by the schema
+    segments = data.get("segments")
+    if isinstance(segments, dict):
+        for name, spec in segments.items():
+            try:
+                compile_segment(spec, segments, path=f"segments.{name}")
+            except SegmentError as exc:
+                errors += exc.errors
+    return errors
 
 
 def parse_config_yaml(text: str, source: str = "<config>") -> TenantConfig:
@@ -132,11 +148,14 @@ async def get_config(
     return row["version"], TenantConfig.model_validate(row["config"])
 
 
-async def active_tenants(pool: asyncpg.Pool) -> list[str]:
+async def active_tenants(pool: asyncpg.Pool) -> dict[str, Execution]:
+    """Every active tenant with the execution settings of its current config, in one query."""
     rows = await pool.fetch(
-        "SELECT slug FROM tenants WHERE removed_at IS NULL AND current_version IS NOT NULL ORDER BY slug"
+        """SELECT t.slug, v.config -> 'execution' AS execution FROM tenants t
+           JOIN tenant_config_versions v ON v.tenant_id = t.slug AND v.version = t.current_version
+           WHERE t.removed_at IS NULL ORDER BY t.slug"""
     )
-    return [r["slug"] for r in rows]
+    return {r["slug"]: Execution.model_validate(r["execution"] or {}) for r in rows}
 
 
 class _connection:
@@ -155,3 +174,64 @@ class _connection:
     async def __aexit__(self, *exc: object) -> None:
         if self._ctx is not None:
             await self._ctx.__aexit__(*exc)
+
+
+async def list_versions(pool: asyncpg.Pool, tenant: str) -> list[dict[str, Any]]:
+    """Every stored version of a tenant's config, newest first (without the bodies)."""
+    rows = await pool.fetch(
+        """SELECT version, checksum, author, created_at FROM tenant_config_versions
+           WHERE tenant_id = $1 ORDER BY version DESC""",
+        tenant,
+    )
+    return [dict(r) for r in rows]
+
+
+async def get_version(pool: asyncpg.Pool, tenant: str, version: int | None = None) -> dict[str, Any] | None:
+    """One stored version with its metadata (the current one when `version` is None)."""
+    row = await pool.fetchrow(
+        """SELECT v.version, v.checksum, v.author, v.created_at, v.config,
+                  (v.version = t.current_version) AS current
+           FROM tenants t JOIN tenant_config_versions v
+             ON v.tenant_id = t.slug AND v.version = coalesce($2, t.current_version)
+           WHERE t.slug = $1""",
+        tenant,
+        version,
+    )
+    return None if row is None else dict(row)
+
+
+async def remove_tenant(pool: asyncpg.Pool, tenant: str) -> bool:
+    """Mark a tenant removed (its data and versions stay); workers drop its queue."""
+    async with pool.acquire() as conn, conn.transaction():
+        status = await conn.execute(
+            "UPDATE tenants SET removed_at = now() WHERE slug = $1 AND removed_at IS NULL", tenant
+        )
+        await conn.execute("SELECT pg_notify($1, $2)", TENANTS_CHANNEL, json.dumps({"tenant": tenant}))
+    return status.endswith(" 1")
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any], old_label: str = "a", new_label: str = "b") -> dict[str, Any]:
+    """What changed between two configs: the changed paths, and a unified diff of their YAML."""
+    import difflib
+
+    def dump(data: dict[str, Any]) -> list[str]:
+        return yaml.safe_dump(data, sort_keys=True, allow_unicode=True).splitlines(keepends=True)
+
+    changes: list[dict[str, Any]] = []
+    _walk_diff(old, new, "", changes)
+    unified = "".join(difflib.unified_diff(dump(old), dump(new), fromfile=old_label, tofile=new_label))
+    return {"changes": changes, "unified": unified}
+
+
+def _walk_diff(old: Any, new: Any, path: str, out: list[dict[str, Any]]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in old:
+                out.append({"path": sub, "change": "added", "new": new[key]})
+            elif key not in new:
+                out.append({"path": sub, "change": "removed", "old": old[key]})
+            else:
+                _walk_diff(old[key], new[key], sub, out)
+    elif old != new:
+        out.append({"path": path or "(root)", "change": "changed", "old": old, "new": new})

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _SECRET_REF_RE = re.compile(r"^env:[A-Z_][A-Z0-9_]*$")
@@ -28,36 +30,118 @@ def _secret_ref(value: str) -> str:
 SecretRef = Annotated[str, AfterValidator(_secret_ref)]
 
 
+def _email_address(value: str) -> str:
+    if not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value):
+        raise ValueError(f"'{value}' is not an email address")
+    return value
+
+
+EmailAddress = Annotated[str, AfterValidator(_email_address)]
+
+
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone '{value}' (use an IANA name such as America/Chicago)") from None
+    return value
+
+
+def _locale(value: str) -> str:
+    if not re.match(r"^[a-z]{2,3}(-[A-Z]{2})?$", value):
+        raise ValueError(f"'{value}' is not a locale like 'en' or 'en-US'")
+    return value
+
+
+TimeZone = Annotated[str, AfterValidator(_time_zone)]
+Locale = Annotated[str, AfterValidator(_locale)]
+ChannelName = Literal["email", "sms", "push", "webhook"]
+
+
 class Brand(Strict):
     name: str = Field(min_length=1)
-    from_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    from_email: EmailAddress
     from_name: str | None = None
-    reply_to: str | None = None
+    reply_to: EmailAddress | None = None
     base_url: str = "https://example.com"
     logo_url: str | None = None
     primary_color: str = Field(default="#1f6feb", pattern=r"^#[0-9a-fA-F]{6}$")
+    secondary_color: str = Field(default="#ffffff", pattern=r"^#[0-9a-fA-F]{6}$")
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
-    default_locale: str = "en-US"
-    default_time_zone: str = "UTC"
+    default_locale: Locale = "en-US"
+    default_time_zone: TimeZone = "UTC"
 
 
 class ChannelConfig(Strict):
     enabled: bool = True
-    provider: str
-    endpoint: str | None = None
-    sender: str | None = None
-    credentials: dict[str, SecretRef] = Field(default_factory=dict)
+    endpoint: str | None = Field(default=None, description="provider base URL; the platform default when unset")
+    sender: str | None = Field(default=None, description="from address, sender number or app id")
+    credentials: dict[str, SecretRef] = Field(default_factory=dict, description="env:NAME references only")
     rate_limit_per_second: float | None = Field(default=None, gt=0)
 
 
+class EmailChannel(ChannelConfig):
+    provider: Literal["smtp"] = "smtp"
+
+
+class SmsChannel(ChannelConfig):
+    provider: Literal["twilio-like"] = "twilio-like"
+
+
+class PushChannel(ChannelConfig):
+    provider: Literal["fcm-like"] = "fcm-like"
+
+
+class WebhookChannel(ChannelConfig):
+    provider: Literal["http"] = "http"
+
+
 class Channels(Strict):
-    email: ChannelConfig | None = None
-    sms: ChannelConfig | None = None
-    push: ChannelConfig | None = None
-    webhook: ChannelConfig | None = None
+    email: EmailChannel | None = None
+    sms: SmsChannel | None = None
+    push: PushChannel | None = None
+    webhook: WebhookChannel | None = None
 
     def enabled(self) -> list[str]:
         return [name for name in ("email", "sms", "push", "webhook") if (c := getattr(self, name)) and c.enabled]
+
+
+_HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class QuietHours(Strict):
+    """No message is sent between start and end in the recipient's local time (may span midnight)."""
+
+    start: str = Field(pattern=_HHMM, description="HH:MM, recipient local time")
+    end: str = Field(pattern=_HHMM, description="HH:MM, recipient local time")
+    channels: list[ChannelName] = Field(default_factory=lambda: ["sms", "push"])
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHours:
+        if self.start == self.end:
+            raise ValueError("start and end must differ")
+        return self
+
+    def bounds(self) -> tuple[dt.time, dt.time]:
+        return dt.time.fromisoformat(self.start), dt.time.fromisoformat(self.end)
+
+
+class FrequencyCap(Strict):
+    """At most `max_messages` on `channel` ("any" counts every channel) per rolling window."""
+
+    channel: ChannelName | Literal["any"] = "any"
+    max_messages: int = Field(ge=1)
+    window_hours: int = Field(ge=1, le=24 * 90)
+
+
+class Policies(Strict):
+    quiet_hours: QuietHours | None = None
+    frequency_caps: list[FrequencyCap] = Field(default_factory=list)
+    send_in_local_time: bool = Field(default=True, description="timed sends use the recipient's time zone")
+    holdout_percent: float = Field(default=0.0, ge=0, lt=100)
+    consent_required: dict[ChannelName, bool] = Field(
+        default_factory=lambda: {"email": True, "sms": True, "push": True, "webhook": False}
+    )
 
 
 class Execution(Strict):
@@ -65,6 +149,20 @@ class Execution(Strict):
     max_concurrent_batches: int = Field(default=4, ge=1, le=64)
     activities_per_second: float | None = Field(default=None, gt=0)
     max_concurrent_activities: int = Field(default=20, ge=1, le=1000)
+    worker_shard: int | None = Field(default=None, ge=0, description="pin the tenant to a worker shard")
+
+
+class Experiments(Strict):
+    default_holdout_percent: float = Field(default=0.0, ge=0, lt=100)
+    default_variant_weights: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("default_variant_weights")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, w in v.items() if w <= 0]
+        if bad:
+            raise ValueError(f"weights must be positive: {', '.join(bad)}")
+        return v
 
 
 class EmailTemplate(Strict):
@@ -97,7 +195,7 @@ class TemplateContent(Strict):
 class TemplateSet(TemplateContent):
     """A template per channel, with optional per-locale overrides (e.g. `fr-CA`)."""
 
-    locales: dict[str, TemplateContent] = Field(default_factory=dict)
+    locales: dict[Locale, TemplateContent] = Field(default_factory=dict)
 
 
 class TenantConfig(Strict):
@@ -107,9 +205,11 @@ class TenantConfig(Strict):
     display_name: str = Field(min_length=1)
     brand: Brand
     channels: Channels = Channels()
+    policies: Policies = Policies()
     execution: Execution = Execution()
     segments: dict[str, dict[str, Any]] = Field(default_factory=dict)
     templates: dict[str, TemplateSet] = Field(default_factory=dict)
+    experiments: Experiments = Experiments()
 
     @field_validator("slug")
     @classmethod
@@ -135,5 +235,3 @@ def config_checksum(data: dict[str, Any]) -> str:
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
-
-ChannelName = Literal["email", "sms", "push", "webhook"]

@@ -1,4 +1,4 @@
-"""One Temporal Worker per tenant task queue, added and dropped while the process runs."""
+"""One Temporal Worker per tenant task queue, added, rebuilt and dropped while the process runs."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import asyncpg
 from temporalio.client import Client
 from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
-from core.config_store import TENANTS_CHANNEL, active_tenants, get_config
-from core.tenant_config import task_queue_for
+from core.config_store import TENANTS_CHANNEL, active_tenants
+from core.tenant_config import Execution, task_queue_for
 from workflows.campaign_run import CampaignRunWorkflow
 
 log = logging.getLogger("pennant.workers")
@@ -21,22 +21,35 @@ log = logging.getLogger("pennant.workers")
 
 @dataclass(frozen=True)
 class TenantSelection:
-    """Which tenants this process serves: all, a named list, or a hash shard i/n."""
+    """Which tenants this process serves: all, a named list, or shard i of n (by the tenant's
+    configured `execution.worker_shard`, else by a stable hash of its slug)."""
 
     names: frozenset[str] | None = None
     shard: tuple[int, int] | None = None
 
-    def includes(self, tenant: str) -> bool:
+    def includes(self, tenant: str, execution: Execution | None = None) -> bool:
         if self.names is not None and tenant not in self.names:
             return False
         if self.shard is not None:
             index, count = self.shard
-            return zlib.crc32(tenant.encode()) % count == index
+            pinned = execution.worker_shard if execution else None
+            return (pinned if pinned is not None else zlib.crc32(tenant.encode())) % count == index
         return True
 
 
+@dataclass
+class _Running:
+    worker: Worker
+    task: asyncio.Task[None]
+    execution: Execution
+
+
 class TenantWorkers:
-    """Keeps one running Worker per selected tenant, following the tenants table."""
+    """Keeps one running Worker per selected tenant, following the tenants table.
+
+    Changes arrive by LISTEN/NOTIFY (within milliseconds) with a slow poll as a safety net.
+    A tenant whose execution limits changed gets its Worker rebuilt with the new limits.
+    """
 
     def __init__(
         self,
@@ -51,55 +64,63 @@ class TenantWorkers:
         self.activities = list(activities)
         self.selection = selection
         self.poll_seconds = poll_seconds
-        self._running: dict[str, tuple[Worker, asyncio.Task[None]]] = {}
+        self._running: dict[str, _Running] = {}
         self._changed = asyncio.Event()
 
     @property
     def tenants(self) -> list[str]:
         return sorted(self._running)
 
-    async def _build(self, tenant: str) -> Worker:
-        found = await get_config(self.pool, tenant)
-        execution = found[1].execution if found else None
-        return Worker(
+    def _start(self, tenant: str, execution: Execution) -> None:
+        # Autoscaling pollers: an idle tenant holds one poll per task type and nothing more.
+        worker = Worker(
             self.client,
             task_queue=task_queue_for(tenant),
             workflows=[CampaignRunWorkflow],
             activities=self.activities,
-            max_concurrent_activities=execution.max_concurrent_activities if execution else 20,
-            max_task_queue_activities_per_second=execution.activities_per_second if execution else None,
+            max_concurrent_activities=execution.max_concurrent_activities,
+            max_task_queue_activities_per_second=execution.activities_per_second,
             workflow_task_poller_behavior=PollerBehaviorAutoscaling(minimum=1, maximum=10, initial=1),
             activity_task_poller_behavior=PollerBehaviorAutoscaling(minimum=1, maximum=20, initial=1),
         )
+        self._running[tenant] = _Running(worker, asyncio.create_task(worker.run(), name=f"worker-{tenant}"), execution)
+
+    async def _stop(self, tenant: str) -> None:
+        running = self._running.pop(tenant)
+        await running.worker.shutdown()
+        await asyncio.gather(running.task, return_exceptions=True)
 
     async def sync(self) -> None:
-        """Start workers for new tenants and stop those for removed ones."""
-        wanted = {t for t in await active_tenants(self.pool) if self.selection.includes(t)}
-        for tenant in sorted(wanted - set(self._running)):
-            worker = await self._build(tenant)
-            self._running[tenant] = (worker, asyncio.create_task(worker.run(), name=f"worker-{tenant}"))
-            log.info("serving task queue %s", task_queue_for(tenant))
-        for tenant in sorted(set(self._running) - wanted):
-            worker, task = self._running.pop(tenant)
-            await worker.shutdown()
-            await asyncio.gather(task, return_exceptions=True)
+        """Start workers for new tenants, rebuild changed ones, stop those removed."""
+        wanted = {t: e for t, e in (await active_tenants(self.pool)).items() if self.selection.includes(t, e)}
+        for tenant in sorted(set(self._running) - set(wanted)):
+            await self._stop(tenant)
             log.info("dropped task queue %s", task_queue_for(tenant))
+        for tenant, execution in sorted(wanted.items()):
+            running = self._running.get(tenant)
+            if running is not None and running.task.done():
+                log.error("worker for %s stopped (%s); restarting", tenant, running.task.exception())
+                del self._running[tenant]
+                running = None
+            if running is not None and running.execution != execution:
+                await self._stop(tenant)
+                running = None
+                log.info("rebuilding the worker of %s with new execution limits", tenant)
+            if running is None:
+                self._start(tenant, execution)
+                log.info("serving task queue %s", task_queue_for(tenant))
 
     def _on_notify(self, *_: object) -> None:
         self._changed.set()
 
     async def run(self) -> None:
-        """Serve until cancelled: react to NOTIFY at once, and re-check on a slow poll anyway."""
+        """Serve until cancelled."""
         listener = await self.pool.acquire()
         await listener.add_listener(TENANTS_CHANNEL, self._on_notify)
         try:
             while True:
-                await self.sync()
-                for tenant, (_, task) in list(self._running.items()):
-                    if task.done() and task.exception() is not None:
-                        log.error("worker for %s stopped: %s; restarting", tenant, task.exception())
-                        del self._running[tenant]
                 self._changed.clear()
+                await self.sync()
                 try:
                     await asyncio.wait_for(self._changed.wait(), timeout=self.poll_seconds)
                 except TimeoutError:
@@ -110,6 +131,5 @@ class TenantWorkers:
             await self.shutdown()
 
     async def shutdown(self) -> None:
-        running, self._running = self._running, {}
-        await asyncio.gather(*(w.shutdown() for w, _ in running.values()), return_exceptions=True)
-        await asyncio.gather(*(t for _, t in running.values()), return_exceptions=True)
+        for tenant in list(self._running):
+            await self._stop(tenant)

@@ -45,13 +45,23 @@ class CampaignRunWorkflow:
 
     @workflow.run
     async def run(self, inp: CampaignRunInput) -> RunProgress:
-        if inp.send_at is not None:
-            delay = inp.send_at - workflow.now()
-            if delay > timedelta(0):
-                workflow.set_current_details(f"scheduled for {inp.send_at.isoformat()}")
-                await workflow.sleep(delay, summary="wait for send time")
         try:
-            await self._deliver(inp)
+            # Pin the config first: a run uses the version current when it was started,
+            # even when it then waits days for its send time.
+            pin: ConfigPin = await workflow.execute_activity(
+                LOAD_CONFIG,
+                LoadConfigInput(tenant=inp.tenant),
+                result_type=ConfigPin,
+                start_to_close_timeout=_SHORT,
+                retry_policy=_RETRY,
+            )
+            await self._mark(inp, "scheduled", config_version=pin.version)
+            if inp.send_at is not None:
+                delay = inp.send_at - workflow.now()
+                if delay > timedelta(0):
+                    workflow.set_current_details(f"scheduled for {inp.send_at.isoformat()}")
+                    await workflow.sleep(delay, summary="wait for send time")
+            await self._deliver(inp, pin)
         except ActivityError as err:
             self._progress.status = "failed"
             cause = str(err.cause or err)
@@ -59,16 +69,9 @@ class CampaignRunWorkflow:
             raise ApplicationError(f"run failed: {cause}", non_retryable=True) from err
         return self._progress
 
-    async def _deliver(self, inp: CampaignRunInput) -> None:
-        pin: ConfigPin = await workflow.execute_activity(
-            LOAD_CONFIG,
-            LoadConfigInput(tenant=inp.tenant),
-            result_type=ConfigPin,
-            start_to_close_timeout=_SHORT,
-            retry_policy=_RETRY,
-        )
+    async def _deliver(self, inp: CampaignRunInput, pin: ConfigPin) -> None:
         self._progress.status = "running"
-        await self._mark(inp, "running", config_version=pin.version)
+        await self._mark(inp, "running")
         plan: AudiencePlan = await workflow.execute_activity(
             PLAN_AUDIENCE,
             PlanAudienceInput(
