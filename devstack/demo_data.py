@@ -2,8 +2,9 @@
 
 Every customer is generated from a seed derived from (tenant seed, customer id) alone, so a
 tenant gets the same people on every machine and seeding 100 and later 10,000 yields the
-same first 100. Emails use the reserved example.* domains (RFC 2606) and North American and
-British phone numbers sit in the ranges reserved for fiction, so nothing can reach a person.
+same first 100. Emails use the reserved example.* domains (RFC 2606), so no mail can reach a
+person; North American and British phone numbers sit in the ranges reserved for fiction.
+Mexico has no such range, so Mexican numbers are random: send SMS only to the simulator.
 """
 
 from __future__ import annotations
