@@ -235,3 +235,11 @@ def config_checksum(data: dict[str, Any]) -> str:
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
+
+
+def json_schema_text() -> str:
+    """The JSON Schema of TenantConfig, as written to tenant_configs/schema.json for editors."""
+    schema = TenantConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Pennant tenant configuration"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"

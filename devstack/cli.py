@@ -120,6 +120,51 @@ def cmd_tenants_sync(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def cmd_tenants_schema(args: argparse.Namespace) -> int:
+    from core.tenant_config import json_schema_text
+
+    path = get_settings().tenant_configs_dir / "schema.json"
+    text = json_schema_text()
+    if args.check:
+        if not path.exists() or path.read_text() != text:
+            print(f"{path} is stale; run `pennant tenants schema` to regenerate it", file=sys.stderr)
+            return 1
+        print(f"{path} is up to date")
+        return 0
+    path.write_text(text)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_tenants_diff(args: argparse.Namespace) -> int:
+    """Show what `tenants sync` would change for one tenant: its file against its stored config."""
+    from core.config_store import ConfigError, config_diff, get_version, load_config_file
+    from core.db import create_pool
+
+    async def go() -> int:
+        settings = get_settings()
+        if not settings.database_url:
+            raise SystemExit("DATABASE_URL is not set")
+        path = settings.tenant_configs_dir / f"{args.slug}.yaml"
+        try:
+            new = load_config_file(path).model_dump(mode="json")
+        except (ConfigError, FileNotFoundError) as exc:
+            print(f"{path}: {exc}", file=sys.stderr)
+            return 1
+        pool = await create_pool(settings.database_url)
+        try:
+            stored = await get_version(pool, args.slug)
+        finally:
+            await pool.close()
+        old = stored["config"] if stored else {}
+        label = f"{args.slug} v{stored['version']} (stored)" if stored else f"{args.slug} (not stored)"
+        diff = config_diff(old, new, label, str(path))
+        print(diff["unified"] or "no changes")
+        return 0
+
+    return asyncio.run(go())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pennant", description="Pennant campaign platform")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="*")
     validate.set_defaults(func=cmd_tenants_validate)
     tenants.add_parser("sync", help="store changed tenant configs as new versions").set_defaults(func=cmd_tenants_sync)
+    diff = tenants.add_parser("diff", help="compare a tenant's config file with its stored version")
+    diff.add_argument("slug")
+    diff.set_defaults(func=cmd_tenants_diff)
+    schema = tenants.add_parser("schema", help="write tenant_configs/schema.json from the model")
+    schema.add_argument("--check", action="store_true", help="only check that it is up to date")
+    schema.set_defaults(func=cmd_tenants_schema)
     return parser
 
 
