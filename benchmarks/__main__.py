@@ -1,0 +1,20 @@
+"""`make bench`: run every benchmark and print its figures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+from benchmarks import propagation, throughput
+
+
+async def main() -> None:
+    for bench in (propagation, throughput):
+        await bench.run()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
+    sys.stdout.flush()
+    os._exit(0)  # Temporal's runtime can abort at interpreter exit (sdk-python#300)

@@ -1,0 +1,55 @@
+"""Helpers shared by the benchmarks: a tenant with a key, and waiting on the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from core.auth import new_key, store_key
+from core.config_store import load_config_file, save_config
+from devstack.demo_data import seed_customers
+from devstack.inprocess import LocalStack
+
+
+async def make_tenant(stack: LocalStack, customers: int, **overrides: object) -> tuple[str, httpx.AsyncClient]:
+    base = load_config_file(stack.settings.tenant_configs_dir / "freshmart.yaml")
+    slug = f"bench-{uuid.uuid4().hex[:8]}"
+    await save_config(stack.pool, base.model_copy(update={"slug": slug, **overrides}), "benchmark")
+    await seed_customers(stack.pool, slug, customers)
+    key = new_key("tk")
+    await store_key(stack.pool, key, slug)
+    while slug not in stack.workers.tenants:
+        await asyncio.sleep(0.01)
+    http = httpx.AsyncClient(base_url=f"{stack.api_url}/v1/tenants/{slug}", headers={"Authorization": f"Bearer {key}"})
+    return slug, http
+
+
+async def wait_for_subject(outbox: Path, marker: str, seen: set[str], timeout: float = 30.0) -> float:
+    """Poll the outbox until a message whose subject contains `marker` arrives; returns the time."""
+    from email.parser import BytesHeaderParser
+
+    parser = BytesHeaderParser()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in outbox.glob("*.eml"):
+            if path.name in seen:
+                continue
+            seen.add(path.name)
+            if marker in (parser.parsebytes(path.read_bytes())["Subject"] or ""):
+                return time.perf_counter()
+        await asyncio.sleep(0.005)
+    raise TimeoutError(f"no message with {marker!r} within {timeout}s")
+
+
+def summary(samples_ms: list[float]) -> str:
+    ordered = sorted(samples_ms)
+    p95 = ordered[max(0, round(0.95 * len(ordered)) - 1)]
+    return (
+        f"n={len(ordered)} median={statistics.median(ordered):.0f} ms "
+        f"p95={p95:.0f} ms max={ordered[-1]:.0f} ms"
+    )

@@ -1,0 +1,105 @@
+"""The whole stack inside one process, on free ports and a temporary directory: embedded
+PostgreSQL, the Temporal dev server, the SMTP sink, workers for every tenant and the API.
+Benchmarks use it; it starts real servers and stops them all on exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import uvicorn
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from api.app import create_app
+from core.auth import new_key, store_key
+from core.db import create_pool, migrate
+from core.settings import Settings
+from core.temporal import SEARCH_ATTRIBUTES
+from devstack.postgres import ensure_database, start_embedded
+from devstack.smtp_sink import start_sink
+from devstack.temporal_server import temporal_binary
+from workers.main import build_activities
+from workers.tenant_workers import TenantWorkers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LocalStack:
+    workdir: Path
+    settings: Settings
+    pool: asyncpg.Pool
+    env: WorkflowEnvironment
+    workers: TenantWorkers
+    api_url: str
+    admin_key: str
+
+    @property
+    def outbox(self) -> Path:
+        return self.workdir / "outbox"
+
+
+@contextlib.asynccontextmanager
+async def local_stack(tenant_configs_dir: Path = Path("tenant_configs")) -> AsyncIterator[LocalStack]:
+    workdir = Path(tempfile.mkdtemp(prefix="pennant-local-"))
+    workdir.chmod(0o755)
+    pg = start_embedded(workdir / "pg", cleanup="delete")
+    smtp_port = free_port()
+    sink = start_sink(workdir / "outbox", "127.0.0.1", smtp_port)
+    try:
+        database_url = await ensure_database(pg.get_uri(), "pennant")
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=temporal_binary(),
+            search_attributes=SEARCH_ATTRIBUTES,
+            data_converter=pydantic_data_converter,
+            interceptors=[TracingInterceptor()],
+            dev_server_log_level="error",
+        )
+        settings = Settings(
+            data_dir=workdir,
+            database_url=database_url,
+            temporal_address=env.client.service_client.config.target_host,
+            smtp_port=smtp_port,
+            link_signing_secret="local-stack-secret",
+            tenant_configs_dir=tenant_configs_dir.resolve(),
+        )
+        pool = await create_pool(database_url, max_size=20)
+        await migrate(pool)
+        workers = TenantWorkers(env.client, pool, build_activities(pool, settings), poll_seconds=1.0)
+        workers_task = asyncio.create_task(workers.run())
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+        server_task = asyncio.create_task(server.serve())
+        while not server.started:
+            if server_task.done():
+                server_task.result()
+            await asyncio.sleep(0.05)
+        admin_key = new_key("adm")
+        await store_key(pool, admin_key, None, "local stack admin")
+        try:
+            yield LocalStack(workdir, settings, pool, env, workers, f"http://127.0.0.1:{port}", admin_key)
+        finally:
+            server.should_exit = True
+            await server_task
+            workers_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await workers_task
+            await pool.close()
+            await env.shutdown()
+    finally:
+        sink.stop()
+        pg.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
