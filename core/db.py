@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
+from typing import Any
 
 import asyncpg
 
@@ -27,7 +28,7 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asy
 
 
 @asynccontextmanager
-async def tenant_tx(pool: asyncpg.Pool, tenant: str) -> AsyncIterator[asyncpg.Connection]:
+async def tenant_tx(pool: asyncpg.Pool, tenant: str) -> AsyncIterator[Any]:
     """A transaction that can see and write only `tenant`'s rows.
 
     The connection switches to the unprivileged role pennant_tenant for the transaction and

@@ -114,7 +114,7 @@ class QuietHours(Strict):
 
     start: str = Field(pattern=_HHMM, description="HH:MM, recipient local time")
     end: str = Field(pattern=_HHMM, description="HH:MM, recipient local time")
-    channels: list[ChannelName] = Field(default_factory=lambda: ["sms", "push"])
+    channels: list[ChannelName] = Field(default_factory=lambda: list[ChannelName](["sms", "push"]))
 
     @model_validator(mode="after")
     def _not_empty(self) -> QuietHours:
@@ -134,14 +134,16 @@ class FrequencyCap(Strict):
     window_hours: int = Field(ge=1, le=24 * 90)
 
 
+# Marketing on personal channels needs consent; webhooks go to the tenant's own systems.
+_CONSENT_DEFAULT: dict[ChannelName, bool] = {"email": True, "sms": True, "push": True, "webhook": False}
+
+
 class Policies(Strict):
     quiet_hours: QuietHours | None = None
     frequency_caps: list[FrequencyCap] = Field(default_factory=list)
     send_in_local_time: bool = Field(default=True, description="timed sends use the recipient's time zone")
     holdout_percent: float = Field(default=0.0, ge=0, lt=100)
-    consent_required: dict[ChannelName, bool] = Field(
-        default_factory=lambda: {"email": True, "sms": True, "push": True, "webhook": False}
-    )
+    consent_required: dict[ChannelName, bool] = Field(default_factory=lambda: dict(_CONSENT_DEFAULT))
 
 
 class Execution(Strict):

@@ -49,6 +49,7 @@ async def create_campaign(tenant: TenantDep, spec: CampaignSpec, pool: PoolDep) 
             spec.name,
             spec.model_dump(mode="json"),
         )
+    assert row is not None  # INSERT … RETURNING always returns the row
     return _campaign(dict(row))
 
 
