@@ -13,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from api.deps import PoolDep, PrincipalDep, TenantDep
+from core.auth import new_key, store_key
 from core.config_store import (
     ConfigError,
     config_diff,
@@ -106,6 +107,16 @@ async def create_tenant(request: Request, pool: PoolDep, principal: PrincipalDep
         raise HTTPException(409, f"tenant '{config.slug}' already exists; PUT its config to change it")
     version, created = await save_config(pool, config, _author(principal))
     return SaveResult(tenant=config.slug, version=version, created=created)
+
+
+@router.post("/{tenant}/keys", status_code=201)
+async def create_key(tenant: TenantDep, pool: PoolDep, principal: PrincipalDep, label: str = "") -> dict[str, str]:
+    """Issue a new API key for the tenant. The key is shown once; only its hash is stored."""
+    if not principal.is_admin:
+        raise HTTPException(403, "issuing API keys needs an admin key")
+    key = new_key(f"tk_{tenant.replace('-', '_')}")
+    await store_key(pool, key, tenant, label)
+    return {"tenant": tenant, "key": key, "label": label}
 
 
 @router.delete("/{tenant}", status_code=204)

@@ -129,7 +129,6 @@ async def test_a_tenant_key_cannot_read_or_edit_another_tenants_config(make_tena
 async def test_new_tenant_is_served_without_restart_and_removed_one_is_dropped(
     make_tenant, api_url: str, admin_key: str, workers: TenantWorkers, pool: asyncpg.Pool
 ) -> None:
-    from core.auth import new_key, store_key
     from devstack.demo_data import seed_customers
 
     existing = await make_tenant(customers=0)
@@ -147,8 +146,10 @@ async def test_new_tenant_is_served_without_restart_and_removed_one_is_dropped(
         await _eventually(lambda: slug in workers.tenants, "the running workers add the new queue")
 
         await seed_customers(pool, slug, 40)
-        key = new_key("tk")
-        await store_key(pool, key, slug)
+        assert (await existing.http.post(f"/v1/tenants/{slug}/keys")).status_code == 404
+        issued = await admin.post(f"/v1/tenants/{slug}/keys", params={"label": "crm"})
+        assert issued.status_code == 201 and issued.json()["tenant"] == slug
+        key = issued.json()["key"]
         http = httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {key}"})
         async with http:
             campaign = await http.post(
