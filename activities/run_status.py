@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncpg
 from temporalio import activity
 
-from activities.names import MARK_RUN
+from temporalio.exceptions import ApplicationError
+
+from activities.names import MARK_RUN, REGISTER_RUN
 from core.db import tenant_tx
 from core.runs import MarkRunInput
+from core.schedules import RegisterRunInput
 from core.telemetry import tag_current_span
 
 _MARK_RUN_SQL = """
@@ -32,4 +35,26 @@ class RunStatusActivities:
         async with tenant_tx(self.pool, inp.tenant) as conn:
             await conn.execute(
                 _MARK_RUN_SQL, inp.tenant, inp.run_id, inp.status, inp.config_version, inp.planned, inp.error
+            )
+
+    @activity.defn(name=REGISTER_RUN)
+    async def register_run(self, inp: RegisterRunInput) -> None:
+        """Record a scheduled occurrence as a run (idempotent: a retry finds the row there)."""
+        tag_current_span(tenant=inp.tenant, campaign=inp.campaign_id, run=inp.run_id)
+        async with tenant_tx(self.pool, inp.tenant) as conn:
+            status = await conn.fetchval(
+                "SELECT status FROM campaigns WHERE tenant_id = $1 AND id = $2::uuid", inp.tenant, inp.campaign_id
+            )
+            if status is None or status == "archived":
+                raise ApplicationError(
+                    f"campaign {inp.campaign_id} is {'archived' if status else 'gone'}; not starting a run",
+                    non_retryable=True,
+                )
+            await conn.execute(
+                """INSERT INTO runs (tenant_id, id, campaign_id, workflow_id)
+                   VALUES ($1, $2::uuid, $3::uuid, $4) ON CONFLICT DO NOTHING""",
+                inp.tenant,
+                inp.run_id,
+                inp.campaign_id,
+                inp.workflow_id,
             )

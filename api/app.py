@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from api import errors
-from api.routes import campaigns, health, runs, suppressions, tenants, unsubscribe
+from api.routes import campaigns, health, runs, schedules, suppressions, tenants, unsubscribe
 from core.db import create_pool
 from core.settings import Settings, get_settings
 from core.telemetry import setup_telemetry
@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
-    for module in (health, tenants, campaigns, runs, suppressions, unsubscribe):
+    for module in (health, tenants, campaigns, runs, schedules, suppressions, unsubscribe):
         app.include_router(module.router)
     FastAPIInstrumentor.instrument_app(app)
     return app

@@ -15,6 +15,7 @@ from temporalio.worker import PollerBehaviorAutoscaling, Worker
 from core.config_store import TENANTS_CHANNEL, active_tenants
 from core.tenant_config import Execution, task_queue_for
 from workflows.campaign_run import CampaignRunWorkflow
+from workflows.scheduled_run import ScheduledCampaignWorkflow
 
 log = logging.getLogger("pennant.workers")
 
@@ -76,7 +77,7 @@ class TenantWorkers:
         worker = Worker(
             self.client,
             task_queue=task_queue_for(tenant),
-            workflows=[CampaignRunWorkflow],
+            workflows=[CampaignRunWorkflow, ScheduledCampaignWorkflow],
             activities=self.activities,
             max_concurrent_activities=execution.max_concurrent_activities,
             max_task_queue_activities_per_second=execution.activities_per_second,

@@ -1,0 +1,44 @@
+"""ScheduledCampaignWorkflow: what a recurring campaign's Temporal Schedule starts each time.
+
+It registers a new run and carries it out as a normal CampaignRunWorkflow child (id
+`run:<tenant>:<campaign>:<run>`), so every occurrence looks and is controlled like any other
+run. It stays open while the child runs, which is what lets the schedule's overlap policy
+(skip) see a still-running occurrence.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+
+with workflow.unsafe.imports_passed_through():
+    from activities.names import REGISTER_RUN
+    from core.runs import CampaignRunInput, RunProgress, run_workflow_id
+    from core.schedules import RegisterRunInput, ScheduledRunInput
+    from core.temporal import CAMPAIGN_ID, TENANT_ID
+    from workflows.campaign_run import CampaignRunWorkflow
+
+
+@workflow.defn(name="ScheduledCampaignWorkflow")
+class ScheduledCampaignWorkflow:
+    @workflow.run
+    async def run(self, inp: ScheduledRunInput) -> RunProgress:
+        run_id = str(workflow.uuid4())  # deterministic: replays make the same id
+        child_id = run_workflow_id(inp.tenant, inp.campaign_id, run_id)
+        await workflow.execute_activity(
+            REGISTER_RUN,
+            RegisterRunInput(tenant=inp.tenant, campaign_id=inp.campaign_id, run_id=run_id, workflow_id=child_id),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+        )
+        return await workflow.execute_child_workflow(
+            CampaignRunWorkflow.run,
+            CampaignRunInput(tenant=inp.tenant, campaign_id=inp.campaign_id, run_id=run_id),
+            id=child_id,
+            search_attributes=TypedSearchAttributes(
+                [SearchAttributePair(TENANT_ID, inp.tenant), SearchAttributePair(CAMPAIGN_ID, inp.campaign_id)]
+            ),
+            static_summary=f"scheduled run of campaign {inp.campaign_id}",
+        )
