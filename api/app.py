@@ -9,8 +9,9 @@ from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from api import errors
-from api.routes import campaigns, health, runs, schedules, suppressions, tenants, unsubscribe
-from core.db import create_pool
+from api.routes import campaigns, health, runs, schedules, segments, suppressions, tenants, unsubscribe
+from core.auth import store_key
+from core.db import create_pool, migrate
 from core.settings import Settings, get_settings
 from core.telemetry import setup_telemetry
 from core.temporal import connect
@@ -27,6 +28,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.database_url, min_size=settings.database_pool_min, max_size=settings.database_pool_max
         )
         try:
+            # Idempotent and advisory-locked, so API and workers may start in any order.
+            await migrate(app.state.pool)
+            if settings.admin_key:
+                await store_key(app.state.pool, settings.admin_key, None, "ADMIN_KEY setting")
             app.state.temporal = await connect(settings.temporal_address, settings.temporal_namespace)
             yield
         finally:
@@ -41,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
-    for module in (health, tenants, campaigns, runs, schedules, suppressions, unsubscribe):
+    for module in (health, tenants, campaigns, runs, schedules, segments, suppressions, unsubscribe):
         app.include_router(module.router)
     FastAPIInstrumentor.instrument_app(app)
     return app
