@@ -1,4 +1,5 @@
-"""Audience planning: compile the campaign's segment, freeze the recipients, cut batches."""
+"""Audience planning: compile the campaign's segment, freeze the recipients, cut batches a
+page at a time, and record the rest of a cancelled run."""
 
 from __future__ import annotations
 
@@ -6,20 +7,52 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.names import PLAN_AUDIENCE
+from activities.names import LIST_BATCHES, PLAN_AUDIENCE, SKIP_REMAINING
 from core.campaigns import CampaignSpec
 from core.config_store import get_config
 from core.db import tenant_tx
-from core.runs import AudiencePlan, PlanAudienceInput
+from core.experiments import assign_variant
+from core.runs import AudiencePlan, BatchPage, BatchPageInput, Counts, PlanAudienceInput, SkipRemainingInput
 from core.segments import SegmentError, compile_segment
 from core.telemetry import tag_current_span
 
-# Batch boundaries: every batch_size-th customer id of the frozen audience, in id order.
+# Batch boundaries of one page: every batch_size-th customer id of the frozen audience from the
+# cursor on, in id order; one more than asked for, which is the next page's cursor.
 _BATCH_STARTS_SQL = """
 SELECT customer_id FROM (
-    SELECT customer_id, row_number() OVER (ORDER BY customer_id) AS n
-    FROM run_recipients WHERE tenant_id = $1 AND run_id = $2::uuid
-) numbered WHERE (n - 1) % $3 = 0 ORDER BY customer_id
+    SELECT customer_id, row_number() OVER (ORDER BY customer_id) AS n FROM (
+        SELECT customer_id FROM run_recipients
+        WHERE tenant_id = $1 AND run_id = $2::uuid AND ($3::bigint IS NULL OR customer_id >= $3)
+        ORDER BY customer_id LIMIT $4
+    ) page
+) numbered WHERE (n - 1) % $5 = 0 ORDER BY customer_id
+"""
+# A page of recipients after the cursor, and which of their channels have no ledger row yet.
+_SKIP_PAGE = 5_000
+_RECIPIENT_PAGE_SQL = """
+SELECT customer_id FROM run_recipients
+WHERE tenant_id = $1 AND run_id = $2::uuid AND customer_id > $3
+ORDER BY customer_id LIMIT $4
+"""
+_MISSING_SQL = """
+SELECT r.customer_id, ch.channel
+FROM run_recipients r CROSS JOIN unnest($5::text[]) AS ch(channel)
+WHERE r.tenant_id = $1 AND r.run_id = $2::uuid AND r.customer_id > $3 AND r.customer_id <= $4
+  AND NOT EXISTS (SELECT 1 FROM deliveries d
+                  WHERE d.tenant_id = r.tenant_id AND d.run_id = r.run_id
+                    AND d.customer_id = r.customer_id AND d.channel = ch.channel)
+ORDER BY r.customer_id, ch.channel
+"""
+_SKIP_SQL = """
+INSERT INTO deliveries (tenant_id, run_id, customer_id, channel, variant, status, reason, idempotency_key)
+SELECT $1, $2::uuid, c, ch, v, 'skipped', $3, $1 || ':' || $2 || ':' || c || ':' || ch
+FROM unnest($4::bigint[], $5::text[], $6::text[]) AS t(c, ch, v)
+ON CONFLICT (tenant_id, run_id, customer_id, channel) DO NOTHING
+"""
+_REASON_COUNTS_SQL = """
+SELECT channel, variant, count(*) AS n FROM deliveries
+WHERE tenant_id = $1 AND run_id = $2::uuid AND status = 'skipped' AND reason = $3
+GROUP BY channel, variant
 """
 
 
@@ -72,5 +105,68 @@ class AudienceActivities:
                 inp.tenant,
                 inp.run_id,
             )
-            starts = [r["customer_id"] for r in await conn.fetch(_BATCH_STARTS_SQL, inp.tenant, inp.run_id, inp.batch_size)]
-        return AudiencePlan(planned=planned, batch_starts=starts)
+        return AudiencePlan(planned=planned, batches=-(-planned // inp.batch_size))
+
+    @activity.defn(name=LIST_BATCHES)
+    async def list_batches(self, inp: BatchPageInput) -> BatchPage:
+        """The next `max_batches` batch boundaries of the frozen audience from the cursor on."""
+        tag_current_span(tenant=inp.tenant, run=inp.run_id)
+        async with tenant_tx(self.pool, inp.tenant) as conn:
+            rows = await conn.fetch(
+                _BATCH_STARTS_SQL,
+                inp.tenant,
+                inp.run_id,
+                inp.first_id,
+                inp.batch_size * inp.max_batches + 1,
+                inp.batch_size,
+            )
+        starts = [r["customer_id"] for r in rows]
+        if len(starts) > inp.max_batches:
+            return BatchPage(starts=starts[: inp.max_batches], next_first_id=starts[inp.max_batches])
+        return BatchPage(starts=starts)
+
+    @activity.defn(name=SKIP_REMAINING)
+    async def skip_remaining(self, inp: SkipRemainingInput) -> Counts:
+        """Give every (recipient, channel) of the run without a ledger row a `skipped` row for
+        `inp.reason`, with the variant the recipient was assigned; returns the ledger's counts of
+        that reason, so a retried call reports the same numbers."""
+        tag_current_span(tenant=inp.tenant, campaign=inp.campaign_id, run=inp.run_id)
+        async with tenant_tx(self.pool, inp.tenant) as conn:
+            definition = await conn.fetchval(
+                "SELECT definition FROM campaigns WHERE tenant_id = $1 AND id = $2::uuid", inp.tenant, inp.campaign_id
+            )
+        if definition is None:
+            raise ApplicationError(f"campaign {inp.campaign_id} not found", non_retryable=True)
+        spec = CampaignSpec.model_validate(definition)
+        weights = [(v.key, v.weight) for v in spec.variants]
+        channels = list(spec.channels)
+        cursor = -(2**63)
+        while True:
+            async with tenant_tx(self.pool, inp.tenant) as conn:
+                ids = [
+                    r["customer_id"]
+                    for r in await conn.fetch(_RECIPIENT_PAGE_SQL, inp.tenant, inp.run_id, cursor, _SKIP_PAGE)
+                ]
+                if not ids:
+                    break
+                missing = await conn.fetch(_MISSING_SQL, inp.tenant, inp.run_id, cursor, ids[-1], channels)
+                if missing:
+                    await conn.execute(
+                        _SKIP_SQL,
+                        inp.tenant,
+                        inp.run_id,
+                        inp.reason,
+                        [r["customer_id"] for r in missing],
+                        [r["channel"] for r in missing],
+                        [
+                            assign_variant(inp.campaign_id, r["customer_id"], weights, spec.holdout_percent)
+                            for r in missing
+                        ],
+                    )
+            cursor = ids[-1]
+            activity.heartbeat(cursor)
+        counts = Counts()
+        async with tenant_tx(self.pool, inp.tenant) as conn:
+            for r in await conn.fetch(_REASON_COUNTS_SQL, inp.tenant, inp.run_id, inp.reason):
+                counts.tally("skipped", inp.reason, r["variant"], r["channel"], r["n"])
+        return counts

@@ -36,7 +36,7 @@ WHERE r.tenant_id = $1 AND r.run_id = $2::uuid
 ORDER BY r.customer_id
 """
 _DONE_SQL = """
-SELECT customer_id, channel FROM deliveries
+SELECT customer_id, channel, status, reason, variant FROM deliveries
 WHERE tenant_id = $1 AND run_id = $2::uuid
   AND customer_id >= $3 AND ($4::bigint IS NULL OR customer_id < $4)
 """
@@ -86,7 +86,8 @@ class DeliveryActivities:
                 "SELECT definition FROM campaigns WHERE tenant_id = $1 AND id = $2::uuid", inp.tenant, inp.campaign_id
             )
             customers = await conn.fetch(_RECIPIENTS_SQL, *args)
-            done = {(r["customer_id"], r["channel"]) for r in await conn.fetch(_DONE_SQL, *args)}
+            done_rows = await conn.fetch(_DONE_SQL, *args)
+        done = {(r["customer_id"], r["channel"]) for r in done_rows}
         if definition is None:
             raise ApplicationError(f"campaign {inp.campaign_id} not found", non_retryable=True)
         spec = CampaignSpec.model_validate(definition)
@@ -95,6 +96,9 @@ class DeliveryActivities:
         variants = {v.key: v for v in spec.variants}
 
         counts = Counts()
+        # A retried batch also reports what an earlier attempt recorded, so run totals stay exact.
+        for r in done_rows:
+            counts.tally(r["status"], r["reason"], r["variant"], r["channel"])
         rows: list[_LedgerRow] = []
         outbound: dict[str, list[tuple[OutboundMessage, _LedgerRow]]] = {}
         for customer in customers:
@@ -182,7 +186,7 @@ class DeliveryActivities:
                 ],
             )
         for r in rows:
-            setattr(counts, r.status, getattr(counts, r.status) + 1)
+            counts.tally(r.status, r.reason, r.variant, r.channel)
 
 
 def _apply(chunk: list[tuple[OutboundMessage, _LedgerRow]], results: list[SendResult]) -> list[_LedgerRow]:

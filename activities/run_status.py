@@ -22,6 +22,8 @@ UPDATE runs SET
     started_at = CASE WHEN $3 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
     finished_at = CASE WHEN $3 IN ('completed', 'cancelled', 'failed') THEN now() ELSE finished_at END
 WHERE tenant_id = $1 AND id = $2::uuid
+  -- A finished run stays finished, whatever write arrives late.
+  AND status NOT IN ('completed', 'cancelled', 'failed')
 """
 
 

@@ -7,13 +7,6 @@ import datetime as dt
 from pydantic import BaseModel, Field
 
 
-class CampaignRunInput(BaseModel):
-    tenant: str
-    campaign_id: str
-    run_id: str
-    send_at: dt.datetime | None = None
-
-
 class LoadConfigInput(BaseModel):
     tenant: str
 
@@ -35,9 +28,34 @@ class PlanAudienceInput(BaseModel):
 
 
 class AudiencePlan(BaseModel):
+    """The frozen audience's size; its batches are read a page at a time (BatchPage)."""
+
     planned: int
-    # Inclusive lower customer-id bound of each batch; a batch ends where the next begins.
-    batch_starts: list[int] = Field(default_factory=list)
+    batches: int
+
+
+class BatchPageInput(BaseModel):
+    tenant: str
+    run_id: str
+    first_id: int | None = None  # inclusive cursor; None starts at the beginning
+    batch_size: int
+    max_batches: int
+
+
+class BatchPage(BaseModel):
+    # Inclusive lower customer-id bound of each batch; a batch ends where the next begins,
+    # the page's last batch where `next_first_id` (the next page's cursor) begins.
+    starts: list[int] = Field(default_factory=list)
+    next_first_id: int | None = None
+
+
+class SkipRemainingInput(BaseModel):
+    """Record every recipient of the run not yet in the ledger as skipped for `reason`."""
+
+    tenant: str
+    run_id: str
+    campaign_id: str
+    reason: str = "cancelled"
 
 
 class DeliverBatchInput(BaseModel):
@@ -49,15 +67,40 @@ class DeliverBatchInput(BaseModel):
     end_id: int | None = None  # exclusive; None for the last batch
 
 
+STATUSES = ("sent", "failed", "skipped")
+
+
 class Counts(BaseModel):
+    """Ledger outcomes: totals, skips by reason, and each status per variant and per channel."""
+
     sent: int = 0
     failed: int = 0
     skipped: int = 0
+    skipped_by_reason: dict[str, int] = Field(default_factory=dict)
+    by_variant: dict[str, dict[str, int]] = Field(default_factory=dict)
+    by_channel: dict[str, dict[str, int]] = Field(default_factory=dict)
+
+    def tally(self, status: str, reason: str | None, variant: str | None, channel: str, n: int = 1) -> None:
+        """Count `n` ledger rows with these values."""
+        setattr(self, status, getattr(self, status) + n)
+        if status == "skipped":
+            key = reason or ""
+            self.skipped_by_reason[key] = self.skipped_by_reason.get(key, 0) + n
+        for group, key in ((self.by_variant, variant or ""), (self.by_channel, channel)):
+            bucket = group.setdefault(key, dict.fromkeys(STATUSES, 0))
+            bucket[status] = bucket.get(status, 0) + n
 
     def add(self, other: Counts) -> None:
         self.sent += other.sent
         self.failed += other.failed
         self.skipped += other.skipped
+        for reason, n in other.skipped_by_reason.items():
+            self.skipped_by_reason[reason] = self.skipped_by_reason.get(reason, 0) + n
+        for mine, theirs in ((self.by_variant, other.by_variant), (self.by_channel, other.by_channel)):
+            for key, by_status in theirs.items():
+                bucket = mine.setdefault(key, dict.fromkeys(STATUSES, 0))
+                for status, n in by_status.items():
+                    bucket[status] = bucket.get(status, 0) + n
 
 
 class MarkRunInput(BaseModel):
@@ -70,13 +113,37 @@ class MarkRunInput(BaseModel):
 
 
 class RunProgress(BaseModel):
-    """What the workflow's `progress` query returns."""
+    """What the workflow's `progress` query and its control updates return."""
 
     status: str
     planned: int | None = None
     batches_total: int = 0
     batches_done: int = 0
     counts: Counts = Field(default_factory=Counts)
+    # 1 for the first execution of the run; each continue-as-new adds one.
+    execution: int = 1
+
+
+class RunCarry(BaseModel):
+    """What one execution of a run hands the next on continue-as-new: cursors and counters,
+    never recipients."""
+
+    pin: ConfigPin
+    planned: int
+    batches_total: int
+    batches_done: int
+    next_first_id: int | None  # first customer id of the next batch to start; None: all started
+    counts: Counts
+    paused: bool = False
+    execution: int = 2
+
+
+class CampaignRunInput(BaseModel):
+    tenant: str
+    campaign_id: str
+    run_id: str
+    send_at: dt.datetime | None = None
+    carry: RunCarry | None = None  # set only by continue-as-new
 
 
 def run_workflow_id(tenant: str, campaign_id: str, run_id: str) -> str:

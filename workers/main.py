@@ -14,6 +14,7 @@ from activities.channels.email_smtp import SmtpEmailAdapter
 from activities.config import ConfigActivities
 from activities.delivery import DeliveryActivities
 from activities.run_status import RunStatusActivities
+from activities.testsend import TestSendActivities
 from core.settings import Settings
 from workers.tenant_workers import TenantSelection, TenantWorkers
 
@@ -32,8 +33,12 @@ def build_activities(pool: asyncpg.Pool, settings: Settings) -> list:
     return [
         ConfigActivities(pool).load_config,
         AudienceActivities(pool).plan_audience,
+        AudienceActivities(pool).list_batches,
+        AudienceActivities(pool).skip_remaining,
         delivery.deliver_batch,
         RunStatusActivities(pool).mark_run,
+        RunStatusActivities(pool).register_run,
+        TestSendActivities(pool, adapters["email"], settings.public_base_url).test_send,
     ]
 
 

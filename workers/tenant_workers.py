@@ -16,6 +16,7 @@ from core.config_store import TENANTS_CHANNEL, active_tenants
 from core.tenant_config import Execution, task_queue_for
 from workflows.campaign_run import CampaignRunWorkflow
 from workflows.scheduled_run import ScheduledCampaignWorkflow
+from workflows.testsend import CampaignTestSendWorkflow
 
 log = logging.getLogger("pennant.workers")
 
@@ -77,7 +78,7 @@ class TenantWorkers:
         worker = Worker(
             self.client,
             task_queue=task_queue_for(tenant),
-            workflows=[CampaignRunWorkflow, ScheduledCampaignWorkflow],
+            workflows=[CampaignRunWorkflow, ScheduledCampaignWorkflow, CampaignTestSendWorkflow],
             activities=self.activities,
             max_concurrent_activities=execution.max_concurrent_activities,
             max_task_queue_activities_per_second=execution.activities_per_second,

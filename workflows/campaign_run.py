@@ -1,13 +1,20 @@
-"""CampaignRunWorkflow: one durable execution per campaign run.
+"""CampaignRunWorkflow: one durable execution chain per campaign run.
 
 load config (pin a version) → wait for the send time → plan the audience → deliver batches
 through a bounded window of activities → finish. Only ids, cursors and counts pass through
-history; recipients and rendered bodies stay in PostgreSQL and the activities.
+history; recipients and rendered bodies stay in PostgreSQL and the activities. Batch
+boundaries are read a page at a time, and once an execution's history grows past a few
+thousand events it continues as new, carrying only the cursor and the counters.
+
+Pause, resume and cancel are updates whose validators reject what the run's status does not
+allow, so a caller gets a clear refusal rather than a silent no-op.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from collections.abc import Sequence
 from datetime import timedelta
 
 from temporalio import workflow
@@ -15,9 +22,18 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.names import DELIVER_BATCH, LOAD_CONFIG, MARK_RUN, PLAN_AUDIENCE
+    from activities.names import (
+        DELIVER_BATCH,
+        LIST_BATCHES,
+        LOAD_CONFIG,
+        MARK_RUN,
+        PLAN_AUDIENCE,
+        SKIP_REMAINING,
+    )
     from core.runs import (
         AudiencePlan,
+        BatchPage,
+        BatchPageInput,
         CampaignRunInput,
         ConfigPin,
         Counts,
@@ -25,115 +41,332 @@ with workflow.unsafe.imports_passed_through():
         LoadConfigInput,
         MarkRunInput,
         PlanAudienceInput,
+        RunCarry,
         RunProgress,
+        SkipRemainingInput,
     )
 
 _SHORT = timedelta(seconds=30)
 _RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+# A batch heartbeats after every chunk it sends; a worker that died mid-batch is noticed after
+# this long and the batch is retried elsewhere, skipping what the ledger already holds.
+BATCH_HEARTBEAT = timedelta(seconds=20)
+# Continue as new once an execution's history passes this many events (or the server suggests
+# it). Draining the in-flight window adds at most a few hundred more, which keeps every
+# execution far below the 5,000 events promised and Temporal's own limits.
+HISTORY_EVENT_LIMIT = 2_000
+# Batch boundaries read per list_batches call; only the cursor survives continue-as-new.
+BATCH_PAGE = 100
+TERMINAL = ("completed", "cancelled", "failed")
+# The type of the ApplicationError a validator raises; details carry the current status.
+RUN_STATE_CONFLICT = "RunStateConflict"
 
 
 @workflow.defn(name="CampaignRunWorkflow")
 class CampaignRunWorkflow:
     """Carries one campaign run to every recipient exactly once."""
 
-    def __init__(self) -> None:
-        self._progress = RunProgress(status="scheduled")
+    @workflow.init
+    def __init__(self, inp: CampaignRunInput) -> None:
+        carry = inp.carry
+        self._inp = inp
+        self._status = "running" if carry else "scheduled"
+        self._paused = carry.paused if carry else False
+        self._cancel_requested = False
+        self._finished = False  # the final status is written to the run's row
+        self._pin: ConfigPin | None = carry.pin if carry else None
+        self._planned: int | None = carry.planned if carry else None
+        self._batches_total = carry.batches_total if carry else 0
+        self._batches_done = carry.batches_done if carry else 0
+        self._batches_started = self._batches_done
+        self._counts = carry.counts if carry else Counts()
+        self._execution = carry.execution if carry else 1
+        # Next page cursor; `_exhausted` once every batch boundary has been read.
+        self._cursor: int | None = carry.next_first_id if carry else None
+        self._exhausted = carry is not None and carry.next_first_id is None
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failure: ActivityError | None = None
+        self._mark_lock = asyncio.Lock()
+
+    # -- visibility ---------------------------------------------------------------------------
+
+    def _status_now(self) -> str:
+        if self._status in ("scheduled", "running") and self._paused:
+            return "paused"
+        return self._status
 
     @workflow.query
     def progress(self) -> RunProgress:
-        return self._progress
+        return RunProgress(
+            status=self._status_now(),
+            planned=self._planned,
+            batches_total=self._batches_total,
+            batches_done=self._batches_done,
+            counts=self._counts,
+            execution=self._execution,
+        )
+
+    # -- control ------------------------------------------------------------------------------
+
+    @workflow.update
+    async def pause(self) -> RunProgress:
+        """Start no new batch until resumed; batches already running finish."""
+        self._paused = True
+        await self._sync_status()
+        return self.progress()
+
+    @pause.validator
+    def _validate_pause(self) -> None:
+        self._require("pause", ("scheduled", "running"))
+
+    @workflow.update
+    async def resume(self) -> RunProgress:
+        self._paused = False
+        await self._sync_status()
+        return self.progress()
+
+    @resume.validator
+    def _validate_resume(self) -> None:
+        self._require("resume", ("paused",))
+
+    @workflow.update
+    async def cancel(self) -> RunProgress:
+        """Start no new batch, let running ones finish, record everyone never attempted as
+        skipped (cancelled); returns once the run is cancelled."""
+        self._cancel_requested = True
+        await workflow.wait_condition(lambda: self._finished)
+        return self.progress()
+
+    @cancel.validator
+    def _validate_cancel(self) -> None:
+        self._require("cancel", ("scheduled", "running", "paused"))
+
+    def _require(self, action: str, allowed: Sequence[str]) -> None:
+        status = self._status_now()
+        if self._cancel_requested and status not in TERMINAL:
+            status = "cancelling"
+        if status not in allowed:
+            raise ApplicationError(
+                f"cannot {action} a run that is {status} (only a {' or '.join(allowed)} run)",
+                status,
+                type=RUN_STATE_CONFLICT,
+                non_retryable=True,
+            )
+
+    # -- the run ------------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, inp: CampaignRunInput) -> RunProgress:
         try:
-            # Pin the config first: a run uses the version current when it was started,
-            # even when it then waits days for its send time.
-            pin: ConfigPin = await workflow.execute_activity(
-                LOAD_CONFIG,
-                LoadConfigInput(tenant=inp.tenant),
-                result_type=ConfigPin,
-                start_to_close_timeout=_SHORT,
-                retry_policy=_RETRY,
-            )
-            await self._mark(inp, "scheduled", config_version=pin.version)
-            if inp.send_at is not None:
-                delay = inp.send_at - workflow.now()
-                if delay > timedelta(0):
-                    workflow.set_current_details(f"scheduled for {inp.send_at.isoformat()}")
-                    await workflow.sleep(delay, summary="wait for send time")
-            await self._deliver(inp, pin)
+            if inp.carry is None:
+                await self._prepare(inp)
+            if self._status == "running":
+                await self._deliver(inp)
         except ActivityError as err:
-            self._progress.status = "failed"
+            self._status = "failed"
             cause = str(err.cause or err)
-            await self._mark(inp, "failed", error=cause)
+            await self._sync_status(error=cause)
+            self._finished = True
+            await workflow.wait_condition(workflow.all_handlers_finished)
             raise ApplicationError(f"run failed: {cause}", non_retryable=True) from err
-        return self._progress
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.progress()
 
-    async def _deliver(self, inp: CampaignRunInput, pin: ConfigPin) -> None:
-        self._progress.status = "running"
-        await self._mark(inp, "running")
+    async def _prepare(self, inp: CampaignRunInput) -> None:
+        """Pin the config, wait for the send time (and while paused), freeze the audience."""
+        # Pin the config first: a run uses the version current when it was started,
+        # even when it then waits days for its send time.
+        self._pin = await workflow.execute_activity(
+            LOAD_CONFIG,
+            LoadConfigInput(tenant=inp.tenant),
+            result_type=ConfigPin,
+            start_to_close_timeout=_SHORT,
+            retry_policy=_RETRY,
+        )
+        await self._sync_status(config_version=self._pin.version)
+        if inp.send_at is not None:
+            delay = inp.send_at - workflow.now()
+            if delay > timedelta(0):
+                workflow.set_current_details(f"scheduled for {inp.send_at.isoformat()}")
+                try:
+                    # A timer that a cancel cuts short.
+                    await workflow.wait_condition(
+                        lambda: self._cancel_requested, timeout=delay, timeout_summary="wait for send time"
+                    )
+                except TimeoutError:
+                    pass
+        await workflow.wait_condition(lambda: not self._paused or self._cancel_requested)
+        if self._cancel_requested:
+            await self._finish_cancelled()
+            return
+        self._status = "running"
+        await self._sync_status()
         plan: AudiencePlan = await workflow.execute_activity(
             PLAN_AUDIENCE,
             PlanAudienceInput(
                 tenant=inp.tenant,
                 run_id=inp.run_id,
                 campaign_id=inp.campaign_id,
-                config_version=pin.version,
-                batch_size=pin.batch_size,
+                config_version=self._pin.version,
+                batch_size=self._pin.batch_size,
             ),
             result_type=AudiencePlan,
             start_to_close_timeout=timedelta(minutes=10),
             retry_policy=_RETRY,
         )
-        self._progress.planned = plan.planned
-        self._progress.batches_total = len(plan.batch_starts)
-        await self._mark(inp, "running", planned=plan.planned)
-        workflow.set_current_details(f"{plan.planned} recipients in {len(plan.batch_starts)} batches")
+        self._planned = plan.planned
+        self._batches_total = plan.batches
+        self._exhausted = plan.batches == 0
+        await self._sync_status(planned=plan.planned)
 
-        starts = plan.batch_starts
-        pending: set[asyncio.Task[Counts]] = set()
-        for i, first_id in enumerate(starts):
-            if len(pending) >= pin.max_concurrent_batches:
-                await self._collect(pending, asyncio.FIRST_COMPLETED)
-            batch = DeliverBatchInput(
-                tenant=inp.tenant,
-                run_id=inp.run_id,
-                campaign_id=inp.campaign_id,
-                config_version=pin.version,
-                first_id=first_id,
-                end_id=starts[i + 1] if i + 1 < len(starts) else None,
-            )
-            pending.add(
-                asyncio.ensure_future(
-                    workflow.execute_activity(
-                        DELIVER_BATCH,
-                        batch,
-                        result_type=Counts,
-                        start_to_close_timeout=timedelta(minutes=10),
-                        heartbeat_timeout=timedelta(seconds=60),
-                        retry_policy=_RETRY,
-                        summary=f"batch {i + 1}/{len(starts)}",
-                    )
+    async def _deliver(self, inp: CampaignRunInput) -> None:
+        pin = self._pin
+        assert pin is not None
+        details = f"{self._planned} recipients in {self._batches_total} batches"
+        workflow.set_current_details(details + (f" (execution {self._execution})" if self._execution > 1 else ""))
+        queue: deque[tuple[int, int | None]] = deque()
+        while True:
+            if not queue and not self._exhausted:
+                page: BatchPage = await workflow.execute_activity(
+                    LIST_BATCHES,
+                    BatchPageInput(
+                        tenant=inp.tenant,
+                        run_id=inp.run_id,
+                        first_id=self._cursor,
+                        batch_size=pin.batch_size,
+                        max_batches=BATCH_PAGE,
+                    ),
+                    result_type=BatchPage,
+                    start_to_close_timeout=_SHORT,
+                    retry_policy=_RETRY,
+                )
+                ends: list[int | None] = [*page.starts[1:], page.next_first_id]
+                queue.extend(zip(page.starts, ends, strict=True))
+                self._cursor = page.next_first_id
+                self._exhausted = page.next_first_id is None
+            if not queue:
+                break
+            await workflow.wait_condition(
+                lambda: (
+                    self._failure is not None
+                    or self._cancel_requested
+                    or self._history_full()
+                    or (not self._paused and self._in_flight < pin.max_concurrent_batches)
                 )
             )
-        await self._collect(pending, asyncio.ALL_COMPLETED)
-        self._progress.status = "completed"
-        await self._mark(inp, "completed")
-
-    async def _collect(self, pending: set[asyncio.Task[Counts]], when: str) -> None:
-        if not pending:
+            self._raise_failure()
+            if self._cancel_requested:
+                break
+            if self._history_full():
+                await self._continue_as_new(inp, queue[0][0])
+                break  # only reached when a cancel arrived while draining
+            first_id, end_id = queue.popleft()
+            self._start_batch(inp, pin, first_id, end_id)
+        await self._drain()
+        if self._cancel_requested:
+            await self._finish_cancelled()
             return
-        done, rest = await workflow.wait(pending, return_when=when)
-        pending.clear()
-        pending.update(rest)
-        for task in done:
-            self._progress.counts.add(task.result())
-            self._progress.batches_done += 1
+        self._status = "completed"
+        await self._sync_status()
+        self._finished = True
 
-    async def _mark(self, inp: CampaignRunInput, status: str, **fields: object) -> None:
-        await workflow.execute_activity(
-            MARK_RUN,
-            MarkRunInput(tenant=inp.tenant, run_id=inp.run_id, status=status, **fields),  # type: ignore[arg-type]
-            start_to_close_timeout=_SHORT,
-            retry_policy=_RETRY,
+    def _start_batch(self, inp: CampaignRunInput, pin: ConfigPin, first_id: int, end_id: int | None) -> None:
+        self._in_flight += 1
+        self._batches_started += 1
+        batch = DeliverBatchInput(
+            tenant=inp.tenant,
+            run_id=inp.run_id,
+            campaign_id=inp.campaign_id,
+            config_version=pin.version,
+            first_id=first_id,
+            end_id=end_id,
         )
+        task = asyncio.create_task(self._run_batch(batch, f"batch {self._batches_started}/{self._batches_total}"))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_batch(self, batch: DeliverBatchInput, summary: str) -> None:
+        try:
+            counts: Counts = await workflow.execute_activity(
+                DELIVER_BATCH,
+                batch,
+                result_type=Counts,
+                start_to_close_timeout=timedelta(minutes=10),
+                heartbeat_timeout=BATCH_HEARTBEAT,
+                retry_policy=_RETRY,
+                summary=summary,
+            )
+        except ActivityError as err:
+            self._failure = self._failure or err
+        else:
+            self._counts.add(counts)
+            self._batches_done += 1
+        finally:
+            self._in_flight -= 1
+
+    async def _drain(self) -> None:
+        """Wait for every running batch; a failed one fails the run."""
+        await workflow.wait_condition(lambda: self._in_flight == 0)
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _history_full(self) -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() >= HISTORY_EVENT_LIMIT
+
+    async def _continue_as_new(self, inp: CampaignRunInput, next_first_id: int) -> None:
+        """Hand the cursor and counters to a fresh execution; returns only if a cancel arrives
+        first (the cancel is then finished in this execution)."""
+        await self._drain()
+        # Handlers must not be cut off; a cancel waits for the run to end, so it ends it here.
+        await workflow.wait_condition(lambda: self._cancel_requested or workflow.all_handlers_finished())
+        if self._cancel_requested:
+            return
+        assert self._pin is not None
+        carry = RunCarry(
+            pin=self._pin,
+            planned=self._planned or 0,
+            batches_total=self._batches_total,
+            batches_done=self._batches_done,
+            next_first_id=next_first_id,
+            counts=self._counts,
+            paused=self._paused,
+            execution=self._execution + 1,
+        )
+        workflow.continue_as_new(inp.model_copy(update={"carry": carry}))
+
+    async def _finish_cancelled(self) -> None:
+        if self._planned is not None:  # the audience is frozen: account for everyone in it
+            remaining: Counts = await workflow.execute_activity(
+                SKIP_REMAINING,
+                SkipRemainingInput(tenant=self._inp.tenant, run_id=self._inp.run_id, campaign_id=self._inp.campaign_id),
+                result_type=Counts,
+                start_to_close_timeout=timedelta(minutes=10),
+                heartbeat_timeout=timedelta(seconds=60),
+                retry_policy=_RETRY,
+            )
+            self._counts.add(remaining)
+        self._status = "cancelled"
+        await self._sync_status()
+        self._finished = True
+
+    async def _sync_status(self, **fields: object) -> None:
+        """Write the run's current status (and `fields`) to its row. Writes are serialised and
+        each reads the status when it starts, so the row ends at the latest status whatever
+        order the control handlers ran in."""
+        async with self._mark_lock:
+            await workflow.execute_activity(
+                MARK_RUN,
+                MarkRunInput(
+                    tenant=self._inp.tenant,
+                    run_id=self._inp.run_id,
+                    status=self._status_now(),
+                    **fields,  # type: ignore[arg-type]
+                ),
+                start_to_close_timeout=_SHORT,
+                retry_policy=_RETRY,
+            )

@@ -1,0 +1,92 @@
+"""Test sends: a campaign's email, rendered with a sample customer's data, to seed addresses.
+
+Goes through the same email adapter as real runs but never touches the ledger or any run."""
+
+from __future__ import annotations
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.channels.base import ChannelAdapter, OutboundMessage, TransientChannelError
+from activities.names import TEST_SEND
+from core.campaigns import CampaignSpec
+from core.config_store import get_config
+from core.db import tenant_tx
+from core.preview import (
+    TestSendInput,
+    TestSendMessage,
+    TestSendResult,
+    preview_unsubscribe_url,
+    render_variant,
+    sample_customer,
+)
+from core.telemetry import tag_current_span
+from core.templating import RenderedEmail, TemplateError
+
+
+class TestSendActivities:
+    __test__ = False  # not a pytest class
+
+    def __init__(self, pool: asyncpg.Pool, email: ChannelAdapter, public_base_url: str):
+        self.pool = pool
+        self.email = email
+        self.public_base_url = public_base_url
+
+    @activity.defn(name=TEST_SEND)
+    async def test_send(self, inp: TestSendInput) -> TestSendResult:
+        tag_current_span(tenant=inp.tenant, campaign=inp.campaign_id)
+        found = await get_config(self.pool, inp.tenant)
+        if found is None:
+            raise ApplicationError(f"tenant '{inp.tenant}' has no config", non_retryable=True)
+        config = found[1]
+        async with tenant_tx(self.pool, inp.tenant) as conn:
+            definition = await conn.fetchval(
+                "SELECT definition FROM campaigns WHERE tenant_id = $1 AND id = $2::uuid", inp.tenant, inp.campaign_id
+            )
+            if definition is None:
+                raise ApplicationError(f"campaign {inp.campaign_id} not found", non_retryable=True)
+            spec = CampaignSpec.model_validate(definition)
+            customer = await sample_customer(conn, inp.tenant, spec, config, inp.customer_id)
+        if customer is None:
+            raise ApplicationError(f"customer {inp.customer_id} not found", non_retryable=True)
+        messages: list[OutboundMessage] = []
+        labels: dict[str, tuple[str, str]] = {}
+        for variant in inp.variants:
+            try:
+                fields = render_variant(
+                    config,
+                    spec,
+                    inp.campaign_id,
+                    variant,
+                    "email",
+                    customer,
+                    preview_unsubscribe_url(self.public_base_url),
+                )
+            except TemplateError as exc:
+                raise ApplicationError(str(exc), type="TemplateError", non_retryable=True) from exc
+            content = RenderedEmail(**{**fields, "subject": f"[TEST] {fields['subject']}"})
+            for address in inp.emails:
+                # Its own key space: a test send can never collide with a run's message.
+                key = f"{inp.tenant}:test-send:{inp.send_id}:{variant}:{address}"
+                labels[key] = (address, variant)
+                messages.append(
+                    OutboundMessage(key, customer.get("id") or 0, address, content, {"X-Pennant-Test-Send": "true"})
+                )
+        try:
+            results = await self.email.send_batch(config, messages)
+        except TransientChannelError as exc:
+            raise ApplicationError(str(exc), type="TransientChannelError") from exc
+        return TestSendResult(
+            customer_id=customer.get("id"),
+            messages=[
+                TestSendMessage(
+                    email=labels[r.idempotency_key][0],
+                    variant=labels[r.idempotency_key][1],
+                    status=r.status,
+                    reason=r.reason,
+                    message_id=r.provider_message_id,
+                )
+                for r in results
+            ],
+        )

@@ -1,0 +1,27 @@
+"""Opaque page cursors: the keyset position of a page's last row, base64url JSON. A cursor
+selects nothing another tenant owns: every query it feeds is tenant-scoped as well."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+
+
+def encode_cursor(position: dict[str, Any]) -> str:
+    raw = json.dumps(position, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str, keys: set[str]) -> dict[str, Any]:
+    """The position in `cursor`; a 422 naming `cursor` when it is not one of ours."""
+    try:
+        position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        position = None
+    if not isinstance(position, dict) or set(position) != keys:
+        raise RequestValidationError([{"loc": ("query", "cursor"), "msg": "not a cursor from a previous page"}])
+    return position

@@ -1,0 +1,35 @@
+"""Segments: how many customers a segment selects now, and a few of them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+
+from api.deps import PoolDep, TenantDep
+from api.schemas import CustomerRef, SegmentEstimate, SegmentEstimateRequest
+from core.config_store import get_config
+from core.db import tenant_tx
+from core.segments import compile_segment
+
+router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["segments"])
+
+SAMPLE_SIZE = 10
+
+
+@router.post("/segments:estimate", response_model=SegmentEstimate)
+async def estimate_segment(tenant: TenantDep, body: SegmentEstimateRequest, pool: PoolDep) -> SegmentEstimate:
+    """Count the customers an inline or named segment selects (the same SQL a run freezes)."""
+    found = await get_config(pool, tenant)
+    if found is None:
+        raise HTTPException(409, f"tenant '{tenant}' has no configuration yet")
+    segment = {"segment": body.segment} if isinstance(body.segment, str) else body.segment
+    # A SegmentError is answered 422 with every `path: reason` (api/errors.py).
+    compiled = compile_segment(segment, found[1].segments, path="segment", first_param=2)
+    where = f"c.tenant_id = $1 AND ({compiled.where})"
+    async with tenant_tx(pool, tenant) as conn:
+        count = await conn.fetchval(f"SELECT count(*) FROM customers c WHERE {where}", tenant, *compiled.params)
+        rows = await conn.fetch(
+            f"SELECT c.id, c.first_name, c.email FROM customers c WHERE {where} ORDER BY c.id LIMIT {SAMPLE_SIZE}",
+            tenant,
+            *compiled.params,
+        )
+    return SegmentEstimate(count=count, sample=[CustomerRef(**dict(r)) for r in rows])

@@ -1,0 +1,184 @@
+"""Pause, resume and cancel through the API: workflow updates with validators, the runs table
+following, a clear 409 for what a run's status does not allow, and the ledger accounting for
+every recipient after a cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import asyncpg
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from core.tenant_config import Execution
+from tests.conftest import wait_for_run
+from tests.run_helpers import assert_each_recipient_once, create_campaign, ledger_count, start_run, until
+from workflows.campaign_run import CampaignRunWorkflow
+
+# Small batches, one at a time, four activities a second: slow enough to act on mid-run.
+SLOW = Execution(batch_size=20, max_concurrent_batches=1, activities_per_second=4)
+
+
+async def _row_status(pool: asyncpg.Pool, tenant: str, run_id: str) -> str:
+    return str(await pool.fetchval("SELECT status FROM runs WHERE tenant_id = $1 AND id = $2::uuid", tenant, run_id))
+
+
+async def test_pause_stops_new_batches_and_resume_finishes_the_run(make_tenant, pool: asyncpg.Pool) -> None:
+    tenant = await make_tenant(customers=300, execution=SLOW)
+    run_id = await start_run(tenant, await create_campaign(tenant))
+    await until(lambda: _has_rows(pool, tenant.slug, run_id), what="the first batch")
+
+    paused = await tenant.http.post(tenant.url(f"/runs/{run_id}:pause"))
+    assert paused.status_code == 200, paused.text
+    assert paused.json()["status"] == "paused"
+    assert await _row_status(pool, tenant.slug, run_id) == "paused"
+
+    # The batch in flight finishes; no new one starts.
+    await asyncio.sleep(1.5)
+    settled = await ledger_count(pool, tenant.slug, run_id)
+    await asyncio.sleep(1.5)
+    assert await ledger_count(pool, tenant.slug, run_id) == settled < 300
+    live = (await tenant.http.get(tenant.url(f"/runs/{run_id}"))).json()
+    assert live["status"] == "paused" and live["counts_source"] == "workflow"
+    assert live["counts"]["planned"] == 300
+    assert live["counts"]["sent"] + live["counts"]["skipped"] == settled == live["batches_done"] * 20
+
+    again = await tenant.http.post(tenant.url(f"/runs/{run_id}:pause"))
+    assert again.status_code == 409 and "paused" in again.json()["detail"]
+
+    resumed = await tenant.http.post(tenant.url(f"/runs/{run_id}:resume"))
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["status"] == "running"
+    assert await _row_status(pool, tenant.slug, run_id) == "running"
+
+    run = await wait_for_run(tenant, run_id)
+    assert run["status"] == "completed" and run["counts_source"] == "ledger"
+    assert await assert_each_recipient_once(pool, tenant.slug, run_id) == 300
+    assert run["counts"]["sent"] + run["counts"]["skipped"] == 300
+
+    for action in ("resume", "pause", "cancel"):
+        refused = await tenant.http.post(tenant.url(f"/runs/{run_id}:{action}"))
+        assert refused.status_code == 409, (action, refused.text)
+        assert refused.json()["detail"] == f"cannot {action} a run that is completed"
+
+
+async def test_cancel_records_everyone_never_attempted_as_cancelled(
+    make_tenant, pool: asyncpg.Pool, temporal_client: Client
+) -> None:
+    tenant = await make_tenant(customers=300, execution=SLOW)
+    run_id = await start_run(tenant, await create_campaign(tenant))
+    await until(lambda: _has_rows(pool, tenant.slug, run_id), what="the first batch")
+
+    cancelled = await tenant.http.post(tenant.url(f"/runs/{run_id}:cancel"))
+    assert cancelled.status_code == 200, cancelled.text
+    body = cancelled.json()
+    assert body["status"] == "cancelled" and body["counts_source"] == "ledger"
+    assert await _row_status(pool, tenant.slug, run_id) == "cancelled"
+
+    # Everyone is accounted for exactly once: attempted before the cancel, or cancelled.
+    assert await assert_each_recipient_once(pool, tenant.slug, run_id) == 300
+    never_attempted = await ledger_count(pool, tenant.slug, run_id, "reason = 'cancelled'")
+    assert 0 < never_attempted < 300
+    counts = body["counts"]
+    assert counts["skipped_by_reason"]["cancelled"] == never_attempted
+    assert counts["sent"] + counts["skipped"] == 300
+    assert counts["by_variant"]["A"]["skipped"] >= never_attempted  # cancelled rows keep their variant
+    # Batches stop at a boundary: whole batches were attempted, the rest cancelled.
+    assert (300 - never_attempted) % 20 == 0
+
+    handle = temporal_client.get_workflow_handle_for(CampaignRunWorkflow.run, body["workflow_id"])
+    assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+    assert (await handle.result()).status == "cancelled"
+    await asyncio.sleep(0.5)
+    assert await ledger_count(pool, tenant.slug, run_id) == 300  # nothing trickles in afterwards
+
+    for action in ("pause", "resume", "cancel"):
+        refused = await tenant.http.post(tenant.url(f"/runs/{run_id}:{action}"))
+        assert refused.status_code == 409, (action, refused.text)
+        assert refused.json()["detail"] == f"cannot {action} a run that is cancelled"
+
+
+async def test_a_paused_run_can_be_cancelled(make_tenant, pool: asyncpg.Pool) -> None:
+    tenant = await make_tenant(customers=200, execution=SLOW)
+    run_id = await start_run(tenant, await create_campaign(tenant))
+    await until(lambda: _has_rows(pool, tenant.slug, run_id), what="the first batch")
+    assert (await tenant.http.post(tenant.url(f"/runs/{run_id}:pause"))).status_code == 200
+    await asyncio.sleep(1.0)
+    attempted = await ledger_count(pool, tenant.slug, run_id)
+
+    cancelled = await tenant.http.post(tenant.url(f"/runs/{run_id}:cancel"))
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    assert await assert_each_recipient_once(pool, tenant.slug, run_id) == 200
+    assert await ledger_count(pool, tenant.slug, run_id, "reason = 'cancelled'") == 200 - attempted
+
+
+async def test_a_run_waiting_for_its_send_time_can_be_paused_resumed_and_cancelled(
+    make_tenant, pool: asyncpg.Pool, temporal_client: Client
+) -> None:
+    tenant = await make_tenant(customers=50)
+    send_at = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=6)).isoformat()
+    run_id = await start_run(tenant, await create_campaign(tenant, send_at=send_at))
+
+    async def waiting() -> bool:
+        return await pool.fetchval(
+            "SELECT config_version IS NOT NULL FROM runs WHERE tenant_id = $1 AND id = $2::uuid", tenant.slug, run_id
+        )
+
+    await until(waiting, what="the run to pin its config and wait")
+    paused = await tenant.http.post(tenant.url(f"/runs/{run_id}:pause"))
+    assert paused.status_code == 200 and paused.json()["status"] == "paused", paused.text
+    resumed = await tenant.http.post(tenant.url(f"/runs/{run_id}:resume"))
+    assert resumed.status_code == 200 and resumed.json()["status"] == "scheduled", resumed.text
+
+    cancelled = await tenant.http.post(tenant.url(f"/runs/{run_id}:cancel"))
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["counts"]["planned"] == 0
+    # Nobody was planned, so nobody is in the ledger; the timer was cut short.
+    assert await ledger_count(pool, tenant.slug, run_id) == 0
+    handle = temporal_client.get_workflow_handle(cancelled.json()["workflow_id"])
+    events = [e.event_type for e in (await handle.fetch_history()).events]
+    assert EventType.EVENT_TYPE_TIMER_STARTED in events and EventType.EVENT_TYPE_TIMER_CANCELED in events
+    assert EventType.EVENT_TYPE_TIMER_FIRED not in events
+
+
+async def test_unknown_runs_are_404_and_another_tenants_runs_are_invisible(make_tenant, pool: asyncpg.Pool) -> None:
+    a = await make_tenant(customers=20)
+    b = await make_tenant(customers=20)
+    run_id = await start_run(a, await create_campaign(a))
+    await wait_for_run(a, run_id)
+    missing = "0b7c6f9e-8f5e-4a5b-9a43-5f0f5c1d2e3f"
+    for action in ("pause", "resume", "cancel"):
+        response = await a.http.post(a.url(f"/runs/{missing}:{action}"))
+        assert response.status_code == 404 and response.json()["detail"] == f"run '{missing}' not found"
+
+    # B's key, on A's tenant: the tenant itself does not exist for B.
+    for method, path in [
+        ("GET", f"/runs/{run_id}"),
+        ("GET", f"/runs/{run_id}/deliveries"),
+        ("GET", "/runs"),
+        ("POST", f"/runs/{run_id}:pause"),
+        ("POST", f"/runs/{run_id}:resume"),
+        ("POST", f"/runs/{run_id}:cancel"),
+    ]:
+        response = await b.http.request(method, a.url(path))
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json()["detail"] == f"tenant '{a.slug}' not found"
+    # B's key, on its own tenant, naming A's run: no such run.
+    for method, path in [
+        ("GET", f"/runs/{run_id}"),
+        ("GET", f"/runs/{run_id}/deliveries"),
+        ("POST", f"/runs/{run_id}:pause"),
+        ("POST", f"/runs/{run_id}:cancel"),
+    ]:
+        response = await b.http.request(method, b.url(path))
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json()["detail"] == f"run '{run_id}' not found"
+    assert (await b.http.get(b.url("/runs"))).json() == {"items": [], "next_cursor": None}
+    assert (await a.http.get(a.url("/runs"))).json()["items"][0]["id"] == run_id
+
+
+async def _has_rows(pool: asyncpg.Pool, tenant: str, run_id: str) -> bool:
+    return await ledger_count(pool, tenant, run_id) > 0

@@ -1,0 +1,31 @@
+"""CampaignTestSendWorkflow: one test send, run on the tenant's own queue and worker, where
+the channel adapters and their credentials live."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.names import TEST_SEND
+    from core.preview import TestSendInput, TestSendResult
+
+
+@workflow.defn(name="CampaignTestSendWorkflow")
+class CampaignTestSendWorkflow:
+    @workflow.run
+    async def run(self, inp: TestSendInput) -> TestSendResult:
+        return await workflow.execute_activity(
+            TEST_SEND,
+            inp,
+            result_type=TestSendResult,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3),
+            summary=f"test send to {len(inp.emails)} address(es)",
+        )
+
+
+def testsend_workflow_id(tenant: str, campaign_id: str, send_id: str) -> str:
+    return f"test-send:{tenant}:{campaign_id}:{send_id}"
