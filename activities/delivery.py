@@ -12,7 +12,13 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.channels.base import ChannelAdapter, OutboundMessage, SendResult, TransientChannelError
+from activities.channels.base import (
+    ChannelAdapter,
+    ChannelConfigError,
+    OutboundMessage,
+    SendResult,
+    TransientChannelError,
+)
 from activities.names import DELIVER_BATCH
 from core import links
 from core.campaigns import CampaignSpec
@@ -21,7 +27,14 @@ from core.db import tenant_tx
 from core.experiments import HOLDOUT, assign_variant
 from core.runs import Counts, DeliverBatchInput
 from core.telemetry import tag_current_span
-from core.templating import email_for_locale, render_context, render_email
+from core.templating import (
+    content_for_locale,
+    render_context,
+    render_email,
+    render_push,
+    render_sms,
+    render_webhook,
+)
 from core.tenant_config import TenantConfig
 
 # Ledger rows are written after every chunk, so a crash re-sends at most one chunk, and the
@@ -46,7 +59,8 @@ INSERT INTO deliveries (tenant_id, run_id, customer_id, channel, variant, status
 VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8, $9, $10)
 ON CONFLICT (tenant_id, run_id, customer_id, channel) DO NOTHING
 """
-_ADDRESS_FIELD = {"email": "email", "sms": "phone", "push": "push_token"}
+# A webhook goes to the tenant's own endpoint; the recipient is named by the tenant's id for them.
+_ADDRESS_FIELD = {"email": "email", "sms": "phone", "push": "push_token", "webhook": "external_id"}
 
 
 def idempotency_key(tenant: str, run_id: str, customer_id: int, channel: str) -> str:
@@ -125,11 +139,15 @@ class DeliveryActivities:
                 try:
                     results = await adapter.send_batch(config, [m for m, _ in chunk])
                 except TransientChannelError as exc:
+                    # Record what was settled before the error so the retry does not send it again.
+                    await self._record(inp, _apply(chunk, exc.partial), counts)
                     raise ApplicationError(
                         str(exc),
                         type="TransientChannelError",
                         next_retry_delay=dt.timedelta(seconds=exc.retry_after_seconds) if exc.retry_after_seconds else None,
                     ) from exc
+                except ChannelConfigError as exc:
+                    raise ApplicationError(str(exc), type="ChannelConfigError", non_retryable=True) from exc
                 await self._record(inp, _apply(chunk, results), counts)
                 activity.heartbeat(start + len(chunk))
         return counts
@@ -161,16 +179,27 @@ class DeliveryActivities:
         unsubscribe_url = f"{self.public_base_url}/u/{token}"
         ctx = render_context(cust, config.brand, campaign_ctx, variant.key, unsubscribe_url)
         tset = config.templates.get(variant.template)
-        if channel != "email" or tset is None:
+        if tset is None:
             raise ApplicationError(f"no {channel} template '{variant.template}'", non_retryable=True)
-        template = email_for_locale(tset, cust.get("locale") or config.brand.default_locale)
+        template = content_for_locale(tset, channel, cust.get("locale") or config.brand.default_locale)
         if template is None:
-            raise ApplicationError(f"template '{variant.template}' has no email part", non_retryable=True)
-        content = render_email(template, ctx, subject_override=variant.subject)
-        headers = {
-            "List-Unsubscribe": f"<{unsubscribe_url}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        }
+            raise ApplicationError(f"template '{variant.template}' has no {channel} part", non_retryable=True)
+        headers: dict[str, str] = {}
+        content: Any
+        if channel == "email":
+            content = render_email(template, ctx, subject_override=variant.subject)
+            headers = {
+                "List-Unsubscribe": f"<{unsubscribe_url}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            }
+        elif channel == "sms":
+            content = render_sms(template, ctx)
+        elif channel == "push":
+            content = render_push(template, ctx)
+        elif channel == "webhook":
+            content = render_webhook(template, ctx)
+        else:
+            raise ApplicationError(f"channel '{channel}' has no renderer", non_retryable=True)
         return OutboundMessage(key, cust["id"], address, content, headers)
 
     async def _record(self, inp: DeliverBatchInput, rows: list[_LedgerRow], counts: Counts) -> None:

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     smtp_port: int = 1025
     smtp_timeout_seconds: float = 10.0
 
+    # Default base URL of the SMS, push and webhook providers when a tenant's channel sets no
+    # `endpoint`: the devstack provider simulator (`pennant provider-sim`).
+    provider_base_url: str = "http://127.0.0.1:8030"
+
     tenant_configs_dir: Path = Path("tenant_configs")
     demo_customers_per_tenant: int = Field(default=10_000, ge=0)
 

@@ -6,29 +6,42 @@ import difflib
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal, overload
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
-from core.tenant_config import Brand, EmailTemplate, TemplateSet, TenantConfig
+from core.tenant_config import (
+    Brand,
+    EmailTemplate,
+    PushTemplate,
+    SmsTemplate,
+    TemplateSet,
+    TenantConfig,
+    WebhookTemplate,
+)
 
 # The variables the renderer provides to every template. Anything else is a typo.
 CUSTOMER_VARIABLES = (
-    "first_name", "last_name", "email", "phone", "locale", "time_zone",
-    "loyalty_tier", "city", "country", "external_id", "attributes",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "locale",
+    "time_zone",
+    "loyalty_tier",
+    "city",
+    "country",
+    "external_id",
+    "attributes",
 )
-RENDER_VARIABLES = frozenset(
-    (*CUSTOMER_VARIABLES, "brand", "campaign", "variant", "unsubscribe_url")
-)
+RENDER_VARIABLES = frozenset((*CUSTOMER_VARIABLES, "brand", "campaign", "variant", "unsubscribe_url"))
 
 # Text parts must never be HTML-escaped; HTML parts always are (autoescape by file name).
 _html_env = SandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
 _text_env = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
-_layout_env = SandboxedEnvironment(
-    autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined
-)
+_layout_env = SandboxedEnvironment(autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined)
 
 
 class TemplateError(ValueError):
@@ -58,9 +71,7 @@ def check_template(source: str, path: str, *, html: bool = False) -> list[str]:
 def check_template_set(name: str, tset: TemplateSet, prefix: str = "templates") -> list[str]:
     """Every problem in one named template, across channels and locales."""
     errors: list[str] = []
-    contents = [(f"{prefix}.{name}", tset)] + [
-        (f"{prefix}.{name}.locales.{loc}", c) for loc, c in tset.locales.items()
-    ]
+    contents = [(f"{prefix}.{name}", tset)] + [(f"{prefix}.{name}.locales.{loc}", c) for loc, c in tset.locales.items()]
     for path, content in contents:
         if content.email:
             errors += check_template(content.email.subject, f"{path}.email.subject")
@@ -72,7 +83,23 @@ def check_template_set(name: str, tset: TemplateSet, prefix: str = "templates") 
         if content.push:
             errors += check_template(content.push.title, f"{path}.push.title")
             errors += check_template(content.push.body, f"{path}.push.body")
+            for key, value in content.push.data.items():
+                errors += check_template(value, f"{path}.push.data.{key}")
+        if content.webhook:
+            for value_path, value in _payload_strings(content.webhook.payload, f"{path}.webhook.payload"):
+                errors += check_template(value, value_path)
     return errors
+
+
+def _payload_strings(value: Any, path: str) -> list[tuple[str, str]]:
+    """Every string inside a webhook payload (they are templates), with its path."""
+    if isinstance(value, str):
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [found for k, v in value.items() for found in _payload_strings(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [found for i, v in enumerate(value) for found in _payload_strings(v, f"{path}[{i}]")]
+    return []
 
 
 def check_config_templates(config: TenantConfig) -> list[str]:
@@ -100,13 +127,28 @@ class RenderedEmail:
     text: str
 
 
-def email_for_locale(tset: TemplateSet, locale: str) -> EmailTemplate | None:
-    """The most specific email template for `locale`: exact, then language, then default."""
+@overload
+def content_for_locale(tset: TemplateSet, channel: Literal["email"], locale: str) -> EmailTemplate | None: ...
+@overload
+def content_for_locale(tset: TemplateSet, channel: Literal["sms"], locale: str) -> SmsTemplate | None: ...
+@overload
+def content_for_locale(tset: TemplateSet, channel: Literal["push"], locale: str) -> PushTemplate | None: ...
+@overload
+def content_for_locale(tset: TemplateSet, channel: Literal["webhook"], locale: str) -> WebhookTemplate | None: ...
+@overload
+def content_for_locale(tset: TemplateSet, channel: str, locale: str) -> Any: ...
+def content_for_locale(tset: TemplateSet, channel: str, locale: str) -> Any:
+    """The most specific `channel` template for `locale`: exact, then language, then default."""
     for key in (locale, locale.split("-")[0]):
         content = tset.locales.get(key)
-        if content is not None and content.email is not None:
-            return content.email
-    return tset.email
+        if content is not None and getattr(content, channel) is not None:
+            return getattr(content, channel)
+    return getattr(tset, channel)
+
+
+def email_for_locale(tset: TemplateSet, locale: str) -> EmailTemplate | None:
+    """The most specific email template for `locale` (see content_for_locale)."""
+    return content_for_locale(tset, "email", locale)
 
 
 def render_context(
@@ -114,15 +156,11 @@ def render_context(
 ) -> dict[str, Any]:
     ctx = {k: customer.get(k) for k in CUSTOMER_VARIABLES}
     ctx["attributes"] = customer.get("attributes") or {}
-    ctx.update(
-        brand=brand.model_dump(), campaign=campaign, variant=variant, unsubscribe_url=unsubscribe_url
-    )
+    ctx.update(brand=brand.model_dump(), campaign=campaign, variant=variant, unsubscribe_url=unsubscribe_url)
     return ctx
 
 
-def render_email(
-    template: EmailTemplate, ctx: dict[str, Any], *, subject_override: str | None = None
-) -> RenderedEmail:
+def render_email(template: EmailTemplate, ctx: dict[str, Any], *, subject_override: str | None = None) -> RenderedEmail:
     """Render subject, HTML (inside the base layout) and text parts of one email."""
     subject = _compiled(subject_override or template.subject, False).render(ctx).strip()
     body_html = _compiled(template.html, True).render(ctx)
@@ -135,3 +173,63 @@ def render_email(
         text = Markup(body_html).striptags()
     text += f"\n\n--\n{ctx['brand']['name']} · Unsubscribe: {ctx['unsubscribe_url']}\n"
     return RenderedEmail(subject=subject, html=html, text=text)
+
+
+# SMS, push and webhook content: text templates (never HTML-escaped), rendered in the same
+# sandbox with StrictUndefined.
+
+_text_layout_env = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+
+
+@lru_cache(maxsize=8)
+def _text_layout(name: str) -> Any:
+    source = resources.files("core.layouts").joinpath(name).read_text(encoding="utf-8")
+    return _text_layout_env.from_string(source)
+
+
+@dataclass(frozen=True)
+class RenderedSms:
+    body: str
+
+
+@dataclass(frozen=True)
+class RenderedPush:
+    title: str
+    body: str
+    data: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RenderedWebhook:
+    payload: dict[str, Any]
+
+
+def render_sms(template: SmsTemplate, ctx: dict[str, Any]) -> RenderedSms:
+    """The tenant's SMS body, then the platform opt-out footer on its own line (always)."""
+    body = _compiled(template.body, False).render(ctx).strip()
+    footer = _text_layout("sms_footer.txt.j2").render(ctx).strip()
+    return RenderedSms(body=f"{body}\n{footer}" if footer else body)
+
+
+def render_push(template: PushTemplate, ctx: dict[str, Any]) -> RenderedPush:
+    """Title, body and every data value of one notification."""
+    return RenderedPush(
+        title=_compiled(template.title, False).render(ctx).strip(),
+        body=_compiled(template.body, False).render(ctx).strip(),
+        data={k: _compiled(v, False).render(ctx) for k, v in template.data.items()},
+    )
+
+
+def render_webhook(template: WebhookTemplate, ctx: dict[str, Any]) -> RenderedWebhook:
+    """The payload with every string value rendered; keys and non-string values stay as they are."""
+    return RenderedWebhook(payload=_render_payload(template.payload, ctx))
+
+
+def _render_payload(value: Any, ctx: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+        return _compiled(value, False).render(ctx)
+    if isinstance(value, dict):
+        return {k: _render_payload(v, ctx) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_payload(v, ctx) for v in value]
+    return value

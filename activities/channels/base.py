@@ -1,4 +1,4 @@
-"""The one Protocol every channel adapter implements, and the two error classes."""
+"""The one Protocol every channel adapter implements, and the error classes."""
 
 from __future__ import annotations
 
@@ -28,11 +28,21 @@ class SendResult:
 
 
 class TransientChannelError(Exception):
-    """The provider could not take the batch now (timeout, 5xx, 429): Temporal retries."""
+    """The provider could not take the batch now (timeout, 5xx, 429): Temporal retries.
 
-    def __init__(self, message: str, retry_after_seconds: float | None = None):
+    `partial` holds the results of messages that were settled before the error, so they can be
+    recorded now instead of being sent again (and de-duplicated by the provider) on the retry.
+    """
+
+    def __init__(self, message: str, retry_after_seconds: float | None = None, partial: list[SendResult] | None = None):
         super().__init__(message)
         self.retry_after_seconds = retry_after_seconds
+        self.partial = partial or []
+
+
+class ChannelConfigError(Exception):
+    """The channel cannot send at all as configured (e.g. a credential's environment variable is
+    unset): retrying cannot help, so the run fails with this message."""
 
 
 class ChannelAdapter(Protocol):

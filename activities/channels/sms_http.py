@@ -1,0 +1,62 @@
+"""SMS over a Twilio-like HTTP API: one form POST per message, basic auth with the account's
+sid and token, E.164 numbers checked before anything is sent."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from activities.channels.base import OutboundMessage, SendResult
+from activities.channels.http_common import (
+    channel_config,
+    check_transient,
+    credential,
+    endpoint,
+    json_field,
+    provider_reason,
+    send_each,
+    transport_error,
+)
+from core.templating import RenderedSms
+from core.tenant_config import TenantConfig
+
+E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+
+
+class HttpSmsAdapter:
+    """Sends each SMS as its own request; the message's idempotency key rides in a header."""
+
+    channel = "sms"
+
+    def __init__(self, http: httpx.AsyncClient, default_base_url: str, concurrency: int = 10):
+        self.http = http
+        self.default_endpoint = f"{default_base_url.rstrip('/')}/sms"
+        self.concurrency = concurrency
+
+    async def send_batch(self, config: TenantConfig, messages: list[OutboundMessage]) -> list[SendResult]:
+        sender = channel_config(config, "sms").sender
+        sid = credential(config, "sms", "account_sid")
+        token = credential(config, "sms", "auth_token")
+        url = f"{endpoint(config, 'sms', self.default_endpoint)}/2010-04-01/Accounts/{sid}/Messages.json"
+        auth = httpx.BasicAuth(sid, token)
+
+        async def send_one(msg: OutboundMessage) -> SendResult:
+            if not E164.match(msg.address or ""):
+                return SendResult(msg.idempotency_key, "failed", "invalid phone number (not E.164)")
+            content: RenderedSms = msg.content
+            form = {"To": msg.address, "Body": content.body}
+            if sender:
+                form["From"] = sender
+            try:
+                response = await self.http.post(
+                    url, data=form, auth=auth, headers={**msg.headers, "Idempotency-Key": msg.idempotency_key}
+                )
+            except (httpx.TransportError, httpx.InvalidURL) as exc:
+                raise transport_error(exc, "SMS request") from exc
+            check_transient(response, "SMS provider")
+            if not response.is_success:
+                return SendResult(msg.idempotency_key, "failed", f"sms rejected: {provider_reason(response)}")
+            return SendResult(msg.idempotency_key, "sent", provider_message_id=json_field(response, "sid"))
+
+        return await send_each(messages, send_one, self.concurrency)
