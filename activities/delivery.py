@@ -19,12 +19,14 @@ from activities.channels.base import (
     SendResult,
     TransientChannelError,
 )
+from activities.channels.rate_limit import RateLimits
 from activities.names import DELIVER_BATCH
 from core import links
 from core.campaigns import CampaignSpec
 from core.config_store import get_config
 from core.db import tenant_tx
 from core.experiments import HOLDOUT, assign_variant
+from core.frequency import CapTracker
 from core.runs import Counts, DeliverBatchInput
 from core.telemetry import tag_current_span
 from core.templating import (
@@ -35,6 +37,7 @@ from core.templating import (
     render_sms,
     render_webhook,
 )
+from core.suppressions import normalise, suppressed_addresses
 from core.tenant_config import TenantConfig
 
 # Ledger rows are written after every chunk, so a crash re-sends at most one chunk, and the
@@ -86,6 +89,7 @@ class DeliveryActivities:
         self.adapters = adapters
         self.public_base_url = public_base_url.rstrip("/")
         self.link_secret = link_secret
+        self.rate_limits = RateLimits()
 
     @activity.defn(name=DELIVER_BATCH)
     async def deliver_batch(self, inp: DeliverBatchInput) -> Counts:
@@ -101,10 +105,19 @@ class DeliveryActivities:
             )
             customers = await conn.fetch(_RECIPIENTS_SQL, *args)
             done_rows = await conn.fetch(_DONE_SQL, *args)
+            if definition is None:
+                raise ApplicationError(f"campaign {inp.campaign_id} not found", non_retryable=True)
+            spec = CampaignSpec.model_validate(definition)
+            suppressed = {
+                channel: await suppressed_addresses(
+                    conn, inp.tenant, channel, [c[_ADDRESS_FIELD[channel]] for c in customers if c[_ADDRESS_FIELD[channel]]]
+                )
+                for channel in spec.channels
+            }
+            caps = await CapTracker.load(
+                conn, inp.tenant, inp.run_id, config.policies.frequency_caps, [c["id"] for c in customers]
+            )
         done = {(r["customer_id"], r["channel"]) for r in done_rows}
-        if definition is None:
-            raise ApplicationError(f"campaign {inp.campaign_id} not found", non_retryable=True)
-        spec = CampaignSpec.model_validate(definition)
         campaign_ctx = {"id": inp.campaign_id, "name": spec.name}
         weights = [(v.key, v.weight) for v in spec.variants]
         variants = {v.key: v for v in spec.variants}
@@ -124,18 +137,29 @@ class DeliveryActivities:
                 key = idempotency_key(inp.tenant, inp.run_id, cust["id"], channel)
                 address = cust.get(_ADDRESS_FIELD.get(channel, ""))
                 skip = self._skip_reason(config, channel, cust, variant, address)
+                if skip is None and address and normalise(channel, address) in suppressed[channel]:
+                    skip = "suppressed"
+                if skip is None and caps.capped(cust["id"], channel):
+                    skip = "capped"
                 row = _LedgerRow(cust["id"], channel, variant, "skipped", skip, address, key)
                 if skip is not None:
                     rows.append(row)
                     continue
+                caps.record(cust["id"], channel)
                 message = self._render(config, channel, cust, variants[variant], campaign_ctx, key, address)
                 outbound.setdefault(channel, []).append((message, row))
 
         await self._record(inp, rows, counts)
         for channel, pending in outbound.items():
             adapter = self.adapters[channel]
-            for start in range(0, len(pending), CHUNK):
-                chunk = pending[start : start + CHUNK]
+            channel_config = getattr(config.channels, channel)
+            bucket = self.rate_limits.bucket(inp.tenant, channel, channel_config.rate_limit_per_second)
+            # Under a rate limit, send no more than a bucketful at once, or a chunk would burst.
+            size = min(CHUNK, int(bucket.capacity)) if bucket else CHUNK
+            for start in range(0, len(pending), size):
+                chunk = pending[start : start + size]
+                if bucket is not None:
+                    await bucket.acquire(len(chunk))
                 try:
                     results = await adapter.send_batch(config, [m for m, _ in chunk])
                 except TransientChannelError as exc:
@@ -161,7 +185,7 @@ class DeliveryActivities:
             return "channel_disabled"
         if not address:
             return "no_address"
-        if channel in ("email", "sms", "push") and not cust.get(f"consent_{channel}"):
+        if config.policies.consent_required.get(channel, True) and not _consented(cust, channel):  # type: ignore[call-overload]
             return "no_consent"
         return None
 
@@ -216,6 +240,13 @@ class DeliveryActivities:
             )
         for r in rows:
             counts.tally(r.status, r.reason, r.variant, r.channel)
+
+
+def _consented(cust: dict[str, Any], channel: str) -> bool:
+    """Consent columns for email, SMS and push; other channels may carry it as an attribute."""
+    if f"consent_{channel}" in cust:
+        return bool(cust[f"consent_{channel}"])
+    return bool((cust.get("attributes") or {}).get(f"consent_{channel}"))
 
 
 def _apply(chunk: list[tuple[OutboundMessage, _LedgerRow]], results: list[SendResult]) -> list[_LedgerRow]:
