@@ -146,14 +146,15 @@ class DeliveryActivities:
                     rows.append(row)
                     continue
                 caps.record(cust["id"], channel)
+                assert address  # no_address would have skipped it
                 message = self._render(config, channel, cust, variants[variant], campaign_ctx, key, address)
                 outbound.setdefault(channel, []).append((message, row))
 
         await self._record(inp, rows, counts)
-        for channel, pending in outbound.items():
-            adapter = self.adapters[channel]
-            channel_config = getattr(config.channels, channel)
-            bucket = self.rate_limits.bucket(inp.tenant, channel, channel_config.rate_limit_per_second)
+        for name, pending in outbound.items():
+            adapter = self.adapters[name]
+            channel_config = getattr(config.channels, name)
+            bucket = self.rate_limits.bucket(inp.tenant, name, channel_config.rate_limit_per_second)
             # Under a rate limit, send no more than a bucketful at once, or a chunk would burst.
             size = min(CHUNK, int(bucket.capacity)) if bucket else CHUNK
             for start in range(0, len(pending), size):
