@@ -46,7 +46,7 @@ from devstack.provider_simulator import ProviderSimulator, SimulatorControl
 from devstack.smtp_sink import start_sink
 from devstack.temporal_server import temporal_binary, test_server_binary
 from workers.main import build_activities, provider_http_client
-from workers.tenant_workers import TenantWorkers
+from workers.tenant_workers import TenantSelection, TenantWorkers
 
 ROOT = Path(__file__).resolve().parent.parent
 SPANS = InMemorySpanExporter()
@@ -185,10 +185,21 @@ def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
     return temporal_env.client
 
 
+# Tenants whose slug starts with this are not served by the session's worker: a test serves them
+# with a worker process of its own, which it may kill (tests/test_worker_crash.py).
+ISOLATED_PREFIX = "iso-"
+
+
+class _SharedTenants(TenantSelection):
+    def includes(self, tenant: str, execution: Any = None) -> bool:
+        return not tenant.startswith(ISOLATED_PREFIX) and super().includes(tenant, execution)
+
+
 @pytest.fixture(scope="session")
 async def workers(temporal_client: Client, pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[TenantWorkers]:
     async with provider_http_client(PROVIDER_TIMEOUT_SECONDS) as http:
         workers = TenantWorkers(temporal_client, pool, build_activities(pool, settings, http), poll_seconds=1.0)
+        workers.selection = _SharedTenants()
         task = asyncio.create_task(workers.run())
         yield workers
         task.cancel()

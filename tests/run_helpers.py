@@ -36,8 +36,8 @@ async def ledger_count(pool: asyncpg.Pool, tenant: str, run_id: str, where: str 
     )
 
 
-async def until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def until(check: Callable[[], Awaitable[bool]], within: float = 30.0, what: str = "condition") -> None:
+    deadline = asyncio.get_running_loop().time() + within
     while not await check():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")

@@ -16,8 +16,8 @@ from tests.conftest import wait_for_run
 from tests.run_helpers import assert_each_recipient_once, create_campaign, ledger_count, start_run, until
 from workflows.campaign_run import CampaignRunWorkflow
 
-# Small batches, one at a time, four activities a second: slow enough to act on mid-run.
-SLOW = Execution(batch_size=20, max_concurrent_batches=1, activities_per_second=4)
+# Small batches, one at a time, eight activities a second: slow enough to act on mid-run.
+SLOW = Execution(batch_size=20, max_concurrent_batches=1, activities_per_second=8)
 
 
 async def _row_status(pool: asyncpg.Pool, tenant: str, run_id: str) -> str:
@@ -25,7 +25,7 @@ async def _row_status(pool: asyncpg.Pool, tenant: str, run_id: str) -> str:
 
 
 async def test_pause_stops_new_batches_and_resume_finishes_the_run(make_tenant, pool: asyncpg.Pool) -> None:
-    tenant = await make_tenant(customers=300, execution=SLOW)
+    tenant = await make_tenant(customers=160, execution=SLOW)
     run_id = await start_run(tenant, await create_campaign(tenant))
     await until(lambda: _has_rows(pool, tenant.slug, run_id), what="the first batch")
 
@@ -35,13 +35,13 @@ async def test_pause_stops_new_batches_and_resume_finishes_the_run(make_tenant, 
     assert await _row_status(pool, tenant.slug, run_id) == "paused"
 
     # The batch in flight finishes; no new one starts.
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(1.0)
     settled = await ledger_count(pool, tenant.slug, run_id)
-    await asyncio.sleep(1.5)
-    assert await ledger_count(pool, tenant.slug, run_id) == settled < 300
+    await asyncio.sleep(1.0)
+    assert await ledger_count(pool, tenant.slug, run_id) == settled < 160
     live = (await tenant.http.get(tenant.url(f"/runs/{run_id}"))).json()
     assert live["status"] == "paused" and live["counts_source"] == "workflow"
-    assert live["counts"]["planned"] == 300
+    assert live["counts"]["planned"] == 160
     assert live["counts"]["sent"] + live["counts"]["skipped"] == settled == live["batches_done"] * 20
 
     again = await tenant.http.post(tenant.url(f"/runs/{run_id}:pause"))
@@ -54,8 +54,8 @@ async def test_pause_stops_new_batches_and_resume_finishes_the_run(make_tenant, 
 
     run = await wait_for_run(tenant, run_id)
     assert run["status"] == "completed" and run["counts_source"] == "ledger"
-    assert await assert_each_recipient_once(pool, tenant.slug, run_id) == 300
-    assert run["counts"]["sent"] + run["counts"]["skipped"] == 300
+    assert await assert_each_recipient_once(pool, tenant.slug, run_id) == 160
+    assert run["counts"]["sent"] + run["counts"]["skipped"] == 160
 
     for action in ("resume", "pause", "cancel"):
         refused = await tenant.http.post(tenant.url(f"/runs/{run_id}:{action}"))
