@@ -3,6 +3,10 @@ page at a time, and record the rest of a cancelled run."""
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -12,9 +16,11 @@ from core.campaigns import CampaignSpec
 from core.config_store import get_config
 from core.db import tenant_tx
 from core.experiments import assign_variant
-from core.runs import AudiencePlan, BatchPage, BatchPageInput, Counts, PlanAudienceInput, SkipRemainingInput
+from core.policies import wave_instant
+from core.runs import AudiencePlan, BatchPage, BatchPageInput, Counts, PlanAudienceInput, SkipRemainingInput, Wave
 from core.segments import SegmentError, compile_segment
 from core.telemetry import tag_current_span
+from core.tenant_config import TenantConfig
 
 # Batch boundaries of one page: every batch_size-th customer id of the frozen audience from the
 # cursor on, in id order; one more than asked for, which is the next page's cursor.
@@ -23,6 +29,7 @@ SELECT customer_id FROM (
     SELECT customer_id, row_number() OVER (ORDER BY customer_id) AS n FROM (
         SELECT customer_id FROM run_recipients
         WHERE tenant_id = $1 AND run_id = $2::uuid AND ($3::bigint IS NULL OR customer_id >= $3)
+          AND send_after IS NOT DISTINCT FROM $6::timestamptz
         ORDER BY customer_id LIMIT $4
     ) page
 ) numbered WHERE (n - 1) % $5 = 0 ORDER BY customer_id
@@ -49,11 +56,35 @@ SELECT $1, $2::uuid, c, ch, v, 'skipped', $3, $1 || ':' || $2 || ':' || c || ':'
 FROM unnest($4::bigint[], $5::text[], $6::text[]) AS t(c, ch, v)
 ON CONFLICT (tenant_id, run_id, customer_id, channel) DO NOTHING
 """
+_TIME_ZONES_SQL = """
+SELECT DISTINCT c.time_zone FROM run_recipients r
+JOIN customers c ON c.tenant_id = r.tenant_id AND c.id = r.customer_id
+WHERE r.tenant_id = $1 AND r.run_id = $2::uuid
+"""
+_SET_WAVES_SQL = """
+UPDATE run_recipients r SET send_after = w.at
+FROM customers c, unnest($3::text[], $4::timestamptz[]) AS w(tz, at)
+WHERE r.tenant_id = $1 AND r.run_id = $2::uuid
+  AND c.tenant_id = r.tenant_id AND c.id = r.customer_id AND c.time_zone = w.tz
+"""
+_WAVES_SQL = """
+SELECT send_after, count(*) AS n FROM run_recipients
+WHERE tenant_id = $1 AND run_id = $2::uuid
+GROUP BY send_after ORDER BY send_after NULLS FIRST
+"""
 _REASON_COUNTS_SQL = """
 SELECT channel, variant, count(*) AS n FROM deliveries
 WHERE tenant_id = $1 AND run_id = $2::uuid AND status = 'skipped' AND reason = $3
 GROUP BY channel, variant
 """
+
+
+def _known_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def resolve_segment(spec: CampaignSpec) -> dict:
@@ -100,12 +131,34 @@ class AudienceActivities:
                     inp.run_id,
                     *compiled.params,
                 )
-            planned = await conn.fetchval(
-                "SELECT count(*) FROM run_recipients WHERE tenant_id = $1 AND run_id = $2::uuid",
-                inp.tenant,
-                inp.run_id,
+                await self._assign_waves(conn, inp, spec, config)
+            waves = [
+                Wave(at=r["send_after"], recipients=r["n"], batches=-(-r["n"] // inp.batch_size))
+                for r in await conn.fetch(_WAVES_SQL, inp.tenant, inp.run_id)
+            ]
+        planned = sum(w.recipients for w in waves)
+        return AudiencePlan(planned=planned, batches=sum(w.batches for w in waves), waves=waves)
+
+    async def _assign_waves(self, conn: Any, inp: PlanAudienceInput, spec: CampaignSpec, config: TenantConfig) -> None:
+        """Give each recipient the instant it may be sent from, by its time zone: the campaign's
+        local send time, moved past the tenant's quiet hours when the run uses a quiet channel."""
+        quiet = config.policies.quiet_hours
+        if quiet is not None and not set(quiet.channels) & set(spec.channels):
+            quiet = None
+        if spec.local_send_time is None and quiet is None:
+            return
+        now = inp.now or dt.datetime.now(dt.UTC)
+        zones, instants = [], []
+        for row in await conn.fetch(_TIME_ZONES_SQL, inp.tenant, inp.run_id):
+            zone = row["time_zone"] if _known_zone(row["time_zone"]) else config.brand.default_time_zone
+            at = wave_instant(
+                now, zone, local_time=spec.local_send_time, passed=spec.if_local_time_passed, quiet=quiet
             )
-        return AudiencePlan(planned=planned, batches=-(-planned // inp.batch_size))
+            if at > now:
+                zones.append(row["time_zone"])
+                instants.append(at)
+        if zones:
+            await conn.execute(_SET_WAVES_SQL, inp.tenant, inp.run_id, zones, instants)
 
     @activity.defn(name=LIST_BATCHES)
     async def list_batches(self, inp: BatchPageInput) -> BatchPage:
@@ -119,6 +172,7 @@ class AudienceActivities:
                 inp.first_id,
                 inp.batch_size * inp.max_batches + 1,
                 inp.batch_size,
+                inp.wave_at,
             )
         starts = [r["customer_id"] for r in rows]
         if len(starts) > inp.max_batches:

@@ -49,12 +49,15 @@ SELECT c.* FROM run_recipients r
 JOIN customers c ON c.tenant_id = r.tenant_id AND c.id = r.customer_id
 WHERE r.tenant_id = $1 AND r.run_id = $2::uuid
   AND r.customer_id >= $3 AND ($4::bigint IS NULL OR r.customer_id < $4)
+  AND r.send_after IS NOT DISTINCT FROM $5::timestamptz
 ORDER BY r.customer_id
 """
 _DONE_SQL = """
-SELECT customer_id, channel, status, reason, variant FROM deliveries
-WHERE tenant_id = $1 AND run_id = $2::uuid
-  AND customer_id >= $3 AND ($4::bigint IS NULL OR customer_id < $4)
+SELECT d.customer_id, d.channel, d.status, d.reason, d.variant FROM deliveries d
+JOIN run_recipients r ON r.tenant_id = d.tenant_id AND r.run_id = d.run_id AND r.customer_id = d.customer_id
+WHERE d.tenant_id = $1 AND d.run_id = $2::uuid
+  AND d.customer_id >= $3 AND ($4::bigint IS NULL OR d.customer_id < $4)
+  AND r.send_after IS NOT DISTINCT FROM $5::timestamptz
 """
 _LEDGER_SQL = """
 INSERT INTO deliveries (tenant_id, run_id, customer_id, channel, variant, status, reason,
@@ -98,7 +101,7 @@ class DeliveryActivities:
         if found is None:
             raise ApplicationError(f"config version {inp.config_version} not found", non_retryable=True)
         config = found[1]
-        args = (inp.tenant, inp.run_id, inp.first_id, inp.end_id)
+        args = (inp.tenant, inp.run_id, inp.first_id, inp.end_id, inp.wave_at)
         async with tenant_tx(self.pool, inp.tenant) as conn:
             definition = await conn.fetchval(
                 "SELECT definition FROM campaigns WHERE tenant_id = $1 AND id = $2::uuid", inp.tenant, inp.campaign_id

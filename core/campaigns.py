@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -36,6 +36,12 @@ class CampaignSpec(BaseModel):
     variants: list[Variant] = Field(min_length=1)
     holdout_percent: float = Field(default=0.0, ge=0, lt=100)
     send_at: dt.datetime | None = Field(default=None, description="start time; omitted means now")
+    local_send_time: dt.time | None = Field(
+        default=None, description="send at this wall-clock time in each recipient's time zone (HH:MM)"
+    )
+    if_local_time_passed: Literal["send_now", "next_day"] = Field(
+        default="next_day", description="where the local send time has already passed today"
+    )
 
     @field_validator("channels")
     @classmethod

@@ -25,18 +25,30 @@ class PlanAudienceInput(BaseModel):
     campaign_id: str
     config_version: int
     batch_size: int
+    # The workflow's clock, so waves are computed against workflow time (durable and testable).
+    now: dt.datetime | None = None
+
+
+class Wave(BaseModel):
+    """Recipients that may be sent to from `at` on (None: at once): one local-time group."""
+
+    at: dt.datetime | None = None
+    recipients: int
+    batches: int
 
 
 class AudiencePlan(BaseModel):
-    """The frozen audience's size; its batches are read a page at a time (BatchPage)."""
+    """The frozen audience's size and its waves; batches are read a page at a time (BatchPage)."""
 
     planned: int
     batches: int
+    waves: list[Wave] = Field(default_factory=list)
 
 
 class BatchPageInput(BaseModel):
     tenant: str
     run_id: str
+    wave_at: dt.datetime | None = None
     first_id: int | None = None  # inclusive cursor; None starts at the beginning
     batch_size: int
     max_batches: int
@@ -65,6 +77,7 @@ class DeliverBatchInput(BaseModel):
     config_version: int
     first_id: int
     end_id: int | None = None  # exclusive; None for the last batch
+    wave_at: dt.datetime | None = None  # the wave the batch belongs to
 
 
 STATUSES = ("sent", "failed", "skipped")
@@ -136,6 +149,8 @@ class RunCarry(BaseModel):
     counts: Counts
     paused: bool = False
     execution: int = 2
+    waves: list[Wave] = Field(default_factory=list)
+    wave_index: int = 0
 
 
 class CampaignRunInput(BaseModel):

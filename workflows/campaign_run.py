@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         RunCarry,
         RunProgress,
         SkipRemainingInput,
+        Wave,
     )
 
 _SHORT = timedelta(seconds=30)
@@ -84,6 +85,9 @@ class CampaignRunWorkflow:
         # Next page cursor; `_exhausted` once every batch boundary has been read.
         self._cursor: int | None = carry.next_first_id if carry else None
         self._exhausted = carry is not None and carry.next_first_id is None
+        # Local-time waves (one per group of time zones); the run delivers them in order.
+        self._waves: list[Wave] = list(carry.waves) if carry else []
+        self._wave_index = carry.wave_index if carry else 0
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: ActivityError | None = None
@@ -210,6 +214,7 @@ class CampaignRunWorkflow:
                 campaign_id=inp.campaign_id,
                 config_version=self._pin.version,
                 batch_size=self._pin.batch_size,
+                now=workflow.now(),
             ),
             result_type=AudiencePlan,
             start_to_close_timeout=timedelta(minutes=10),
@@ -217,14 +222,44 @@ class CampaignRunWorkflow:
         )
         self._planned = plan.planned
         self._batches_total = plan.batches
-        self._exhausted = plan.batches == 0
+        self._waves = plan.waves
         await self._sync_status(planned=plan.planned)
 
     async def _deliver(self, inp: CampaignRunInput) -> None:
         pin = self._pin
         assert pin is not None
         details = f"{self._planned} recipients in {self._batches_total} batches"
+        if len(self._waves) > 1:
+            details += f", {len(self._waves)} local-time waves"
         workflow.set_current_details(details + (f" (execution {self._execution})" if self._execution > 1 else ""))
+        while self._wave_index < len(self._waves) and not self._cancel_requested:
+            wave = self._waves[self._wave_index]
+            if wave.at is not None and wave.at > workflow.now():
+                try:
+                    # A durable timer per wave, which a cancel cuts short.
+                    await workflow.wait_condition(
+                        lambda: self._cancel_requested,
+                        timeout=wave.at - workflow.now(),
+                        timeout_summary=f"wave {self._wave_index + 1}/{len(self._waves)} at {wave.at.isoformat()}",
+                    )
+                except TimeoutError:
+                    pass
+            if self._cancel_requested:
+                break
+            await self._deliver_wave(inp, pin, wave.at)
+            self._wave_index += 1
+            self._cursor, self._exhausted = None, False
+        await self._drain()
+        if self._cancel_requested:
+            await self._finish_cancelled()
+            return
+        self._status = "completed"
+        await self._sync_status()
+        self._finished = True
+
+    async def _deliver_wave(self, inp: CampaignRunInput, pin: ConfigPin, wave_at: datetime | None) -> None:
+        """Start every batch of one wave through the bounded window (returns with batches
+        possibly still running); continues as new when the history grows long."""
         queue: deque[tuple[int, int | None]] = deque()
         while True:
             if not queue and not self._exhausted:
@@ -233,6 +268,7 @@ class CampaignRunWorkflow:
                     BatchPageInput(
                         tenant=inp.tenant,
                         run_id=inp.run_id,
+                        wave_at=wave_at,
                         first_id=self._cursor,
                         batch_size=pin.batch_size,
                         max_batches=BATCH_PAGE,
@@ -246,7 +282,7 @@ class CampaignRunWorkflow:
                 self._cursor = page.next_first_id
                 self._exhausted = page.next_first_id is None
             if not queue:
-                break
+                return
             await workflow.wait_condition(
                 lambda: (
                     self._failure is not None
@@ -257,21 +293,16 @@ class CampaignRunWorkflow:
             )
             self._raise_failure()
             if self._cancel_requested:
-                break
+                return
             if self._history_full():
                 await self._continue_as_new(inp, queue[0][0])
-                break  # only reached when a cancel arrived while draining
+                return  # only reached when a cancel arrived while draining
             first_id, end_id = queue.popleft()
-            self._start_batch(inp, pin, first_id, end_id)
-        await self._drain()
-        if self._cancel_requested:
-            await self._finish_cancelled()
-            return
-        self._status = "completed"
-        await self._sync_status()
-        self._finished = True
+            self._start_batch(inp, pin, first_id, end_id, wave_at)
 
-    def _start_batch(self, inp: CampaignRunInput, pin: ConfigPin, first_id: int, end_id: int | None) -> None:
+    def _start_batch(
+        self, inp: CampaignRunInput, pin: ConfigPin, first_id: int, end_id: int | None, wave_at: datetime | None
+    ) -> None:
         self._in_flight += 1
         self._batches_started += 1
         batch = DeliverBatchInput(
@@ -281,6 +312,7 @@ class CampaignRunWorkflow:
             config_version=pin.version,
             first_id=first_id,
             end_id=end_id,
+            wave_at=wave_at,
         )
         task = asyncio.create_task(self._run_batch(batch, f"batch {self._batches_started}/{self._batches_total}"))
         self._tasks.add(task)
@@ -336,6 +368,8 @@ class CampaignRunWorkflow:
             counts=self._counts,
             paused=self._paused,
             execution=self._execution + 1,
+            waves=self._waves,
+            wave_index=self._wave_index,
         )
         workflow.continue_as_new(inp.model_copy(update={"carry": carry}))
 

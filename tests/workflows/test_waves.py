@@ -1,0 +1,158 @@
+"""Local-time waves and quiet hours on the time-skipping server: each time-zone group gets its
+own durable timer and is delivered at the right instant, across a daylight-saving change."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from core.campaigns import CampaignSpec
+from core.config_store import load_config_file, save_config
+from core.runs import CampaignRunInput, RunProgress, run_workflow_id
+from core.settings import Settings
+from core.tenant_config import Policies, QuietHours
+from devstack.demo_data import seed_customers
+from tests.conftest import ROOT
+from tests.workflows.test_timed_start import _campaign_and_run
+from workers.main import build_activities
+from workflows.campaign_run import CampaignRunWorkflow
+
+UTC = dt.UTC
+ZONES = ["America/New_York", "America/Los_Angeles", "Europe/London", "Asia/Tokyo"]
+
+
+def _us_spring_forward_after(now: dt.datetime) -> dt.date:
+    """The next second Sunday of March (US daylight saving starts at 02:00 local) after `now`."""
+    for year in (now.year, now.year + 1):
+        first = dt.date(year, 3, 1)
+        day = first + dt.timedelta(days=(6 - first.weekday()) % 7 + 7)
+        if dt.datetime.combine(day, dt.time(4, 0), UTC) > now:
+            return day
+    raise AssertionError("unreachable")
+
+
+async def _tenant(pool: asyncpg.Pool, policies: Policies) -> str:
+    config = load_config_file(ROOT / "tenant_configs" / "freshmart.yaml")
+    slug = f"waves-{uuid.uuid4().hex[:8]}"
+    await save_config(pool, config.model_copy(update={"slug": slug, "policies": policies}), "test")
+    await seed_customers(pool, slug, 40)
+    # Ten customers in each zone, all reachable by email.
+    await pool.execute(
+        """UPDATE customers SET time_zone = ($2::text[])[1 + (id - 1) % 4], consent_email = true,
+                                locale = 'en-US'
+           WHERE tenant_id = $1""",
+        slug,
+        ZONES,
+    )
+    return slug
+
+
+async def _run_at(
+    env: WorkflowEnvironment, pool: asyncpg.Pool, settings: Settings, slug: str, start: dt.datetime, spec: CampaignSpec
+) -> tuple[WorkflowHandle, RunProgress]:
+    now = await env.get_current_time()
+    assert start > now
+    await env.sleep(start - now)  # skip the test server's clock to the start instant
+    campaign_id, run_id = await _campaign_and_run(pool, slug, spec)
+    queue = f"tenant-{slug}"
+    async with Worker(
+        env.client, task_queue=queue, workflows=[CampaignRunWorkflow], activities=build_activities(pool, settings)
+    ):
+        handle = await env.client.start_workflow(
+            CampaignRunWorkflow.run,
+            CampaignRunInput(tenant=slug, campaign_id=campaign_id, run_id=run_id),
+            id=run_workflow_id(slug, campaign_id, run_id),
+            task_queue=queue,
+        )
+        result: RunProgress = await handle.result()
+    return handle, result
+
+
+async def _fired_timers(handle: WorkflowHandle) -> list[dt.datetime]:
+    events = (await handle.fetch_history()).events
+    return sorted(
+        e.event_time.ToDatetime(tzinfo=UTC) + e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
+    )
+
+
+async def _batch_starts(handle: WorkflowHandle) -> dict[str, list[dt.datetime]]:
+    """When each deliver_batch was scheduled, by the customers' wave (`wave_at` of its input)."""
+    out: dict[str, list[dt.datetime]] = {}
+    for e in (await handle.fetch_history()).events:
+        if e.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            continue
+        attrs = e.activity_task_scheduled_event_attributes
+        if attrs.activity_type.name != "deliver_batch":
+            continue
+        wave = json.loads(attrs.input.payloads[0].data).get("wave_at")
+        out.setdefault(wave or "now", []).append(e.event_time.ToDatetime(tzinfo=UTC))
+    return out
+
+
+async def test_local_time_waves_fire_at_ten_in_each_zone_across_spring_forward(
+    time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    day = _us_spring_forward_after(await time_skipping_env.get_current_time())
+    start = dt.datetime.combine(day, dt.time(5, 0), UTC)  # 00:00 EST, two hours before the change
+    slug = await _tenant(pool, Policies(consent_required={"email": True}))
+    spec = CampaignSpec(
+        name="Ten o'clock local",
+        channels=["email"],
+        variants=[{"key": "A", "template": "weekly_deals"}],  # type: ignore[list-item]
+        local_send_time=dt.time(10, 0),
+        if_local_time_passed="next_day",
+    )
+    handle, result = await _run_at(time_skipping_env, pool, settings, slug, start, spec)
+    assert result.status == "completed" and result.planned == 40 and result.counts.sent == 40
+
+    next_day = day + dt.timedelta(days=1)
+    expected = sorted([
+        dt.datetime.combine(day, dt.time(10, 0), UTC),  # London: 10:00 GMT
+        dt.datetime.combine(day, dt.time(14, 0), UTC),  # New York: 10:00 EDT (after the change)
+        dt.datetime.combine(day, dt.time(17, 0), UTC),  # Los Angeles: 10:00 PDT (its change at 02:00 PST)
+        dt.datetime.combine(next_day, dt.time(1, 0), UTC),  # Tokyo: 10:00 JST had passed → next day
+    ])
+    fired = await _fired_timers(handle)
+    assert [abs((f - e).total_seconds()) < 2 for f, e in zip(fired, expected, strict=True)] == [True] * 4, fired
+    starts = await _batch_starts(handle)
+    assert len(starts) == 4 and "now" not in starts
+    for wave, when in starts.items():
+        wave_at = dt.datetime.fromisoformat(wave)
+        assert all(w >= wave_at for w in when), (wave, when)
+
+
+async def test_quiet_hours_defer_exactly_the_recipients_inside_them(
+    time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    now = await time_skipping_env.get_current_time()
+    day = (now + dt.timedelta(days=2)).date()
+    # 05:00 UTC in late autumn or any season: 00:00/01:00 in New York, 21:00/22:00 in Los
+    # Angeles, 05:00/06:00 in London (all inside 21:00–08:00) and 14:00 in Tokyo (outside).
+    start = dt.datetime.combine(day, dt.time(5, 0), UTC)
+    quiet = QuietHours(start="21:00", end="08:00", channels=["email"])
+    slug = await _tenant(pool, Policies(quiet_hours=quiet))
+    spec = CampaignSpec(
+        name="Quiet", channels=["email"], variants=[{"key": "A", "template": "weekly_deals"}]  # type: ignore[list-item]
+    )
+    handle, result = await _run_at(time_skipping_env, pool, settings, slug, start, spec)
+    assert result.status == "completed" and result.counts.sent == 40
+
+    starts = await _batch_starts(handle)
+    assert starts["now"] and all(t < start + dt.timedelta(minutes=1) for t in starts["now"]), "Tokyo goes at once"
+    deferred = sorted(dt.datetime.fromisoformat(w) for w in starts if w != "now")
+    assert len(deferred) == 3
+    for wave in deferred:  # each deferred wave starts when it is 08:00 in one of the quiet zones
+        local_times = {wave.astimezone(ZoneInfo(z)).time() for z in ZONES[:3]}
+        assert dt.time(8, 0) in local_times, (wave, local_times)
+    fired = await _fired_timers(handle)
+    assert len(fired) == 3 and all(abs((f - d).total_seconds()) < 2 for f, d in zip(fired, deferred, strict=True))
