@@ -18,7 +18,6 @@ from core.tenant_config import (
     PushTemplate,
     SmsTemplate,
     TemplateSet,
-    TenantConfig,
     WebhookTemplate,
 )
 
@@ -100,13 +99,6 @@ def _payload_strings(value: Any, path: str) -> list[tuple[str, str]]:
     if isinstance(value, list):
         return [found for i, v in enumerate(value) for found in _payload_strings(v, f"{path}[{i}]")]
     return []
-
-
-def check_config_templates(config: TenantConfig) -> list[str]:
-    errors: list[str] = []
-    for name, tset in config.templates.items():
-        errors += check_template_set(name, tset)
-    return errors
 
 
 @lru_cache(maxsize=4096)
