@@ -33,6 +33,11 @@ PLACEHOLDER_CUSTOMER: dict[str, Any] = {
     "attributes": {},
 }
 _CUSTOMER_SQL = "SELECT * FROM customers c WHERE c.tenant_id = $1 AND c.id = $2"
+_RENDERERS: dict[str, Any] = {
+    "sms": templating.render_sms,
+    "push": templating.render_push,
+    "webhook": templating.render_webhook,
+}
 
 
 def preview_unsubscribe_url(public_base_url: str) -> str:
@@ -84,11 +89,7 @@ def render_variant(
     if tset is None:
         raise TemplateError([f"{path}: unknown template '{variant.template}'"])
     locale = customer.get("locale") or config.brand.default_locale
-    finder = getattr(templating, "content_for_locale", None)
-    if finder is not None:
-        template = finder(tset, channel, locale)
-    else:
-        template = templating.email_for_locale(tset, locale) if channel == "email" else getattr(tset, channel, None)
+    template = templating.content_for_locale(tset, channel, locale)
     if template is None:
         raise TemplateError([f"{path}: template '{variant.template}' has no {channel} part"])
     ctx = templating.render_context(
@@ -98,10 +99,7 @@ def render_variant(
         if channel == "email":
             rendered: Any = templating.render_email(template, ctx, subject_override=variant.subject)
         else:
-            renderer = getattr(templating, f"render_{channel}", None)
-            if renderer is None:
-                raise TemplateError([f"channels: {channel} content cannot be rendered yet"])
-            rendered = renderer(template, ctx)
+            rendered = _RENDERERS[channel](template, ctx)
     except jinja2.TemplateError as exc:
         raise TemplateError([f"{path}: template '{variant.template}' does not render: {exc}"]) from None
     return dataclasses.asdict(rendered)

@@ -182,3 +182,67 @@ async def test_unknown_runs_are_404_and_another_tenants_runs_are_invisible(make_
 
 async def _has_rows(pool: asyncpg.Pool, tenant: str, run_id: str) -> bool:
     return await ledger_count(pool, tenant, run_id) > 0
+
+
+async def test_control_and_progress_carry_across_continue_as_new(
+    make_tenant, pool: asyncpg.Pool, temporal_client: Client
+) -> None:
+    # One recipient per batch: enough history to continue as new within a second or two.
+    tenant = await make_tenant(
+        customers=1200, execution=Execution(batch_size=1, max_concurrent_batches=8, activities_per_second=None)
+    )
+    run_id = await start_run(tenant, await create_campaign(tenant))
+    workflow_id = (await tenant.http.get(tenant.url(f"/runs/{run_id}"))).json()["workflow_id"]
+    handle = temporal_client.get_workflow_handle_for(CampaignRunWorkflow.run, workflow_id)
+
+    async def continued() -> bool:
+        return (await handle.query(CampaignRunWorkflow.progress)).execution >= 2
+
+    await until(continued, within=60, what="the run to continue as new")
+
+    async def pause_and_settle() -> dict:
+        paused = await tenant.http.post(tenant.url(f"/runs/{run_id}:pause"))
+        assert paused.status_code == 200 and paused.json()["status"] == "paused", paused.text
+        await asyncio.sleep(0.5)  # the batches in flight finish
+        return (await tenant.http.get(tenant.url(f"/runs/{run_id}"))).json()
+
+    # Paused in a later execution: the counters it carried over match the ledger exactly.
+    live = await pause_and_settle()
+    recorded = await ledger_count(pool, tenant.slug, run_id)
+    assert live["status"] == "paused" and live["counts_source"] == "workflow"
+    assert live["counts"]["sent"] + live["counts"]["skipped"] == recorded == live["batches_done"] < 1200
+    assert live["counts"]["planned"] == 1200 and live["batches_total"] == 1200
+    assert (await tenant.http.post(tenant.url(f"/runs/{run_id}:pause"))).status_code == 409
+
+    assert (await tenant.http.post(tenant.url(f"/runs/{run_id}:resume"))).status_code == 200
+    await until(lambda: _grew(pool, tenant.slug, run_id, recorded), what="the resumed run to deliver")
+    await pause_and_settle()
+    cancelled = await tenant.http.post(tenant.url(f"/runs/{run_id}:cancel"))
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
+    assert await assert_each_recipient_once(pool, tenant.slug, run_id) == 1200
+    assert cancelled.json()["counts"]["skipped_by_reason"]["cancelled"] > 0
+    executions = (await handle.result()).execution
+    assert executions >= 2
+
+    # Every execution of the chain keeps the run's search attributes, so operators find it all.
+    async def all_visible() -> bool:
+        found = [w async for w in temporal_client.list_workflows(f'TenantId = "{tenant.slug}"')]
+        return len(found) == executions and {w.id for w in found} == {workflow_id}
+
+    await until(all_visible, within=10, what="every execution in visibility by TenantId")
+
+
+async def _grew(pool: asyncpg.Pool, tenant: str, run_id: str, before: int) -> bool:
+    return await ledger_count(pool, tenant, run_id) > before
+
+
+async def test_a_run_terminated_from_outside_is_a_409_not_a_stale_status(make_tenant, temporal_client: Client) -> None:
+    tenant = await make_tenant(customers=5)
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
+    run_id = await start_run(tenant, await create_campaign(tenant, send_at=later))
+    workflow_id = (await tenant.http.get(tenant.url(f"/runs/{run_id}"))).json()["workflow_id"]
+    await temporal_client.get_workflow_handle(workflow_id).terminate("operator stopped it in the Temporal UI")
+    # The run's row never heard of it; the API asks Temporal.
+    response = await tenant.http.post(tenant.url(f"/runs/{run_id}:cancel"))
+    assert response.status_code == 409
+    assert response.json()["detail"] == "cannot cancel a run that is failed"

@@ -302,8 +302,9 @@ async def _control(tenant: str, run_id: str, action: str, pool: PoolDep, tempora
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise HTTPException(503, f"could not {action} the run on Temporal: {exc.message}") from exc
-        # The workflow ended between reading the row and the update.
-        status = (await _run_row(pool, tenant, run_id))["status"]
+        # The workflow has ended: between reading the row and the update, or from outside
+        # (terminated in the Temporal UI), which get_run reports as the run's status.
+        status = (await get_run(tenant, run_id, pool, temporal)).status
         raise HTTPException(409, f"cannot {action} a run that is {status}") from exc
     return await get_run(tenant, run_id, pool, temporal)
 

@@ -7,9 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 import asyncpg
-import pytest
 
-from core import templating
 from devstack.smtp_sink import read_outbox
 from tests.conftest import wait_for_run
 from tests.run_helpers import EMAIL_CAMPAIGN, create_campaign, start_run
@@ -148,7 +146,6 @@ async def test_preview_reports_a_template_that_fails_to_render(make_tenant) -> N
     assert response.json()["errors"][0].startswith("variants[0].template: template 'weekly_deals' does not render")
 
 
-@pytest.mark.skipif(not hasattr(templating, "render_sms"), reason="SMS rendering is not in core.templating yet")
 async def test_preview_renders_sms_with_the_sms_renderer(make_tenant) -> None:
     tenant = await make_tenant(customers=20)
     campaign_id = await create_campaign(tenant, channels=["email", "sms"])
