@@ -12,7 +12,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.names import LIST_BATCHES, PLAN_AUDIENCE, SKIP_REMAINING
-from core.campaigns import CampaignSpec
+from core.campaigns import CampaignSpec, effective_split
 from core.config_store import get_config
 from core.db import tenant_tx
 from core.experiments import assign_variant
@@ -192,7 +192,10 @@ class AudienceActivities:
         if definition is None:
             raise ApplicationError(f"campaign {inp.campaign_id} not found", non_retryable=True)
         spec = CampaignSpec.model_validate(definition)
-        weights = [(v.key, v.weight) for v in spec.variants]
+        found = await get_config(self.pool, inp.tenant, inp.config_version)
+        if found is None:
+            raise ApplicationError(f"config version {inp.config_version} not found", non_retryable=True)
+        weights, holdout = effective_split(spec, found[1])
         channels = list(spec.channels)
         cursor = -(2**63)
         while True:
@@ -213,7 +216,7 @@ class AudienceActivities:
                         [r["customer_id"] for r in missing],
                         [r["channel"] for r in missing],
                         [
-                            assign_variant(inp.campaign_id, r["customer_id"], weights, spec.holdout_percent)
+                            assign_variant(inp.campaign_id, r["customer_id"], weights, holdout)
                             for r in missing
                         ],
                     )

@@ -22,10 +22,10 @@ from activities.channels.base import (
 from activities.channels.rate_limit import RateLimits
 from activities.names import DELIVER_BATCH
 from core import links
-from core.campaigns import CampaignSpec
+from core.campaigns import CampaignSpec, effective_split
 from core.config_store import get_config
 from core.db import tenant_tx
-from core.experiments import HOLDOUT, assign_variant
+from core.experiments import GLOBAL_CONTROL, HOLDOUT, assign_variant, in_global_control
 from core.frequency import CapTracker
 from core.runs import Counts, DeliverBatchInput
 from core.telemetry import tag_current_span
@@ -122,8 +122,9 @@ class DeliveryActivities:
             )
         done = {(r["customer_id"], r["channel"]) for r in done_rows}
         campaign_ctx = {"id": inp.campaign_id, "name": spec.name}
-        weights = [(v.key, v.weight) for v in spec.variants]
+        weights, holdout = effective_split(spec, config)
         variants = {v.key: v for v in spec.variants}
+        control = config.policies.holdout_percent
 
         counts = Counts()
         # A retried batch also reports what an earlier attempt recorded, so run totals stay exact.
@@ -133,7 +134,9 @@ class DeliveryActivities:
         outbound: dict[str, list[tuple[OutboundMessage, _LedgerRow]]] = {}
         for customer in customers:
             cust: dict[str, Any] = dict(customer)
-            variant = assign_variant(inp.campaign_id, cust["id"], weights, spec.holdout_percent)
+            variant = assign_variant(inp.campaign_id, cust["id"], weights, holdout)
+            if in_global_control(inp.tenant, cust["id"], control):
+                variant = GLOBAL_CONTROL
             for channel in spec.channels:
                 if (cust["id"], channel) in done:
                     continue
@@ -183,8 +186,8 @@ class DeliveryActivities:
     def _skip_reason(
         self, config: TenantConfig, channel: str, cust: dict[str, Any], variant: str, address: str | None
     ) -> str | None:
-        if variant == HOLDOUT:
-            return "holdout"
+        if variant in (HOLDOUT, GLOBAL_CONTROL):
+            return variant
         if channel not in config.channels.enabled() or channel not in self.adapters:
             return "channel_disabled"
         if not address:

@@ -19,7 +19,7 @@ class Variant(BaseModel):
 
     key: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     template: str = Field(min_length=1, description="name of a template in the tenant config")
-    weight: float = Field(default=1.0, gt=0)
+    weight: float = Field(default=1.0, gt=0, description="omitted: the tenant's default weight for this key")
     subject: str | None = Field(default=None, description="overrides the template's email subject")
 
 
@@ -34,7 +34,9 @@ class CampaignSpec(BaseModel):
     )
     channels: list[ChannelName] = Field(min_length=1)
     variants: list[Variant] = Field(min_length=1)
-    holdout_percent: float = Field(default=0.0, ge=0, lt=100)
+    holdout_percent: float = Field(
+        default=0.0, ge=0, lt=100, description="omitted: the tenant's experiments.default_holdout_percent"
+    )
     send_at: dt.datetime | None = Field(default=None, description="start time; omitted means now")
     local_send_time: dt.time | None = Field(
         default=None, description="send at this wall-clock time in each recipient's time zone (HH:MM)"
@@ -92,3 +94,16 @@ def check_campaign(spec: CampaignSpec, config: TenantConfig) -> list[str]:
         if variant.subject is not None:
             errors += check_template(variant.subject, f"variants[{i}].subject")
     return errors
+
+
+def effective_split(spec: CampaignSpec, config: TenantConfig) -> tuple[list[tuple[str, float]], float]:
+    """Variant weights and holdout for a run: what the campaign set explicitly, else the
+    tenant's experiment defaults (campaigns are stored without unset fields, so this holds
+    after a round trip through the database)."""
+    defaults = config.experiments
+    weights = [
+        (v.key, v.weight if "weight" in v.model_fields_set else defaults.default_variant_weights.get(v.key, 1.0))
+        for v in spec.variants
+    ]
+    explicit = "holdout_percent" in spec.model_fields_set
+    return weights, spec.holdout_percent if explicit else defaults.default_holdout_percent

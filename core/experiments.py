@@ -7,12 +7,19 @@ import hashlib
 from collections.abc import Sequence
 
 HOLDOUT = "holdout"
+GLOBAL_CONTROL = "global_control"
 
 
 def bucket(campaign_id: str, customer_id: int, salt: str = "") -> float:
     """A uniform number in [0, 1) from a stable hash."""
     digest = hashlib.sha256(f"{campaign_id}:{customer_id}:{salt}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def in_global_control(tenant: str, customer_id: int, percent: float) -> bool:
+    """The tenant-wide control group (policies.holdout_percent): customers who receive no
+    campaign at all, so the tenant can measure the lift of its whole programme."""
+    return percent > 0 and bucket(f"global:{tenant}", customer_id, "control") * 100 < percent
 
 
 def assign_variant(

@@ -68,6 +68,7 @@ class SkipRemainingInput(BaseModel):
     run_id: str
     campaign_id: str
     reason: str = "cancelled"
+    config_version: int | None = None  # the run's pinned version (None: the current one)
 
 
 class DeliverBatchInput(BaseModel):

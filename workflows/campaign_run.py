@@ -377,7 +377,12 @@ class CampaignRunWorkflow:
         if self._planned is not None:  # the audience is frozen: account for everyone in it
             remaining: Counts = await workflow.execute_activity(
                 SKIP_REMAINING,
-                SkipRemainingInput(tenant=self._inp.tenant, run_id=self._inp.run_id, campaign_id=self._inp.campaign_id),
+                SkipRemainingInput(
+                    tenant=self._inp.tenant,
+                    run_id=self._inp.run_id,
+                    campaign_id=self._inp.campaign_id,
+                    config_version=self._pin.version if self._pin else None,
+                ),
                 result_type=Counts,
                 start_to_close_timeout=timedelta(minutes=10),
                 heartbeat_timeout=timedelta(seconds=60),

@@ -60,7 +60,7 @@ async def create_campaign(tenant: TenantDep, spec: CampaignSpec, pool: PoolDep) 
             tenant,
             campaign_id,
             spec.name,
-            spec.model_dump(mode="json"),
+            spec.model_dump(mode="json", exclude_unset=True),
         )
     assert row is not None  # INSERT … RETURNING always returns the row
     return _campaign(dict(row))
@@ -131,7 +131,7 @@ async def update_campaign(tenant: TenantDep, campaign_id: str, spec: CampaignSpe
             tenant,
             cid,
             spec.name,
-            spec.model_dump(mode="json"),
+            spec.model_dump(mode="json", exclude_unset=True),
         )
     assert row is not None  # locked above
     return _campaign(dict(row))
