@@ -15,7 +15,7 @@ from activities.names import LIST_BATCHES, PLAN_AUDIENCE, SKIP_REMAINING
 from core.campaigns import CampaignSpec, effective_split
 from core.config_store import get_config
 from core.db import tenant_tx
-from core.experiments import assign_variant
+from core.experiments import GLOBAL_CONTROL, assign_variant, in_global_control
 from core.policies import wave_instant
 from core.runs import AudiencePlan, BatchPage, BatchPageInput, Counts, PlanAudienceInput, SkipRemainingInput, Wave
 from core.segments import SegmentError, compile_segment
@@ -151,9 +151,7 @@ class AudienceActivities:
         zones, instants = [], []
         for row in await conn.fetch(_TIME_ZONES_SQL, inp.tenant, inp.run_id):
             zone = row["time_zone"] if _known_zone(row["time_zone"]) else config.brand.default_time_zone
-            at = wave_instant(
-                now, zone, local_time=spec.local_send_time, passed=spec.if_local_time_passed, quiet=quiet
-            )
+            at = wave_instant(now, zone, local_time=spec.local_send_time, passed=spec.if_local_time_passed, quiet=quiet)
             if at > now:
                 zones.append(row["time_zone"])
                 instants.append(at)
@@ -196,6 +194,13 @@ class AudienceActivities:
         if found is None:
             raise ApplicationError(f"config version {inp.config_version} not found", non_retryable=True)
         weights, holdout = effective_split(spec, found[1])
+        control = found[1].policies.holdout_percent
+
+        def variant_of(customer_id: int) -> str:  # as deliver_batch assigns it
+            if in_global_control(inp.tenant, customer_id, control):
+                return GLOBAL_CONTROL
+            return assign_variant(inp.campaign_id, customer_id, weights, holdout)
+
         channels = list(spec.channels)
         cursor = -(2**63)
         while True:
@@ -215,10 +220,7 @@ class AudienceActivities:
                         inp.reason,
                         [r["customer_id"] for r in missing],
                         [r["channel"] for r in missing],
-                        [
-                            assign_variant(inp.campaign_id, r["customer_id"], weights, holdout)
-                            for r in missing
-                        ],
+                        [variant_of(r["customer_id"]) for r in missing],
                     )
             cursor = ids[-1]
             activity.heartbeat(cursor)

@@ -11,8 +11,10 @@ import asyncpg
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from core.config_store import load_config_file
+from core.experiments import GLOBAL_CONTROL, in_global_control
 from core.tenant_config import Execution
-from tests.conftest import wait_for_run
+from tests.conftest import ROOT, wait_for_run
 from tests.run_helpers import assert_each_recipient_once, create_campaign, ledger_count, start_run, until
 from workflows.campaign_run import CampaignRunWorkflow
 
@@ -248,3 +250,24 @@ async def test_a_run_terminated_from_outside_is_a_409_not_a_stale_status(make_te
     response = await tenant.http.post(tenant.url(f"/runs/{run_id}:cancel"))
     assert response.status_code == 409
     assert response.json()["detail"] == "cannot cancel a run that is failed"
+
+
+async def test_cancelled_rows_carry_the_assignment_a_send_would_have_had(make_tenant, pool: asyncpg.Pool) -> None:
+    # A tenant-wide control group on top of the campaign's own split.
+    base = load_config_file(ROOT / "tenant_configs" / "freshmart.yaml")
+    tenant = await make_tenant(
+        customers=200, execution=SLOW, policies=base.policies.model_copy(update={"holdout_percent": 30})
+    )
+    run_id = await start_run(tenant, await create_campaign(tenant))
+    await until(lambda: _has_rows(pool, tenant.slug, run_id), what="the first batch")
+    assert (await tenant.http.post(tenant.url(f"/runs/{run_id}:cancel"))).status_code == 200
+
+    rows = await pool.fetch(
+        "SELECT customer_id, variant, reason FROM deliveries WHERE tenant_id = $1 AND run_id = $2::uuid",
+        tenant.slug,
+        run_id,
+    )
+    assert len(rows) == 200 and any(r["reason"] == "cancelled" for r in rows)
+    for r in rows:
+        expected_control = in_global_control(tenant.slug, r["customer_id"], 30)
+        assert (r["variant"] == GLOBAL_CONTROL) == expected_control, dict(r)
