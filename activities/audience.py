@@ -12,10 +12,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.names import LIST_BATCHES, PLAN_AUDIENCE, SKIP_REMAINING
-from core.campaigns import CampaignSpec, effective_split
+from core.campaigns import CampaignSpec, variant_assigner
 from core.config_store import get_config
 from core.db import tenant_tx
-from core.experiments import GLOBAL_CONTROL, assign_variant, in_global_control
 from core.policies import wave_instant
 from core.runs import AudiencePlan, BatchPage, BatchPageInput, Counts, PlanAudienceInput, SkipRemainingInput, Wave
 from core.segments import SegmentError, compile_segment
@@ -193,13 +192,7 @@ class AudienceActivities:
         found = await get_config(self.pool, inp.tenant, inp.config_version)
         if found is None:
             raise ApplicationError(f"config version {inp.config_version} not found", non_retryable=True)
-        weights, holdout = effective_split(spec, found[1])
-        control = found[1].policies.holdout_percent
-
-        def variant_of(customer_id: int) -> str:  # as deliver_batch assigns it
-            if in_global_control(inp.tenant, customer_id, control):
-                return GLOBAL_CONTROL
-            return assign_variant(inp.campaign_id, customer_id, weights, holdout)
+        variant_of = variant_assigner(spec, found[1], inp.tenant, inp.campaign_id)
 
         channels = list(spec.channels)
         cursor = -(2**63)

@@ -22,12 +22,13 @@ from activities.channels.base import (
 from activities.channels.rate_limit import RateLimits
 from activities.names import DELIVER_BATCH
 from core import links
-from core.campaigns import CampaignSpec, effective_split
+from core.campaigns import CampaignSpec, variant_assigner
 from core.config_store import get_config
 from core.db import tenant_tx
-from core.experiments import GLOBAL_CONTROL, HOLDOUT, assign_variant, in_global_control
+from core.experiments import GLOBAL_CONTROL, HOLDOUT
 from core.frequency import CapTracker
 from core.runs import Counts, DeliverBatchInput
+from core.suppressions import normalise, suppressed_addresses
 from core.telemetry import tag_current_span
 from core.templating import (
     content_for_locale,
@@ -37,7 +38,6 @@ from core.templating import (
     render_sms,
     render_webhook,
 )
-from core.suppressions import normalise, suppressed_addresses
 from core.tenant_config import TenantConfig
 
 # Ledger rows are written after every chunk, so a crash re-sends at most one chunk, and the
@@ -87,7 +87,9 @@ class _LedgerRow:
 
 
 class DeliveryActivities:
-    def __init__(self, pool: asyncpg.Pool, adapters: Mapping[str, ChannelAdapter], public_base_url: str, link_secret: str):
+    def __init__(
+        self, pool: asyncpg.Pool, adapters: Mapping[str, ChannelAdapter], public_base_url: str, link_secret: str
+    ):
         self.pool = pool
         self.adapters = adapters
         self.public_base_url = public_base_url.rstrip("/")
@@ -113,7 +115,10 @@ class DeliveryActivities:
             spec = CampaignSpec.model_validate(definition)
             suppressed = {
                 channel: await suppressed_addresses(
-                    conn, inp.tenant, channel, [c[_ADDRESS_FIELD[channel]] for c in customers if c[_ADDRESS_FIELD[channel]]]
+                    conn,
+                    inp.tenant,
+                    channel,
+                    [c[_ADDRESS_FIELD[channel]] for c in customers if c[_ADDRESS_FIELD[channel]]],
                 )
                 for channel in spec.channels
             }
@@ -122,9 +127,8 @@ class DeliveryActivities:
             )
         done = {(r["customer_id"], r["channel"]) for r in done_rows}
         campaign_ctx = {"id": inp.campaign_id, "name": spec.name}
-        weights, holdout = effective_split(spec, config)
+        assign = variant_assigner(spec, config, inp.tenant, inp.campaign_id)
         variants = {v.key: v for v in spec.variants}
-        control = config.policies.holdout_percent
 
         counts = Counts()
         # A retried batch also reports what an earlier attempt recorded, so run totals stay exact.
@@ -134,9 +138,7 @@ class DeliveryActivities:
         outbound: dict[str, list[tuple[OutboundMessage, _LedgerRow]]] = {}
         for customer in customers:
             cust: dict[str, Any] = dict(customer)
-            variant = assign_variant(inp.campaign_id, cust["id"], weights, holdout)
-            if in_global_control(inp.tenant, cust["id"], control):
-                variant = GLOBAL_CONTROL
+            variant = assign(cust["id"])
             for channel in spec.channels:
                 if (cust["id"], channel) in done:
                     continue
@@ -175,7 +177,9 @@ class DeliveryActivities:
                     raise ApplicationError(
                         str(exc),
                         type="TransientChannelError",
-                        next_retry_delay=dt.timedelta(seconds=exc.retry_after_seconds) if exc.retry_after_seconds else None,
+                        next_retry_delay=dt.timedelta(seconds=exc.retry_after_seconds)
+                        if exc.retry_after_seconds
+                        else None,
                     ) from exc
                 except ChannelConfigError as exc:
                     raise ApplicationError(str(exc), type="ChannelConfigError", non_retryable=True) from exc
@@ -240,8 +244,18 @@ class DeliveryActivities:
             await conn.executemany(
                 _LEDGER_SQL,
                 [
-                    (inp.tenant, inp.run_id, r.customer_id, r.channel, r.variant, r.status, r.reason,
-                     r.address, r.key, r.provider_message_id)
+                    (
+                        inp.tenant,
+                        inp.run_id,
+                        r.customer_id,
+                        r.channel,
+                        r.variant,
+                        r.status,
+                        r.reason,
+                        r.address,
+                        r.key,
+                        r.provider_message_id,
+                    )
                     for r in rows
                 ],
             )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncpg
 from temporalio import activity
-
 from temporalio.exceptions import ApplicationError
 
 from activities.names import MARK_RUN, REGISTER_RUN

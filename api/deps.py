@@ -37,8 +37,9 @@ async def get_principal(
     pool: PoolDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
     if credentials is None:
-        raise HTTPException(401, "missing API key: send 'Authorization: Bearer <key>'",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, "missing API key: send 'Authorization: Bearer <key>'", headers={"WWW-Authenticate": "Bearer"}
+        )
     principal = await lookup_key(pool, credentials.credentials)
     if principal is None:
         raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
@@ -56,9 +57,7 @@ async def get_tenant(
     missing = HTTPException(404, f"tenant '{tenant}' not found")
     if not SLUG_RE.match(tenant) or not principal.can_access(tenant):
         raise missing
-    exists = await pool.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM tenants WHERE slug = $1 AND removed_at IS NULL)", tenant
-    )
+    exists = await pool.fetchval("SELECT EXISTS (SELECT 1 FROM tenants WHERE slug = $1 AND removed_at IS NULL)", tenant)
     if not exists:
         raise missing
     return tenant

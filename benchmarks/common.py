@@ -29,12 +29,12 @@ async def make_tenant(stack: LocalStack, customers: int, **overrides: object) ->
     return slug, http
 
 
-async def wait_for_subject(outbox: Path, marker: str, seen: set[str], timeout: float = 30.0) -> float:
+async def wait_for_subject(outbox: Path, marker: str, seen: set[str], limit_s: float = 30.0) -> float:
     """Poll the outbox until a message whose subject contains `marker` arrives; returns the time."""
     from email.parser import BytesHeaderParser
 
     parser = BytesHeaderParser()
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         for path in outbox.glob("*.eml"):
             if path.name in seen:
@@ -43,13 +43,10 @@ async def wait_for_subject(outbox: Path, marker: str, seen: set[str], timeout: f
             if marker in (parser.parsebytes(path.read_bytes())["Subject"] or ""):
                 return time.perf_counter()
         await asyncio.sleep(0.005)
-    raise TimeoutError(f"no message with {marker!r} within {timeout}s")
+    raise TimeoutError(f"no message with {marker!r} within {limit_s}s")
 
 
 def summary(samples_ms: list[float]) -> str:
     ordered = sorted(samples_ms)
     p95 = ordered[max(0, round(0.95 * len(ordered)) - 1)]
-    return (
-        f"n={len(ordered)} median={statistics.median(ordered):.0f} ms "
-        f"p95={p95:.0f} ms max={ordered[-1]:.0f} ms"
-    )
+    return f"n={len(ordered)} median={statistics.median(ordered):.0f} ms p95={p95:.0f} ms max={ordered[-1]:.0f} ms"

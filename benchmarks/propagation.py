@@ -24,8 +24,11 @@ async def run() -> None:
             campaign = (
                 await http.post(
                     "/campaigns",
-                    json={"name": "Propagation", "channels": ["email"],
-                          "variants": [{"key": "A", "template": "weekly_deals"}]},
+                    json={
+                        "name": "Propagation",
+                        "channels": ["email"],
+                        "variants": [{"key": "A", "template": "weekly_deals"}],
+                    },
                 )
             ).json()["id"]
             config = (await http.get("/config")).json()["config"]
@@ -43,10 +46,12 @@ async def run() -> None:
         print(f"propagation  save → new run's email rendered with the new template: {summary(samples)}")
 
         t0 = time.perf_counter()
-        new_slug, new_http = await make_tenant(stack, customers=0)
+        _, new_http = await make_tenant(stack, customers=0)
         await new_http.aclose()
-        print(f"propagation  new tenant saved → its task queue served (incl. seeding 0 customers): "
-              f"{(time.perf_counter() - t0) * 1000:.0f} ms")
+        print(
+            f"propagation  new tenant saved → its task queue served (incl. seeding 0 customers): "
+            f"{(time.perf_counter() - t0) * 1000:.0f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -14,13 +14,16 @@ async def run() -> None:
     from devstack.inprocess import local_stack
 
     async with local_stack() as stack:
-        slug, http = await make_tenant(stack, customers=CUSTOMERS)
+        _, http = await make_tenant(stack, customers=CUSTOMERS)
         async with http:
             campaign = (
                 await http.post(
                     "/campaigns",
-                    json={"name": "Throughput", "channels": ["email"],
-                          "variants": [{"key": "A", "template": "weekly_deals"}]},
+                    json={
+                        "name": "Throughput",
+                        "channels": ["email"],
+                        "variants": [{"key": "A", "template": "weekly_deals"}],
+                    },
                 )
             ).json()["id"]
             t0 = time.perf_counter()

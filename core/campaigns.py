@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.experiments import GLOBAL_CONTROL, assign_variant, in_global_control
 from core.segments import SegmentError, compile_segment
 from core.templating import check_template
 from core.tenant_config import ChannelName, TenantConfig
@@ -94,6 +96,20 @@ def check_campaign(spec: CampaignSpec, config: TenantConfig) -> list[str]:
         if variant.subject is not None:
             errors += check_template(variant.subject, f"variants[{i}].subject")
     return errors
+
+
+def variant_assigner(spec: CampaignSpec, config: TenantConfig, tenant: str, campaign_id: str) -> Callable[[int], str]:
+    """customer id → the variant key, HOLDOUT or GLOBAL_CONTROL: the one assignment that
+    delivery, cancellation and reports share, deterministic per (campaign, customer)."""
+    weights, holdout = effective_split(spec, config)
+    control = config.policies.holdout_percent
+
+    def assign(customer_id: int) -> str:
+        if in_global_control(tenant, customer_id, control):
+            return GLOBAL_CONTROL
+        return assign_variant(campaign_id, customer_id, weights, holdout)
+
+    return assign
 
 
 def effective_split(spec: CampaignSpec, config: TenantConfig) -> tuple[list[tuple[str, float]], float]:

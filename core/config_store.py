@@ -91,9 +91,7 @@ def load_config_file(path: Path) -> TenantConfig:
     return parse_config_yaml(path.read_text(encoding="utf-8"), str(path))
 
 
-async def save_config(
-    conn: asyncpg.Connection | asyncpg.Pool, config: TenantConfig, author: str
-) -> tuple[int, bool]:
+async def save_config(conn: asyncpg.Connection | asyncpg.Pool, config: TenantConfig, author: str) -> tuple[int, bool]:
     """Store `config` as the tenant's next version unless it equals the current one.
 
     Returns (version, created). Creates the tenant row on first save; notifies workers.
@@ -131,9 +129,7 @@ async def save_config(
     return version, True
 
 
-async def get_config(
-    pool: asyncpg.Pool, tenant: str, version: int | None = None
-) -> tuple[int, TenantConfig] | None:
+async def get_config(pool: asyncpg.Pool, tenant: str, version: int | None = None) -> tuple[int, TenantConfig] | None:
     """The tenant's current config (or a given version), or None when there is none."""
     row = await pool.fetchrow(
         """SELECT v.version, v.config FROM tenants t

@@ -25,7 +25,9 @@ class CapTracker:
         self.recent = recent  # customer → one Counter of channel sends per cap window
 
     @classmethod
-    async def load(cls, conn: Any, tenant: str, run_id: str, caps: list[FrequencyCap], customers: list[int]) -> CapTracker:
+    async def load(
+        cls, conn: Any, tenant: str, run_id: str, caps: list[FrequencyCap], customers: list[int]
+    ) -> CapTracker:
         recent: dict[int, list[Counter[str]]] = {c: [Counter() for _ in caps] for c in customers}
         for i, cap in enumerate(caps):
             for row in await conn.fetch(_RECENT_SQL, tenant, customers, cap.window_hours, run_id):

@@ -48,8 +48,16 @@ CHANNELS = ("email", "sms", "push", "webhook")
 _CONSENT_COLUMN = {"email": "c.consent_email", "sms": "c.consent_sms", "push": "c.consent_push"}
 _COMPARE = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _NODE_KEYS = (
-    "all", "any", "not", "attribute", "consent", "segment",
-    "purchased", "no_purchase_in_days", "purchase_count", "total_spend",
+    "all",
+    "any",
+    "not",
+    "attribute",
+    "consent",
+    "segment",
+    "purchased",
+    "no_purchase_in_days",
+    "purchase_count",
+    "total_spend",
 )
 
 
@@ -124,8 +132,8 @@ class _Compiler:
         op = spec.get("op", "eq")
         if not isinstance(name, str):
             return self.fail(f"{path}.attribute", "must be a string")
-        if name.startswith(CUSTOM_PREFIX) and name[len(CUSTOM_PREFIX):].replace("_", "").isalnum():
-            key = self.param(name[len(CUSTOM_PREFIX):])
+        if name.startswith(CUSTOM_PREFIX) and name[len(CUSTOM_PREFIX) :].replace("_", "").isalnum():
+            key = self.param(name[len(CUSTOM_PREFIX) :])
             expr, typ = f"(c.attributes ->> {key})", "custom"
         elif name in ATTRIBUTES:
             expr, typ = ATTRIBUTES[name]

@@ -23,7 +23,9 @@ def setup_telemetry(settings: Settings, extra_processors: list[SpanProcessor] | 
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             endpoint = settings.otel_exporter_otlp_endpoint
-            exporter = OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces") if endpoint else OTLPSpanExporter()
+            exporter = (
+                OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces") if endpoint else OTLPSpanExporter()
+            )
             _provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(_provider)
     for processor in extra_processors or []:

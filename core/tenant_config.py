@@ -238,7 +238,6 @@ def config_checksum(data: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-
 def json_schema_text() -> str:
     """The JSON Schema of TenantConfig, as written to tenant_configs/schema.json for editors."""
     schema = TenantConfig.model_json_schema()

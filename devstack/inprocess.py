@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,8 +27,8 @@ from core.auth import new_key, store_key
 from core.db import create_pool, migrate
 from core.settings import Settings
 from core.temporal import SEARCH_ATTRIBUTES
+from devstack.launcher import wait_for_port
 from devstack.postgres import ensure_database, start_embedded
-from devstack.smtp_sink import start_sink
 from devstack.temporal_server import temporal_binary
 from workers.main import build_activities
 from workers.tenant_workers import TenantWorkers
@@ -58,7 +61,14 @@ async def local_stack(tenant_configs_dir: Path = Path("tenant_configs")) -> Asyn
     workdir.chmod(0o755)
     pg = start_embedded(workdir / "pg", cleanup="delete")
     smtp_port = free_port()
-    sink = start_sink(workdir / "outbox", "127.0.0.1", smtp_port)
+    # The sink runs in its own process, as under `pennant dev`: in this one it would compete
+    # with the workers for the interpreter lock and understate delivery throughput.
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "devstack.cli", "smtp-sink"],
+        env={**os.environ, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port), "DATA_DIR": str(workdir)},
+        stdout=subprocess.DEVNULL,
+    )
+    wait_for_port("127.0.0.1", smtp_port, 30, sink)
     try:
         database_url = await ensure_database(pg.get_uri(), "pennant")
         env = await WorkflowEnvironment.start_local(
@@ -100,6 +110,7 @@ async def local_stack(tenant_configs_dir: Path = Path("tenant_configs")) -> Asyn
             await pool.close()
             await env.shutdown()
     finally:
-        sink.stop()
+        sink.terminate()
+        sink.wait(10)
         pg.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)

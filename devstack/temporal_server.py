@@ -33,13 +33,21 @@ def test_server_binary() -> str:
 
 def dev_server_command(db_file: Path, port: int, ui_port: int, namespace: str = "default") -> list[str]:
     cmd = [
-        temporal_binary(), "server", "start-dev",
-        "--db-filename", str(db_file),
-        "--ip", "127.0.0.1",
-        "--port", str(port),
-        "--ui-port", str(ui_port),
-        "--namespace", namespace,
-        "--log-level", "warn",
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--db-filename",
+        str(db_file),
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--namespace",
+        namespace,
+        "--log-level",
+        "warn",
     ]
     for name in SEARCH_ATTRIBUTES:
         cmd += ["--search-attribute", f"{name}=Keyword"]

@@ -29,7 +29,9 @@ def validate_files(files: list[Path]) -> dict[Path, list[str]]:
     return report
 
 
-async def sync_directory(pool: asyncpg.Pool, directory: Path, author: str = "tenants sync") -> list[tuple[str, int, bool]]:
+async def sync_directory(
+    pool: asyncpg.Pool, directory: Path, author: str = "tenants sync"
+) -> list[tuple[str, int, bool]]:
     """Store each file's config as a new version when it changed: [(slug, version, created)].
     Raises ConfigError listing every invalid file's errors; nothing is stored then."""
     report = validate_files(config_files(directory))

@@ -270,7 +270,7 @@ async def make_tenant(pool: asyncpg.Pool, api_url: str, workers: TenantWorkers) 
         await http.aclose()
 
 
-async def wait_for_run(tenant: Tenant, run_id: str, timeout: float = 60.0) -> dict[str, Any]:  # noqa: ASYNC109
+async def wait_for_run(tenant: Tenant, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
     """Poll GET /runs/{id} until the run reaches a terminal status."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

@@ -26,7 +26,8 @@ async def _run(tenant, **campaign) -> dict:
 async def _ledger(pool: asyncpg.Pool, tenant, run_id: str) -> dict[int, tuple[str, str | None]]:
     rows = await pool.fetch(
         "SELECT customer_id, status, reason FROM deliveries WHERE tenant_id = $1 AND run_id = $2::uuid",
-        tenant.slug, run_id,
+        tenant.slug,
+        run_id,
     )
     return {r["customer_id"]: (r["status"], r["reason"]) for r in rows}
 
@@ -48,7 +49,9 @@ async def test_suppressed_addresses_are_skipped_with_that_reason(make_tenant, po
     tenant = await make_tenant(customers=30, policies=Policies(consent_required={"email": False}))
     chosen = await pool.fetch("SELECT id, email FROM customers WHERE tenant_id = $1 ORDER BY id LIMIT 3", tenant.slug)
     for row in chosen:
-        added = await tenant.http.post(tenant.url("/suppressions"), json={"channel": "email", "address": row["email"].upper()})
+        added = await tenant.http.post(
+            tenant.url("/suppressions"), json={"channel": "email", "address": row["email"].upper()}
+        )
         assert added.status_code == 201
     run = await _run(tenant)
     ledger = await _ledger(pool, tenant, run["id"])
@@ -69,7 +72,8 @@ async def test_frequency_caps_count_the_ledger_over_a_rolling_window(make_tenant
     # Older sends fall out of the window: age the first run's ledger by two days.
     await pool.execute(
         "UPDATE deliveries SET created_at = created_at - interval '2 days' WHERE tenant_id = $1 AND run_id = $2::uuid",
-        tenant.slug, first["id"],
+        tenant.slug,
+        first["id"],
     )
     third = await _run(tenant)
     assert third["counts"]["sent"] == 20
@@ -83,7 +87,8 @@ async def test_a_cross_channel_cap_stops_the_second_channel_in_the_same_run(make
     run = await _run(tenant, channels=["email", "sms"])
     ledger = await pool.fetch(
         "SELECT customer_id, channel, status, reason FROM deliveries WHERE tenant_id = $1 AND run_id = $2::uuid",
-        tenant.slug, run["id"],
+        tenant.slug,
+        run["id"],
     )
     by_customer: dict[int, list] = {}
     for row in ledger:
@@ -109,7 +114,7 @@ async def test_the_channel_rate_limit_holds(make_tenant, workdir: Path) -> None:
         if f":{run['id']}:" in p.read_text(errors="replace")
     )
     assert len(arrivals) == 90
-    # A token bucket allows one second's burst on top of the rate: never more than 2×rate
+    # A token bucket allows one second's burst on top of the rate: never more than twice the rate
     # messages inside any one-second window.
     busiest = max(sum(1 for t in arrivals[i:] if t - start < 1.0) for i, start in enumerate(arrivals))
     assert busiest <= 2 * rate, busiest

@@ -18,7 +18,9 @@ def _within(observed: int, share: float, n: int = N) -> bool:
 
 
 async def _run(tenant, campaign: dict) -> dict:
-    created = await tenant.http.post(tenant.url("/campaigns"), json={"name": "Split", "channels": ["email"], **campaign})
+    created = await tenant.http.post(
+        tenant.url("/campaigns"), json={"name": "Split", "channels": ["email"], **campaign}
+    )
     assert created.status_code == 201, created.text
     run_id = (await tenant.http.post(tenant.url(f"/campaigns/{created.json()['id']}/runs"))).json()["run_id"]
     run = await wait_for_run(tenant, run_id)
@@ -41,8 +43,9 @@ async def test_campaigns_without_weights_or_holdout_use_the_tenant_defaults(make
     assert run["counts"]["skipped_by_reason"] == {"holdout": by_variant["holdout"]}
 
     # Explicit values win over the defaults, and the campaign keeps them.
-    explicit = await _run(tenant, {"variants": [{**variants[0], "weight": 1}, {**variants[1], "weight": 1}],
-                                   "holdout_percent": 0})
+    explicit = await _run(
+        tenant, {"variants": [{**variants[0], "weight": 1}, {**variants[1], "weight": 1}], "holdout_percent": 0}
+    )
     by_variant = {k: sum(v.values()) for k, v in explicit["counts"]["by_variant"].items()}
     assert "holdout" not in by_variant
     assert _within(by_variant["A"], 0.5) and _within(by_variant["B"], 0.5), by_variant
@@ -60,8 +63,10 @@ async def test_the_global_control_group_receives_no_campaign(make_tenant, pool: 
     controls = []
     for run in (first, second):
         rows = await pool.fetch(
-            "SELECT customer_id FROM deliveries WHERE tenant_id = $1 AND run_id = $2::uuid AND reason = 'global_control'",
-            tenant.slug, run["id"],
+            """SELECT customer_id FROM deliveries
+               WHERE tenant_id = $1 AND run_id = $2::uuid AND reason = 'global_control'""",
+            tenant.slug,
+            run["id"],
         )
         controls.append({r["customer_id"] for r in rows})
         assert run["counts"]["sent"] == N - len(rows)

@@ -179,4 +179,3 @@ async def diff_versions(
     assert old is not None and new is not None
     diff = config_diff(old["config"], new["config"], f"v{old['version']}", f"v{new['version']}")
     return {"tenant": tenant, "from": old["version"], "to": new["version"], **diff}
-

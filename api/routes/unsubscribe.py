@@ -30,8 +30,11 @@ def _page(status: int, title: str, body: str) -> HTMLResponse:
 
 
 def _invalid() -> HTMLResponse:
-    return _page(400, "This link is not valid",
-                 "<p>The unsubscribe link is damaged or has expired. Use the link in a recent message.</p>")
+    return _page(
+        400,
+        "This link is not valid",
+        "<p>The unsubscribe link is damaged or has expired. Use the link in a recent message.</p>",
+    )
 
 
 async def _verified(token: str, pool: PoolDep, settings: SettingsDep) -> tuple[dict, str] | None:
@@ -68,5 +71,8 @@ async def one_click_unsubscribe(token: str, pool: PoolDep, settings: SettingsDep
         done = await unsubscribe(conn, str(payload["t"]), int(payload["c"]), payload["ch"])
     if done is None:
         return _invalid()
-    return _page(200, "You are unsubscribed",
-                 f"<p>You will no longer receive {escape(str(payload['ch']))} messages from {escape(brand)}.</p>")
+    return _page(
+        200,
+        "You are unsubscribed",
+        f"<p>You will no longer receive {escape(str(payload['ch']))} messages from {escape(brand)}.</p>",
+    )

@@ -61,7 +61,10 @@ async def test_unknown_tenant_campaign_and_run_are_404(make_tenant, api_url: str
         assert response.status_code == 404
         assert response.json()["detail"] == "tenant 'no-such-tenant' not found"
     for path, detail in [
-        ("/campaigns/0b7c6f9e-8f5e-4a5b-9a43-5f0f5c1d2e3f", "campaign '0b7c6f9e-8f5e-4a5b-9a43-5f0f5c1d2e3f' not found"),
+        (
+            "/campaigns/0b7c6f9e-8f5e-4a5b-9a43-5f0f5c1d2e3f",
+            "campaign '0b7c6f9e-8f5e-4a5b-9a43-5f0f5c1d2e3f' not found",
+        ),
         ("/campaigns/not-a-uuid", "campaign 'not-a-uuid' not found"),
         ("/runs/not-a-uuid", "run 'not-a-uuid' not found"),
     ]:
@@ -79,12 +82,16 @@ async def test_unknown_tenant_campaign_and_run_are_404(make_tenant, api_url: str
         ({"channels": ["fax"]}, "body.channels[0]: Input should be 'email', 'sms', 'push' or 'webhook'"),
         ({"variants": [{"key": "A"}]}, "body.variants[0].template: Field required"),
         ({"colour": "red"}, "body.colour: unknown field"),
-        ({"segment": {"attribute": "loyality_tier", "value": "gold"}},
-         "segment.attribute: unknown attribute 'loyality_tier' (did you mean 'loyalty_tier'?)"),
+        (
+            {"segment": {"attribute": "loyality_tier", "value": "gold"}},
+            "segment.attribute: unknown attribute 'loyality_tier' (did you mean 'loyalty_tier'?)",
+        ),
         ({"segment": "no_such_segment"}, "segment.segment: unknown segment 'no_such_segment'"),
         ({"variants": [{"key": "A", "template": "nope"}]}, "variants[0].template: unknown template 'nope'"),
-        ({"variants": [{"key": "A", "template": "weekly_deals", "subject": "Hi {{ frist_name }}"}]},
-         "variants[0].subject: unknown variable 'frist_name' (did you mean 'first_name'?)"),
+        (
+            {"variants": [{"key": "A", "template": "weekly_deals", "subject": "Hi {{ frist_name }}"}]},
+            "variants[0].subject: unknown variable 'frist_name' (did you mean 'first_name'?)",
+        ),
         ({"channels": ["push"]}, "channels[0]: channel 'push' is not enabled for this tenant"),
         ({"send_at": "2030-01-01T10:00:00"}, "body.send_at: must include a time zone offset"),
     ],

@@ -62,9 +62,7 @@ async def test_versions_are_immutable_listed_and_diffable(make_tenant, pool: asy
     assert "+      subject: New deals, {{ first_name }}" in diff["unified"]
 
     with pytest.raises(asyncpg.RaiseError, match="append-only"):
-        await pool.execute(
-            "UPDATE tenant_config_versions SET author = 'mallory' WHERE tenant_id = $1", tenant.slug
-        )
+        await pool.execute("UPDATE tenant_config_versions SET author = 'mallory' WHERE tenant_id = $1", tenant.slug)
     with pytest.raises(asyncpg.RaiseError, match="append-only"):
         await pool.execute("DELETE FROM tenant_config_versions WHERE tenant_id = $1", tenant.slug)
 
@@ -176,8 +174,12 @@ async def test_a_run_keeps_its_pinned_version_while_a_new_one_is_saved(
     send_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3)
     campaign = await tenant.http.post(
         tenant.url("/campaigns"),
-        json={"name": "Pinned", "channels": ["email"], "variants": [{"key": "A", "template": "weekly_deals"}],
-              "send_at": send_at.isoformat()},
+        json={
+            "name": "Pinned",
+            "channels": ["email"],
+            "variants": [{"key": "A", "template": "weekly_deals"}],
+            "send_at": send_at.isoformat(),
+        },
     )
     campaign_id = campaign.json()["id"]
     first = (await tenant.http.post(tenant.url(f"/campaigns/{campaign_id}/runs"))).json()["run_id"]
@@ -202,7 +204,9 @@ async def test_a_run_keeps_its_pinned_version_while_a_new_one_is_saved(
     assert (await wait_for_run(tenant, second))["config_version"] == 2
 
     subjects = {
-        run_id: {m["Subject"] for m in read_outbox(workdir / "outbox") if f":{run_id}:" in m["X-Pennant-Idempotency-Key"]}
+        run_id: {
+            m["Subject"] for m in read_outbox(workdir / "outbox") if f":{run_id}:" in m["X-Pennant-Idempotency-Key"]
+        }
         for run_id in (first, second)
     }
     assert subjects[first] and not any(s.startswith("V2 for") for s in subjects[first])

@@ -17,13 +17,12 @@ async def test_healthz_ok(api_url: str) -> None:
 
 
 async def test_healthz_names_temporal_when_it_is_down(settings: Settings, temporal_client) -> None:
-    from tests.conftest import free_port
-
     # An API whose Temporal goes away after start: the check must say so, not hang or 500.
     from temporalio.testing import WorkflowEnvironment
 
     from core.temporal import SEARCH_ATTRIBUTES
     from devstack.temporal_server import temporal_binary
+    from tests.conftest import free_port
 
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(), search_attributes=SEARCH_ATTRIBUTES, dev_server_log_level="error"

@@ -43,8 +43,9 @@ async def test_one_click_unsubscribe_from_a_real_email_is_respected_by_the_next_
             "SELECT consent_email FROM customers WHERE tenant_id = $1 AND id = $2", tenant.slug, customer["id"]
         ), "viewing the page must not unsubscribe (link scanners open links)"
         # What a mail client sends for List-Unsubscribe-Post: List-Unsubscribe=One-Click.
-        done = await public.post(path, content=b"List-Unsubscribe=One-Click",
-                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+        done = await public.post(
+            path, content=b"List-Unsubscribe=One-Click", headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
         assert done.status_code == 200 and "You are unsubscribed" in done.text
 
     assert not await pool.fetchval(
@@ -58,7 +59,9 @@ async def test_one_click_unsubscribe_from_a_real_email_is_respected_by_the_next_
     second = await _run(tenant)
     row = await pool.fetchrow(
         "SELECT status, reason FROM deliveries WHERE tenant_id = $1 AND run_id = $2::uuid AND customer_id = $3",
-        tenant.slug, second, customer["id"],
+        tenant.slug,
+        second,
+        customer["id"],
     )
     assert (row["status"], row["reason"]) in {("skipped", "no_consent"), ("skipped", "suppressed")}
 

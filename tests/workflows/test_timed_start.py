@@ -26,11 +26,17 @@ async def _campaign_and_run(pool: asyncpg.Pool, slug: str, spec: CampaignSpec) -
     async with tenant_tx(pool, slug) as conn:
         await conn.execute(
             "INSERT INTO campaigns (tenant_id, id, name, definition) VALUES ($1, $2, $3, $4)",
-            slug, campaign_id, spec.name, spec.model_dump(mode="json"),
+            slug,
+            campaign_id,
+            spec.name,
+            spec.model_dump(mode="json"),
         )
         await conn.execute(
             "INSERT INTO runs (tenant_id, id, campaign_id, workflow_id) VALUES ($1, $2, $3, $4)",
-            slug, run_id, campaign_id, run_workflow_id(slug, str(campaign_id), str(run_id)),
+            slug,
+            run_id,
+            campaign_id,
+            run_workflow_id(slug, str(campaign_id), str(run_id)),
         )
     return str(campaign_id), str(run_id)
 
@@ -53,8 +59,9 @@ async def test_send_at_waits_for_a_durable_timer_then_delivers(
     )
     campaign_id, run_id = await _campaign_and_run(pool, slug, spec)
     queue = f"tenant-{slug}"
-    async with Worker(client, task_queue=queue, workflows=[CampaignRunWorkflow],
-                      activities=build_activities(pool, settings)):
+    async with Worker(
+        client, task_queue=queue, workflows=[CampaignRunWorkflow], activities=build_activities(pool, settings)
+    ):
         handle = await client.start_workflow(
             CampaignRunWorkflow.run,
             CampaignRunInput(tenant=slug, campaign_id=campaign_id, run_id=run_id, send_at=send_at),
@@ -79,6 +86,7 @@ async def test_send_at_waits_for_a_durable_timer_then_delivers(
     fired_after = timers[0].start_to_fire_timeout.ToTimedelta()
     assert abs(fired_after - (send_at - start)) < dt.timedelta(seconds=5)
     assert await time_skipping_env.get_current_time() >= send_at
-    assert await pool.fetchval(
-        "SELECT status FROM runs WHERE tenant_id = $1 AND id = $2::uuid", slug, run_id
-    ) == "completed"
+    assert (
+        await pool.fetchval("SELECT status FROM runs WHERE tenant_id = $1 AND id = $2::uuid", slug, run_id)
+        == "completed"
+    )

@@ -116,12 +116,14 @@ async def test_local_time_waves_fire_at_ten_in_each_zone_across_spring_forward(
     assert result.status == "completed" and result.planned == 40 and result.counts.sent == 40
 
     next_day = day + dt.timedelta(days=1)
-    expected = sorted([
-        dt.datetime.combine(day, dt.time(10, 0), UTC),  # London: 10:00 GMT
-        dt.datetime.combine(day, dt.time(14, 0), UTC),  # New York: 10:00 EDT (after the change)
-        dt.datetime.combine(day, dt.time(17, 0), UTC),  # Los Angeles: 10:00 PDT (its change at 02:00 PST)
-        dt.datetime.combine(next_day, dt.time(1, 0), UTC),  # Tokyo: 10:00 JST had passed → next day
-    ])
+    expected = sorted(
+        [
+            dt.datetime.combine(day, dt.time(10, 0), UTC),  # London: 10:00 GMT
+            dt.datetime.combine(day, dt.time(14, 0), UTC),  # New York: 10:00 EDT (after the change)
+            dt.datetime.combine(day, dt.time(17, 0), UTC),  # Los Angeles: 10:00 PDT (its change at 02:00 PST)
+            dt.datetime.combine(next_day, dt.time(1, 0), UTC),  # Tokyo: 10:00 JST had passed → next day
+        ]
+    )
     fired = await _fired_timers(handle)
     assert [abs((f - e).total_seconds()) < 2 for f, e in zip(fired, expected, strict=True)] == [True] * 4, fired
     starts = await _batch_starts(handle)
@@ -137,12 +139,14 @@ async def test_quiet_hours_defer_exactly_the_recipients_inside_them(
     now = await time_skipping_env.get_current_time()
     day = (now + dt.timedelta(days=2)).date()
     # 05:00 UTC in late autumn or any season: 00:00/01:00 in New York, 21:00/22:00 in Los
-    # Angeles, 05:00/06:00 in London (all inside 21:00–08:00) and 14:00 in Tokyo (outside).
+    # Angeles, 05:00/06:00 in London (all inside 21:00-08:00) and 14:00 in Tokyo (outside).
     start = dt.datetime.combine(day, dt.time(5, 0), UTC)
     quiet = QuietHours(start="21:00", end="08:00", channels=["email"])
     slug = await _tenant(pool, Policies(quiet_hours=quiet))
     spec = CampaignSpec(
-        name="Quiet", channels=["email"], variants=[{"key": "A", "template": "weekly_deals"}]  # type: ignore[list-item]
+        name="Quiet",
+        channels=["email"],
+        variants=[{"key": "A", "template": "weekly_deals"}],  # type: ignore[list-item]
     )
     handle, result = await _run_at(time_skipping_env, pool, settings, slug, start, spec)
     assert result.status == "completed" and result.counts.sent == 40
