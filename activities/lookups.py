@@ -1,0 +1,32 @@
+"""What every run activity reads first: the pinned tenant config and the campaign definition.
+Both are missing only when something was deleted under a run, which no retry can mend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from temporalio.exceptions import ApplicationError
+
+from core.campaigns import CampaignSpec
+from core.config_store import get_config
+from core.tenant_config import TenantConfig
+
+
+async def pinned_config(pool: asyncpg.Pool, tenant: str, version: int | None) -> TenantConfig:
+    """The tenant's config at `version` (None: the current one)."""
+    found = await get_config(pool, tenant, version)
+    if found is None:
+        what = f"config version {version}" if version is not None else "a config"
+        raise ApplicationError(f"tenant '{tenant}' has no {what}", non_retryable=True)
+    return found[1]
+
+
+async def campaign_spec(conn: Any, tenant: str, campaign_id: str) -> CampaignSpec:
+    """The campaign's definition, read inside the caller's tenant transaction."""
+    definition = await conn.fetchval(
+        "SELECT definition FROM campaigns WHERE tenant_id = $1 AND id = $2::uuid", tenant, campaign_id
+    )
+    if definition is None:
+        raise ApplicationError(f"campaign {campaign_id} not found", non_retryable=True)
+    return CampaignSpec.model_validate(definition)
