@@ -8,6 +8,7 @@ import asyncio
 import time
 
 from benchmarks.common import make_tenant, summary, wait_for_subject
+from core.tenant_config import Policies
 from devstack.inprocess import local_stack
 
 ROUNDS = 10
@@ -15,7 +16,8 @@ ROUNDS = 10
 
 async def run() -> None:
     async with local_stack() as stack:
-        slug, http = await make_tenant(stack, customers=1)
+        # No caps or quiet hours: every round must send its one email.
+        slug, http = await make_tenant(stack, customers=1, policies=Policies(consent_required={"email": False}))
         async with http:
             # One customer with email consent, so each run sends exactly one email.
             await stack.pool.execute(
