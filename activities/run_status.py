@@ -18,6 +18,7 @@ UPDATE runs SET
     config_version = coalesce($4, config_version),
     planned = coalesce($5, planned),
     error = coalesce($6, error),
+    send_at = coalesce($7, send_at),
     started_at = CASE WHEN $3 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
     finished_at = CASE WHEN $3 IN ('completed', 'cancelled', 'failed') THEN now() ELSE finished_at END
 WHERE tenant_id = $1 AND id = $2::uuid
@@ -35,7 +36,14 @@ class RunStatusActivities:
         tag_current_span(tenant=inp.tenant, run=inp.run_id)
         async with tenant_tx(self.pool, inp.tenant) as conn:
             await conn.execute(
-                _MARK_RUN_SQL, inp.tenant, inp.run_id, inp.status, inp.config_version, inp.planned, inp.error
+                _MARK_RUN_SQL,
+                inp.tenant,
+                inp.run_id,
+                inp.status,
+                inp.config_version,
+                inp.planned,
+                inp.error,
+                inp.send_at,
             )
 
     @activity.defn(name=REGISTER_RUN)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class LoadConfigInput(BaseModel):
@@ -124,6 +124,20 @@ class MarkRunInput(BaseModel):
     config_version: int | None = None
     planned: int | None = None
     error: str | None = None
+    send_at: dt.datetime | None = None
+
+
+class RescheduleInput(BaseModel):
+    """A new start time for a run that has not started delivering yet."""
+
+    send_at: dt.datetime
+
+    @field_validator("send_at")
+    @classmethod
+    def _aware(cls, v: dt.datetime) -> dt.datetime:
+        if v.tzinfo is None:
+            raise ValueError("must include a time zone offset, e.g. 2026-12-01T10:00:00Z")
+        return v
 
 
 class RunProgress(BaseModel):

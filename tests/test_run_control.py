@@ -271,3 +271,31 @@ async def test_cancelled_rows_carry_the_assignment_a_send_would_have_had(make_te
     for r in rows:
         expected_control = in_global_control(tenant.slug, r["customer_id"], 30)
         assert (r["variant"] == GLOBAL_CONTROL) == expected_control, dict(r)
+
+
+async def test_reschedule_through_the_api(make_tenant) -> None:
+    import datetime as dt
+
+    tenant = await make_tenant(customers=10)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=6)
+    campaign = await tenant.http.post(
+        tenant.url("/campaigns"),
+        json={
+            "name": "Later",
+            "channels": ["email"],
+            "variants": [{"key": "A", "template": "weekly_deals"}],
+            "send_at": later.isoformat(),
+        },
+    )
+    run_id = (await tenant.http.post(tenant.url(f"/campaigns/{campaign.json()['id']}/runs"))).json()["run_id"]
+    path = tenant.url(f"/runs/{run_id}:reschedule")
+    naive = await tenant.http.post(path, json={"send_at": "2030-01-01T10:00:00"})
+    assert naive.status_code == 422 and "body.send_at: must include a time zone offset" in naive.json()["detail"]
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    moved = await tenant.http.post(path, json={"send_at": now.isoformat()})
+    assert moved.status_code == 200, moved.text
+    done = await wait_for_run(tenant, run_id)
+    assert done["status"] == "completed" and done["counts"]["planned"] == 10
+    assert dt.datetime.fromisoformat(done["send_at"]) < later
+    refused = await tenant.http.post(path, json={"send_at": later.isoformat()})
+    assert refused.status_code == 409 and "completed" in refused.json()["detail"]

@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         LoadConfigInput,
         MarkRunInput,
         PlanAudienceInput,
+        RescheduleInput,
         RunCarry,
         RunProgress,
         SkipRemainingInput,
@@ -74,6 +75,7 @@ class CampaignRunWorkflow:
         self._status = "running" if carry else "scheduled"
         self._paused = carry.paused if carry else False
         self._cancel_requested = False
+        self._send_at = inp.send_at  # a reschedule moves it while the run waits
         self._finished = False  # the final status is written to the run's row
         self._pin: ConfigPin | None = carry.pin if carry else None
         self._planned: int | None = carry.planned if carry else None
@@ -146,6 +148,24 @@ class CampaignRunWorkflow:
     def _validate_cancel(self) -> None:
         self._require("cancel", ("scheduled", "running", "paused"))
 
+    @workflow.update
+    async def reschedule(self, change: RescheduleInput) -> RunProgress:
+        """Move the send time of a run that is still waiting for it (earlier, later, or now)."""
+        self._send_at = change.send_at
+        await self._sync_status(send_at=change.send_at)
+        return self.progress()
+
+    @reschedule.validator
+    def _validate_reschedule(self, change: RescheduleInput) -> None:
+        self._require("reschedule", ("scheduled", "paused"))
+        if self._status != "scheduled":
+            raise ApplicationError(
+                "cannot reschedule a run that has started delivering",
+                self._status_now(),
+                type=RUN_STATE_CONFLICT,
+                non_retryable=True,
+            )
+
     def _require(self, action: str, allowed: Sequence[str]) -> None:
         status = self._status_now()
         if self._cancel_requested and status not in TERMINAL:
@@ -189,17 +209,18 @@ class CampaignRunWorkflow:
             retry_policy=_RETRY,
         )
         await self._sync_status(config_version=self._pin.version)
-        if inp.send_at is not None:
-            delay = inp.send_at - workflow.now()
-            if delay > timedelta(0):
-                workflow.set_current_details(f"scheduled for {inp.send_at.isoformat()}")
-                try:
-                    # A timer that a cancel cuts short.
-                    await workflow.wait_condition(
-                        lambda: self._cancel_requested, timeout=delay, timeout_summary="wait for send time"
-                    )
-                except TimeoutError:
-                    pass
+        # A durable timer to the send time, which a cancel cuts short and a reschedule restarts.
+        while self._send_at is not None and self._send_at > workflow.now() and not self._cancel_requested:
+            target = self._send_at
+            workflow.set_current_details(f"scheduled for {target.isoformat()}")
+            try:
+                await workflow.wait_condition(
+                    lambda: self._cancel_requested or self._send_at != target,  # noqa: B023
+                    timeout=target - workflow.now(),
+                    timeout_summary="wait for send time",
+                )
+            except TimeoutError:
+                break
         await workflow.wait_condition(lambda: not self._paused or self._cancel_requested)
         if self._cancel_requested:
             await self._finish_cancelled()

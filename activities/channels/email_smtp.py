@@ -56,9 +56,13 @@ def build_message(config: TenantConfig, msg: OutboundMessage) -> bytes:
     parts = b""
     for subtype, body in (("plain", content.text), ("html", content.html)):
         parts += (
-            f'--{boundary}\r\nContent-Type: text/{subtype}; charset="utf-8"\r\n'
-            f"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
-        ).encode() + _qp(body) + b"\r\n"
+            (
+                f'--{boundary}\r\nContent-Type: text/{subtype}; charset="utf-8"\r\n'
+                f"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+            ).encode()
+            + _qp(body)
+            + b"\r\n"
+        )
     return head + b"\r\n" + parts + f"--{boundary}--\r\n".encode()
 
 

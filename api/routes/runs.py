@@ -27,7 +27,7 @@ from api.schemas import Delivery, DeliveryPage, Run, RunCounts, RunPage, RunStar
 from core.campaigns import CampaignSpec
 from core.config_store import get_config
 from core.db import tenant_tx
-from core.runs import CampaignRunInput, Counts, RunProgress, run_workflow_id
+from core.runs import CampaignRunInput, Counts, RescheduleInput, RunProgress, run_workflow_id
 from core.temporal import CAMPAIGN_ID, TENANT_ID
 from core.tenant_config import ChannelName, task_queue_for
 from workflows.campaign_run import RUN_STATE_CONFLICT, CampaignRunWorkflow
@@ -270,7 +270,7 @@ async def list_deliveries(
     return DeliveryPage(items=items, next_cursor=next_cursor)
 
 
-async def _control(tenant: str, run_id: str, action: str, pool: PoolDep, temporal: Client) -> Run:
+async def _control(tenant: str, run_id: str, action: str, pool: PoolDep, temporal: Client, arg: Any = None) -> Run:
     row = await _run_row(pool, tenant, run_id)
     if row["status"] in _TERMINAL:
         raise HTTPException(409, f"cannot {action} a run that is {row['status']}")
@@ -278,13 +278,16 @@ async def _control(tenant: str, run_id: str, action: str, pool: PoolDep, tempora
         "pause": CampaignRunWorkflow.pause,
         "resume": CampaignRunWorkflow.resume,
         "cancel": CampaignRunWorkflow.cancel,
+        "reschedule": CampaignRunWorkflow.reschedule,
     }[action]
+    args = [] if arg is None else [arg]
     handle = temporal.get_workflow_handle(row["workflow_id"])
     try:
         try:
             # Accepted means the validator passed; a refusal arrives as the update's failure.
             accepted = await asyncio.wait_for(
-                handle.start_update(update, wait_for_stage=WorkflowUpdateStage.ACCEPTED), _ACCEPT_TIMEOUT
+                handle.start_update(update, *args, wait_for_stage=WorkflowUpdateStage.ACCEPTED),  # type: ignore[call-overload]
+                _ACCEPT_TIMEOUT,
             )
         except TimeoutError:
             raise HTTPException(503, f"the run's worker did not take the {action} in time; try again") from None
@@ -327,3 +330,12 @@ async def cancel_run(tenant: TenantDep, run_id: str, pool: PoolDep, temporal: Te
     skipped (reason `cancelled`); the run ends `cancelled`. Works while it waits for its send
     time too. 409 once the run has finished."""
     return await _control(tenant, run_id, "cancel", pool, temporal)
+
+
+@router.post("/runs/{run_id}:reschedule", response_model=Run)
+async def reschedule_run(
+    tenant: TenantDep, run_id: str, change: RescheduleInput, pool: PoolDep, temporal: TemporalDep
+) -> Run:
+    """Move the send time of a run still waiting for it; a time in the past sends now.
+    409 once the run has started delivering."""
+    return await _control(tenant, run_id, "reschedule", pool, temporal, change)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 
@@ -90,3 +91,60 @@ async def test_send_at_waits_for_a_durable_timer_then_delivers(
         await pool.fetchval("SELECT status FROM runs WHERE tenant_id = $1 AND id = $2::uuid", slug, run_id)
         == "completed"
     )
+
+
+async def test_a_waiting_run_can_be_rescheduled_earlier_and_then_refuses_once_delivering(
+    time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    from temporalio.client import WorkflowUpdateFailedError
+
+    from core.runs import RescheduleInput
+
+    config = load_config_file(ROOT / "tenant_configs" / "freshmart.yaml")
+    slug = f"resched-{uuid.uuid4().hex[:8]}"
+    await save_config(pool, config.model_copy(update={"slug": slug}), "test")
+    await seed_customers(pool, slug, 10)
+    client = time_skipping_env.client
+    start = await time_skipping_env.get_current_time()
+    spec = CampaignSpec(
+        name="Rescheduled",
+        channels=["email"],
+        variants=[{"key": "A", "template": "weekly_deals"}],  # type: ignore[list-item]
+        send_at=start + dt.timedelta(days=2),
+    )
+    campaign_id, run_id = await _campaign_and_run(pool, slug, spec)
+    queue = f"tenant-{slug}"
+    async with Worker(
+        client, task_queue=queue, workflows=[CampaignRunWorkflow], activities=build_activities(pool, settings)
+    ):
+        handle = await client.start_workflow(
+            CampaignRunWorkflow.run,
+            CampaignRunInput(tenant=slug, campaign_id=campaign_id, run_id=run_id, send_at=spec.send_at),
+            id=run_workflow_id(slug, campaign_id, run_id),
+            task_queue=queue,
+        )
+        earlier = start + dt.timedelta(days=1)
+        with time_skipping_env.auto_time_skipping_disabled():
+            for _ in range(200):  # until the run waits on its first timer
+                history = await handle.fetch_history()
+                if any(e.event_type == EventType.EVENT_TYPE_TIMER_STARTED for e in history.events):
+                    break
+                await asyncio.sleep(0.02)
+            moved = await handle.execute_update(CampaignRunWorkflow.reschedule, RescheduleInput(send_at=earlier))
+            assert moved.status == "scheduled"
+        result: RunProgress = await handle.result()
+        assert result.status == "completed" and result.planned == 10
+        events = (await handle.fetch_history()).events
+        finished_at = events[-1].event_time.ToDatetime(tzinfo=dt.UTC)
+        assert earlier <= finished_at < start + dt.timedelta(days=2), "it went at the new time, not the old one"
+        timers = [e for e in events if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED]
+        assert len(timers) == 2, "the reschedule restarted the timer"
+        try:
+            await handle.execute_update(CampaignRunWorkflow.reschedule, RescheduleInput(send_at=earlier))
+        except WorkflowUpdateFailedError:
+            pass
+        except Exception as exc:  # a finished workflow refuses updates outright
+            assert "completed" in str(exc) or "not found" in str(exc).lower(), exc
+        else:
+            raise AssertionError("a finished run must refuse a reschedule")
+    assert await pool.fetchval("SELECT send_at FROM runs WHERE id = $1::uuid", run_id) == earlier
