@@ -43,12 +43,16 @@ def parse_campaign_id(campaign_id: str) -> uuid.UUID:
         raise HTTPException(404, f"campaign '{campaign_id}' not found") from None
 
 
-@router.post("", status_code=201, response_model=Campaign)
-async def create_campaign(tenant: TenantDep, spec: CampaignSpec, pool: PoolDep) -> Campaign:
+async def _config(pool: PoolDep, tenant: str) -> TenantConfig:
     found = await get_config(pool, tenant)
     if found is None:
         raise HTTPException(409, f"tenant '{tenant}' has no configuration yet")
-    errors = check_campaign(spec, found[1])
+    return found[1]
+
+
+@router.post("", status_code=201, response_model=Campaign)
+async def create_campaign(tenant: TenantDep, spec: CampaignSpec, pool: PoolDep) -> Campaign:
+    errors = check_campaign(spec, await _config(pool, tenant))
     if errors:
         raise TemplateError(errors)
     campaign_id = uuid.uuid4()
@@ -88,13 +92,6 @@ async def get_campaign(tenant: TenantDep, campaign_id: str, pool: PoolDep) -> Ca
     if row is None:
         raise HTTPException(404, f"campaign '{campaign_id}' not found")
     return _campaign(dict(row))
-
-
-async def _config(pool: PoolDep, tenant: str) -> TenantConfig:
-    found = await get_config(pool, tenant)
-    if found is None:
-        raise HTTPException(409, f"tenant '{tenant}' has no configuration yet")
-    return found[1]
 
 
 @router.put("/{campaign_id}", response_model=Campaign)
