@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncpg
 from fastapi import APIRouter, HTTPException
 
 from api.deps import PoolDep, TenantDep
@@ -13,6 +14,9 @@ from core.segments import compile_segment
 router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["segments"])
 
 SAMPLE_SIZE = 10
+# An estimate is interactive: a segment too costly to count in this long is refused, not
+# left holding a connection (a run's planning has no such limit).
+ESTIMATE_TIMEOUT = "10s"
 
 
 @router.post("/segments:estimate", response_model=SegmentEstimate)
@@ -25,11 +29,17 @@ async def estimate_segment(tenant: TenantDep, body: SegmentEstimateRequest, pool
     # A SegmentError is answered 422 with every `path: reason` (api/errors.py).
     compiled = compile_segment(segment, found[1].segments, path="segment", first_param=2)
     where = f"c.tenant_id = $1 AND ({compiled.where})"
-    async with tenant_tx(pool, tenant) as conn:
-        count = await conn.fetchval(f"SELECT count(*) FROM customers c WHERE {where}", tenant, *compiled.params)
-        rows = await conn.fetch(
-            f"SELECT c.id, c.first_name, c.email FROM customers c WHERE {where} ORDER BY c.id LIMIT {SAMPLE_SIZE}",
-            tenant,
-            *compiled.params,
-        )
+    try:
+        async with tenant_tx(pool, tenant) as conn:
+            await conn.execute(f"SET LOCAL statement_timeout = '{ESTIMATE_TIMEOUT}'")
+            count = await conn.fetchval(f"SELECT count(*) FROM customers c WHERE {where}", tenant, *compiled.params)
+            rows = await conn.fetch(
+                f"SELECT c.id, c.first_name, c.email FROM customers c WHERE {where} ORDER BY c.id LIMIT {SAMPLE_SIZE}",
+                tenant,
+                *compiled.params,
+            )
+    except asyncpg.QueryCanceledError:
+        raise HTTPException(
+            422, f"segment: too costly to estimate within {ESTIMATE_TIMEOUT}; simplify it or narrow it"
+        ) from None
     return SegmentEstimate(count=count, sample=[CustomerRef(**dict(r)) for r in rows])
