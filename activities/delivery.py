@@ -176,6 +176,7 @@ class DeliveryActivities:
                 except ChannelConfigError as exc:
                     raise ApplicationError(str(exc), type="ChannelConfigError", non_retryable=True) from exc
                 await self._record(inp, _apply(chunk, results), counts)
+                await self._forget_gone_addresses(inp.tenant, name, chunk, results)
                 activity.heartbeat(start + len(chunk))
         return counts
 
@@ -228,6 +229,23 @@ class DeliveryActivities:
         else:
             raise ApplicationError(f"channel '{channel}' has no renderer", non_retryable=True)
         return OutboundMessage(key, cust["id"], address, content, headers)
+
+    async def _forget_gone_addresses(
+        self, tenant: str, channel: str, chunk: list[tuple[OutboundMessage, _LedgerRow]], results: list[SendResult]
+    ) -> None:
+        """Clear addresses the provider says are gone for good (unregistered push tokens), so no
+        later run tries them; the ledger keeps the failure and its reason."""
+        gone = {r.idempotency_key for r in results if r.address_gone}
+        addresses = [m.address for m, _ in chunk if m.idempotency_key in gone]
+        if not addresses or channel != "push":
+            return
+        async with tenant_tx(self.pool, tenant) as conn:
+            await conn.execute(
+                """UPDATE customers SET push_token = NULL, updated_at = now()
+                   WHERE tenant_id = $1 AND push_token = ANY($2::text[])""",
+                tenant,
+                addresses,
+            )
 
     async def _record(self, inp: DeliverBatchInput, rows: list[_LedgerRow], counts: Counts) -> None:
         if not rows:

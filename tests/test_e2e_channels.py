@@ -115,6 +115,11 @@ async def test_push_campaign_sends_many_tokens_per_request_and_records_bad_token
     rows = await ledger(pool, tenant, run_id)
     assert rows[unregistered]["status"] == "failed"
     assert rows[unregistered]["reason"] == "push token rejected: UNREGISTERED"
+    assert rows[unregistered]["address"] == people[unregistered]["push_token"]
+    # An unregistered token is forgotten, so later runs skip that customer (no_address);
+    # a malformed one is only recorded failed.
+    tokens = dict(await pool.fetch("SELECT id, push_token FROM customers WHERE tenant_id = $1", tenant.slug))
+    assert tokens[unregistered] is None and tokens[malformed] == "not a token"
     assert rows[malformed]["status"] == "failed"
     assert rows[malformed]["reason"] == "push token rejected: INVALID_ARGUMENT"
     sent = [cid for cid in reachable if cid not in (unregistered, malformed)]

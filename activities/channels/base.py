@@ -25,6 +25,8 @@ class SendResult:
     status: str  # "sent" or "failed"
     reason: str | None = None
     provider_message_id: str | None = None
+    # The provider says the address is gone for good (an unregistered push token): forget it.
+    address_gone: bool = False
 
 
 class TransientChannelError(Exception):

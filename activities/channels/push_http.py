@@ -20,6 +20,8 @@ from core.tenant_config import TenantConfig
 
 # Per-token errors that say "try again later" rather than "this token is no good".
 TRANSIENT_TOKEN_ERRORS = frozenset({"UNAVAILABLE", "INTERNAL", "QUOTA_EXCEEDED"})
+# Per-token errors that mean the app was uninstalled or the token expired: never use it again.
+GONE_TOKEN_ERRORS = frozenset({"UNREGISTERED"})
 
 
 def batch_key(messages: list[OutboundMessage]) -> str:
@@ -78,7 +80,14 @@ class HttpPushAdapter:
             elif answer is None or error in TRANSIENT_TOKEN_ERRORS:
                 retry.append(f"{msg.idempotency_key}: {error}")
             else:
-                settled.append(SendResult(msg.idempotency_key, "failed", f"push token rejected: {error}"))
+                settled.append(
+                    SendResult(
+                        msg.idempotency_key,
+                        "failed",
+                        f"push token rejected: {error}",
+                        address_gone=error in GONE_TOKEN_ERRORS,
+                    )
+                )
         if retry:
             raise TransientChannelError(f"push provider: {len(retry)} tokens to retry ({retry[0]})", partial=settled)
         return settled
