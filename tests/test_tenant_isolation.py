@@ -1,0 +1,38 @@
+"""A failure in one tenant never touches another: a tenant whose provider credentials are
+missing fails its own run with a clear reason while another tenant's run, started at the
+same moment on the same workers, delivers to everyone."""
+
+from __future__ import annotations
+
+import asyncio
+
+from core.tenant_config import Channels, EmailChannel, Policies, SmsChannel
+from tests.conftest import wait_for_run
+
+EVERYONE = Policies(consent_required={"email": False, "sms": False})
+
+
+async def _start(tenant, channels: list[str]) -> str:
+    body = {"name": "Isolation", "channels": channels, "variants": [{"key": "A", "template": "weekly_deals"}]}
+    created = await tenant.http.post(tenant.url("/campaigns"), json=body)
+    assert created.status_code == 201, created.text
+    started = await tenant.http.post(tenant.url(f"/campaigns/{created.json()['id']}/runs"))
+    assert started.status_code == 202, started.text
+    return started.json()["run_id"]
+
+
+async def test_one_tenants_broken_channel_does_not_touch_another_tenant(make_tenant) -> None:
+    broken_sms = SmsChannel(credentials={"account_sid": "env:PENNANT_TEST_UNSET_SID", "auth_token": "env:X_UNSET"})
+    broken = await make_tenant(customers=50, policies=EVERYONE, channels=Channels(email=EmailChannel(), sms=broken_sms))
+    healthy = await make_tenant(customers=300, policies=EVERYONE)
+
+    broken_run, healthy_run = await asyncio.gather(_start(broken, ["sms"]), _start(healthy, ["email"]))
+    failed, done = await asyncio.gather(wait_for_run(broken, broken_run), wait_for_run(healthy, healthy_run))
+
+    assert failed["status"] == "failed"
+    assert "PENNANT_TEST_UNSET_SID" in failed["error"]
+    assert done["status"] == "completed"
+    assert done["counts"]["planned"] == 300 and done["counts"]["sent"] == 300
+    # The broken tenant's own email still works once its failing campaign is out of the way.
+    again = await wait_for_run(broken, await _start(broken, ["email"]))
+    assert again["status"] == "completed" and again["counts"]["sent"] == 50
