@@ -83,6 +83,13 @@ class ChannelConfig(Strict):
 class EmailChannel(ChannelConfig):
     provider: Literal["smtp"] = "smtp"
 
+    @field_validator("endpoint")
+    @classmethod
+    def _smtp_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^smtp://[^/:\s]+(:[0-9]{1,5})?$", v):
+            raise ValueError(f"'{v}' is not an SMTP relay like smtp://mail.example.com:587")
+        return v
+
 
 class SmsChannel(ChannelConfig):
     provider: Literal["twilio-like"] = "twilio-like"

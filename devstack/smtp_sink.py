@@ -19,6 +19,14 @@ class OutboxHandler:
         self.outbox = outbox
         self.outbox.mkdir(parents=True, exist_ok=True)
         self._seq = itertools.count()
+        self.sessions = 0  # SMTP sessions greeted: lets tests see connection reuse
+
+    async def handle_EHLO(
+        self, server: Any, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        self.sessions += 1
+        return responses
 
     async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
         name = f"{time.time_ns()}-{os.getpid()}-{next(self._seq):06d}.eml"

@@ -7,10 +7,11 @@ import hashlib
 import quopri
 from email.header import Header
 from email.utils import formataddr, formatdate
+from urllib.parse import urlsplit
 
 import aiosmtplib
 
-from activities.channels.base import OutboundMessage, SendResult, TransientChannelError
+from activities.channels.base import ChannelConfigError, OutboundMessage, SendResult, TransientChannelError
 from core.templating import RenderedEmail
 from core.tenant_config import TenantConfig
 
@@ -67,22 +68,61 @@ def build_message(config: TenantConfig, msg: OutboundMessage) -> bytes:
 
 
 class SmtpEmailAdapter:
-    """Sends each batch over one SMTP connection."""
+    """Sends each batch over one SMTP connection, taken from a small pool per tenant and relay
+    (the tenant's `channels.email.endpoint`, `smtp://host:port`, else the platform's relay), so
+    batch after batch reuses connections instead of a TCP and SMTP handshake each."""
 
     channel = "email"
 
-    def __init__(self, host: str, port: int, timeout: float = 10.0):
+    def __init__(self, host: str, port: int, timeout: float = 10.0, idle_per_tenant: int = 4):
         self.host = host
         self.port = port
         self.timeout = timeout
+        self.idle_per_tenant = idle_per_tenant
+        self._idle: dict[tuple[str, str, int], list[aiosmtplib.SMTP]] = {}
 
-    async def send_batch(self, config: TenantConfig, messages: list[OutboundMessage]) -> list[SendResult]:
-        results: list[SendResult] = []
-        client = aiosmtplib.SMTP(hostname=self.host, port=self.port, timeout=self.timeout)
+    def relay(self, config: TenantConfig) -> tuple[str, int]:
+        email = config.channels.email
+        if email is None or not email.endpoint:
+            return self.host, self.port
+        url = urlsplit(email.endpoint)
+        if url.scheme != "smtp" or not url.hostname:
+            raise ChannelConfigError(f"channels.email.endpoint of tenant {config.slug}: expected smtp://host:port")
+        return url.hostname, url.port or 25
+
+    async def _acquire(self, key: tuple[str, str, int]) -> aiosmtplib.SMTP:
+        idle = self._idle.get(key, [])
+        while idle:
+            client = idle.pop()
+            try:
+                await client.noop()  # the relay may have closed an idle connection
+                return client
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
+        _, host, port = key
+        client = aiosmtplib.SMTP(hostname=host, port=port, timeout=self.timeout)
         try:
             await client.connect()
         except (aiosmtplib.SMTPException, OSError) as exc:
-            raise TransientChannelError(f"SMTP connect to {self.host}:{self.port} failed: {exc}") from exc
+            raise TransientChannelError(f"SMTP connect to {host}:{port} failed: {exc}") from exc
+        return client
+
+    async def _release(self, key: tuple[str, str, int], client: aiosmtplib.SMTP) -> None:
+        idle = self._idle.setdefault(key, [])
+        if client.is_connected and len(idle) < self.idle_per_tenant:
+            idle.append(client)
+            return
+        if client.is_connected:
+            try:
+                await client.quit()
+            except aiosmtplib.SMTPException:
+                client.close()
+
+    async def send_batch(self, config: TenantConfig, messages: list[OutboundMessage]) -> list[SendResult]:
+        results: list[SendResult] = []
+        key = (config.slug, *self.relay(config))
+        client = await self._acquire(key)
+        healthy = False
         try:
             for msg in messages:
                 mid = message_id(msg.idempotency_key, config.slug)
@@ -97,12 +137,12 @@ class SmtpEmailAdapter:
                         raise TransientChannelError(f"SMTP {exc.code}: {exc.message}", partial=results) from exc
                 else:
                     results.append(SendResult(msg.idempotency_key, "sent", provider_message_id=mid))
+            healthy = True
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
             raise TransientChannelError(f"SMTP connection lost: {exc}", partial=results) from exc
         finally:
-            if client.is_connected:
-                try:
-                    await client.quit()
-                except aiosmtplib.SMTPException:
-                    client.close()
+            if healthy:
+                await self._release(key, client)
+            else:
+                client.close()
         return results

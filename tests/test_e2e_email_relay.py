@@ -1,0 +1,45 @@
+"""A tenant's own SMTP relay (channels.email.endpoint) gets its mail, over pooled connections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.tenant_config import Channels, EmailChannel, Execution, Policies
+from devstack.smtp_sink import read_outbox, start_sink
+from tests.conftest import free_port, wait_for_run
+
+
+async def test_mail_goes_to_the_tenants_relay_reusing_connections(make_tenant, workdir: Path) -> None:
+    port = free_port()
+    relay = start_sink(workdir / f"relay-{port}", "127.0.0.1", port)
+    try:
+        tenant = await make_tenant(
+            customers=400,
+            policies=Policies(consent_required={"email": False}),
+            channels=Channels(email=EmailChannel(endpoint=f"smtp://127.0.0.1:{port}")),
+            execution=Execution(batch_size=40, max_concurrent_batches=2),
+        )
+        body = {"name": "Relay", "channels": ["email"], "variants": [{"key": "A", "template": "weekly_deals"}]}
+        campaign = (await tenant.http.post(tenant.url("/campaigns"), json=body)).json()["id"]
+        run_id = (await tenant.http.post(tenant.url(f"/campaigns/{campaign}/runs"))).json()["run_id"]
+        run = await wait_for_run(tenant, run_id)
+        assert run["status"] == "completed" and run["counts"]["sent"] == 400
+        mine = [m for m in read_outbox(workdir / f"relay-{port}") if f":{run_id}:" in m["X-Pennant-Idempotency-Key"]]
+        assert len(mine) == 400
+        elsewhere = [m for m in read_outbox(workdir / "outbox") if f":{run_id}:" in m["X-Pennant-Idempotency-Key"]]
+        assert elsewhere == [], "nothing went to the platform's relay"
+        # Ten batches, at most two at a time: pooled connections, not one handshake per batch.
+        assert 1 <= relay.handler.sessions <= 4, relay.handler.sessions
+    finally:
+        relay.stop()
+
+
+async def test_a_malformed_relay_is_refused_when_the_config_is_saved(make_tenant) -> None:
+    tenant = await make_tenant(customers=0)
+    config = (await tenant.http.get(tenant.url("/config"))).json()["config"]
+    config["channels"]["email"]["endpoint"] = "mail.example.com"
+    response = await tenant.http.put(tenant.url("/config"), json=config)
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        "channels.email.endpoint: 'mail.example.com' is not an SMTP relay like smtp://mail.example.com:587"
+    ]
