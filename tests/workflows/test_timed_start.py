@@ -42,13 +42,20 @@ async def _campaign_and_run(pool: asyncpg.Pool, slug: str, spec: CampaignSpec) -
     return str(campaign_id), str(run_id)
 
 
+async def _freshmart_tenant(pool: asyncpg.Pool, prefix: str, customers: int) -> str:
+    """A FreshMart-shaped tenant of its own, written straight to the database (no API here:
+    these workflows run on the time-skipping server, which the API does not talk to)."""
+    config = load_config_file(ROOT / "tenant_configs" / "freshmart.yaml")
+    slug = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    await save_config(pool, config.model_copy(update={"slug": slug}), "test")
+    await seed_customers(pool, slug, customers)
+    return slug
+
+
 async def test_send_at_waits_for_a_durable_timer_then_delivers(
     time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    config = load_config_file(ROOT / "tenant_configs" / "freshmart.yaml")
-    slug = f"timed-{uuid.uuid4().hex[:8]}"
-    await save_config(pool, config.model_copy(update={"slug": slug}), "test")
-    await seed_customers(pool, slug, 30)
+    slug = await _freshmart_tenant(pool, "timed", 30)
     client = time_skipping_env.client
     start = await time_skipping_env.get_current_time()
     send_at = start + dt.timedelta(days=2, hours=3)
@@ -100,10 +107,7 @@ async def test_a_waiting_run_can_be_rescheduled_earlier_and_then_refuses_once_de
 
     from core.runs import RescheduleInput
 
-    config = load_config_file(ROOT / "tenant_configs" / "freshmart.yaml")
-    slug = f"resched-{uuid.uuid4().hex[:8]}"
-    await save_config(pool, config.model_copy(update={"slug": slug}), "test")
-    await seed_customers(pool, slug, 10)
+    slug = await _freshmart_tenant(pool, "resched", 10)
     client = time_skipping_env.client
     start = await time_skipping_env.get_current_time()
     spec = CampaignSpec(
