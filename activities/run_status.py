@@ -8,7 +8,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.names import MARK_RUN, REGISTER_RUN
 from core.db import tenant_tx
-from core.runs import MarkRunInput
+from core.runs import TERMINAL_STATUSES, MarkRunInput
 from core.schedules import RegisterRunInput
 from core.telemetry import tag_current_span
 
@@ -20,10 +20,10 @@ UPDATE runs SET
     error = coalesce($6, error),
     send_at = coalesce($7, send_at),
     started_at = CASE WHEN $3 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
-    finished_at = CASE WHEN $3 IN ('completed', 'cancelled', 'failed') THEN now() ELSE finished_at END
+    finished_at = CASE WHEN $3 = ANY($8::text[]) THEN now() ELSE finished_at END
 WHERE tenant_id = $1 AND id = $2::uuid
   -- A finished run stays finished, whatever write arrives late.
-  AND status NOT IN ('completed', 'cancelled', 'failed')
+  AND status <> ALL($8::text[])
 """
 
 
@@ -44,6 +44,7 @@ class RunStatusActivities:
                 inp.planned,
                 inp.error,
                 inp.send_at,
+                sorted(TERMINAL_STATUSES),
             )
 
     @activity.defn(name=REGISTER_RUN)

@@ -13,8 +13,6 @@ from core.segments import SegmentError, compile_segment
 from core.templating import check_template
 from core.tenant_config import ChannelName, TenantConfig
 
-RUN_STATUSES = ("scheduled", "running", "paused", "completed", "cancelled", "failed")
-
 
 class Variant(BaseModel):
     model_config = ConfigDict(extra="forbid")

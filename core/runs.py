@@ -3,8 +3,30 @@
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
 
 from pydantic import BaseModel, Field, field_validator
+
+
+class RunStatus(StrEnum):
+    """A run's status: what its row stores, the API reports and the workflow's validators check."""
+
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    PAUSED = "paused"
+    # Reported while a cancel is under way (in-flight batches stopping, the rest recorded as
+    # skipped); never stored: the row goes straight from its last status to `cancelled`.
+    CANCELLING = "cancelling"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+# A finished run stays finished; an active one still reads its campaign's definition.
+TERMINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.CANCELLED, RunStatus.FAILED})
+ACTIVE_STATUSES = frozenset({RunStatus.SCHEDULED, RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.CANCELLING})
+# The statuses a run's row may hold (the runs.status CHECK constraint says the same).
+STORED_STATUSES = tuple(s for s in RunStatus if s is not RunStatus.CANCELLING)
 
 
 class LoadConfigInput(BaseModel):
@@ -120,7 +142,7 @@ class Counts(BaseModel):
 class MarkRunInput(BaseModel):
     tenant: str
     run_id: str
-    status: str
+    status: RunStatus
     config_version: int | None = None
     planned: int | None = None
     error: str | None = None
@@ -143,7 +165,7 @@ class RescheduleInput(BaseModel):
 class RunProgress(BaseModel):
     """What the workflow's `progress` query and its control updates return."""
 
-    status: str
+    status: RunStatus
     planned: int | None = None
     batches_total: int = 0
     batches_done: int = 0
@@ -174,7 +196,3 @@ class CampaignRunInput(BaseModel):
     run_id: str
     send_at: dt.datetime | None = None
     carry: RunCarry | None = None  # set only by continue-as-new
-
-
-def run_workflow_id(tenant: str, campaign_id: str, run_id: str) -> str:
-    return f"run:{tenant}:{campaign_id}:{run_id}"

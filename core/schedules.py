@@ -39,7 +39,3 @@ class RegisterRunInput(BaseModel):
     campaign_id: str
     run_id: str
     workflow_id: str
-
-
-def schedule_id(tenant: str, campaign_id: str) -> str:
-    return f"schedule:{tenant}:{campaign_id}"

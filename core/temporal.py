@@ -1,10 +1,10 @@
-"""The Temporal client as every Pennant process builds it: pydantic payloads, tracing
-interceptor, and the search attributes operators filter by."""
+"""Everything Pennant names in Temporal, built in one place: the client every process uses,
+workflow ids, schedule ids, task-queue names and the search attributes operators filter by."""
 
 from __future__ import annotations
 
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -13,7 +13,40 @@ CAMPAIGN_ID = SearchAttributeKey.for_keyword("CampaignId")
 SEARCH_ATTRIBUTES = (TENANT_ID, CAMPAIGN_ID)
 
 
+def task_queue_for(tenant: str) -> str:
+    """Each tenant's work runs on its own task queue: isolation by construction."""
+    return f"tenant-{tenant}"
+
+
+def run_workflow_id(tenant: str, campaign_id: str, run_id: str) -> str:
+    """The id of a campaign run's workflow (every execution of its continue-as-new chain)."""
+    return f"run:{tenant}:{campaign_id}:{run_id}"
+
+
+def testsend_workflow_id(tenant: str, campaign_id: str, send_id: str) -> str:
+    """The id of one test send of a campaign."""
+    return f"test-send:{tenant}:{campaign_id}:{send_id}"
+
+
+def schedule_id(tenant: str, campaign_id: str) -> str:
+    """The id of a recurring campaign's Temporal Schedule."""
+    return f"schedule:{tenant}:{campaign_id}"
+
+
+def scheduled_workflow_id(tenant: str, campaign_id: str) -> str:
+    """The id prefix of each occurrence a recurring campaign's schedule starts."""
+    return f"scheduled:{tenant}:{campaign_id}"
+
+
+def campaign_search_attributes(tenant: str, campaign_id: str) -> TypedSearchAttributes:
+    """The search attributes of every workflow that belongs to a campaign."""
+    return TypedSearchAttributes(
+        [SearchAttributePair(TENANT_ID, tenant), SearchAttributePair(CAMPAIGN_ID, campaign_id)]
+    )
+
+
 async def connect(address: str, namespace: str) -> Client:
+    """The Temporal client: pydantic payloads and the tracing interceptor."""
     return await Client.connect(
         address,
         namespace=namespace,

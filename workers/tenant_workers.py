@@ -13,7 +13,8 @@ from temporalio.client import Client
 from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
 from core.config_store import TENANTS_CHANNEL, active_tenants
-from core.tenant_config import Execution, task_queue_for
+from core.temporal import task_queue_for
+from core.tenant_config import Execution
 from workflows.campaign_run import CampaignRunWorkflow
 from workflows.scheduled_run import ScheduledCampaignWorkflow
 from workflows.testsend import CampaignTestSendWorkflow

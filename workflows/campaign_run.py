@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         SKIP_REMAINING,
     )
     from core.runs import (
+        TERMINAL_STATUSES,
         AudiencePlan,
         BatchPage,
         BatchPageInput,
@@ -44,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         RescheduleInput,
         RunCarry,
         RunProgress,
+        RunStatus,
         SkipRemainingInput,
         Wave,
     )
@@ -59,7 +61,6 @@ BATCH_HEARTBEAT = timedelta(seconds=20)
 HISTORY_EVENT_LIMIT = 2_000
 # Batch boundaries read per list_batches call; only the cursor survives continue-as-new.
 BATCH_PAGE = 100
-TERMINAL = ("completed", "cancelled", "failed")
 # The type of the ApplicationError a validator raises; details carry the current status.
 RUN_STATE_CONFLICT = "RunStateConflict"
 
@@ -72,7 +73,7 @@ class CampaignRunWorkflow:
     def __init__(self, inp: CampaignRunInput) -> None:
         carry = inp.carry
         self._inp = inp
-        self._status = "running" if carry else "scheduled"
+        self._status = RunStatus.RUNNING if carry else RunStatus.SCHEDULED
         self._paused = carry.paused if carry else False
         self._cancel_requested = False
         self._send_at = inp.send_at  # a reschedule moves it while the run waits
@@ -98,8 +99,8 @@ class CampaignRunWorkflow:
     # -- visibility ---------------------------------------------------------------------------
 
     def _status_now(self) -> str:
-        if self._status in ("scheduled", "running") and self._paused:
-            return "paused"
+        if self._status in (RunStatus.SCHEDULED, RunStatus.RUNNING) and self._paused:
+            return RunStatus.PAUSED
         return self._status
 
     @workflow.query
@@ -124,7 +125,7 @@ class CampaignRunWorkflow:
 
     @pause.validator
     def _validate_pause(self) -> None:
-        self._require("pause", ("scheduled", "running"))
+        self._require("pause", (RunStatus.SCHEDULED, RunStatus.RUNNING))
 
     @workflow.update
     async def resume(self) -> RunProgress:
@@ -134,7 +135,7 @@ class CampaignRunWorkflow:
 
     @resume.validator
     def _validate_resume(self) -> None:
-        self._require("resume", ("paused",))
+        self._require("resume", (RunStatus.PAUSED,))
 
     @workflow.update
     async def cancel(self) -> RunProgress:
@@ -146,7 +147,7 @@ class CampaignRunWorkflow:
 
     @cancel.validator
     def _validate_cancel(self) -> None:
-        self._require("cancel", ("scheduled", "running", "paused"))
+        self._require("cancel", (RunStatus.SCHEDULED, RunStatus.RUNNING, RunStatus.PAUSED))
 
     @workflow.update
     async def reschedule(self, change: RescheduleInput) -> RunProgress:
@@ -157,8 +158,8 @@ class CampaignRunWorkflow:
 
     @reschedule.validator
     def _validate_reschedule(self, change: RescheduleInput) -> None:
-        self._require("reschedule", ("scheduled", "paused"))
-        if self._status != "scheduled":
+        self._require("reschedule", (RunStatus.SCHEDULED, RunStatus.PAUSED))
+        if self._status != RunStatus.SCHEDULED:
             raise ApplicationError(
                 "cannot reschedule a run that has started delivering",
                 self._status_now(),
@@ -168,8 +169,8 @@ class CampaignRunWorkflow:
 
     def _require(self, action: str, allowed: Sequence[str]) -> None:
         status = self._status_now()
-        if self._cancel_requested and status not in TERMINAL:
-            status = "cancelling"
+        if self._cancel_requested and status not in TERMINAL_STATUSES:
+            status = RunStatus.CANCELLING
         if status not in allowed:
             raise ApplicationError(
                 f"cannot {action} a run that is {status} (only a {' or '.join(allowed)} run)",
@@ -185,10 +186,10 @@ class CampaignRunWorkflow:
         try:
             if inp.carry is None:
                 await self._prepare(inp)
-            if self._status == "running":
+            if self._status == RunStatus.RUNNING:
                 await self._deliver(inp)
         except ActivityError as err:
-            self._status = "failed"
+            self._status = RunStatus.FAILED
             cause = str(err.cause or err)
             await self._sync_status(error=cause)
             self._finished = True
@@ -225,7 +226,7 @@ class CampaignRunWorkflow:
         if self._cancel_requested:
             await self._finish_cancelled()
             return
-        self._status = "running"
+        self._status = RunStatus.RUNNING
         await self._sync_status()
         plan: AudiencePlan = await workflow.execute_activity(
             PLAN_AUDIENCE,
@@ -274,7 +275,7 @@ class CampaignRunWorkflow:
         if self._cancel_requested:
             await self._finish_cancelled()
             return
-        self._status = "completed"
+        self._status = RunStatus.COMPLETED
         await self._sync_status()
         self._finished = True
 
@@ -410,7 +411,7 @@ class CampaignRunWorkflow:
                 retry_policy=_RETRY,
             )
             self._counts.add(remaining)
-        self._status = "cancelled"
+        self._status = RunStatus.CANCELLED
         await self._sync_status()
         self._finished = True
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.names import REGISTER_RUN
-    from core.runs import CampaignRunInput, RunProgress, run_workflow_id
+    from core.runs import CampaignRunInput, RunProgress
     from core.schedules import RegisterRunInput, ScheduledRunInput
-    from core.temporal import CAMPAIGN_ID, TENANT_ID
+    from core.temporal import campaign_search_attributes, run_workflow_id
     from workflows.campaign_run import CampaignRunWorkflow
 
 
@@ -37,8 +37,6 @@ class ScheduledCampaignWorkflow:
             CampaignRunWorkflow.run,
             CampaignRunInput(tenant=inp.tenant, campaign_id=inp.campaign_id, run_id=run_id),
             id=child_id,
-            search_attributes=TypedSearchAttributes(
-                [SearchAttributePair(TENANT_ID, inp.tenant), SearchAttributePair(CAMPAIGN_ID, inp.campaign_id)]
-            ),
+            search_attributes=campaign_search_attributes(inp.tenant, inp.campaign_id),
             static_summary=f"scheduled run of campaign {inp.campaign_id}",
         )

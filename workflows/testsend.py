@@ -25,7 +25,3 @@ class CampaignTestSendWorkflow:
             retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3),
             summary=f"test send to {len(inp.emails)} address(es)",
         )
-
-
-def testsend_workflow_id(tenant: str, campaign_id: str, send_id: str) -> str:
-    return f"test-send:{tenant}:{campaign_id}:{send_id}"

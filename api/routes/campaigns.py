@@ -11,7 +11,6 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from opentelemetry import trace
 from temporalio.client import WorkflowFailureError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
 
 from api.deps import PoolDep, SettingsDep, TemporalDep, TenantDep
@@ -20,13 +19,12 @@ from core.campaigns import CampaignSpec, check_campaign
 from core.config_store import get_config
 from core.db import tenant_tx
 from core.preview import TestSendInput, TestSendResult, preview_unsubscribe_url, render_variant, sample_customer
+from core.runs import ACTIVE_STATUSES
 from core.templating import TemplateError
-from core.temporal import CAMPAIGN_ID, TENANT_ID
-from core.tenant_config import TenantConfig, task_queue_for
-from workflows.testsend import CampaignTestSendWorkflow, testsend_workflow_id
+from core.temporal import campaign_search_attributes, task_queue_for, testsend_workflow_id
+from core.tenant_config import TenantConfig
+from workflows.testsend import CampaignTestSendWorkflow
 
-# Statuses of runs that still read their campaign's definition.
-ACTIVE_RUN_STATUSES = ("scheduled", "running", "paused")
 _TEST_SEND_TIMEOUT = timedelta(seconds=60)
 
 router = APIRouter(prefix="/v1/tenants/{tenant}/campaigns", tags=["campaigns"])
@@ -115,7 +113,7 @@ async def update_campaign(tenant: TenantDep, campaign_id: str, spec: CampaignSpe
             "SELECT id, status FROM runs WHERE tenant_id = $1 AND campaign_id = $2 AND status = ANY($3::text[])",
             tenant,
             cid,
-            list(ACTIVE_RUN_STATUSES),
+            sorted(ACTIVE_STATUSES),
         )
         if active:
             runs = ", ".join(f"{r['id']} ({r['status']})" for r in active)
@@ -242,9 +240,7 @@ async def test_send_campaign(
                 id=testsend_workflow_id(tenant, str(cid), send_id),
                 task_queue=task_queue_for(tenant),
                 execution_timeout=_TEST_SEND_TIMEOUT,
-                search_attributes=TypedSearchAttributes(
-                    [SearchAttributePair(TENANT_ID, tenant), SearchAttributePair(CAMPAIGN_ID, str(cid))]
-                ),
+                search_attributes=campaign_search_attributes(tenant, str(cid)),
                 static_summary=f"test send of {spec.name} · {tenant}",
             ),
             timeout=_TEST_SEND_TIMEOUT.total_seconds(),

@@ -16,7 +16,6 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateStage,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -27,19 +26,18 @@ from api.schemas import Delivery, DeliveryPage, Run, RunCounts, RunPage, RunStar
 from core.campaigns import CampaignSpec
 from core.config_store import get_config
 from core.db import tenant_tx
-from core.runs import CampaignRunInput, Counts, RescheduleInput, RunProgress, run_workflow_id
-from core.temporal import CAMPAIGN_ID, TENANT_ID
-from core.tenant_config import ChannelName, task_queue_for
+from core.runs import TERMINAL_STATUSES, CampaignRunInput, Counts, RescheduleInput, RunProgress, RunStatus
+from core.temporal import campaign_search_attributes, run_workflow_id, task_queue_for
+from core.tenant_config import ChannelName
 from workflows.campaign_run import RUN_STATE_CONFLICT, CampaignRunWorkflow
 
 router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["runs"])
 
-_TERMINAL = {"completed", "cancelled", "failed"}
 _FROM_TEMPORAL = {
-    WorkflowExecutionStatus.FAILED: "failed",
-    WorkflowExecutionStatus.TERMINATED: "failed",
-    WorkflowExecutionStatus.TIMED_OUT: "failed",
-    WorkflowExecutionStatus.CANCELED: "cancelled",
+    WorkflowExecutionStatus.FAILED: RunStatus.FAILED,
+    WorkflowExecutionStatus.TERMINATED: RunStatus.FAILED,
+    WorkflowExecutionStatus.TIMED_OUT: RunStatus.FAILED,
+    WorkflowExecutionStatus.CANCELED: RunStatus.CANCELLED,
 }
 _LEDGER_COUNTS_SQL = """
 SELECT channel, variant, status, reason, count(*) AS n
@@ -78,9 +76,6 @@ _ACCEPT_TIMEOUT = 15.0
 _CANCEL_WAIT = 30.0
 _QUERY_TIMEOUT = dt.timedelta(seconds=2)
 
-# The statuses of core.campaigns.RUN_STATUSES, as a type the API validates against.
-RunStatus = Literal["scheduled", "running", "paused", "completed", "cancelled", "failed"]
-
 
 @router.post("/campaigns/{campaign_id}/runs", status_code=202, response_model=RunStarted)
 async def start_run(tenant: TenantDep, campaign_id: str, pool: PoolDep, temporal: TemporalDep) -> RunStarted:
@@ -117,9 +112,7 @@ async def start_run(tenant: TenantDep, campaign_id: str, pool: PoolDep, temporal
             CampaignRunInput(tenant=tenant, campaign_id=str(cid), run_id=run_id, send_at=spec.send_at),
             id=workflow_id,
             task_queue=task_queue_for(tenant),
-            search_attributes=TypedSearchAttributes(
-                [SearchAttributePair(TENANT_ID, tenant), SearchAttributePair(CAMPAIGN_ID, str(cid))]
-            ),
+            search_attributes=campaign_search_attributes(tenant, str(cid)),
             static_summary=f"{spec.name} · {tenant}",
             static_details=f"campaign {cid}, run {run_id}, channels {', '.join(spec.channels)}",
         )
@@ -127,7 +120,7 @@ async def start_run(tenant: TenantDep, campaign_id: str, pool: PoolDep, temporal
         async with tenant_tx(pool, tenant) as conn:
             await conn.execute("DELETE FROM runs WHERE tenant_id = $1 AND id = $2", tenant, uuid.UUID(run_id))
         raise HTTPException(503, f"could not start the run on Temporal: {exc.message}") from exc
-    return RunStarted(run_id=run_id, workflow_id=workflow_id, status="scheduled")
+    return RunStarted(run_id=run_id, workflow_id=workflow_id, status=RunStatus.SCHEDULED)
 
 
 @router.get("/runs", response_model=RunPage)
@@ -209,11 +202,11 @@ async def get_run(tenant: TenantDep, run_id: str, pool: PoolDep, temporal: Tempo
     row = await _run_row(pool, tenant, run_id)
     status = row["status"]
     progress: RunProgress | None = None
-    if status not in _TERMINAL:
+    if status not in TERMINAL_STATUSES:
         ended, progress = await _live_progress(temporal, row["workflow_id"])
         if ended is not None:
             status = ended
-        elif progress is not None and progress.status not in _TERMINAL:
+        elif progress is not None and progress.status not in TERMINAL_STATUSES:
             status = progress.status
         else:
             progress = None  # finishing right now: its row is about to say so, the ledger is complete
@@ -272,7 +265,7 @@ async def list_deliveries(
 
 async def _control(tenant: str, run_id: str, action: str, pool: PoolDep, temporal: Client, arg: Any = None) -> Run:
     row = await _run_row(pool, tenant, run_id)
-    if row["status"] in _TERMINAL:
+    if row["status"] in TERMINAL_STATUSES:
         raise HTTPException(409, f"cannot {action} a run that is {row['status']}")
     update = {
         "pause": CampaignRunWorkflow.pause,

@@ -23,31 +23,26 @@ from temporalio.client import (
     ScheduleUpdate,
     ScheduleUpdateInput,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import PoolDep, TemporalDep, TenantDep
 from api.routes.campaigns import parse_campaign_id
 from core.db import tenant_tx
-from core.schedules import RecurrenceSpec, ScheduledRunInput, schedule_id
-from core.temporal import CAMPAIGN_ID, TENANT_ID
-from core.tenant_config import task_queue_for
+from core.schedules import RecurrenceSpec, ScheduledRunInput
+from core.temporal import campaign_search_attributes, schedule_id, scheduled_workflow_id, task_queue_for
 from workflows.scheduled_run import ScheduledCampaignWorkflow
 
 router = APIRouter(prefix="/v1/tenants/{tenant}/campaigns/{campaign_id}/schedule", tags=["schedules"])
 
 
 def _schedule(tenant: str, campaign_id: str, name: str, spec: RecurrenceSpec) -> Schedule:
-    attributes = TypedSearchAttributes(
-        [SearchAttributePair(TENANT_ID, tenant), SearchAttributePair(CAMPAIGN_ID, campaign_id)]
-    )
     return Schedule(
         action=ScheduleActionStartWorkflow(
             ScheduledCampaignWorkflow.run,
             ScheduledRunInput(tenant=tenant, campaign_id=campaign_id),
-            id=f"scheduled:{tenant}:{campaign_id}",
+            id=scheduled_workflow_id(tenant, campaign_id),
             task_queue=task_queue_for(tenant),
-            typed_search_attributes=attributes,
+            typed_search_attributes=campaign_search_attributes(tenant, campaign_id),
             static_summary=f"{name} (recurring) · {tenant}",
         ),
         spec=ScheduleSpec(
@@ -105,9 +100,7 @@ async def put_schedule(
         handle = await temporal.create_schedule(
             sid,
             schedule,
-            search_attributes=TypedSearchAttributes(
-                [SearchAttributePair(TENANT_ID, tenant), SearchAttributePair(CAMPAIGN_ID, campaign_id)]
-            ),
+            search_attributes=campaign_search_attributes(tenant, campaign_id),
         )
         response.status_code = 201
     except ScheduleAlreadyRunningError:
