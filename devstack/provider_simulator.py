@@ -24,7 +24,8 @@ Test control (JSON over HTTP, see `SimulatorControl`):
   `hang_seconds`, as when a provider took a message and the response was lost), `channels`
   (limit the plan to some channels), `after_n` (let the first N requests through untouched).
 - `POST /_sim/reset`, `GET /_sim/messages?channel=&contains=`, `GET /_sim/stats`,
-  `GET /_sim/requests?contains=`.
+  `GET /_sim/requests?contains=`, `GET /_sim/keys?channel=&contains=` (how many deliveries and
+  distinct idempotency keys matched, and any key delivered more than once).
 
 Faults are counted per provider request, in the order latency → 429 → 503 → random 5xx →
 timeout, and are deterministic unless `error_rate_5xx` is set (and then seeded).
@@ -376,6 +377,21 @@ async def sim_messages(request: Request) -> Response:
     return JSONResponse({"messages": found, "count": len(found)})
 
 
+async def sim_keys(request: Request) -> Response:
+    state: SimState = request.app.state.sim
+    channel = request.query_params.get("channel")
+    contains = request.query_params.get("contains")
+    # Counted here rather than by listing /_sim/messages: a 20,000-message run stays one small answer.
+    keys = Counter(
+        m["idempotency_key"]
+        for m in state.messages
+        if (channel is None or m["channel"] == channel)
+        and (contains is None or contains in (m["idempotency_key"] or ""))
+    )
+    repeated = sorted(k for k, n in keys.items() if n > 1)
+    return JSONResponse({"delivered": sum(keys.values()), "distinct": len(keys), "repeated": repeated[:100]})
+
+
 async def sim_stats(request: Request) -> Response:
     stats = request.app.state.sim.stats
     names = ("requests", "delivered", "duplicates", "rejected", "rate_limited", "server_errors", "timeouts",
@@ -415,6 +431,7 @@ def create_app(state: SimState | None = None) -> Starlette:
             Route("/_sim/messages", sim_messages),
             Route("/_sim/stats", sim_stats),
             Route("/_sim/requests", sim_requests),
+            Route("/_sim/keys", sim_keys),
         ],
         lifespan=lifespan,
     )
@@ -490,6 +507,12 @@ class SimulatorControl:
 
     async def stats(self) -> dict[str, int]:
         result: dict[str, int] = await self._call("GET", "/_sim/stats")
+        return result
+
+    async def key_counts(self, channel: str | None = None, contains: str | None = None) -> dict[str, Any]:
+        """Deliveries and distinct idempotency keys matching, and the keys delivered more than once."""
+        params = {k: v for k, v in (("channel", channel), ("contains", contains)) if v is not None}
+        result: dict[str, Any] = await self._call("GET", "/_sim/keys", params=params)
         return result
 
     async def requests(self, contains: str | None = None) -> list[dict[str, Any]]:
