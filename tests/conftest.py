@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import uuid
@@ -27,7 +26,6 @@ import httpx
 import pytest
 import uvicorn
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -45,20 +43,12 @@ from devstack.postgres import ensure_database, start_embedded
 from devstack.provider_simulator import ProviderSimulator, SimulatorControl
 from devstack.smtp_sink import start_sink
 from devstack.temporal_server import temporal_binary, test_server_binary
+from tests.helpers.stack import ISOLATED_PREFIX, PROVIDER_ENV, PROVIDER_TIMEOUT_SECONDS, ROOT, SPANS, free_port
+from tests.helpers.tenants import Tenant
+from tests.helpers.waiting import until
 from workers.main import build_activities, provider_http_client
 from workers.tenant_workers import TenantSelection, TenantWorkers
 
-ROOT = Path(__file__).resolve().parent.parent
-SPANS = InMemorySpanExporter()
-# Credentials the tenant configs reference (env:NAME); the simulator accepts any value.
-PROVIDER_ENV = {
-    "FRESHMART_SMS_SID": "ACtest0000000000000000000000000000",
-    "FRESHMART_SMS_TOKEN": "test-sms-token",
-    "QUICKSTOP_PUSH_KEY": "test-push-server-key",
-    "FRESHMART_WEBHOOK_SECRET": "test-webhook-secret",
-}
-# The workers' provider timeout in tests: short, so injected timeouts cost little time.
-PROVIDER_TIMEOUT_SECONDS = 2.0
 _exit_status = 0
 
 
@@ -73,12 +63,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(_exit_status)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -185,11 +169,6 @@ def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
     return temporal_env.client
 
 
-# Tenants whose slug starts with this are not served by the session's worker: a test serves them
-# with a worker process of its own, which it may kill (tests/test_worker_crash.py).
-ISOLATED_PREFIX = "iso-"
-
-
 class _SharedTenants(TenantSelection):
     def includes(self, tenant: str, execution: Any = None) -> bool:
         return not tenant.startswith(ISOLATED_PREFIX) and super().includes(tenant, execution)
@@ -216,10 +195,13 @@ async def api_url(settings: Settings, temporal_client: Client, pool: asyncpg.Poo
         uvicorn.Config(create_app(app_settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
     task = asyncio.create_task(server.serve())
-    while not server.started:
+
+    async def started() -> bool:
         if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
+            task.result()  # the server failed to start: raise its error
+        return bool(server.started)
+
+    await until(started, within=30, what="the API server to start")
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await task
@@ -230,18 +212,6 @@ async def admin_key(pool: asyncpg.Pool) -> str:
     key = new_key("adm")
     await store_key(pool, key, None, "test admin")
     return key
-
-
-class Tenant:
-    """A tenant made for one test: its slug, API key and an HTTP client that uses the key."""
-
-    def __init__(self, slug: str, key: str, http: httpx.AsyncClient):
-        self.slug = slug
-        self.key = key
-        self.http = http
-
-    def url(self, path: str) -> str:
-        return f"/v1/tenants/{self.slug}{path}"
 
 
 @pytest.fixture
@@ -259,24 +229,13 @@ async def make_tenant(pool: asyncpg.Pool, api_url: str, workers: TenantWorkers) 
         await store_key(pool, key, slug, "test")
         http = httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
         clients.append(http)
-        for _ in range(100):  # the worker adds the new queue on NOTIFY
-            if slug in workers.tenants:
-                break
-            await asyncio.sleep(0.05)
+
+        async def served() -> bool:
+            return slug in workers.tenants
+
+        await until(served, within=30, what=f"the worker to serve {slug} (it adds the queue on NOTIFY)")
         return Tenant(slug, key, http)
 
     yield make
     for http in clients:
         await http.aclose()
-
-
-async def wait_for_run(tenant: Tenant, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
-    """Poll GET /runs/{id} until the run reaches a terminal status."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        body = (await tenant.http.get(tenant.url(f"/runs/{run_id}"))).json()
-        if body.get("status") in ("completed", "cancelled", "failed"):
-            return body
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"run {run_id} did not finish: {body}")
-        await asyncio.sleep(0.2)

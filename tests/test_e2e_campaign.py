@@ -8,7 +8,7 @@ import asyncpg
 from temporalio.client import Client
 
 from devstack.smtp_sink import read_outbox
-from tests.conftest import wait_for_run
+from tests.helpers.runs import wait_for_run
 
 
 def _messages_for_run(outbox: Path, run_id: str) -> list:

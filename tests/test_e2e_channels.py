@@ -19,7 +19,9 @@ from core.config_store import load_config_file
 from core.db import tenant_tx
 from core.tenant_config import Experiments, Policies, TemplateSet, WebhookChannel
 from devstack.provider_simulator import SimulatorControl
-from tests.conftest import PROVIDER_ENV, ROOT, Tenant, wait_for_run
+from tests.helpers.runs import wait_for_run
+from tests.helpers.stack import PROVIDER_ENV, ROOT
+from tests.helpers.tenants import Tenant
 
 # No quiet hours, caps or default holdout: these tests are about delivery, at any time of day.
 NO_POLICIES: dict[str, Any] = {"policies": Policies(), "experiments": Experiments()}

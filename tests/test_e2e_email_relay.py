@@ -6,7 +6,8 @@ from pathlib import Path
 
 from core.tenant_config import Channels, EmailChannel, Execution, Policies
 from devstack.smtp_sink import read_outbox, start_sink
-from tests.conftest import free_port, wait_for_run
+from tests.helpers.runs import wait_for_run
+from tests.helpers.stack import free_port
 
 
 async def test_mail_goes_to_the_tenants_relay_reusing_connections(make_tenant, workdir: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncpg
 
 from core.tenant_config import Channels, EmailChannel, FrequencyCap, Policies
-from tests.conftest import wait_for_run
+from tests.helpers.runs import wait_for_run
 
 EMAIL = {"channels": ["email"], "variants": [{"key": "A", "template": "weekly_deals"}]}
 

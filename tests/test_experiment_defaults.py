@@ -7,7 +7,7 @@ import math
 import asyncpg
 
 from core.tenant_config import Experiments, Policies
-from tests.conftest import wait_for_run
+from tests.helpers.runs import wait_for_run
 
 N = 600
 

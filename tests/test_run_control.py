@@ -14,8 +14,9 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from core.config_store import load_config_file
 from core.experiments import GLOBAL_CONTROL, in_global_control
 from core.tenant_config import Execution
-from tests.conftest import ROOT, wait_for_run
-from tests.run_helpers import assert_each_recipient_once, create_campaign, ledger_count, start_run, until
+from tests.helpers.runs import assert_each_recipient_once, create_campaign, ledger_count, start_run, wait_for_run
+from tests.helpers.stack import ROOT
+from tests.helpers.waiting import until
 from workflows.campaign_run import CampaignRunWorkflow
 
 # Small batches, one at a time, eight activities a second: slow enough to act on mid-run.

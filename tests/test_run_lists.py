@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from tests.conftest import wait_for_run
-from tests.run_helpers import create_campaign, start_run
+from tests.helpers.runs import create_campaign, start_run, wait_for_run
 
 
 async def test_runs_are_listed_newest_first_with_filters_and_cursor(make_tenant) -> None:

@@ -19,8 +19,7 @@ from temporalio.client import Client
 
 from core.db import tenant_tx
 from core.tenant_config import Execution
-from tests.conftest import wait_for_run
-from tests.run_helpers import assert_each_recipient_once, create_campaign, start_run
+from tests.helpers.runs import assert_each_recipient_once, create_campaign, start_run, wait_for_run
 
 RECIPIENTS = 200_000
 MAX_EVENTS_PER_EXECUTION = 5_000

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from core.tenant_config import Channels, EmailChannel, Policies, SmsChannel
-from tests.conftest import wait_for_run
+from tests.helpers.runs import wait_for_run
 
 EVERYONE = Policies(consent_required={"email": False, "sms": False})
 

@@ -3,7 +3,8 @@ activity, tagged with tenant, campaign and run."""
 
 from __future__ import annotations
 
-from tests.conftest import SPANS, wait_for_run
+from tests.helpers.runs import wait_for_run
+from tests.helpers.stack import SPANS
 
 
 async def test_one_trace_from_http_request_to_every_activity(make_tenant) -> None:

@@ -9,8 +9,7 @@ import math
 import asyncpg
 
 from core.tenant_config import Execution
-from tests.conftest import wait_for_run
-from tests.run_helpers import assert_each_recipient_once, create_campaign, start_run
+from tests.helpers.runs import assert_each_recipient_once, create_campaign, start_run, wait_for_run
 
 CUSTOMERS = 4000
 WEIGHTS = {"A": 1.0, "B": 2.0, "C": 1.0}

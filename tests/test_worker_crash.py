@@ -30,8 +30,9 @@ from core.settings import Settings
 from core.tenant_config import Execution
 from devstack.demo_data import seed_customers
 from devstack.smtp_sink import read_outbox
-from tests.conftest import ISOLATED_PREFIX, ROOT, Tenant, wait_for_run
-from tests.run_helpers import assert_each_recipient_once, create_campaign, ledger_count, start_run
+from tests.helpers.runs import assert_each_recipient_once, create_campaign, ledger_count, start_run, wait_for_run
+from tests.helpers.stack import ISOLATED_PREFIX, ROOT
+from tests.helpers.tenants import Tenant
 
 CUSTOMERS = 1_500
 BATCH = 300

@@ -22,7 +22,7 @@ from core.config_store import load_config_file
 from core.templating import RenderedPush, RenderedSms, RenderedWebhook
 from core.tenant_config import TenantConfig, WebhookChannel
 from devstack.provider_simulator import ProviderSimulator, SimulatorControl
-from tests.conftest import PROVIDER_ENV, ROOT
+from tests.helpers.stack import PROVIDER_ENV, ROOT
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ from pathlib import Path
 import asyncpg
 
 from devstack.smtp_sink import read_outbox
-from tests.conftest import wait_for_run
-from tests.run_helpers import EMAIL_CAMPAIGN, create_campaign, start_run
+from tests.helpers.runs import EMAIL_CAMPAIGN, create_campaign, start_run, wait_for_run
 
 TWO_VARIANTS = {
     **EMAIL_CAMPAIGN,

@@ -14,7 +14,9 @@ import pytest
 import yaml
 
 from devstack.smtp_sink import read_outbox
-from tests.conftest import ROOT, Tenant, wait_for_run
+from tests.helpers.runs import wait_for_run
+from tests.helpers.stack import ROOT
+from tests.helpers.tenants import Tenant
 from workers.tenant_workers import TenantWorkers
 
 

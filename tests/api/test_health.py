@@ -22,7 +22,7 @@ async def test_healthz_names_temporal_when_it_is_down(settings: Settings, tempor
 
     from core.temporal import SEARCH_ATTRIBUTES
     from devstack.temporal_server import temporal_binary
-    from tests.conftest import free_port
+    from tests.helpers.stack import free_port
 
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(), search_attributes=SEARCH_ATTRIBUTES, dev_server_log_level="error"

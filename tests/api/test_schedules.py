@@ -6,7 +6,7 @@ import asyncio
 
 import asyncpg
 
-from tests.conftest import wait_for_run
+from tests.helpers.runs import wait_for_run
 
 CAMPAIGN = {"name": "Every few seconds", "channels": ["email"], "variants": [{"key": "A", "template": "weekly_deals"}]}
 

@@ -16,7 +16,8 @@ import pytest
 from core.auth import new_key, store_key
 from core.config_store import load_config_file, save_config
 from devstack.demo_data import seed_customers
-from tests.conftest import ROOT, Tenant
+from tests.helpers.stack import ROOT
+from tests.helpers.tenants import Tenant
 
 CUSTOMERS = 3000
 # A fixed instant for the timestamp operators, well inside the seeded created_at range.

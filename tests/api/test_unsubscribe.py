@@ -11,7 +11,7 @@ import httpx
 
 from core import links
 from devstack.smtp_sink import read_outbox
-from tests.conftest import wait_for_run
+from tests.helpers.runs import wait_for_run
 
 CAMPAIGN = {"name": "Unsub", "channels": ["email"], "variants": [{"key": "A", "template": "weekly_deals"}]}
 

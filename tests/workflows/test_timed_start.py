@@ -13,33 +13,14 @@ from temporalio.worker import Worker
 
 from core.campaigns import CampaignSpec
 from core.config_store import load_config_file, save_config
-from core.db import tenant_tx
-from core.runs import CampaignRunInput, RunProgress, run_workflow_id
+from core.runs import CampaignRunInput, RunProgress
 from core.settings import Settings
+from core.temporal import run_workflow_id
 from devstack.demo_data import seed_customers
-from tests.conftest import ROOT
+from tests.helpers.runs import insert_campaign_and_run
+from tests.helpers.stack import ROOT
 from workers.main import build_activities
 from workflows.campaign_run import CampaignRunWorkflow
-
-
-async def _campaign_and_run(pool: asyncpg.Pool, slug: str, spec: CampaignSpec) -> tuple[str, str]:
-    campaign_id, run_id = uuid.uuid4(), uuid.uuid4()
-    async with tenant_tx(pool, slug) as conn:
-        await conn.execute(
-            "INSERT INTO campaigns (tenant_id, id, name, definition) VALUES ($1, $2, $3, $4)",
-            slug,
-            campaign_id,
-            spec.name,
-            spec.model_dump(mode="json"),
-        )
-        await conn.execute(
-            "INSERT INTO runs (tenant_id, id, campaign_id, workflow_id) VALUES ($1, $2, $3, $4)",
-            slug,
-            run_id,
-            campaign_id,
-            run_workflow_id(slug, str(campaign_id), str(run_id)),
-        )
-    return str(campaign_id), str(run_id)
 
 
 async def _freshmart_tenant(pool: asyncpg.Pool, prefix: str, customers: int) -> str:
@@ -65,7 +46,7 @@ async def test_send_at_waits_for_a_durable_timer_then_delivers(
         variants=[{"key": "A", "template": "weekly_deals"}],  # type: ignore[list-item]
         send_at=send_at,
     )
-    campaign_id, run_id = await _campaign_and_run(pool, slug, spec)
+    campaign_id, run_id = await insert_campaign_and_run(pool, slug, spec)
     queue = f"tenant-{slug}"
     async with Worker(
         client, task_queue=queue, workflows=[CampaignRunWorkflow], activities=build_activities(pool, settings)
@@ -116,7 +97,7 @@ async def test_a_waiting_run_can_be_rescheduled_earlier_and_then_refuses_once_de
         variants=[{"key": "A", "template": "weekly_deals"}],  # type: ignore[list-item]
         send_at=start + dt.timedelta(days=2),
     )
-    campaign_id, run_id = await _campaign_and_run(pool, slug, spec)
+    campaign_id, run_id = await insert_campaign_and_run(pool, slug, spec)
     queue = f"tenant-{slug}"
     async with Worker(
         client, task_queue=queue, workflows=[CampaignRunWorkflow], activities=build_activities(pool, settings)

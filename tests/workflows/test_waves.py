@@ -16,12 +16,13 @@ from temporalio.worker import Worker
 
 from core.campaigns import CampaignSpec
 from core.config_store import load_config_file, save_config
-from core.runs import CampaignRunInput, RunProgress, run_workflow_id
+from core.runs import CampaignRunInput, RunProgress
 from core.settings import Settings
+from core.temporal import run_workflow_id
 from core.tenant_config import Policies, QuietHours
 from devstack.demo_data import seed_customers
-from tests.conftest import ROOT
-from tests.workflows.test_timed_start import _campaign_and_run
+from tests.helpers.runs import insert_campaign_and_run
+from tests.helpers.stack import ROOT
 from workers.main import build_activities
 from workflows.campaign_run import CampaignRunWorkflow
 
@@ -61,7 +62,7 @@ async def _run_at(
     now = await env.get_current_time()
     assert start > now
     await env.sleep(start - now)  # skip the test server's clock to the start instant
-    campaign_id, run_id = await _campaign_and_run(pool, slug, spec)
+    campaign_id, run_id = await insert_campaign_and_run(pool, slug, spec)
     queue = f"tenant-{slug}"
     async with Worker(
         env.client, task_queue=queue, workflows=[CampaignRunWorkflow], activities=build_activities(pool, settings)

@@ -1,0 +1,102 @@
+"""Campaigns, runs and the delivery ledger as tests make and read them."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import asyncpg
+
+from core.campaigns import CampaignSpec
+from core.db import tenant_tx
+from core.runs import TERMINAL_STATUSES
+from core.temporal import run_workflow_id
+from tests.helpers.tenants import Tenant
+
+EMAIL_CAMPAIGN: dict[str, Any] = {
+    "name": "Weekly deals",
+    "segment": {},
+    "channels": ["email"],
+    "variants": [{"key": "A", "template": "weekly_deals"}],
+}
+
+
+async def create_campaign(tenant: Tenant, **changes: Any) -> str:
+    """Create the weekly-deals email campaign (with `changes`) through the API; its id."""
+    response = await tenant.http.post(tenant.url("/campaigns"), json={**EMAIL_CAMPAIGN, **changes})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def start_run(tenant: Tenant, campaign_id: str) -> str:
+    """Start a run of the campaign through the API; its run id."""
+    response = await tenant.http.post(tenant.url(f"/campaigns/{campaign_id}/runs"))
+    assert response.status_code == 202, response.text
+    return str(response.json()["run_id"])
+
+
+async def wait_for_run(tenant: Tenant, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Poll GET /runs/{id} until the run reaches a terminal status; the last body."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        body: dict[str, Any] = (await tenant.http.get(tenant.url(f"/runs/{run_id}"))).json()
+        if body.get("status") in TERMINAL_STATUSES:
+            return body
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"run {run_id} did not finish: {body}")
+        await asyncio.sleep(0.2)
+
+
+async def insert_campaign_and_run(pool: asyncpg.Pool, slug: str, spec: CampaignSpec) -> tuple[str, str]:
+    """Write a campaign and a run row straight to the database (for workflows started by hand)."""
+    campaign_id, run_id = uuid.uuid4(), uuid.uuid4()
+    async with tenant_tx(pool, slug) as conn:
+        await conn.execute(
+            "INSERT INTO campaigns (tenant_id, id, name, definition) VALUES ($1, $2, $3, $4)",
+            slug,
+            campaign_id,
+            spec.name,
+            spec.model_dump(mode="json"),
+        )
+        await conn.execute(
+            "INSERT INTO runs (tenant_id, id, campaign_id, workflow_id) VALUES ($1, $2, $3, $4)",
+            slug,
+            run_id,
+            campaign_id,
+            run_workflow_id(slug, str(campaign_id), str(run_id)),
+        )
+    return str(campaign_id), str(run_id)
+
+
+async def ledger_count(pool: asyncpg.Pool, tenant: str, run_id: str, where: str = "TRUE") -> int:
+    """How many ledger rows the run has that match the SQL condition `where`."""
+    return int(
+        await pool.fetchval(
+            f"SELECT count(*) FROM deliveries WHERE tenant_id = $1 AND run_id = $2::uuid AND {where}", tenant, run_id
+        )
+    )
+
+
+async def assert_each_recipient_once(pool: asyncpg.Pool, tenant: str, run_id: str, channels: int = 1) -> int:
+    """Every frozen recipient has exactly one ledger row per channel, and nobody else has one."""
+    row = await pool.fetchrow(
+        """SELECT
+             (SELECT count(*) FROM run_recipients WHERE tenant_id = $1 AND run_id = $2::uuid) AS planned,
+             (SELECT count(*) FROM deliveries WHERE tenant_id = $1 AND run_id = $2::uuid) AS rows,
+             (SELECT count(DISTINCT (customer_id, channel)) FROM deliveries
+               WHERE tenant_id = $1 AND run_id = $2::uuid) AS distinct_rows,
+             (SELECT count(*) FROM run_recipients r WHERE r.tenant_id = $1 AND r.run_id = $2::uuid
+               AND (SELECT count(*) FROM deliveries d WHERE d.tenant_id = r.tenant_id AND d.run_id = r.run_id
+                      AND d.customer_id = r.customer_id) <> $3) AS gaps,
+             (SELECT count(*) FROM deliveries d WHERE d.tenant_id = $1 AND d.run_id = $2::uuid
+               AND NOT EXISTS (SELECT 1 FROM run_recipients r WHERE r.tenant_id = d.tenant_id
+                                 AND r.run_id = d.run_id AND r.customer_id = d.customer_id)) AS strangers""",
+        tenant,
+        run_id,
+        channels,
+    )
+    assert row is not None
+    assert row["rows"] == row["distinct_rows"] == row["planned"] * channels, dict(row)
+    assert row["gaps"] == 0 and row["strangers"] == 0, dict(row)
+    return int(row["planned"])
