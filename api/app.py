@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from api import errors
+from api.input_guard import InputGuard
 from api.routes import campaigns, health, runs, schedules, segments, suppressions, tenants, unsubscribe
 from core.auth import store_key
 from core.db import create_pool, migrate
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
+    app.add_middleware(InputGuard, fastapi_app=app, max_request_bytes=settings.max_request_bytes)
     for module in (health, tenants, campaigns, runs, schedules, segments, suppressions, unsubscribe):
         app.include_router(module.router)
     FastAPIInstrumentor.instrument_app(app)

@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     api_port: int = 8000
     # Bootstrap admin key; `pennant dev` generates one when unset.
     admin_key: str | None = None
+    # Request bodies above this size are refused with 413 before they are read (api/input_guard.py).
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Per API process and client address: this many failed authentications within the window
+    # and the client is answered 429 with Retry-After until the oldest failure leaves the window.
+    auth_failure_limit: int = Field(default=20, ge=1)
+    auth_failure_window_seconds: float = Field(default=60.0, gt=0)
 
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
