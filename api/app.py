@@ -9,8 +9,9 @@ from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from api import errors
+from api.auth_limit import AuthFailureGuard, AuthFailureLimiter
 from api.input_guard import InputGuard
-from api.routes import campaigns, health, runs, schedules, segments, suppressions, tenants, unsubscribe
+from api.routes import campaigns, health, keys, runs, schedules, segments, suppressions, tenants, unsubscribe
 from core.auth import store_key
 from core.db import create_pool, migrate
 from core.settings import Settings, get_settings
@@ -47,8 +48,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
+    # The last added runs first: refuse a blocked client before reading its body.
     app.add_middleware(InputGuard, fastapi_app=app, max_request_bytes=settings.max_request_bytes)
-    for module in (health, tenants, campaigns, runs, schedules, segments, suppressions, unsubscribe):
+    app.state.auth_limiter = AuthFailureLimiter(settings.auth_failure_limit, settings.auth_failure_window_seconds)
+    app.add_middleware(AuthFailureGuard, limiter=app.state.auth_limiter)
+    for module in (health, tenants, keys, campaigns, runs, schedules, segments, suppressions, unsubscribe):
         app.include_router(module.router)
     FastAPIInstrumentor.instrument_app(app)
     return app

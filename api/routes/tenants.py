@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from api.deps import PoolDep, PrincipalDep, TenantDep
-from core.auth import new_key, store_key
+from core.auth import key_prefix, new_key, store_key
 from core.config_store import (
     ConfigError,
     config_diff,
@@ -110,13 +110,15 @@ async def create_tenant(request: Request, pool: PoolDep, principal: PrincipalDep
 
 
 @router.post("/{tenant}/keys", status_code=201)
-async def create_key(tenant: TenantDep, pool: PoolDep, principal: PrincipalDep, label: str = "") -> dict[str, str]:
+async def create_key(
+    tenant: TenantDep, pool: PoolDep, principal: PrincipalDep, label: str = Query(default="", max_length=200)
+) -> dict[str, str]:
     """Issue a new API key for the tenant. The key is shown once; only its hash is stored."""
     if not principal.is_admin:
         raise HTTPException(403, "issuing API keys needs an admin key")
     key = new_key(f"tk_{tenant.replace('-', '_')}")
-    await store_key(pool, key, tenant, label)
-    return {"tenant": tenant, "key": key, "label": label}
+    key_id = await store_key(pool, key, tenant, label)
+    return {"id": key_id, "tenant": tenant, "key": key, "label": label, "prefix": key_prefix(key)}
 
 
 @router.delete("/{tenant}", status_code=204)

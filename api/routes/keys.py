@@ -1,0 +1,78 @@
+"""API keys: list them (never the secret) and revoke them.
+
+A tenant key lists and revokes its own tenant's keys; an admin key does so for any tenant
+and, under `/v1/keys`, for every key including admin keys. A revoked key is refused (401)
+from its very next request. Keys are issued by `POST /v1/tenants/{tenant}/keys` (admin).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, Field
+
+from api.deps import PoolDep, PrincipalDep, TenantDep
+from core.auth import LastAdminKeyError, list_keys, revoke_key
+from core.tenant_config import SLUG_RE
+
+router = APIRouter(tags=["keys"])
+
+
+class ApiKey(BaseModel):
+    """An API key as listed: never the key itself nor its hash."""
+
+    id: str
+    tenant: str | None = Field(description="null for an admin key")
+    label: str
+    prefix: str = Field(description="first characters of the key, to recognise it by; empty for older keys")
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None = Field(description="refreshed at most once a minute")
+    revoked_at: dt.datetime | None
+
+
+def _not_found(key_id: str) -> HTTPException:
+    return HTTPException(404, f"key '{key_id}' not found")
+
+
+@router.get("/v1/tenants/{tenant}/keys", response_model=list[ApiKey])
+async def list_tenant_keys(tenant: TenantDep, pool: PoolDep) -> list[ApiKey]:
+    """The tenant's keys, revoked ones included, oldest first."""
+    return [ApiKey(**row) for row in await list_keys(pool, tenant)]
+
+
+@router.delete("/v1/tenants/{tenant}/keys/{key_id}", status_code=204)
+async def revoke_tenant_key(tenant: TenantDep, key_id: str, pool: PoolDep) -> None:
+    """Revoke one of the tenant's keys (a tenant key may revoke itself). Idempotent."""
+    if not await revoke_key(pool, key_id, tenant):
+        raise _not_found(key_id)
+
+
+@router.get("/v1/keys", response_model=list[ApiKey])
+async def list_all_keys(
+    pool: PoolDep,
+    principal: PrincipalDep,
+    tenant: Annotated[str | None, Query(description="only this tenant's keys", max_length=63)] = None,
+    admin: Annotated[bool, Query(description="only admin keys")] = False,
+) -> list[ApiKey]:
+    """Every key (admin only): admin keys and every tenant's, oldest first."""
+    if not principal.is_admin:
+        raise HTTPException(403, "listing every key needs an admin key; a tenant key lists /v1/tenants/{tenant}/keys")
+    if tenant is not None and not SLUG_RE.match(tenant):
+        return []
+    rows = await list_keys(pool, tenant, every_tenant=tenant is None and not admin)
+    return [ApiKey(**row) for row in rows]
+
+
+@router.delete("/v1/keys/{key_id}", status_code=204)
+async def revoke_any_key(key_id: str, pool: PoolDep, principal: PrincipalDep) -> None:
+    """Revoke any key (admin only), admin keys included, but never the last working admin key."""
+    if not principal.is_admin:
+        raise HTTPException(403, "revoking any key needs an admin key; a tenant key uses /v1/tenants/{tenant}/keys")
+    try:
+        found = await revoke_key(pool, key_id, None, any_tenant=True)
+    except LastAdminKeyError:
+        raise HTTPException(409, "this is the last admin key that works; issue another before revoking it") from None
+    if not found:
+        raise _not_found(key_id)
