@@ -14,7 +14,14 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from core.config_store import load_config_file
 from core.experiments import GLOBAL_CONTROL, in_global_control
 from core.tenant_config import Execution
-from tests.helpers.runs import assert_each_recipient_once, create_campaign, ledger_count, start_run, wait_for_run
+from tests.helpers.runs import (
+    assert_each_recipient_once,
+    create_campaign,
+    ledger_count,
+    start_run,
+    until_no_activity_pending,
+    wait_for_run,
+)
 from tests.helpers.stack import ROOT
 from tests.helpers.waiting import until
 from workflows.campaign_run import CampaignRunWorkflow
@@ -27,7 +34,9 @@ async def _row_status(pool: asyncpg.Pool, tenant: str, run_id: str) -> str:
     return str(await pool.fetchval("SELECT status FROM runs WHERE tenant_id = $1 AND id = $2::uuid", tenant, run_id))
 
 
-async def test_pause_stops_new_batches_and_resume_finishes_the_run(make_tenant, pool: asyncpg.Pool) -> None:
+async def test_pause_stops_new_batches_and_resume_finishes_the_run(
+    make_tenant, pool: asyncpg.Pool, temporal_client: Client
+) -> None:
     tenant = await make_tenant(customers=160, execution=SLOW)
     run_id = await start_run(tenant, await create_campaign(tenant))
     await until(lambda: _has_rows(pool, tenant.slug, run_id), what="the first batch")
@@ -38,9 +47,9 @@ async def test_pause_stops_new_batches_and_resume_finishes_the_run(make_tenant, 
     assert await _row_status(pool, tenant.slug, run_id) == "paused"
 
     # The batch in flight finishes; no new one starts.
-    await asyncio.sleep(1.0)
+    await until_no_activity_pending(temporal_client, paused.json()["workflow_id"])
     settled = await ledger_count(pool, tenant.slug, run_id)
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.0)  # an observation window: the behaviour under test is that nothing happens in it
     assert await ledger_count(pool, tenant.slug, run_id) == settled < 160
     live = (await tenant.http.get(tenant.url(f"/runs/{run_id}"))).json()
     assert live["status"] == "paused" and live["counts_source"] == "workflow"
@@ -95,8 +104,8 @@ async def test_cancel_records_everyone_never_attempted_as_cancelled(
     handle = temporal_client.get_workflow_handle_for(CampaignRunWorkflow.run, body["workflow_id"])
     assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
     assert (await handle.result()).status == "cancelled"
-    await asyncio.sleep(0.5)
-    assert await ledger_count(pool, tenant.slug, run_id) == 300  # nothing trickles in afterwards
+    await asyncio.sleep(0.5)  # an observation window: nothing trickles in afterwards (the behaviour under test)
+    assert await ledger_count(pool, tenant.slug, run_id) == 300
 
     for action in ("pause", "resume", "cancel"):
         refused = await tenant.http.post(tenant.url(f"/runs/{run_id}:{action}"))
@@ -104,12 +113,13 @@ async def test_cancel_records_everyone_never_attempted_as_cancelled(
         assert refused.json()["detail"] == f"cannot {action} a run that is cancelled"
 
 
-async def test_a_paused_run_can_be_cancelled(make_tenant, pool: asyncpg.Pool) -> None:
+async def test_a_paused_run_can_be_cancelled(make_tenant, pool: asyncpg.Pool, temporal_client: Client) -> None:
     tenant = await make_tenant(customers=200, execution=SLOW)
     run_id = await start_run(tenant, await create_campaign(tenant))
     await until(lambda: _has_rows(pool, tenant.slug, run_id), what="the first batch")
-    assert (await tenant.http.post(tenant.url(f"/runs/{run_id}:pause"))).status_code == 200
-    await asyncio.sleep(1.0)
+    paused = await tenant.http.post(tenant.url(f"/runs/{run_id}:pause"))
+    assert paused.status_code == 200, paused.text
+    await until_no_activity_pending(temporal_client, paused.json()["workflow_id"])
     attempted = await ledger_count(pool, tenant.slug, run_id)
 
     cancelled = await tenant.http.post(tenant.url(f"/runs/{run_id}:cancel"))
@@ -208,7 +218,7 @@ async def test_control_and_progress_carry_across_continue_as_new(
     async def pause_and_settle() -> dict:
         paused = await tenant.http.post(tenant.url(f"/runs/{run_id}:pause"))
         assert paused.status_code == 200 and paused.json()["status"] == "paused", paused.text
-        await asyncio.sleep(0.5)  # the batches in flight finish
+        await until_no_activity_pending(temporal_client, workflow_id)  # the batches in flight finish
         return (await tenant.http.get(tenant.url(f"/runs/{run_id}"))).json()
 
     # Paused in a later execution: the counters it carried over match the ledger exactly.

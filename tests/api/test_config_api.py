@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import datetime as dt
 from pathlib import Path
@@ -17,6 +16,7 @@ from devstack.smtp_sink import read_outbox
 from tests.helpers.runs import wait_for_run
 from tests.helpers.stack import ROOT
 from tests.helpers.tenants import Tenant
+from tests.helpers.waiting import until
 from workers.tenant_workers import TenantWorkers
 
 
@@ -144,7 +144,7 @@ async def test_new_tenant_is_served_without_restart_and_removed_one_is_dropped(
         assert created.status_code == 201, created.text
         assert created.json() == {"tenant": slug, "version": 1, "created": True}
         assert (await admin.post("/v1/tenants", json=config)).status_code == 409
-        await _eventually(lambda: slug in workers.tenants, "the running workers add the new queue")
+        await until(lambda: slug in workers.tenants, within=10, what="the running workers to add the new queue")
 
         await seed_customers(pool, slug, 40)
         assert (await existing.http.post(f"/v1/tenants/{slug}/keys")).status_code == 404
@@ -164,7 +164,9 @@ async def test_new_tenant_is_served_without_restart_and_removed_one_is_dropped(
 
         removed = await admin.delete(f"/v1/tenants/{slug}")
         assert removed.status_code == 204
-        await _eventually(lambda: slug not in workers.tenants, "the running workers drop the removed queue")
+        await until(
+            lambda: slug not in workers.tenants, within=10, what="the running workers to drop the removed queue"
+        )
         assert (await admin.get(f"/v1/tenants/{slug}/config")).status_code == 404
 
 
@@ -186,14 +188,10 @@ async def test_a_run_keeps_its_pinned_version_while_a_new_one_is_saved(
     campaign_id = campaign.json()["id"]
     first = (await tenant.http.post(tenant.url(f"/campaigns/{campaign_id}/runs"))).json()["run_id"]
 
-    async def pinned() -> int | None:
-        return await pool.fetchval("SELECT config_version FROM runs WHERE id = $1::uuid", first)
+    async def pinned_version_is(version: int) -> bool:
+        return await pool.fetchval("SELECT config_version FROM runs WHERE id = $1::uuid", first) == version
 
-    for _ in range(100):
-        if await pinned() is not None:
-            break
-        await asyncio.sleep(0.05)
-    assert await pinned() == 1
+    await until(lambda: pinned_version_is(1), within=10, what="the first run to pin its config version")
     assert (await tenant.http.get(tenant.url(f"/runs/{first}"))).json()["status"] == "scheduled"
 
     saved = await tenant.http.put(tenant.url("/config"), json=_with_subject(v1["config"], "V2 for {{ first_name }}"))
@@ -214,11 +212,3 @@ async def test_a_run_keeps_its_pinned_version_while_a_new_one_is_saved(
     assert subjects[first] and not any(s.startswith("V2 for") for s in subjects[first])
     english = {s for s in subjects[second] if not s.startswith(("V2 for",))}
     assert subjects[second] and all("aubaines" in s for s in english), "only fr-CA keeps its own subject"
-
-
-async def _eventually(check, what: str, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        await asyncio.sleep(0.05)

@@ -23,6 +23,7 @@ async def test_healthz_names_temporal_when_it_is_down(settings: Settings, tempor
     from core.temporal import SEARCH_ATTRIBUTES
     from devstack.temporal_server import temporal_binary
     from tests.helpers.stack import free_port
+    from tests.helpers.waiting import until
 
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(), search_attributes=SEARCH_ATTRIBUTES, dev_server_log_level="error"
@@ -34,8 +35,7 @@ async def test_healthz_names_temporal_when_it_is_down(settings: Settings, tempor
     import asyncio
 
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
+    await until(lambda: bool(server.started), what="the API server to start")
     try:
         await env.shutdown()
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+from temporalio.client import Client
 
+from core.runs import TERMINAL_STATUSES
 from tests.helpers.runs import wait_for_run
+from tests.helpers.waiting import until
 
 CAMPAIGN = {"name": "Every few seconds", "channels": ["email"], "variants": [{"key": "A", "template": "weekly_deals"}]}
 
@@ -17,7 +20,9 @@ async def _runs(pool: asyncpg.Pool, campaign_id: str) -> list[asyncpg.Record]:
     )
 
 
-async def test_a_recurring_campaign_runs_on_its_schedule_and_stops_when_deleted(make_tenant, pool) -> None:
+async def test_a_recurring_campaign_runs_on_its_schedule_and_stops_when_deleted(
+    make_tenant, pool, temporal_client: Client
+) -> None:
     tenant = await make_tenant(customers=10)
     campaign_id = (await tenant.http.post(tenant.url("/campaigns"), json=CAMPAIGN)).json()["id"]
     path = tenant.url(f"/campaigns/{campaign_id}/schedule")
@@ -28,13 +33,11 @@ async def test_a_recurring_campaign_runs_on_its_schedule_and_stops_when_deleted(
     body = created.json()
     assert body["interval_seconds"] == [2] and body["time_zone"] == "America/Chicago" and not body["paused"]
 
-    for _ in range(150):
-        runs = await _runs(pool, campaign_id)
-        if sum(r["status"] == "completed" for r in runs) >= 2:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError(f"expected two scheduled runs to complete, got {runs}")
+    async def two_completed() -> bool:
+        return sum(r["status"] == "completed" for r in await _runs(pool, campaign_id)) >= 2
+
+    await until(two_completed, within=30, what="two scheduled runs to complete")
+    runs = await _runs(pool, campaign_id)
     # Each occurrence is a normal run: same id scheme, same API.
     first = runs[0]
     assert first["workflow_id"] == f"run:{tenant.slug}:{campaign_id}:{first['id']}"
@@ -45,8 +48,15 @@ async def test_a_recurring_campaign_runs_on_its_schedule_and_stops_when_deleted(
     assert (await tenant.http.post(f"{path}:resume")).json()["paused"] is False
 
     assert (await tenant.http.delete(path)).status_code == 204
-    await asyncio.sleep(0.5)  # an occurrence that started just before the delete may still register
+
+    async def no_occurrence_open() -> bool:
+        # An occurrence that started just before the delete registers its run, then finishes.
+        running = await temporal_client.count_workflows(f'CampaignId = "{campaign_id}" AND ExecutionStatus = "Running"')
+        return running.count == 0 and all(r["status"] in TERMINAL_STATUSES for r in await _runs(pool, campaign_id))
+
+    await until(no_occurrence_open, within=30, what="the last occurrence before the delete to finish")
     settled = len(await _runs(pool, campaign_id))
+    # An observation window of two intervals: the behaviour under test is that no run starts in it.
     await asyncio.sleep(4.5)
     assert len(await _runs(pool, campaign_id)) == settled, "no runs after the schedule is deleted"
     assert (await tenant.http.get(path)).status_code == 404

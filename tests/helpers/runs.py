@@ -7,12 +7,14 @@ import uuid
 from typing import Any
 
 import asyncpg
+from temporalio.client import Client
 
 from core.campaigns import CampaignSpec
 from core.db import tenant_tx
 from core.runs import TERMINAL_STATUSES
 from core.temporal import run_workflow_id
 from tests.helpers.tenants import Tenant
+from tests.helpers.waiting import until
 
 EMAIL_CAMPAIGN: dict[str, Any] = {
     "name": "Weekly deals",
@@ -100,3 +102,14 @@ async def assert_each_recipient_once(pool: asyncpg.Pool, tenant: str, run_id: st
     assert row["rows"] == row["distinct_rows"] == row["planned"] * channels, dict(row)
     assert row["gaps"] == 0 and row["strangers"] == 0, dict(row)
     return int(row["planned"])
+
+
+async def until_no_activity_pending(client: Client, workflow_id: str, within: float = 30.0) -> None:
+    """Wait until the run's workflow has no activity scheduled or running (after a pause: the
+    batches in flight have finished and recorded their rows)."""
+
+    async def idle() -> bool:
+        description = await client.get_workflow_handle(workflow_id).describe()
+        return not description.raw_description.pending_activities
+
+    await until(idle, within=within, what=f"the batches in flight of {workflow_id} to finish")

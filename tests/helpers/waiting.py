@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable
 
 
 async def until(
-    check: Callable[[], Awaitable[bool]], within: float = 30.0, what: str = "condition", every: float = 0.05
+    check: Callable[[], bool | Awaitable[bool]], within: float = 30.0, what: str = "condition", every: float = 0.05
 ) -> None:
-    """Poll `check` every `every` seconds until it is true; fail naming `what` after `within` seconds."""
+    """Poll `check` (plain or async) every `every` seconds until it is true; fail naming `what`
+    after `within` seconds."""
     deadline = asyncio.get_running_loop().time() + within
-    while not await check():
+    while True:
+        result = check()
+        if await result if inspect.isawaitable(result) else result:
+            return
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(every)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import uuid
 
@@ -19,6 +18,7 @@ from core.temporal import run_workflow_id
 from devstack.demo_data import seed_customers
 from tests.helpers.runs import insert_campaign_and_run
 from tests.helpers.stack import ROOT
+from tests.helpers.waiting import until
 from workers.main import build_activities
 from workflows.campaign_run import CampaignRunWorkflow
 
@@ -110,11 +110,12 @@ async def test_a_waiting_run_can_be_rescheduled_earlier_and_then_refuses_once_de
         )
         earlier = start + dt.timedelta(days=1)
         with time_skipping_env.auto_time_skipping_disabled():
-            for _ in range(200):  # until the run waits on its first timer
+
+            async def timer_started() -> bool:
                 history = await handle.fetch_history()
-                if any(e.event_type == EventType.EVENT_TYPE_TIMER_STARTED for e in history.events):
-                    break
-                await asyncio.sleep(0.02)
+                return any(e.event_type == EventType.EVENT_TYPE_TIMER_STARTED for e in history.events)
+
+            await until(timer_started, within=10, what="the run to wait on its first timer")
             moved = await handle.execute_update(CampaignRunWorkflow.reschedule, RescheduleInput(send_at=earlier))
             assert moved.status == "scheduled"
         result: RunProgress = await handle.result()
