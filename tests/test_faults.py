@@ -1,0 +1,320 @@
+"""Faults on the real servers, mid-run: a worker killed three times, the Temporal server stopped
+and restarted on its database file, PostgreSQL restarted, and a provider answering 20% 5xx with
+bursts of 429 + Retry-After. Every run completes with each recipient in the ledger exactly
+once, and the sink that received the messages (the SMTP sink for email, the provider simulator
+for push) holds each idempotency key exactly once.
+
+Tenants are `iso-` tenants served only by `pennant worker` processes these tests start (and
+kill), except for the provider fault, which the session's worker serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from temporalio.client import Client
+
+from core.db import create_pool, migrate
+from core.settings import Settings
+from core.tenant_config import Execution, Experiments, Policies
+from devstack.postgres import ensure_database, start_embedded
+from devstack.provider_simulator import SimulatorControl
+from tests.helpers.faults import (
+    TemporalDevServer,
+    WorkerProcesses,
+    assert_simulator_once,
+    assert_sink_once,
+    isolated_tenant,
+    serve_api,
+    start_postgres,
+    stop_postgres,
+    worker_env,
+)
+from tests.helpers.runs import TERMINAL_STATUSES, assert_each_recipient_once, create_campaign, ledger_count
+from tests.helpers.tenants import Tenant
+from tests.helpers.waiting import until
+
+pytestmark = pytest.mark.slow
+
+RECIPIENTS = 20_000
+# Batches of 500 (ten provider chunks each), four at a time: a run lasts seconds, not minutes,
+# and a fault always lands with batches in flight.
+EXECUTION = Execution(batch_size=500, max_concurrent_batches=4, activities_per_second=None)
+PUSH_CAMPAIGN: dict[str, Any] = {
+    "name": "Coffee morning",
+    "channels": ["push"],
+    "variants": [{"key": "A", "template": "coffee_morning"}],
+}
+# How long a run may take once its fault is over: the batches a fault interrupted are retried
+# only after their 20 s heartbeat timeout.
+RUN_WITHIN = 150.0
+
+
+@pytest.fixture
+def workers_started(workdir: Path) -> Any:
+    """workers_started(env) → a WorkerProcesses; every process started is killed after the test."""
+    made: list[WorkerProcesses] = []
+
+    def make(env: dict[str, str]) -> WorkerProcesses:
+        procs = WorkerProcesses(env, workdir)
+        made.append(procs)
+        return procs
+
+    yield make
+    for procs in made:
+        procs.close()
+
+
+async def start(tenant: Tenant, **campaign: Any) -> tuple[str, str]:
+    """Create the campaign and start its run through the API: (run id, workflow id)."""
+    campaign_id = await create_campaign(tenant, **campaign)
+    response = await tenant.http.post(tenant.url(f"/campaigns/{campaign_id}/runs"))
+    assert response.status_code == 202, response.text
+    return str(response.json()["run_id"]), str(response.json()["workflow_id"])
+
+
+async def finished(tenant: Tenant, run_id: str, within: float = RUN_WITHIN) -> dict[str, Any]:
+    """Poll GET /runs/{id} until the run is terminal; an answer that is not 200 (the API's own
+    database or Temporal coming back) is polled again, within the same bound."""
+    body: dict[str, Any] = {}
+
+    async def done() -> bool:
+        nonlocal body
+        try:
+            response = await tenant.http.get(tenant.url(f"/runs/{run_id}"))
+        except httpx.TransportError:
+            return False
+        if response.status_code != 200:
+            return False
+        body = response.json()
+        return body.get("status") in TERMINAL_STATUSES
+
+    await until(done, within=within, what=f"run {run_id} to finish (last seen {body})", every=0.25)
+    return body
+
+
+def growing(pool: asyncpg.Pool, tenant: str, run_id: str, beyond: int, alive: Callable[[], None]) -> Any:
+    """A check that the run's ledger has more than `beyond` rows (and `alive` still holds)."""
+
+    async def check() -> bool:
+        alive()
+        return await ledger_count(pool, tenant, run_id) > beyond
+
+    return check
+
+
+def steady(pool: asyncpg.Pool, tenant: str, run_id: str, quiet: float) -> Callable[[], Awaitable[bool]]:
+    """A check that the run's ledger has not changed for `quiet` seconds."""
+    last: list[Any] = [None, time.monotonic()]
+
+    async def check() -> bool:
+        n = await ledger_count(pool, tenant, run_id)
+        if n != last[0]:
+            last[:] = [n, time.monotonic()]
+        return time.monotonic() - last[1] >= quiet
+
+    return check
+
+
+async def test_worker_killed_three_times_mid_run_delivers_each_push_once(
+    settings: Settings,
+    temporal_client: Client,
+    pool: asyncpg.Pool,
+    api_url: str,
+    sim: SimulatorControl,
+    workers_started: Any,
+) -> None:
+    began = time.monotonic()
+    target = temporal_client.service_client.config.target_host
+    procs: WorkerProcesses = workers_started(worker_env(settings, target, temporal_client.namespace))
+    async with isolated_tenant(pool, api_url, "quickstop", RECIPIENTS, EXECUTION) as tenant:
+        seeded = time.monotonic()
+        worker = procs.start(tenant.slug)
+        run_id, _ = await start(tenant, **PUSH_CAMPAIGN)
+
+        def alive() -> None:
+            procs.assert_alive(worker)
+
+        at_kill: list[int] = []
+        seen = 0
+        for _ in range(3):
+            # Kill only once this worker has recorded something: each kill interrupts real work.
+            await until(growing(pool, tenant.slug, run_id, seen, alive), within=60, what="the worker to deliver")
+            procs.kill(worker)
+            seen = await ledger_count(pool, tenant.slug, run_id)
+            at_kill.append(seen)
+            assert seen < RECIPIENTS, f"the run ended before kill {len(at_kill)}"
+            worker = procs.start(tenant.slug)
+        run = await finished(tenant, run_id)
+        assert run["status"] == "completed", run
+
+        assert await assert_each_recipient_once(pool, tenant.slug, run_id) == RECIPIENTS
+        delivered = await assert_simulator_once(sim, pool, tenant.slug, run_id, "push")
+        assert delivered > 0
+        stats = await sim.stats()
+    print(
+        f"\nworker kill: {RECIPIENTS} recipients, 3 SIGKILLs at ledger rows {at_kill}, {delivered} pushes "
+        f"each accepted once ({stats['duplicates']} repeated keys answered from the simulator's memory); "
+        f"run {time.monotonic() - seeded:.1f}s, test {time.monotonic() - began:.1f}s"
+    )
+
+
+async def test_temporal_restarted_on_its_database_file_mid_run_delivers_each_email_once(
+    settings: Settings, pool: asyncpg.Pool, workdir: Path, workers_started: Any
+) -> None:
+    began = time.monotonic()
+    temporal = TemporalDevServer(workdir / f"temporal-{uuid.uuid4().hex[:8]}.db", workdir / "temporal-fault.log")
+    await temporal.start()
+    try:
+        app_settings = settings.model_copy(update={"temporal_address": temporal.address})
+        procs: WorkerProcesses = workers_started(worker_env(settings, temporal.address))
+        async with (
+            serve_api(app_settings) as api,
+            isolated_tenant(pool, api, "freshmart", RECIPIENTS, EXECUTION) as tenant,
+        ):
+            seeded = time.monotonic()
+            worker = procs.start(tenant.slug)
+
+            def alive() -> None:
+                procs.assert_alive(worker)
+
+            run_id, _ = await start(tenant)
+            await until(growing(pool, tenant.slug, run_id, 1_000, alive), within=60, what="the run to be under way")
+            temporal.stop()
+            at_stop = await ledger_count(pool, tenant.slug, run_id)
+            # Keep Temporal down until the batches in flight have done what they can without it.
+            await until(steady(pool, tenant.slug, run_id, 1.0), within=30, what="the in-flight batches to settle")
+            down = await ledger_count(pool, tenant.slug, run_id)
+            assert down < RECIPIENTS, "the run finished before Temporal was stopped"
+            await temporal.start()
+            alive()  # the worker rode out the outage
+            run = await finished(tenant, run_id)
+            assert run["status"] == "completed", run
+
+            assert await assert_each_recipient_once(pool, tenant.slug, run_id) == RECIPIENTS
+            emails = await assert_sink_once(pool, workdir / "outbox", tenant.slug, run_id)
+    finally:
+        temporal.stop()
+    print(
+        f"\ntemporal restart: {RECIPIENTS} recipients, stopped at ledger rows {at_stop} (settled at {down}), "
+        f"{emails} emails each stored once; run {time.monotonic() - seeded:.1f}s, test {time.monotonic() - began:.1f}s"
+    )
+
+
+@pytest.fixture
+async def own_postgres(workdir: Path) -> AsyncIterator[tuple[Any, str]]:
+    """A PostgreSQL server of the test's own (so restarting it disturbs no other test): (server, url)."""
+    server = start_embedded(workdir / "pg-fault", cleanup="delete")
+    try:
+        yield server, await ensure_database(server.get_uri(), "pennant_fault")
+    finally:
+        server.cleanup()
+
+
+async def test_postgres_restarted_mid_run_delivers_each_email_once(
+    settings: Settings,
+    temporal_client: Client,
+    own_postgres: tuple[Any, str],
+    workdir: Path,
+    workers_started: Any,
+) -> None:
+    began = time.monotonic()
+    server, url = own_postgres
+    app_settings = settings.model_copy(update={"database_url": url})
+    target = temporal_client.service_client.config.target_host
+    procs: WorkerProcesses = workers_started(worker_env(app_settings, target, temporal_client.namespace))
+    pool = await create_pool(url, max_size=4)
+    try:
+        await migrate(pool)
+        async with (
+            serve_api(app_settings) as api,
+            isolated_tenant(pool, api, "freshmart", RECIPIENTS, EXECUTION) as tenant,
+        ):
+            seeded = time.monotonic()
+            worker = procs.start(tenant.slug)
+
+            def alive() -> None:
+                procs.assert_alive(worker)
+
+            run_id, workflow_id = await start(tenant)
+            await until(growing(pool, tenant.slug, run_id, 1_000, alive), within=60, what="the run to be under way")
+            stop_postgres(server)
+            stopped = time.monotonic()
+            handle = temporal_client.get_workflow_handle(workflow_id)
+
+            async def felt() -> bool:
+                # Down until a batch has failed for it and waits for its retry.
+                described = await handle.describe()
+                return any(a.attempt >= 2 for a in described.raw_description.pending_activities)
+
+            await until(felt, within=30, what="a batch to fail on the stopped database")
+            outage = time.monotonic() - stopped
+            start_postgres(server)
+            alive()
+            run = await finished(tenant, run_id)
+            assert run["status"] == "completed", run
+
+            assert await assert_each_recipient_once(pool, tenant.slug, run_id) == RECIPIENTS
+            emails = await assert_sink_once(pool, workdir / "outbox", tenant.slug, run_id)
+    finally:
+        await pool.close()
+    print(
+        f"\npostgres restart: {RECIPIENTS} recipients, down {outage:.1f}s, {emails} emails each stored once; "
+        f"run {time.monotonic() - seeded:.1f}s, test {time.monotonic() - began:.1f}s"
+    )
+
+
+async def test_provider_5xx_and_429_bursts_deliver_each_push_once(
+    settings: Settings,
+    temporal_client: Client,
+    pool: asyncpg.Pool,
+    api_url: str,
+    sim: SimulatorControl,
+    workers_started: Any,
+) -> None:
+    began = time.monotonic()
+    target = temporal_client.service_client.config.target_host
+    procs: WorkerProcesses = workers_started(worker_env(settings, target, temporal_client.namespace))
+    bursts = 3
+
+    async def faults(burst: int) -> None:
+        # Replacing the plan re-arms the 429 burst; the 5xx rate stays at 20% throughout.
+        await sim.set_faults(
+            error_rate_5xx=0.2, seed=burst, rate_limit={"count": 4, "retry_after": 1}, channels=["push"]
+        )
+
+    async with isolated_tenant(pool, api_url, "quickstop", RECIPIENTS, EXECUTION) as tenant:
+        seeded = time.monotonic()
+        worker = procs.start(tenant.slug)
+
+        def alive() -> None:
+            procs.assert_alive(worker)
+
+        await faults(1)
+        run_id, _ = await start(tenant, **PUSH_CAMPAIGN)
+        for burst in range(2, bursts + 1):
+            beyond = RECIPIENTS * (burst - 1) // (bursts + 1)
+            await until(growing(pool, tenant.slug, run_id, beyond, alive), within=90, what="the run to progress")
+            await faults(burst)
+        run = await finished(tenant, run_id)
+        assert run["status"] == "completed", run
+        stats = await sim.stats()
+        await sim.set_faults()
+
+        assert await assert_each_recipient_once(pool, tenant.slug, run_id) == RECIPIENTS
+        delivered = await assert_simulator_once(sim, pool, tenant.slug, run_id, "push")
+    assert stats["rate_limited"] == 4 * bursts, stats
+    assert stats["server_errors"] > 0, stats
+    print(
+        f"\nprovider faults: {RECIPIENTS} recipients, {stats['requests']} push requests, {stats['server_errors']} "
+        f"answered 5xx, {stats['rate_limited']} answered 429 in {bursts} bursts, {delivered} pushes each accepted "
+        f"once; run {time.monotonic() - seeded:.1f}s, test {time.monotonic() - began:.1f}s"
+    )
