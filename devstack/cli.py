@@ -19,12 +19,14 @@ def _exit(status: int) -> None:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
+    """`pennant dev`: start the whole local stack and seed demo tenants."""
     from devstack.launcher import run_dev
 
     return run_dev(get_settings())
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    """`pennant api`: serve the HTTP API under uvicorn."""
     import uvicorn
 
     from api.app import create_app
@@ -35,6 +37,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    """`pennant worker`: serve the task queues of all, named or one shard of the tenants."""
     from workers.main import run
 
     tenants = [t for t in (args.tenants or "").split(",") if t] or None
@@ -43,6 +46,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_smtp_sink(args: argparse.Namespace) -> int:
+    """`pennant smtp-sink`: run the local SMTP sink until SIGTERM or Ctrl-C."""
     import signal
     import threading
 
@@ -62,6 +66,7 @@ def cmd_smtp_sink(args: argparse.Namespace) -> int:
 
 
 def cmd_provider_sim(args: argparse.Namespace) -> int:
+    """`pennant provider-sim`: serve the SMS, push and webhook provider simulator."""
     from urllib.parse import urlsplit
 
     from devstack.provider_simulator import serve
@@ -74,6 +79,7 @@ def cmd_provider_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    """`pennant migrate`: apply the SQL migrations to DATABASE_URL."""
     from core.db import create_pool, migrate
 
     async def go() -> None:
@@ -92,6 +98,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_tenants_validate(args: argparse.Namespace) -> int:
+    """`pennant tenants validate`: report every error of each tenant config file."""
     from devstack.tenants import config_files, validate_files
 
     files = [Path(f) for f in args.files] or config_files(get_settings().tenant_configs_dir)
@@ -109,6 +116,7 @@ def cmd_tenants_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_tenants_sync(args: argparse.Namespace) -> int:
+    """`pennant tenants sync`: store each changed tenant config file as a new version."""
     from core.config_store import ConfigError
     from core.db import create_pool
     from devstack.tenants import sync_directory
@@ -133,6 +141,7 @@ def cmd_tenants_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_tenants_schema(args: argparse.Namespace) -> int:
+    """`pennant tenants schema`: write (or with --check, verify) tenant_configs/schema.json."""
     from core.tenant_config import json_schema_text
 
     path = get_settings().tenant_configs_dir / "schema.json"
@@ -178,6 +187,7 @@ def cmd_tenants_diff(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `pennant` command and its subcommands."""
     parser = argparse.ArgumentParser(prog="pennant", description="Pennant campaign platform")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("dev", help="start the whole local stack").set_defaults(func=cmd_dev)
@@ -207,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Entry point of `pennant`: run the subcommand and exit with its status."""
     args = build_parser().parse_args(argv)
     try:
         status = args.func(args)

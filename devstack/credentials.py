@@ -16,6 +16,7 @@ from core.auth import new_key, store_key
 async def ensure_credentials(
     pool: asyncpg.Pool, path: Path, tenants: list[str], admin_key: str | None = None
 ) -> dict[str, Any]:
+    """Load or create the local admin key, tenant keys and link secret, store the keys, save the file."""
     creds: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     creds["admin_key"] = admin_key or creds.get("admin_key") or new_key("adm")
     creds.setdefault("link_signing_secret", secrets.token_urlsafe(32))

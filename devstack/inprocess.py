@@ -35,6 +35,7 @@ from workers.tenant_workers import TenantWorkers
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -42,6 +43,8 @@ def free_port() -> int:
 
 @dataclass
 class LocalStack:
+    """The running in-process stack: its directory, settings, pool, Temporal, workers, API URL and admin key."""
+
     workdir: Path
     settings: Settings
     pool: asyncpg.Pool
@@ -52,11 +55,13 @@ class LocalStack:
 
     @property
     def outbox(self) -> Path:
+        """Where the SMTP sink stores each message it receives."""
         return self.workdir / "outbox"
 
 
 @contextlib.asynccontextmanager
 async def local_stack(tenant_configs_dir: Path = Path("tenant_configs")) -> AsyncIterator[LocalStack]:
+    """Start the whole stack on free ports in a temporary directory; stop it and remove the directory on exit."""
     workdir = Path(tempfile.mkdtemp(prefix="pennant-local-"))
     workdir.chmod(0o755)
     pg = start_embedded(workdir / "pg", cleanup="delete")

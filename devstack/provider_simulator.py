@@ -65,6 +65,8 @@ _REQUEST_LOG = 10_000
 
 
 class RateLimit(BaseModel):
+    """The rate-limit fault: answer the next `count` requests 429 with Retry-After."""
+
     model_config = ConfigDict(extra="forbid")
 
     count: int = Field(default=0, ge=0)
@@ -111,6 +113,7 @@ class SimState:
         self.reset()
 
     def reset(self) -> None:
+        """Forget every message, answer and fault; release answers held back."""
         self.faults = Faults()
         self._rate_limited_left = 0
         self._fail_left = 0
@@ -129,6 +132,7 @@ class SimState:
         self._release = asyncio.Event()
 
     def set_faults(self, faults: Faults) -> None:
+        """Replace the fault plan and restart its counters."""
         self.faults = faults
         self._rate_limited_left = faults.rate_limit.count if faults.rate_limit else 0
         self._fail_left = faults.fail_n
@@ -137,6 +141,7 @@ class SimState:
         self._rng = random.Random(faults.seed)
 
     def fault_view(self) -> dict[str, Any]:
+        """The fault plan and what is left of each counted fault."""
         return {
             **self.faults.model_dump(),
             "remaining": {
@@ -148,6 +153,7 @@ class SimState:
         }
 
     def begin(self, channel: str, path: str, keys: list[str]) -> dict[str, Any]:
+        """Log one incoming provider request; the log entry."""
         entry = {"seq": next(self._seq), "at": time.time(), "channel": channel, "path": path, "keys": keys,
                  "status": None}  # fmt: skip
         self.requests.append(entry)
@@ -187,22 +193,27 @@ class SimState:
         return None, False
 
     async def hang(self) -> None:
+        """Hold an answer back until released or `hang_seconds` pass (an injected timeout)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._release.wait(), self.faults.hang_seconds)
 
     def release_all(self) -> None:
+        """Let every held-back answer go."""
         self._release.set()
 
     def remembered(self, channel: str, key: str) -> tuple[int, dict[str, Any]] | None:
+        """The answer given before to this idempotency key, if any (counted as a duplicate)."""
         answer = self.answers.get((channel, key))
         if answer is not None:
             self.stats["duplicates"] += 1
         return answer
 
     def remember(self, channel: str, key: str, status: int, body: dict[str, Any]) -> None:
+        """Keep the answer to an idempotency key, so a retry gets the same one."""
         self.answers[(channel, key)] = (status, body)
 
     def deliver(self, record: dict[str, Any]) -> None:
+        """Record one accepted message."""
         record.setdefault("received_at", time.time())
         self.messages.append(record)
         self.stats["delivered"] += 1
@@ -235,6 +246,7 @@ async def _finish(state: SimState, entry: dict[str, Any], response: Response, ha
 
 
 async def sms_send(request: Request) -> Response:
+    """Twilio-like `POST …/Messages.json`: accept or reject one SMS."""
     state: SimState = request.app.state.sim
     sid = request.path_params["sid"]
     key = request.headers.get("idempotency-key", "")
@@ -274,6 +286,7 @@ async def sms_send(request: Request) -> Response:
 
 
 async def push_batch(request: Request) -> Response:
+    """FCM-like batch push: one result per registration token."""
     state: SimState = request.app.state.sim
     try:
         payload = json.loads(await request.body())
@@ -320,6 +333,7 @@ async def push_batch(request: Request) -> Response:
 
 
 async def webhook_receive(request: Request) -> Response:
+    """`POST /webhook/{name}`: accept one JSON webhook delivery."""
     state: SimState = request.app.state.sim
     name = request.path_params["name"]
     key = request.headers.get("idempotency-key", "")
@@ -350,6 +364,7 @@ async def webhook_receive(request: Request) -> Response:
 
 
 async def sim_faults(request: Request) -> Response:
+    """`GET|POST /_sim/faults`: read or replace the fault plan."""
     state: SimState = request.app.state.sim
     if request.method == "POST":
         try:
@@ -360,11 +375,13 @@ async def sim_faults(request: Request) -> Response:
 
 
 async def sim_reset(request: Request) -> Response:
+    """`POST /_sim/reset`: forget everything and clear the faults."""
     request.app.state.sim.reset()
     return JSONResponse({"reset": True})
 
 
 async def sim_messages(request: Request) -> Response:
+    """`GET /_sim/messages`: the accepted messages, by channel or idempotency-key substring."""
     state: SimState = request.app.state.sim
     channel = request.query_params.get("channel")
     contains = request.query_params.get("contains")
@@ -378,6 +395,7 @@ async def sim_messages(request: Request) -> Response:
 
 
 async def sim_keys(request: Request) -> Response:
+    """`GET /_sim/keys`: deliveries, distinct idempotency keys and repeated keys."""
     state: SimState = request.app.state.sim
     channel = request.query_params.get("channel")
     contains = request.query_params.get("contains")
@@ -393,6 +411,7 @@ async def sim_keys(request: Request) -> Response:
 
 
 async def sim_stats(request: Request) -> Response:
+    """`GET /_sim/stats`: request, delivery and fault counters."""
     stats = request.app.state.sim.stats
     names = ("requests", "delivered", "duplicates", "rejected", "rate_limited", "server_errors", "timeouts",
              "unauthorized")  # fmt: skip
@@ -400,6 +419,7 @@ async def sim_stats(request: Request) -> Response:
 
 
 async def sim_requests(request: Request) -> Response:
+    """`GET /_sim/requests`: the recent request log, by idempotency-key substring."""
     state: SimState = request.app.state.sim
     contains = request.query_params.get("contains")
     found = [r for r in state.requests if contains is None or any(contains in k for k in r["keys"])]
@@ -407,6 +427,7 @@ async def sim_requests(request: Request) -> Response:
 
 
 async def index(request: Request) -> Response:
+    """`GET /`: what this service is and where its control API lives."""
     return JSONResponse({"service": "pennant provider simulator", "control": "/_sim/{faults,reset,messages,stats}"})
 
 
@@ -459,9 +480,11 @@ class ProviderSimulator:
 
     @property
     def url(self) -> str:
+        """The base URL the simulator serves on."""
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> ProviderSimulator:
+        """Start serving and wait until it is up; returns self."""
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
@@ -471,6 +494,7 @@ class ProviderSimulator:
         return self
 
     def stop(self) -> None:
+        """Release held answers, stop serving and close the socket."""
         loop = getattr(self.app.state, "loop", None)
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
@@ -498,14 +522,17 @@ class SimulatorControl:
         return result
 
     async def reset(self) -> None:
+        """Forget every message and clear the faults."""
         await self._call("POST", "/_sim/reset")
 
     async def messages(self, channel: str | None = None, contains: str | None = None) -> list[dict[str, Any]]:
+        """The accepted messages, by channel or idempotency-key substring."""
         params = {k: v for k, v in (("channel", channel), ("contains", contains)) if v is not None}
         found: list[dict[str, Any]] = (await self._call("GET", "/_sim/messages", params=params))["messages"]
         return found
 
     async def stats(self) -> dict[str, int]:
+        """The request, delivery and fault counters."""
         result: dict[str, int] = await self._call("GET", "/_sim/stats")
         return result
 
@@ -516,6 +543,7 @@ class SimulatorControl:
         return result
 
     async def requests(self, contains: str | None = None) -> list[dict[str, Any]]:
+        """The recent request log, by idempotency-key substring."""
         params = {"contains": contains} if contains is not None else {}
         found: list[dict[str, Any]] = (await self._call("GET", "/_sim/requests", params=params))["requests"]
         return found

@@ -24,11 +24,13 @@ class OutboxHandler:
     async def handle_EHLO(
         self, server: Any, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
+        """Greet the client and count the session."""
         session.host_name = hostname
         self.sessions += 1
         return responses
 
     async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        """Store the message in the outbox and accept it."""
         name = f"{time.time_ns()}-{os.getpid()}-{next(self._seq):06d}.eml"
         data = envelope.original_content or b""
         tmp = self.outbox / f".{name}.tmp"

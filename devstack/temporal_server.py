@@ -31,6 +31,7 @@ def test_server_binary() -> str:
 
 
 def dev_server_command(db_file: Path, port: int, ui_port: int, namespace: str = "default") -> list[str]:
+    """The command line of a Temporal dev server on `port` with its data in `db_file`."""
     cmd = [
         temporal_binary(),
         "server",

@@ -11,6 +11,7 @@ from core.tenant_config import TenantConfig
 
 
 def config_files(directory: Path) -> list[Path]:
+    """The tenant config files (*.yaml) in `directory`, sorted."""
     return sorted(p for p in directory.glob("*.yaml") if not p.name.startswith("."))
 
 
