@@ -111,23 +111,37 @@ def body_problems(body: bytes, content_type: str | None) -> list[str]:
 
 class PathTemplates:
     """The app's path templates as regexes, built on first use from its OpenAPI paths (the one
-    list of routes that does not depend on how routers are nested)."""
+    list of routes that does not depend on how routers are nested). The template with the most
+    literal text wins, so `/campaigns/{id}:preview` is not taken for `/campaigns/{id}`."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
-        self._compiled: list[re.Pattern[str]] | None = None
+        self._compiled: list[tuple[str, frozenset[str], re.Pattern[str]]] | None = None
+
+    def _templates(self) -> list[tuple[str, frozenset[str], re.Pattern[str]]]:
+        if self._compiled is None:
+            compiled = []
+            for template, operations in self.app.openapi().get("paths", {}).items():
+                regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template))
+                methods = frozenset(m.upper() for m in operations)
+                compiled.append((template, methods, re.compile(f"^{regex}$")))
+            compiled.sort(key=lambda t: -len(re.sub(r"\{\w+\}", "", t[0])))
+            self._compiled = compiled
+        return self._compiled
+
+    def match(self, path: str, method: str | None = None) -> tuple[str, dict[str, str]] | None:
+        """The template `path` matches (for `method`, when given) and its path parameters."""
+        for template, methods, pattern in self._templates():
+            if method is not None and method not in methods:
+                continue
+            if found := pattern.match(path):
+                return template, found.groupdict()
+        return None
 
     def params(self, path: str) -> dict[str, str]:
-        """The path parameters of the first template `path` matches ({} when none does)."""
-        if self._compiled is None:
-            self._compiled = [
-                re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template)) + "$")
-                for template in self.app.openapi().get("paths", {})
-            ]
-        for pattern in self._compiled:
-            if match := pattern.match(path):
-                return match.groupdict()
-        return {}
+        """The path parameters of the template `path` matches ({} when none does)."""
+        found = self.match(path)
+        return found[1] if found else {}
 
 
 def params_problems(templates: PathTemplates, scope: Scope) -> list[str]:
