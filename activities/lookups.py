@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 from temporalio.exceptions import ApplicationError
 
+from core.campaign_store import get_campaign
 from core.campaigns import CampaignSpec
 from core.config_store import get_config
 from core.tenant_config import TenantConfig
@@ -24,9 +25,7 @@ async def pinned_config(pool: asyncpg.Pool, tenant: str, version: int | None) ->
 
 async def campaign_spec(conn: Any, tenant: str, campaign_id: str) -> CampaignSpec:
     """The campaign's definition, read inside the caller's tenant transaction."""
-    definition = await conn.fetchval(
-        "SELECT definition FROM campaigns WHERE tenant_id = $1 AND id = $2::uuid", tenant, campaign_id
-    )
-    if definition is None:
+    campaign = await get_campaign(conn, tenant, campaign_id)
+    if campaign is None:
         raise ApplicationError(f"campaign {campaign_id} not found", non_retryable=True)
-    return CampaignSpec.model_validate(definition)
+    return campaign.spec

@@ -6,12 +6,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from fastapi.exceptions import RequestValidationError
 
+T = TypeVar("T")
+
 
 def encode_cursor(position: dict[str, Any]) -> str:
+    """`position` as an opaque cursor."""
     raw = json.dumps(position, separators=(",", ":"), sort_keys=True).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
@@ -25,3 +29,9 @@ def decode_cursor(cursor: str, keys: set[str]) -> dict[str, Any]:
     if not isinstance(position, dict) or set(position) != keys:
         raise RequestValidationError([{"loc": ("query", "cursor"), "msg": "not a cursor from a previous page"}])
     return position
+
+
+def next_cursor(rows: Sequence[T], limit: int, position: Callable[[T], dict[str, Any]]) -> str | None:
+    """The cursor after a page of `limit` rows, given `rows` fetched with one extra: None when
+    that extra row is missing, i.e. on the last page."""
+    return encode_cursor(position(rows[limit - 1])) if len(rows) > limit else None

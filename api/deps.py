@@ -1,8 +1,9 @@
-"""FastAPI dependencies: settings, pool, Temporal client, the caller, and tenant scoping."""
+"""FastAPI dependencies: settings, pool, Temporal client, the caller, tenant scoping, and what
+routes share: admin-only access, the tenant's config, the campaign or run in the path."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, HTTPException, Path, Request
@@ -10,8 +11,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
 from core.auth import Principal, lookup_key
+from core.campaign_store import CampaignRecord, get_campaign
+from core.config_store import get_config
+from core.db import tenant_tx
+from core.run_store import RunRecord, get_run
 from core.settings import Settings
-from core.tenant_config import SLUG_RE
+from core.tenant_config import SLUG_RE, TenantConfig
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -64,3 +69,60 @@ async def get_tenant(
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]
+
+
+def admin_only(action: str, otherwise: str = "") -> Any:
+    """A dependency for `Annotated[Principal, admin_only("doing x")]`: the caller, who must hold an
+    admin key (else 403 "doing x needs an admin key", then `otherwise` if given)."""
+    refusal = f"{action} needs an admin key" + (f"; {otherwise}" if otherwise else "")
+
+    async def require_admin(principal: PrincipalDep) -> Principal:
+        if not principal.is_admin:
+            raise HTTPException(403, refusal)
+        return principal
+
+    return Depends(require_admin)
+
+
+def no_config(tenant: str) -> HTTPException:
+    """The one answer, on every route, for a tenant that has no configuration yet."""
+    return HTTPException(409, f"tenant '{tenant}' has no configuration yet")
+
+
+async def get_tenant_config(tenant: TenantDep, pool: PoolDep) -> TenantConfig:
+    """The tenant's current configuration; 409 when it has none yet."""
+    found = await get_config(pool, tenant)
+    if found is None:
+        raise no_config(tenant)
+    return found[1]
+
+
+ConfigDep = Annotated[TenantConfig, Depends(get_tenant_config)]
+
+
+async def get_path_campaign(
+    tenant: TenantDep, pool: PoolDep, campaign_id: Annotated[str, Path(description="campaign id")]
+) -> CampaignRecord:
+    """The path's campaign (archived ones too); 404 naming the id when the tenant has no such campaign."""
+    async with tenant_tx(pool, tenant) as conn:
+        campaign = await get_campaign(conn, tenant, campaign_id)
+    if campaign is None:
+        raise HTTPException(404, f"campaign '{campaign_id}' not found")
+    return campaign
+
+
+CampaignDep = Annotated[CampaignRecord, Depends(get_path_campaign)]
+
+
+async def get_path_run(
+    tenant: TenantDep, pool: PoolDep, run_id: Annotated[str, Path(description="run id")]
+) -> RunRecord:
+    """The path's run; 404 naming the id when the tenant has no such run."""
+    async with tenant_tx(pool, tenant) as conn:
+        run = await get_run(conn, tenant, run_id)
+    if run is None:
+        raise HTTPException(404, f"run '{run_id}' not found")
+    return run
+
+
+RunDep = Annotated[RunRecord, Depends(get_path_run)]

@@ -1,46 +1,49 @@
-"""Error responses: every 4xx names the problem; validation errors name each field."""
+"""Error responses: every error body is `{"detail": str, "errors": [str]}`; validation errors
+name each field (`body.variants[0].template: Field required`)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from core.config_store import ConfigError
 from core.segments import SegmentError
 from core.templating import TemplateError
+from core.validation import error_lines
 
 log = logging.getLogger("pennant.api")
 
 
-def _loc(loc: tuple | list) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path
+def error_response(status_code: int, errors: list[str], headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The one error body: every problem in `errors`, all of them joined in `detail`."""
+    return JSONResponse(
+        status_code=status_code, content={"detail": "; ".join(errors), "errors": errors}, headers=headers
+    )
 
 
 def install(app: FastAPI) -> None:
+    """Answer every error raised by a route or by request validation in the one shape."""
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = []
-        for err in exc.errors():
-            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-            if err.get("type") == "extra_forbidden":
-                msg = "unknown field"
-            errors.append(f"{_loc(err.get('loc', ()))}: {msg}")
-        return JSONResponse(status_code=422, content={"detail": "; ".join(errors), "errors": errors})
+        return error_response(422, error_lines(exc.errors(), unknown="unknown field"))
 
     @app.exception_handler(ConfigError)
     @app.exception_handler(SegmentError)
     @app.exception_handler(TemplateError)
     async def _invalid(_: Request, exc: Exception) -> JSONResponse:
-        errors = getattr(exc, "errors", [str(exc)])
-        return JSONResponse(status_code=422, content={"detail": "; ".join(errors), "errors": errors})
+        return error_response(422, getattr(exc, "errors", [str(exc)]))
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        return error_response(exc.status_code, [str(exc.detail)], exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(status_code=500, content={"detail": "internal error; see the API log"})
+        return error_response(500, ["internal error; see the API log"])

@@ -1,104 +1,38 @@
-"""Response bodies of the public API."""
+"""Request and response bodies of the public API, in one place. Where a body is a stored row
+(a run, a ledger row) it extends the data layer's record, so each field is defined once."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.campaign_store import CampaignRecord, CampaignStatus
 from core.campaigns import CampaignSpec
-from core.runs import Counts
-from core.tenant_config import EmailAddress
+from core.run_store import DeliveryRecord, RunRecord
+from core.runs import Counts, RunStatus
+from core.tenant_config import ChannelName, EmailAddress
+
+# --- campaigns
 
 
 class Campaign(CampaignSpec):
+    """A stored campaign: its definition with its id, status and creation time."""
+
     id: str
-    status: str
+    status: CampaignStatus
     created_at: dt.datetime
-
-
-class RunStarted(BaseModel):
-    run_id: str
-    workflow_id: str
-    status: str
-
-
-class RunCounts(BaseModel):
-    planned: int = 0
-    sent: int = 0
-    failed: int = 0
-    skipped: int = 0
-    skipped_by_reason: dict[str, int] = Field(default_factory=dict)
-    by_variant: dict[str, dict[str, int]] = Field(default_factory=dict)
-    by_channel: dict[str, dict[str, int]] = Field(default_factory=dict)
 
     @classmethod
-    def of(cls, counts: Counts, planned: int | None) -> RunCounts:
-        return cls(planned=planned or 0, **counts.model_dump())
-
-
-class Run(BaseModel):
-    id: str
-    campaign_id: str
-    workflow_id: str
-    status: str
-    config_version: int | None
-    counts: RunCounts
-    send_at: dt.datetime | None
-    created_at: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
-    error: str | None = None
-    # While the run is live, counts come from its workflow (whole batches); afterwards from the
-    # ledger (every row).
-    counts_source: Literal["workflow", "ledger"] = "ledger"
-    batches_total: int | None = None
-    batches_done: int | None = None
-
-
-class RunSummary(BaseModel):
-    """A run in a list: its row, without ledger counts."""
-
-    id: str
-    campaign_id: str
-    workflow_id: str
-    status: str
-    config_version: int | None
-    planned: int | None
-    send_at: dt.datetime | None
-    created_at: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
-    error: str | None = None
-
-
-class RunPage(BaseModel):
-    items: list[RunSummary]
-    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
-
-
-class Delivery(BaseModel):
-    """One ledger row: one message to one recipient on one channel."""
-
-    customer_id: int
-    channel: str
-    variant: str | None
-    status: str
-    reason: str | None
-    address: str | None
-    idempotency_key: str
-    provider_message_id: str | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-
-class DeliveryPage(BaseModel):
-    items: list[Delivery]
-    next_cursor: str | None
+    def of(cls, record: CampaignRecord) -> Campaign:
+        """The body for a stored campaign."""
+        return cls(**record.spec.model_dump(), id=record.id, status=record.status, created_at=record.created_at)
 
 
 class PreviewRequest(BaseModel):
+    """What to render in a preview; every field has a default."""
+
     model_config = ConfigDict(extra="forbid")
 
     customer_id: int | None = Field(default=None, description="whose data fills the templates; default a sample")
@@ -107,6 +41,8 @@ class PreviewRequest(BaseModel):
 
 
 class CustomerRef(BaseModel):
+    """A customer named in a response: id, first name, email."""
+
     id: int
     first_name: str
     email: str | None
@@ -125,6 +61,8 @@ class Preview(BaseModel):
 
 
 class TestSendRequest(BaseModel):
+    """Seed addresses for a test send, and optionally one variant and the customer whose data to use."""
+
     __test__ = False  # not a pytest class
     model_config = ConfigDict(extra="forbid")
 
@@ -133,12 +71,198 @@ class TestSendRequest(BaseModel):
     customer_id: int | None = Field(default=None, description="whose data fills the templates; default a sample")
 
 
+class ScheduleInfo(BaseModel):
+    """A recurring campaign's Temporal Schedule: its spec, state and the next occurrences."""
+
+    schedule_id: str
+    cron: list[str]
+    interval_seconds: list[int]
+    time_zone: str
+    paused: bool
+    next_runs: list[str] = Field(description="the next (up to five) occurrence times, ISO 8601")
+    occurrences: int
+    skipped_overlapping: int
+
+
+# --- runs
+
+
+class RunStarted(BaseModel):
+    """The answer to starting a run."""
+
+    run_id: str
+    workflow_id: str
+    status: RunStatus
+
+
+class RunCounts(Counts):
+    """A run's outcome counts so far, with the size of its frozen audience."""
+
+    planned: int = 0
+
+    @classmethod
+    def of(cls, counts: Counts, planned: int | None) -> RunCounts:
+        """Counts with the planned audience size (0 until the audience is frozen)."""
+        return cls(planned=planned or 0, **counts.model_dump())
+
+
+class RunSummary(RunRecord):
+    """A run in a list: its row, without ledger counts."""
+
+
+class Run(RunSummary):
+    """A run with its counts."""
+
+    status: RunStatus = Field(description="live from the workflow while the run is under way")
+    counts: RunCounts
+    # While the run is live, counts come from its workflow (whole batches); afterwards from the
+    # ledger (every row).
+    counts_source: Literal["workflow", "ledger"] = "ledger"
+    batches_total: int | None = None
+    batches_done: int | None = None
+
+
+class RunPage(BaseModel):
+    """One page of runs, newest first."""
+
+    items: list[RunSummary]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+
+
+class Delivery(DeliveryRecord):
+    """One ledger row: one message to one recipient on one channel."""
+
+
+class DeliveryPage(BaseModel):
+    """One page of a run's ledger, in (customer, channel) order."""
+
+    items: list[Delivery]
+    next_cursor: str | None
+
+
+# --- segments and suppressions
+
+
 class SegmentEstimateRequest(BaseModel):
+    """The segment to estimate."""
+
     model_config = ConfigDict(extra="forbid")
 
     segment: dict[str, Any] | str = Field(description="an inline segment, or the name of a tenant segment")
 
 
 class SegmentEstimate(BaseModel):
+    """How many customers a segment selects now, and a few of them."""
+
     count: int
     sample: list[CustomerRef] = Field(description="up to 10 members, lowest id first")
+
+
+class SuppressionIn(BaseModel):
+    """An address never to contact on a channel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: ChannelName
+    address: str = Field(min_length=1, max_length=320)
+    reason: Literal["manual", "unsubscribed", "complaint", "bounce"] = "manual"
+
+
+class Suppression(SuppressionIn):
+    """A stored suppression."""
+
+    created_at: dt.datetime
+
+
+# --- tenants and their configuration
+
+
+class TenantSummary(BaseModel):
+    """A tenant in the list: slug, name, current config version and task queue."""
+
+    slug: str
+    display_name: str
+    current_version: int | None
+    created_at: dt.datetime
+    task_queue: str
+
+
+class IssuedKey(BaseModel):
+    """A new API key, shown once (only its hash is stored)."""
+
+    id: str
+    tenant: str
+    key: str
+    label: str
+    prefix: str
+
+
+class ApiKey(BaseModel):
+    """An API key as listed: never the key itself nor its hash."""
+
+    id: str
+    tenant: str | None = Field(description="null for an admin key")
+    label: str
+    prefix: str = Field(description="first characters of the key, to recognise it by; empty for older keys")
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None = Field(description="refreshed at most once a minute")
+    revoked_at: dt.datetime | None
+
+
+class ConfigVersionSummary(BaseModel):
+    """A stored config version without its body."""
+
+    version: int
+    checksum: str
+    author: str
+    created_at: str
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> Self:
+        """The body for a version row of core/config_store.py."""
+        return cls(**{**row, "created_at": row["created_at"].isoformat()})
+
+
+class ConfigVersion(ConfigVersionSummary):
+    """A stored config version with its body, and whether it is the current one."""
+
+    tenant: str
+    current: bool
+    config: dict[str, Any]
+
+
+class SaveResult(BaseModel):
+    """The version a saved config got; `created` is false when it equals the current one."""
+
+    tenant: str
+    version: int
+    created: bool
+
+
+class ConfigValidation(BaseModel):
+    """A config that would be accepted, and its checksum."""
+
+    valid: bool
+    checksum: str
+
+
+class ConfigDiff(BaseModel):
+    """What changed between two config versions: each changed path, and a unified YAML diff."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    tenant: str
+    from_version: int = Field(alias="from")
+    to_version: int = Field(alias="to")
+    changes: list[dict[str, Any]]
+    unified: str
+
+
+# --- health
+
+
+class Health(BaseModel):
+    """Whether PostgreSQL and Temporal answer; `status` names what is down."""
+
+    status: str
+    checks: dict[str, str]

@@ -10,6 +10,7 @@ from benchmarks import propagation, throughput
 
 
 async def main() -> None:
+    """Run every benchmark in turn, each on a stack of its own."""
     for bench in (propagation, throughput):
         await bench.run()
 

@@ -17,6 +17,7 @@ from devstack.inprocess import LocalStack
 
 
 async def make_tenant(stack: LocalStack, customers: int, **overrides: object) -> tuple[str, httpx.AsyncClient]:
+    """A FreshMart-shaped tenant served by the workers; its slug and an HTTP client with its key."""
     base = load_config_file(stack.settings.tenant_configs_dir / "freshmart.yaml")
     slug = f"bench-{uuid.uuid4().hex[:8]}"
     await save_config(stack.pool, base.model_copy(update={"slug": slug, **overrides}), "benchmark")
@@ -47,6 +48,7 @@ async def wait_for_subject(outbox: Path, marker: str, seen: set[str], limit_s: f
 
 
 def summary(samples_ms: list[float]) -> str:
+    """One line of figures for latency samples in milliseconds: count, median, p95 and max."""
     ordered = sorted(samples_ms)
     p95 = ordered[max(0, round(0.95 * len(ordered)) - 1)]
     return f"n={len(ordered)} median={statistics.median(ordered):.0f} ms p95={p95:.0f} ms max={ordered[-1]:.0f} ms"

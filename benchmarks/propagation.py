@@ -15,6 +15,7 @@ ROUNDS = 10
 
 
 async def run() -> None:
+    """Measure config propagation and new-tenant pickup and print the figures."""
     async with local_stack() as stack:
         # No caps or quiet hours: every round must send its one email.
         slug, http = await make_tenant(stack, customers=1, policies=Policies(consent_required={"email": False}))

@@ -12,6 +12,7 @@ CUSTOMERS = 10_000
 
 
 async def run() -> None:
+    """Measure delivery throughput of one 10,000-recipient run and print it."""
     from devstack.inprocess import local_stack
 
     async with local_stack() as stack:

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from core.segments import SegmentError, compile_segment
 from core.templating import check_template_set
 from core.tenant_config import Execution, TemplateSet, TenantConfig, config_checksum
+from core.validation import error_lines
 
 # Workers LISTEN on this channel to add and drop tenant queues without a restart.
 TENANTS_CHANNEL = "pennant_tenants"
@@ -27,20 +28,6 @@ class ConfigError(ValueError):
         self.errors = errors
 
 
-def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]:
-    """pydantic errors as `a.b[0].c: reason` lines."""
-    out = []
-    for err in exc.errors():
-        path = prefix
-        for part in err["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        out.append(f"{path or '(root)'}: {msg}")
-    return out
-
-
 def parse_config(data: Any) -> TenantConfig:
     """Validate a config mapping: schema, then templates and segments. Raises ConfigError."""
     if not isinstance(data, dict):
@@ -49,7 +36,7 @@ def parse_config(data: Any) -> TenantConfig:
         config = TenantConfig.model_validate(data)
     except ValidationError as exc:
         # Report the template and segment problems too, so one round trip shows them all.
-        raise ConfigError(format_validation_error(exc) + _semantic_errors(data)) from None
+        raise ConfigError(error_lines(exc.errors()) + _semantic_errors(data)) from None
     errors = _semantic_errors(data)
     if errors:
         raise ConfigError(errors)

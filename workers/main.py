@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 import httpx
@@ -39,7 +41,9 @@ def provider_http_client(timeout: httpx.Timeout | float = PROVIDER_TIMEOUT) -> h
     )
 
 
-def build_activities(pool: asyncpg.Pool, settings: Settings, http: httpx.AsyncClient | None = None) -> list:
+def build_activities(
+    pool: asyncpg.Pool, settings: Settings, http: httpx.AsyncClient | None = None
+) -> list[Callable[..., Any]]:
     """Every activity a tenant worker registers, with its dependencies injected once.
 
     `http` is the shared provider client; one is made when not given (it lives as long as
@@ -71,12 +75,14 @@ def build_activities(pool: asyncpg.Pool, settings: Settings, http: httpx.AsyncCl
 
 
 async def serve(client: Client, pool: asyncpg.Pool, settings: Settings, selection: TenantSelection) -> None:
+    """Serve the selected tenants' queues until cancelled, sharing one provider HTTP client."""
     async with provider_http_client() as http:
         workers = TenantWorkers(client, pool, build_activities(pool, settings, http), selection)
         await workers.run()
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """Parse `--shard i/n` into (i, n); None when not given."""
     if not text:
         return None
     index, _, count = text.partition("/")
@@ -87,6 +93,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 async def amain(settings: Settings, tenants: list[str] | None, shard: str | None) -> None:
+    """Connect to PostgreSQL and Temporal, then serve the selected tenants."""
     from core.db import create_pool
     from core.temporal import connect
 
@@ -101,6 +108,7 @@ async def amain(settings: Settings, tenants: list[str] | None, shard: str | None
 
 
 def run(settings: Settings, tenants: list[str] | None = None, shard: str | None = None) -> None:
+    """Entry point of `pennant worker`: configure logging and serve until stopped."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # httpx logs every request at INFO: one line per SMS would drown the worker's own log.
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -7,6 +7,7 @@ import logging
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from temporalio.client import Client
@@ -31,6 +32,7 @@ class TenantSelection:
     shard: tuple[int, int] | None = None
 
     def includes(self, tenant: str, execution: Execution | None = None) -> bool:
+        """Whether this process serves `tenant` (with its execution settings, when known)."""
         if self.names is not None and tenant not in self.names:
             return False
         if self.shard is not None:
@@ -58,7 +60,7 @@ class TenantWorkers:
         self,
         client: Client,
         pool: asyncpg.Pool,
-        activities: Sequence[Callable],
+        activities: Sequence[Callable[..., Any]],
         selection: TenantSelection = TenantSelection(),
         poll_seconds: float = 5.0,
     ):
@@ -72,6 +74,7 @@ class TenantWorkers:
 
     @property
     def tenants(self) -> list[str]:
+        """The tenants served right now, sorted."""
         return sorted(self._running)
 
     def _start(self, tenant: str, execution: Execution) -> None:
@@ -134,5 +137,6 @@ class TenantWorkers:
             await self.shutdown()
 
     async def shutdown(self) -> None:
+        """Stop every tenant's Worker."""
         for tenant in list(self._running):
             await self._stop(tenant)

@@ -13,13 +13,12 @@ from opentelemetry import trace
 from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
-from api.deps import PoolDep, SettingsDep, TemporalDep, TenantDep
+from api.deps import CampaignDep, ConfigDep, PoolDep, SettingsDep, TemporalDep, TenantDep
 from api.schemas import Campaign, CustomerRef, Preview, PreviewRequest, TestSendRequest
+from core import campaign_store, run_store
 from core.campaigns import CampaignSpec, check_campaign
-from core.config_store import get_config
 from core.db import tenant_tx
 from core.preview import TestSendInput, TestSendResult, preview_unsubscribe_url, render_variant, sample_customer
-from core.runs import ACTIVE_STATUSES
 from core.templating import TemplateError
 from core.temporal import campaign_search_attributes, task_queue_for, testsend_workflow_id
 from core.tenant_config import TenantConfig
@@ -30,134 +29,67 @@ _TEST_SEND_TIMEOUT = timedelta(seconds=60)
 router = APIRouter(prefix="/v1/tenants/{tenant}/campaigns", tags=["campaigns"])
 
 
-def _campaign(row: dict) -> Campaign:
-    return Campaign(**row["definition"], id=str(row["id"]), status=row["status"], created_at=row["created_at"])
-
-
-def parse_campaign_id(campaign_id: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(campaign_id)
-    except ValueError:
-        raise HTTPException(404, f"campaign '{campaign_id}' not found") from None
-
-
-async def _config(pool: PoolDep, tenant: str) -> TenantConfig:
-    found = await get_config(pool, tenant)
-    if found is None:
-        raise HTTPException(409, f"tenant '{tenant}' has no configuration yet")
-    return found[1]
-
-
 @router.post("", status_code=201, response_model=Campaign)
-async def create_campaign(tenant: TenantDep, spec: CampaignSpec, pool: PoolDep) -> Campaign:
-    errors = check_campaign(spec, await _config(pool, tenant))
+async def create_campaign(tenant: TenantDep, config: ConfigDep, spec: CampaignSpec, pool: PoolDep) -> Campaign:
+    """Store a campaign, checked against the tenant's config (channels, segment, templates)."""
+    errors = check_campaign(spec, config)
     if errors:
         raise TemplateError(errors)
-    campaign_id = uuid.uuid4()
-    trace.get_current_span().set_attributes({"pennant.tenant": tenant, "pennant.campaign": str(campaign_id)})
     async with tenant_tx(pool, tenant) as conn:
-        row = await conn.fetchrow(
-            """INSERT INTO campaigns (tenant_id, id, name, definition) VALUES ($1, $2, $3, $4)
-               RETURNING id, definition, status, created_at""",
-            tenant,
-            campaign_id,
-            spec.name,
-            spec.model_dump(mode="json", exclude_unset=True),
-        )
-    assert row is not None  # INSERT … RETURNING always returns the row
-    return _campaign(dict(row))
+        record = await campaign_store.create_campaign(conn, tenant, spec)
+    trace.get_current_span().set_attributes({"pennant.tenant": tenant, "pennant.campaign": record.id})
+    return Campaign.of(record)
 
 
 @router.get("", response_model=list[Campaign])
 async def list_campaigns(tenant: TenantDep, pool: PoolDep) -> list[Campaign]:
+    """Every campaign of the tenant, archived ones included, newest first."""
     async with tenant_tx(pool, tenant) as conn:
-        rows = await conn.fetch(
-            "SELECT id, definition, status, created_at FROM campaigns WHERE tenant_id = $1 ORDER BY created_at DESC",
-            tenant,
-        )
-    return [_campaign(dict(r)) for r in rows]
+        records = await campaign_store.list_campaigns(conn, tenant)
+    return [Campaign.of(r) for r in records]
 
 
 @router.get("/{campaign_id}", response_model=Campaign)
-async def get_campaign(tenant: TenantDep, campaign_id: str, pool: PoolDep) -> Campaign:
-    cid = parse_campaign_id(campaign_id)
-    async with tenant_tx(pool, tenant) as conn:
-        row = await conn.fetchrow(
-            "SELECT id, definition, status, created_at FROM campaigns WHERE tenant_id = $1 AND id = $2",
-            tenant,
-            cid,
-        )
-    if row is None:
-        raise HTTPException(404, f"campaign '{campaign_id}' not found")
-    return _campaign(dict(row))
+async def get_campaign(campaign: CampaignDep) -> Campaign:
+    """One campaign."""
+    return Campaign.of(campaign)
 
 
 @router.put("/{campaign_id}", response_model=Campaign)
-async def update_campaign(tenant: TenantDep, campaign_id: str, spec: CampaignSpec, pool: PoolDep) -> Campaign:
+async def update_campaign(
+    tenant: TenantDep, campaign: CampaignDep, config: ConfigDep, spec: CampaignSpec, pool: PoolDep
+) -> Campaign:
     """Replace a campaign's definition, validated as on create. Refused (409) while one of its
     runs is scheduled, running or paused: those runs read the definition as they go."""
-    cid = parse_campaign_id(campaign_id)
-    config = await _config(pool, tenant)
     async with tenant_tx(pool, tenant) as conn:
-        status = await conn.fetchval(
-            "SELECT status FROM campaigns WHERE tenant_id = $1 AND id = $2 FOR UPDATE", tenant, cid
-        )
-        if status is None:
-            raise HTTPException(404, f"campaign '{campaign_id}' not found")
-        if status == "archived":
-            raise HTTPException(409, f"campaign '{campaign_id}' is archived")
+        # Locked until the update commits: an archive, or a run start (its row's foreign key
+        # takes a share lock), waits rather than slipping between the checks and the write.
+        locked = await campaign_store.get_campaign(conn, tenant, campaign.id, for_update=True)
+        assert locked is not None  # campaigns are archived, never deleted
+        if not locked.startable:
+            raise HTTPException(409, f"campaign '{campaign.id}' is archived")
         errors = check_campaign(spec, config)
         if errors:
             raise TemplateError(errors)
-        active = await conn.fetch(
-            "SELECT id, status FROM runs WHERE tenant_id = $1 AND campaign_id = $2 AND status = ANY($3::text[])",
-            tenant,
-            cid,
-            sorted(ACTIVE_STATUSES),
-        )
+        active = await run_store.active_runs(conn, tenant, campaign.id)
         if active:
-            runs = ", ".join(f"{r['id']} ({r['status']})" for r in active)
+            runs = ", ".join(f"{r.id} ({r.status})" for r in active)
             raise HTTPException(
-                409, f"campaign '{campaign_id}' has unfinished runs: {runs}; cancel them or let them finish first"
+                409, f"campaign '{campaign.id}' has unfinished runs: {runs}; cancel them or let them finish first"
             )
-        row = await conn.fetchrow(
-            """UPDATE campaigns SET name = $3, definition = $4, updated_at = now()
-               WHERE tenant_id = $1 AND id = $2 RETURNING id, definition, status, created_at""",
-            tenant,
-            cid,
-            spec.name,
-            spec.model_dump(mode="json", exclude_unset=True),
-        )
-    assert row is not None  # locked above
-    return _campaign(dict(row))
+        updated = await campaign_store.update_campaign(conn, tenant, campaign.id, spec)
+    assert updated is not None  # locked above
+    return Campaign.of(updated)
 
 
 @router.delete("/{campaign_id}", response_model=Campaign)
-async def archive_campaign(tenant: TenantDep, campaign_id: str, pool: PoolDep) -> Campaign:
+async def archive_campaign(tenant: TenantDep, campaign: CampaignDep, pool: PoolDep) -> Campaign:
     """Archive: the campaign stays readable with its runs and ledger, but starts no new run.
     Runs already under way carry on (cancel them separately)."""
-    cid = parse_campaign_id(campaign_id)
     async with tenant_tx(pool, tenant) as conn:
-        row = await conn.fetchrow(
-            """UPDATE campaigns SET status = 'archived', updated_at = now()
-               WHERE tenant_id = $1 AND id = $2 RETURNING id, definition, status, created_at""",
-            tenant,
-            cid,
-        )
-    if row is None:
-        raise HTTPException(404, f"campaign '{campaign_id}' not found")
-    return _campaign(dict(row))
-
-
-async def _load(pool: PoolDep, tenant: str, campaign_id: str) -> tuple[uuid.UUID, CampaignSpec]:
-    cid = parse_campaign_id(campaign_id)
-    async with tenant_tx(pool, tenant) as conn:
-        definition = await conn.fetchval(
-            "SELECT definition FROM campaigns WHERE tenant_id = $1 AND id = $2", tenant, cid
-        )
-    if definition is None:
-        raise HTTPException(404, f"campaign '{campaign_id}' not found")
-    return cid, CampaignSpec.model_validate(definition)
+        archived = await campaign_store.archive_campaign(conn, tenant, campaign.id)
+    assert archived is not None  # campaigns are archived, never deleted
+    return Campaign.of(archived)
 
 
 def _check_variant(spec: CampaignSpec, variant: str | None) -> str:
@@ -181,13 +113,17 @@ async def _customer(
 
 @router.post("/{campaign_id}:preview", response_model=Preview)
 async def preview_campaign(
-    tenant: TenantDep, campaign_id: str, pool: PoolDep, settings: SettingsDep, body: PreviewRequest | None = None
+    tenant: TenantDep,
+    campaign: CampaignDep,
+    config: ConfigDep,
+    pool: PoolDep,
+    settings: SettingsDep,
+    body: PreviewRequest | None = None,
 ) -> Preview:
     """Render a variant on a channel for a customer (default: the first member of the audience),
     exactly as a run would; template problems are a 422 naming the variant."""
     body = body or PreviewRequest()
-    cid, spec = await _load(pool, tenant, campaign_id)
-    config = await _config(pool, tenant)
+    cid, spec = campaign.id, campaign.spec
     variant = _check_variant(spec, body.variant)
     channel = body.channel or spec.channels[0]
     if channel not in spec.channels:
@@ -205,7 +141,8 @@ async def preview_campaign(
 @router.post("/{campaign_id}:test-send", response_model=TestSendResult)
 async def test_send_campaign(
     tenant: TenantDep,
-    campaign_id: str,
+    campaign: CampaignDep,
+    config: ConfigDep,
     body: TestSendRequest,
     pool: PoolDep,
     temporal: TemporalDep,
@@ -214,8 +151,7 @@ async def test_send_campaign(
     """Email the rendered campaign (every variant, or one) to seed addresses, filled with a
     sample customer's data and marked [TEST]. Sent by the tenant's worker through the same
     email adapter as runs; no run is created and the ledger is not touched."""
-    cid, spec = await _load(pool, tenant, campaign_id)
-    config = await _config(pool, tenant)
+    cid, spec = campaign.id, campaign.spec
     if "email" not in spec.channels:
         raise TemplateError([f"channels: the campaign does not send email (channels: {', '.join(spec.channels)})"])
     variants = [_check_variant(spec, body.variant)] if body.variant else [v.key for v in spec.variants]

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Response
 
 from api.deps import PoolDep, TemporalDep
+from api.schemas import Health
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-async def healthz(pool: PoolDep, temporal: TemporalDep) -> JSONResponse:
+@router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+async def healthz(pool: PoolDep, temporal: TemporalDep, response: Response) -> Health:
+    """Whether PostgreSQL and Temporal answer: 200, or 503 naming what is down."""
     checks: dict[str, str] = {}
     try:
         await asyncio.wait_for(pool.fetchval("SELECT 1"), timeout=3)
@@ -26,5 +27,5 @@ async def healthz(pool: PoolDep, temporal: TemporalDep) -> JSONResponse:
     except Exception as exc:
         checks["temporal"] = f"down: {exc.__class__.__name__}: {exc}"
     down = [name for name, state in checks.items() if state != "ok"]
-    body = {"status": "ok" if not down else f"down: {', '.join(down)}", "checks": checks}
-    return JSONResponse(status_code=503 if down else 200, content=body)
+    response.status_code = 503 if down else 200
+    return Health(status="ok" if not down else f"down: {', '.join(down)}", checks=checks)

@@ -7,29 +7,16 @@ from its very next request. Keys are issued by `POST /v1/tenants/{tenant}/keys` 
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel, Field
 
-from api.deps import PoolDep, PrincipalDep, TenantDep
-from core.auth import LastAdminKeyError, list_keys, revoke_key
+from api.deps import PoolDep, TenantDep, admin_only
+from api.schemas import ApiKey
+from core.auth import LastAdminKeyError, Principal, list_keys, revoke_key
 from core.tenant_config import SLUG_RE
 
 router = APIRouter(tags=["keys"])
-
-
-class ApiKey(BaseModel):
-    """An API key as listed: never the key itself nor its hash."""
-
-    id: str
-    tenant: str | None = Field(description="null for an admin key")
-    label: str
-    prefix: str = Field(description="first characters of the key, to recognise it by; empty for older keys")
-    created_at: dt.datetime
-    last_used_at: dt.datetime | None = Field(description="refreshed at most once a minute")
-    revoked_at: dt.datetime | None
 
 
 def _not_found(key_id: str) -> HTTPException:
@@ -52,13 +39,11 @@ async def revoke_tenant_key(tenant: TenantDep, key_id: str, pool: PoolDep) -> No
 @router.get("/v1/keys", response_model=list[ApiKey])
 async def list_all_keys(
     pool: PoolDep,
-    principal: PrincipalDep,
+    _: Annotated[Principal, admin_only("listing every key", "a tenant key lists /v1/tenants/{tenant}/keys")],
     tenant: Annotated[str | None, Query(description="only this tenant's keys", max_length=63)] = None,
     admin: Annotated[bool, Query(description="only admin keys")] = False,
 ) -> list[ApiKey]:
     """Every key (admin only): admin keys and every tenant's, oldest first."""
-    if not principal.is_admin:
-        raise HTTPException(403, "listing every key needs an admin key; a tenant key lists /v1/tenants/{tenant}/keys")
     if tenant is not None and not SLUG_RE.match(tenant):
         return []
     rows = await list_keys(pool, tenant, every_tenant=tenant is None and not admin)
@@ -66,10 +51,12 @@ async def list_all_keys(
 
 
 @router.delete("/v1/keys/{key_id}", status_code=204)
-async def revoke_any_key(key_id: str, pool: PoolDep, principal: PrincipalDep) -> None:
+async def revoke_any_key(
+    key_id: str,
+    pool: PoolDep,
+    _: Annotated[Principal, admin_only("revoking any key", "a tenant key uses /v1/tenants/{tenant}/keys")],
+) -> None:
     """Revoke any key (admin only), admin keys included, but never the last working admin key."""
-    if not principal.is_admin:
-        raise HTTPException(403, "revoking any key needs an admin key; a tenant key uses /v1/tenants/{tenant}/keys")
     try:
         found = await revoke_key(pool, key_id, None, any_tenant=True)
     except LastAdminKeyError:

@@ -19,14 +19,13 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.cursors import decode_cursor, encode_cursor
-from api.deps import PoolDep, TemporalDep, TenantDep
-from api.routes.campaigns import parse_campaign_id
+from api.cursors import decode_cursor, next_cursor
+from api.deps import CampaignDep, PoolDep, RunDep, TemporalDep, TenantDep, get_tenant_config
 from api.schemas import Delivery, DeliveryPage, Run, RunCounts, RunPage, RunStarted, RunSummary
-from core.campaigns import CampaignSpec
-from core.config_store import get_config
+from core import run_store
 from core.db import tenant_tx
-from core.runs import TERMINAL_STATUSES, CampaignRunInput, Counts, RescheduleInput, RunProgress, RunStatus
+from core.run_store import RunRecord
+from core.runs import TERMINAL_STATUSES, CampaignRunInput, RescheduleInput, RunProgress, RunStatus
 from core.temporal import campaign_search_attributes, run_workflow_id, task_queue_for
 from core.tenant_config import ChannelName
 from workflows.campaign_run import RUN_STATE_CONFLICT, CampaignRunWorkflow
@@ -39,38 +38,6 @@ _FROM_TEMPORAL = {
     WorkflowExecutionStatus.TIMED_OUT: RunStatus.FAILED,
     WorkflowExecutionStatus.CANCELED: RunStatus.CANCELLED,
 }
-_LEDGER_COUNTS_SQL = """
-SELECT channel, variant, status, reason, count(*) AS n
-FROM deliveries WHERE tenant_id = $1 AND run_id = $2 GROUP BY 1, 2, 3, 4
-"""
-_RUN_COLUMNS = (
-    "id, campaign_id, workflow_id, status, config_version, planned, send_at, created_at, started_at, finished_at, error"
-)
-_LIST_RUNS_SQL = f"""
-SELECT {_RUN_COLUMNS} FROM runs
-WHERE tenant_id = $1
-  AND ($2::text IS NULL OR status = $2)
-  AND ($3::uuid IS NULL OR campaign_id = $3)
-  AND (created_at, id) < ($4::timestamptz, $5::uuid)
-ORDER BY created_at DESC, id DESC
-LIMIT $6
-"""
-_DELIVERIES_SQL = """
-SELECT customer_id, channel, variant, status, reason, address, idempotency_key, provider_message_id,
-       created_at, updated_at
-FROM deliveries
-WHERE tenant_id = $1 AND run_id = $2
-  AND (customer_id, channel) > ($3::bigint, $4::text)
-  AND ($5::text IS NULL OR status = $5)
-  AND ($6::text IS NULL OR reason = $6)
-  AND ($7::text IS NULL OR channel = $7)
-  AND ($8::text IS NULL OR variant = $8)
-ORDER BY customer_id, channel
-LIMIT $9
-"""
-# Past any real row: the keyset start of a first page.
-_NEWEST = (dt.datetime(9999, 1, 1, tzinfo=dt.UTC), uuid.UUID(int=0))
-_FIRST_DELIVERY = (-(2**63), "")
 # How long a control call waits for the worker to accept it, and a cancel for the run to end.
 _ACCEPT_TIMEOUT = 15.0
 _CANCEL_WAIT = 30.0
@@ -78,47 +45,31 @@ _QUERY_TIMEOUT = dt.timedelta(seconds=2)
 
 
 @router.post("/campaigns/{campaign_id}/runs", status_code=202, response_model=RunStarted)
-async def start_run(tenant: TenantDep, campaign_id: str, pool: PoolDep, temporal: TemporalDep) -> RunStarted:
-    cid = parse_campaign_id(campaign_id)
-    async with tenant_tx(pool, tenant) as conn:
-        row = await conn.fetchrow(
-            "SELECT definition, status FROM campaigns WHERE tenant_id = $1 AND id = $2", tenant, cid
-        )
-    if row is None:
-        raise HTTPException(404, f"campaign '{campaign_id}' not found")
-    if row["status"] == "archived":
-        raise HTTPException(409, f"campaign '{campaign_id}' is archived; it cannot start new runs")
-    if await get_config(pool, tenant) is None:
-        raise HTTPException(409, f"tenant '{tenant}' has no configuration yet")
-    spec = CampaignSpec.model_validate(row["definition"])
+async def start_run(tenant: TenantDep, campaign: CampaignDep, pool: PoolDep, temporal: TemporalDep) -> RunStarted:
+    """Start a run of the campaign on the tenant's task queue; 409 when the campaign is archived
+    or the tenant has no configuration yet."""
+    if not campaign.startable:
+        raise HTTPException(409, f"campaign '{campaign.id}' is archived; it cannot start new runs")
+    await get_tenant_config(tenant, pool)  # the run pins it; without one it could not plan
+    cid, spec = campaign.id, campaign.spec
     run_id = str(uuid.uuid4())
-    workflow_id = run_workflow_id(tenant, str(cid), run_id)
-    trace.get_current_span().set_attributes(
-        {"pennant.tenant": tenant, "pennant.campaign": str(cid), "pennant.run": run_id}
-    )
+    workflow_id = run_workflow_id(tenant, cid, run_id)
+    trace.get_current_span().set_attributes({"pennant.tenant": tenant, "pennant.campaign": cid, "pennant.run": run_id})
     async with tenant_tx(pool, tenant) as conn:
-        await conn.execute(
-            """INSERT INTO runs (tenant_id, id, campaign_id, workflow_id, send_at)
-               VALUES ($1, $2, $3, $4, $5)""",
-            tenant,
-            uuid.UUID(run_id),
-            cid,
-            workflow_id,
-            spec.send_at,
-        )
+        await run_store.insert_run(conn, tenant, run_id, cid, workflow_id, spec.send_at)
     try:
         await temporal.start_workflow(
             CampaignRunWorkflow.run,
-            CampaignRunInput(tenant=tenant, campaign_id=str(cid), run_id=run_id, send_at=spec.send_at),
+            CampaignRunInput(tenant=tenant, campaign_id=cid, run_id=run_id, send_at=spec.send_at),
             id=workflow_id,
             task_queue=task_queue_for(tenant),
-            search_attributes=campaign_search_attributes(tenant, str(cid)),
+            search_attributes=campaign_search_attributes(tenant, cid),
             static_summary=f"{spec.name} · {tenant}",
             static_details=f"campaign {cid}, run {run_id}, channels {', '.join(spec.channels)}",
         )
     except RPCError as exc:
         async with tenant_tx(pool, tenant) as conn:
-            await conn.execute("DELETE FROM runs WHERE tenant_id = $1 AND id = $2", tenant, uuid.UUID(run_id))
+            await run_store.delete_run(conn, tenant, run_id)
         raise HTTPException(503, f"could not start the run on Temporal: {exc.message}") from exc
     return RunStarted(run_id=run_id, workflow_id=workflow_id, status=RunStatus.SCHEDULED)
 
@@ -134,51 +85,24 @@ async def list_runs(
 ) -> RunPage:
     """Runs newest first, optionally of one status or campaign. Statuses are the runs' rows,
     which the workflows keep current."""
-    after = _NEWEST
+    before = run_store.NEWEST_RUN
     if cursor is not None:
         position = decode_cursor(cursor, {"created_at", "id"})
         try:
-            after = (dt.datetime.fromisoformat(position["created_at"]), uuid.UUID(position["id"]))
+            before = (dt.datetime.fromisoformat(position["created_at"]), uuid.UUID(position["id"]))
         except (TypeError, ValueError):
             decode_cursor("", {"created_at", "id"})  # raises the cursor's 422
     async with tenant_tx(pool, tenant) as conn:
-        rows = await conn.fetch(_LIST_RUNS_SQL, tenant, status, campaign_id, *after, limit + 1)
-    items = [_summary(dict(r)) for r in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor({"created_at": last["created_at"].isoformat(), "id": str(last["id"])})
-    return RunPage(items=items, next_cursor=next_cursor)
+        rows = await run_store.list_runs(
+            conn, tenant, status=status, campaign_id=campaign_id, before=before, limit=limit + 1
+        )
+    return RunPage(
+        items=[RunSummary(**r.model_dump()) for r in rows[:limit]],
+        next_cursor=next_cursor(rows, limit, lambda r: {"created_at": r.created_at.isoformat(), "id": r.id}),
+    )
 
 
-def _summary(row: dict[str, Any]) -> RunSummary:
-    return RunSummary(**{**row, "id": str(row["id"]), "campaign_id": str(row["campaign_id"])})
-
-
-async def _ledger_counts(conn: Any, tenant: str, run_id: uuid.UUID, planned: int | None) -> RunCounts:
-    counts = Counts()
-    for r in await conn.fetch(_LEDGER_COUNTS_SQL, tenant, run_id):
-        counts.tally(r["status"], r["reason"], r["variant"], r["channel"], r["n"])
-    return RunCounts.of(counts, planned)
-
-
-def parse_run_id(run_id: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(run_id)
-    except ValueError:
-        raise HTTPException(404, f"run '{run_id}' not found") from None
-
-
-async def _run_row(pool: PoolDep, tenant: str, run_id: str) -> dict[str, Any]:
-    rid = parse_run_id(run_id)
-    async with tenant_tx(pool, tenant) as conn:
-        row = await conn.fetchrow("SELECT * FROM runs WHERE tenant_id = $1 AND id = $2", tenant, rid)
-    if row is None:
-        raise HTTPException(404, f"run '{run_id}' not found")
-    return dict(row)
-
-
-async def _live_progress(temporal: Client, workflow_id: str) -> tuple[str | None, RunProgress | None]:
+async def _live_progress(temporal: Client, workflow_id: str) -> tuple[RunStatus | None, RunProgress | None]:
     """(status if the workflow ended without its own bookkeeping, live progress if it runs)."""
     handle = temporal.get_workflow_handle(workflow_id)
     try:
@@ -195,15 +119,13 @@ async def _live_progress(temporal: Client, workflow_id: str) -> tuple[str | None
         return None, None
 
 
-@router.get("/runs/{run_id}", response_model=Run)
-async def get_run(tenant: TenantDep, run_id: str, pool: PoolDep, temporal: TemporalDep) -> Run:
-    """Status and counts: from the workflow's progress query while the run is live, from the
-    ledger once it has finished (or when the workflow cannot answer)."""
-    row = await _run_row(pool, tenant, run_id)
-    status = row["status"]
+async def _view(tenant: str, run: RunRecord, pool: PoolDep, temporal: Client) -> Run:
+    """The run as GET answers it: live status and counts from its workflow while it runs, else
+    from its row and the ledger."""
+    status = run.status
     progress: RunProgress | None = None
-    if status not in TERMINAL_STATUSES:
-        ended, progress = await _live_progress(temporal, row["workflow_id"])
+    if not run.finished:
+        ended, progress = await _live_progress(temporal, run.workflow_id)
         if ended is not None:
             status = ended
         elif progress is not None and progress.status not in TERMINAL_STATUSES:
@@ -211,32 +133,31 @@ async def get_run(tenant: TenantDep, run_id: str, pool: PoolDep, temporal: Tempo
         else:
             progress = None  # finishing right now: its row is about to say so, the ledger is complete
     if progress is not None:
-        counts = RunCounts.of(progress.counts, progress.planned if progress.planned is not None else row["planned"])
+        counts = RunCounts.of(progress.counts, progress.planned if progress.planned is not None else run.planned)
     else:
         async with tenant_tx(pool, tenant) as conn:
-            counts = await _ledger_counts(conn, tenant, row["id"], row["planned"])
+            counts = RunCounts.of(await run_store.ledger_counts(conn, tenant, run.id), run.planned)
     return Run(
-        id=str(row["id"]),
-        campaign_id=str(row["campaign_id"]),
-        workflow_id=row["workflow_id"],
+        **run.model_dump(exclude={"status"}),
         status=status,
-        config_version=row["config_version"],
         counts=counts,
-        send_at=row["send_at"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        error=row["error"],
         counts_source="workflow" if progress is not None else "ledger",
         batches_total=progress.batches_total if progress is not None else None,
         batches_done=progress.batches_done if progress is not None else None,
     )
 
 
+@router.get("/runs/{run_id}", response_model=Run)
+async def get_run(tenant: TenantDep, run: RunDep, pool: PoolDep, temporal: TemporalDep) -> Run:
+    """Status and counts: from the workflow's progress query while the run is live, from the
+    ledger once it has finished (or when the workflow cannot answer)."""
+    return await _view(tenant, run, pool, temporal)
+
+
 @router.get("/runs/{run_id}/deliveries", response_model=DeliveryPage)
 async def list_deliveries(
     tenant: TenantDep,
-    run_id: str,
+    run: RunDep,
     pool: PoolDep,
     status: Literal["sent", "failed", "skipped"] | None = None,
     reason: str | None = None,
@@ -246,27 +167,26 @@ async def list_deliveries(
     cursor: str | None = None,
 ) -> DeliveryPage:
     """The run's ledger in (customer, channel) order, one page at a time."""
-    row = await _run_row(pool, tenant, run_id)
-    after: tuple[int, str] = _FIRST_DELIVERY
+    after = run_store.FIRST_DELIVERY
     if cursor is not None:
         position = decode_cursor(cursor, {"customer_id", "channel"})
         if not isinstance(position["customer_id"], int) or not isinstance(position["channel"], str):
             decode_cursor("", {"customer_id", "channel"})  # raises the cursor's 422
         after = (position["customer_id"], position["channel"])
     async with tenant_tx(pool, tenant) as conn:
-        rows = await conn.fetch(_DELIVERIES_SQL, tenant, row["id"], *after, status, reason, channel, variant, limit + 1)
-    items = [Delivery(**dict(r)) for r in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor({"customer_id": last["customer_id"], "channel": last["channel"]})
-    return DeliveryPage(items=items, next_cursor=next_cursor)
+        rows = await run_store.list_deliveries(
+            conn, tenant, run.id, after=after, status=status, reason=reason, channel=channel, variant=variant,
+            limit=limit + 1,
+        )  # fmt: skip
+    return DeliveryPage(
+        items=[Delivery(**r.model_dump()) for r in rows[:limit]],
+        next_cursor=next_cursor(rows, limit, lambda r: {"customer_id": r.customer_id, "channel": r.channel}),
+    )
 
 
-async def _control(tenant: str, run_id: str, action: str, pool: PoolDep, temporal: Client, arg: Any = None) -> Run:
-    row = await _run_row(pool, tenant, run_id)
-    if row["status"] in TERMINAL_STATUSES:
-        raise HTTPException(409, f"cannot {action} a run that is {row['status']}")
+async def _control(tenant: str, run: RunRecord, action: str, pool: PoolDep, temporal: Client, arg: Any = None) -> Run:
+    if run.finished:
+        raise HTTPException(409, f"cannot {action} a run that is {run.status}")
     update = {
         "pause": CampaignRunWorkflow.pause,
         "resume": CampaignRunWorkflow.resume,
@@ -274,7 +194,7 @@ async def _control(tenant: str, run_id: str, action: str, pool: PoolDep, tempora
         "reschedule": CampaignRunWorkflow.reschedule,
     }[action]
     args = [] if arg is None else [arg]
-    handle = temporal.get_workflow_handle(row["workflow_id"])
+    handle = temporal.get_workflow_handle(run.workflow_id)
     try:
         try:
             # Accepted means the validator passed; a refusal arrives as the update's failure.
@@ -300,35 +220,42 @@ async def _control(tenant: str, run_id: str, action: str, pool: PoolDep, tempora
             raise HTTPException(503, f"could not {action} the run on Temporal: {exc.message}") from exc
         # The workflow has ended: between reading the row and the update, or from outside
         # (terminated in the Temporal UI), which get_run reports as the run's status.
-        status = (await get_run(tenant, run_id, pool, temporal)).status
+        status = (await _reread(tenant, run, pool, temporal)).status
         raise HTTPException(409, f"cannot {action} a run that is {status}") from exc
-    return await get_run(tenant, run_id, pool, temporal)
+    return await _reread(tenant, run, pool, temporal)
+
+
+async def _reread(tenant: str, run: RunRecord, pool: PoolDep, temporal: Client) -> Run:
+    """The run as GET answers it now, after a control call changed it."""
+    async with tenant_tx(pool, tenant) as conn:
+        current = await run_store.get_run(conn, tenant, run.id)
+    return await _view(tenant, current or run, pool, temporal)
 
 
 @router.post("/runs/{run_id}:pause", response_model=Run)
-async def pause_run(tenant: TenantDep, run_id: str, pool: PoolDep, temporal: TemporalDep) -> Run:
+async def pause_run(tenant: TenantDep, run: RunDep, pool: PoolDep, temporal: TemporalDep) -> Run:
     """Start no new batch (running batches finish). 409 unless the run is scheduled or running."""
-    return await _control(tenant, run_id, "pause", pool, temporal)
+    return await _control(tenant, run, "pause", pool, temporal)
 
 
 @router.post("/runs/{run_id}:resume", response_model=Run)
-async def resume_run(tenant: TenantDep, run_id: str, pool: PoolDep, temporal: TemporalDep) -> Run:
+async def resume_run(tenant: TenantDep, run: RunDep, pool: PoolDep, temporal: TemporalDep) -> Run:
     """Carry on a paused run. 409 unless the run is paused."""
-    return await _control(tenant, run_id, "resume", pool, temporal)
+    return await _control(tenant, run, "resume", pool, temporal)
 
 
 @router.post("/runs/{run_id}:cancel", response_model=Run)
-async def cancel_run(tenant: TenantDep, run_id: str, pool: PoolDep, temporal: TemporalDep) -> Run:
+async def cancel_run(tenant: TenantDep, run: RunDep, pool: PoolDep, temporal: TemporalDep) -> Run:
     """Start no new batch, let running ones finish, record every recipient never attempted as
     skipped (reason `cancelled`); the run ends `cancelled`. Works while it waits for its send
     time too. 409 once the run has finished."""
-    return await _control(tenant, run_id, "cancel", pool, temporal)
+    return await _control(tenant, run, "cancel", pool, temporal)
 
 
 @router.post("/runs/{run_id}:reschedule", response_model=Run)
 async def reschedule_run(
-    tenant: TenantDep, run_id: str, change: RescheduleInput, pool: PoolDep, temporal: TemporalDep
+    tenant: TenantDep, run: RunDep, change: RescheduleInput, pool: PoolDep, temporal: TemporalDep
 ) -> Run:
     """Move the send time of a run still waiting for it; a time in the past sends now.
     409 once the run has started delivering."""
-    return await _control(tenant, run_id, "reschedule", pool, temporal, change)
+    return await _control(tenant, run, "reschedule", pool, temporal, change)

@@ -7,7 +7,7 @@ makes the schedule skip the next one (overlap policy skip).
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Response
 from temporalio.client import (
@@ -25,9 +25,8 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import PoolDep, TemporalDep, TenantDep
-from api.routes.campaigns import parse_campaign_id
-from core.db import tenant_tx
+from api.deps import CampaignDep, TemporalDep, TenantDep
+from api.schemas import ScheduleInfo
 from core.schedules import RecurrenceSpec, ScheduledRunInput
 from core.temporal import campaign_search_attributes, schedule_id, scheduled_workflow_id, task_queue_for
 from workflows.scheduled_run import ScheduledCampaignWorkflow
@@ -57,18 +56,7 @@ def _schedule(tenant: str, campaign_id: str, name: str, spec: RecurrenceSpec) ->
     )
 
 
-async def _campaign_name(pool: PoolDep, tenant: str, campaign_id: str) -> str:
-    cid = parse_campaign_id(campaign_id)
-    async with tenant_tx(pool, tenant) as conn:
-        row = await conn.fetchrow("SELECT name, status FROM campaigns WHERE tenant_id = $1 AND id = $2", tenant, cid)
-    if row is None:
-        raise HTTPException(404, f"campaign '{campaign_id}' not found")
-    if row["status"] == "archived":
-        raise HTTPException(409, f"campaign '{campaign_id}' is archived")
-    return str(row["name"])
-
-
-async def _describe(handle: ScheduleHandle, campaign_id: str) -> dict[str, Any]:
+async def _describe(handle: ScheduleHandle, campaign_id: str) -> ScheduleInfo:
     try:
         desc = await handle.describe()
     except RPCError as exc:
@@ -76,31 +64,32 @@ async def _describe(handle: ScheduleHandle, campaign_id: str) -> dict[str, Any]:
             raise HTTPException(404, f"campaign '{campaign_id}' has no schedule") from None
         raise
     spec = desc.schedule.spec
-    return {
-        "schedule_id": desc.id,
-        "cron": list(spec.cron_expressions),
-        "interval_seconds": [int(i.every.total_seconds()) for i in spec.intervals],
-        "time_zone": spec.time_zone_name or "UTC",
-        "paused": desc.schedule.state.paused,
-        "next_runs": [t.isoformat() for t in desc.info.next_action_times[:5]],
-        "occurrences": desc.info.num_actions,
-        "skipped_overlapping": desc.info.num_actions_skipped_overlap,
-    }
+    return ScheduleInfo(
+        schedule_id=desc.id,
+        cron=list(spec.cron_expressions),
+        interval_seconds=[int(i.every.total_seconds()) for i in spec.intervals],
+        time_zone=spec.time_zone_name or "UTC",
+        paused=desc.schedule.state.paused,
+        next_runs=[t.isoformat() for t in desc.info.next_action_times[:5]],
+        occurrences=desc.info.num_actions,
+        skipped_overlapping=desc.info.num_actions_skipped_overlap,
+    )
 
 
-@router.put("")
+@router.put("", response_model=ScheduleInfo, status_code=200, responses={201: {"model": ScheduleInfo}})
 async def put_schedule(
-    tenant: TenantDep, campaign_id: str, spec: RecurrenceSpec, pool: PoolDep, temporal: TemporalDep, response: Response
-) -> dict[str, Any]:
-    campaign_id = str(parse_campaign_id(campaign_id))
-    name = await _campaign_name(pool, tenant, campaign_id)
-    sid = schedule_id(tenant, campaign_id)
-    schedule = _schedule(tenant, campaign_id, name, spec)
+    tenant: TenantDep, campaign: CampaignDep, spec: RecurrenceSpec, temporal: TemporalDep, response: Response
+) -> ScheduleInfo:
+    """Make the campaign recurring, or change its recurrence (201 when the schedule is new)."""
+    if not campaign.startable:
+        raise HTTPException(409, f"campaign '{campaign.id}' is archived")
+    sid = schedule_id(tenant, campaign.id)
+    schedule = _schedule(tenant, campaign.id, campaign.spec.name, spec)
     try:
         handle = await temporal.create_schedule(
             sid,
             schedule,
-            search_attributes=campaign_search_attributes(tenant, campaign_id),
+            search_attributes=campaign_search_attributes(tenant, campaign.id),
         )
         response.status_code = 201
     except ScheduleAlreadyRunningError:
@@ -114,36 +103,40 @@ async def put_schedule(
         if exc.status == RPCStatusCode.INVALID_ARGUMENT:
             raise HTTPException(422, f"schedule rejected by Temporal: {exc.message}") from None
         raise
-    return await _describe(handle, campaign_id)
+    return await _describe(handle, campaign.id)
 
 
-async def existing_schedule(tenant: TenantDep, campaign_id: str, temporal: TemporalDep) -> ScheduleHandle:
+async def existing_schedule(tenant: TenantDep, campaign: CampaignDep, temporal: TemporalDep) -> ScheduleHandle:
     """The campaign's schedule; 404 when it has none."""
-    handle = temporal.get_schedule_handle(schedule_id(tenant, str(parse_campaign_id(campaign_id))))
-    await _describe(handle, campaign_id)
+    handle = temporal.get_schedule_handle(schedule_id(tenant, campaign.id))
+    await _describe(handle, campaign.id)
     return handle
 
 
 ScheduleDep = Annotated[ScheduleHandle, Depends(existing_schedule)]
 
 
-@router.get("")
-async def get_schedule(handle: ScheduleDep, campaign_id: str) -> dict[str, Any]:
-    return await _describe(handle, campaign_id)
+@router.get("", response_model=ScheduleInfo)
+async def get_schedule(handle: ScheduleDep, campaign: CampaignDep) -> ScheduleInfo:
+    """The campaign's schedule: spec, state and next occurrences."""
+    return await _describe(handle, campaign.id)
 
 
-@router.post(":pause")
-async def pause_schedule(handle: ScheduleDep, campaign_id: str) -> dict[str, Any]:
+@router.post(":pause", response_model=ScheduleInfo)
+async def pause_schedule(handle: ScheduleDep, campaign: CampaignDep) -> ScheduleInfo:
+    """Stop starting occurrences until resumed."""
     await handle.pause(note="paused through the Pennant API")
-    return await _describe(handle, campaign_id)
+    return await _describe(handle, campaign.id)
 
 
-@router.post(":resume")
-async def resume_schedule(handle: ScheduleDep, campaign_id: str) -> dict[str, Any]:
+@router.post(":resume", response_model=ScheduleInfo)
+async def resume_schedule(handle: ScheduleDep, campaign: CampaignDep) -> ScheduleInfo:
+    """Start occurrences again."""
     await handle.unpause(note="resumed through the Pennant API")
-    return await _describe(handle, campaign_id)
+    return await _describe(handle, campaign.id)
 
 
 @router.delete("", status_code=204)
 async def delete_schedule(handle: ScheduleDep) -> None:
+    """Remove the schedule; occurrences already started carry on."""
     await handle.delete()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncpg
 from fastapi import APIRouter, HTTPException
 
-from api.deps import PoolDep, TenantDep
+from api.deps import ConfigDep, PoolDep, TenantDep
 from api.schemas import CustomerRef, SegmentEstimate, SegmentEstimateRequest
-from core.config_store import get_config
 from core.db import tenant_tx
 from core.segments import compile_segment
 
@@ -20,14 +19,13 @@ ESTIMATE_TIMEOUT = "10s"
 
 
 @router.post("/segments:estimate", response_model=SegmentEstimate)
-async def estimate_segment(tenant: TenantDep, body: SegmentEstimateRequest, pool: PoolDep) -> SegmentEstimate:
+async def estimate_segment(
+    tenant: TenantDep, config: ConfigDep, body: SegmentEstimateRequest, pool: PoolDep
+) -> SegmentEstimate:
     """Count the customers an inline or named segment selects (the same SQL a run freezes)."""
-    found = await get_config(pool, tenant)
-    if found is None:
-        raise HTTPException(409, f"tenant '{tenant}' has no configuration yet")
     segment = {"segment": body.segment} if isinstance(body.segment, str) else body.segment
     # A SegmentError is answered 422 with every `path: reason` (api/errors.py).
-    compiled = compile_segment(segment, found[1].segments, path="segment", first_param=2)
+    compiled = compile_segment(segment, config.segments, path="segment", first_param=2)
     where = f"c.tenant_id = $1 AND ({compiled.where})"
     try:
         async with tenant_tx(pool, tenant) as conn:

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Literal
-
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import PoolDep, TenantDep
+from api.schemas import Suppression, SuppressionIn
 from core.db import tenant_tx
 from core.suppressions import normalise, suppress
 from core.tenant_config import ChannelName
 
 router = APIRouter(prefix="/v1/tenants/{tenant}/suppressions", tags=["suppressions"])
-
-
-class SuppressionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    channel: ChannelName
-    address: str = Field(min_length=1, max_length=320)
-    reason: Literal["manual", "unsubscribed", "complaint", "bounce"] = "manual"
-
-
-class Suppression(SuppressionIn):
-    created_at: dt.datetime
 
 
 @router.get("", response_model=list[Suppression])
@@ -35,6 +20,7 @@ async def list_suppressions(
     channel: ChannelName | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> list[Suppression]:
+    """The suppressed addresses, newest first, optionally of one channel."""
     async with tenant_tx(pool, tenant) as conn:
         rows = await conn.fetch(
             """SELECT channel, address, reason, created_at FROM suppressions
@@ -49,6 +35,7 @@ async def list_suppressions(
 
 @router.post("", status_code=201, response_model=SuppressionIn)
 async def add_suppression(tenant: TenantDep, body: SuppressionIn, pool: PoolDep) -> SuppressionIn:
+    """Suppress an address on a channel; the answer shows it as stored (normalised)."""
     async with tenant_tx(pool, tenant) as conn:
         await suppress(conn, tenant, body.channel, body.address, body.reason)
     return body.model_copy(update={"address": normalise(body.channel, body.address)})
@@ -56,6 +43,7 @@ async def add_suppression(tenant: TenantDep, body: SuppressionIn, pool: PoolDep)
 
 @router.delete("/{channel}/{address}", status_code=204)
 async def remove_suppression(tenant: TenantDep, channel: ChannelName, address: str, pool: PoolDep) -> None:
+    """Lift a suppression; 404 when the address is not suppressed on the channel."""
     async with tenant_tx(pool, tenant) as conn:
         status = await conn.execute(
             "DELETE FROM suppressions WHERE tenant_id = $1 AND channel = $2 AND address = $3",

@@ -7,13 +7,21 @@ config. Every saved change is a new immutable version; runs pin the version they
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from pydantic import BaseModel
 
-from api.deps import PoolDep, PrincipalDep, TenantDep
-from core.auth import key_prefix, new_key, store_key
+from api.deps import PoolDep, PrincipalDep, TenantDep, admin_only, no_config
+from api.schemas import (
+    ConfigDiff,
+    ConfigValidation,
+    ConfigVersion,
+    ConfigVersionSummary,
+    IssuedKey,
+    SaveResult,
+    TenantSummary,
+)
+from core.auth import Principal, key_prefix, new_key, store_key
 from core.config_store import (
     ConfigError,
     config_diff,
@@ -24,6 +32,7 @@ from core.config_store import (
     remove_tenant,
     save_config,
 )
+from core.temporal import task_queue_for
 from core.tenant_config import TenantConfig
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
@@ -40,22 +49,6 @@ _CONFIG_BODY: dict[str, Any] = {
 }
 
 
-class ConfigVersion(BaseModel):
-    tenant: str
-    version: int
-    checksum: str
-    author: str
-    created_at: str
-    current: bool
-    config: dict[str, Any]
-
-
-class SaveResult(BaseModel):
-    tenant: str
-    version: int
-    created: bool
-
-
 async def _config_from_request(request: Request) -> TenantConfig:
     """Parse a JSON or YAML body into a validated config; every problem as a ConfigError."""
     raw = await request.body()
@@ -69,36 +62,26 @@ async def _config_from_request(request: Request) -> TenantConfig:
     return parse_config(data)
 
 
-def _version_body(tenant: str, row: dict[str, Any]) -> ConfigVersion:
-    return ConfigVersion(
-        tenant=tenant,
-        version=row["version"],
-        checksum=row["checksum"],
-        author=row["author"],
-        created_at=row["created_at"].isoformat(),
-        current=row["current"],
-        config=row["config"],
-    )
-
-
-def _author(principal: Any) -> str:
+def _author(principal: Principal) -> str:
     return "admin" if principal.is_admin else f"tenant key ({principal.tenant})"
 
 
-@router.get("")
-async def list_tenants(pool: PoolDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+@router.get("", response_model=list[TenantSummary])
+async def list_tenants(pool: PoolDep, principal: PrincipalDep) -> list[TenantSummary]:
+    """The tenants the caller may see (a tenant key: its own), by slug."""
     rows = await pool.fetch(
         """SELECT slug, display_name, current_version, created_at FROM tenants
            WHERE removed_at IS NULL AND ($1::text IS NULL OR slug = $1) ORDER BY slug""",
         principal.tenant,
     )
-    return [{**dict(r), "task_queue": f"tenant-{r['slug']}"} for r in rows]
+    return [TenantSummary(**dict(r), task_queue=task_queue_for(r["slug"])) for r in rows]
 
 
 @router.post("", status_code=201, response_model=SaveResult, openapi_extra=_CONFIG_BODY)
-async def create_tenant(request: Request, pool: PoolDep, principal: PrincipalDep) -> SaveResult:
-    if not principal.is_admin:
-        raise HTTPException(403, "creating a tenant needs an admin key")
+async def create_tenant(
+    request: Request, pool: PoolDep, principal: Annotated[Principal, admin_only("creating a tenant")]
+) -> SaveResult:
+    """Create a tenant from its first config (JSON or YAML); 409 when the slug is taken."""
     config = await _config_from_request(request)
     exists = await pool.fetchval(
         "SELECT EXISTS (SELECT 1 FROM tenants WHERE slug = $1 AND removed_at IS NULL)", config.slug
@@ -109,35 +92,39 @@ async def create_tenant(request: Request, pool: PoolDep, principal: PrincipalDep
     return SaveResult(tenant=config.slug, version=version, created=created)
 
 
-@router.post("/{tenant}/keys", status_code=201)
+@router.post("/{tenant}/keys", status_code=201, response_model=IssuedKey)
 async def create_key(
-    tenant: TenantDep, pool: PoolDep, principal: PrincipalDep, label: str = Query(default="", max_length=200)
-) -> dict[str, str]:
+    tenant: TenantDep,
+    pool: PoolDep,
+    _: Annotated[Principal, admin_only("issuing API keys")],
+    label: str = Query(default="", max_length=200),
+) -> IssuedKey:
     """Issue a new API key for the tenant. The key is shown once; only its hash is stored."""
-    if not principal.is_admin:
-        raise HTTPException(403, "issuing API keys needs an admin key")
     key = new_key(f"tk_{tenant.replace('-', '_')}")
     key_id = await store_key(pool, key, tenant, label)
-    return {"id": key_id, "tenant": tenant, "key": key, "label": label, "prefix": key_prefix(key)}
+    return IssuedKey(id=key_id, tenant=tenant, key=key, label=label, prefix=key_prefix(key))
 
 
 @router.delete("/{tenant}", status_code=204)
-async def delete_tenant(tenant: TenantDep, pool: PoolDep, principal: PrincipalDep) -> None:
-    if not principal.is_admin:
-        raise HTTPException(403, "removing a tenant needs an admin key")
+async def delete_tenant(
+    tenant: TenantDep, pool: PoolDep, _: Annotated[Principal, admin_only("removing a tenant")]
+) -> None:
+    """Remove a tenant: its queue is dropped; its data and config versions stay."""
     await remove_tenant(pool, tenant)
 
 
 @router.get("/{tenant}/config", response_model=ConfigVersion)
 async def get_current_config(tenant: TenantDep, pool: PoolDep) -> ConfigVersion:
+    """The tenant's current config with its version metadata."""
     row = await get_version(pool, tenant)
     if row is None:
-        raise HTTPException(404, f"tenant '{tenant}' has no configuration yet")
-    return _version_body(tenant, row)
+        raise no_config(tenant)
+    return ConfigVersion.of({**row, "tenant": tenant})
 
 
 @router.put("/{tenant}/config", response_model=SaveResult, openapi_extra=_CONFIG_BODY)
 async def put_config(tenant: TenantDep, request: Request, pool: PoolDep, principal: PrincipalDep) -> SaveResult:
+    """Save a new config version (JSON or YAML), unless it equals the current one."""
     config = await _config_from_request(request)
     if config.slug != tenant:
         raise ConfigError([f"slug: '{config.slug}' does not match the tenant in the path ('{tenant}')"])
@@ -145,34 +132,38 @@ async def put_config(tenant: TenantDep, request: Request, pool: PoolDep, princip
     return SaveResult(tenant=tenant, version=version, created=created)
 
 
-@router.post("/{tenant}/config:validate", openapi_extra=_CONFIG_BODY)
-async def validate_config(tenant: TenantDep, request: Request) -> dict[str, Any]:
+@router.post("/{tenant}/config:validate", response_model=ConfigValidation, openapi_extra=_CONFIG_BODY)
+async def validate_config(tenant: TenantDep, request: Request) -> ConfigValidation:
+    """Check a config as a save would, without saving it."""
     config = await _config_from_request(request)
     if config.slug != tenant:
         raise ConfigError([f"slug: '{config.slug}' does not match the tenant in the path ('{tenant}')"])
-    return {"valid": True, "checksum": config.checksum()}
+    return ConfigValidation(valid=True, checksum=config.checksum())
 
 
-@router.get("/{tenant}/config/versions")
-async def get_versions(tenant: TenantDep, pool: PoolDep) -> list[dict[str, Any]]:
-    return [{**v, "created_at": v["created_at"].isoformat()} for v in await list_versions(pool, tenant)]
+@router.get("/{tenant}/config/versions", response_model=list[ConfigVersionSummary])
+async def get_versions(tenant: TenantDep, pool: PoolDep) -> list[ConfigVersionSummary]:
+    """Every stored version of the tenant's config, newest first, without the bodies."""
+    return [ConfigVersionSummary.of(v) for v in await list_versions(pool, tenant)]
 
 
 @router.get("/{tenant}/config/versions/{version}", response_model=ConfigVersion)
 async def get_one_version(tenant: TenantDep, version: int, pool: PoolDep) -> ConfigVersion:
+    """One stored version of the tenant's config."""
     row = await get_version(pool, tenant, version)
     if row is None:
         raise HTTPException(404, f"config version {version} of tenant '{tenant}' not found")
-    return _version_body(tenant, row)
+    return ConfigVersion.of({**row, "tenant": tenant})
 
 
-@router.get("/{tenant}/config/diff")
+@router.get("/{tenant}/config/diff", response_model=ConfigDiff)
 async def diff_versions(
     tenant: TenantDep,
     pool: PoolDep,
     from_version: int = Query(alias="from", ge=1),
     to_version: int | None = Query(default=None, alias="to", ge=1, description="default: current"),
-) -> dict[str, Any]:
+) -> ConfigDiff:
+    """What changed between two versions (`to` defaults to the current one)."""
     old = await get_version(pool, tenant, from_version)
     new = await get_version(pool, tenant, to_version)
     for wanted, row in ((from_version, old), (to_version, new)):
@@ -180,4 +171,4 @@ async def diff_versions(
             raise HTTPException(404, f"config version {wanted} of tenant '{tenant}' not found")
     assert old is not None and new is not None
     diff = config_diff(old["config"], new["config"], f"v{old['version']}", f"v{new['version']}")
-    return {"tenant": tenant, "from": old["version"], "to": new["version"], **diff}
+    return ConfigDiff(tenant=tenant, from_version=old["version"], to_version=new["version"], **diff)
