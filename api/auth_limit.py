@@ -79,7 +79,7 @@ class AuthFailureGuard:
         wait = self.limiter.retry_after(address)
         if wait is not None:
             detail = f"too many failed authentications from {address}; retry in {wait} s"
-            body = json.dumps({"detail": detail}).encode()
+            body = json.dumps({"detail": detail, "errors": [detail]}).encode()
             await send(
                 {
                     "type": "http.response.start",
