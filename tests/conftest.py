@@ -38,13 +38,14 @@ from core.db import create_pool, migrate
 from core.settings import Settings
 from core.telemetry import setup_telemetry
 from core.temporal import SEARCH_ATTRIBUTES
+from core.tenant_config import Execution
 from devstack.demo_data import seed_customers
 from devstack.postgres import ensure_database, start_embedded
 from devstack.provider_simulator import ProviderSimulator, SimulatorControl
 from devstack.smtp_sink import start_sink
 from devstack.temporal_server import temporal_binary, test_server_binary
 from tests.helpers.stack import ISOLATED_PREFIX, PROVIDER_ENV, PROVIDER_TIMEOUT_SECONDS, ROOT, SPANS, free_port
-from tests.helpers.tenants import Tenant
+from tests.helpers.tenants import MakeTenant, Tenant
 from tests.helpers.waiting import until
 from workers.main import build_activities, provider_http_client
 from workers.tenant_workers import TenantSelection, TenantWorkers
@@ -53,11 +54,13 @@ _exit_status = 0
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remember pytest's exit status for pytest_unconfigure."""
     global _exit_status
     _exit_status = int(exitstatus)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave the process now with pytest's own status (see the comment below)."""
     # Temporal's runtime can abort the interpreter at exit (sdk-python#300) and turn a green run
     # red; every fixture has been torn down by now, so leave with pytest's own status.
     sys.stdout.flush()
@@ -67,6 +70,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def workdir() -> Iterator[Path]:
+    """A temporary directory of the session's own, removed at the end."""
     # Short path: PostgreSQL's unix socket lives in the data dir and paths are length-limited.
     path = Path(tempfile.mkdtemp(prefix="pennant-test-"))
     os.chmod(path, 0o755)
@@ -76,6 +80,7 @@ def workdir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def database_url(workdir: Path) -> Iterator[str]:
+    """Embedded PostgreSQL in the work dir; the URL of the test database."""
     server = start_embedded(workdir / "pg", cleanup="delete")
     try:
         yield asyncio.run(ensure_database(server.get_uri(), "pennant_test"))
@@ -85,6 +90,7 @@ def database_url(workdir: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A connection pool on the migrated test database."""
     pool = await create_pool(database_url, max_size=20)
     await migrate(pool)
     yield pool
@@ -93,6 +99,7 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture(scope="session")
 def smtp_port(workdir: Path) -> Iterator[int]:
+    """The SMTP sink on a free port, storing into the work dir's outbox."""
     port = free_port()
     controller = start_sink(workdir / "outbox", "127.0.0.1", port)
     yield port
@@ -125,6 +132,7 @@ async def sim(provider_sim: ProviderSimulator) -> AsyncIterator[SimulatorControl
 
 @pytest.fixture(scope="session")
 def settings(workdir: Path, database_url: str, smtp_port: int, provider_sim: ProviderSimulator) -> Settings:
+    """Settings pointing at the session's servers, with spans kept in SPANS."""
     settings = Settings(
         data_dir=workdir,
         database_url=database_url,
@@ -142,6 +150,7 @@ def settings(workdir: Path, database_url: str, smtp_port: int, provider_sim: Pro
 
 @pytest.fixture(scope="session")
 async def temporal_env(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
+    """The Temporal CLI dev server with Pennant's search attributes."""
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
         search_attributes=SEARCH_ATTRIBUTES,
@@ -155,6 +164,7 @@ async def temporal_env(settings: Settings) -> AsyncIterator[WorkflowEnvironment]
 
 @pytest.fixture(scope="session")
 async def time_skipping_env(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server, for timer tests."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=test_server_binary(),
         data_converter=pydantic_data_converter,
@@ -166,16 +176,20 @@ async def time_skipping_env(settings: Settings) -> AsyncIterator[WorkflowEnviron
 
 @pytest.fixture(scope="session")
 def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
+    """A client of the dev server."""
     return temporal_env.client
 
 
 class _SharedTenants(TenantSelection):
-    def includes(self, tenant: str, execution: Any = None) -> bool:
+    """Every tenant but the isolated ones (ISOLATED_PREFIX), which tests serve themselves."""
+
+    def includes(self, tenant: str, execution: Execution | None = None) -> bool:
         return not tenant.startswith(ISOLATED_PREFIX) and super().includes(tenant, execution)
 
 
 @pytest.fixture(scope="session")
 async def workers(temporal_client: Client, pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[TenantWorkers]:
+    """The in-process workers serving every tenant but the isolated ones."""
     async with provider_http_client(PROVIDER_TIMEOUT_SECONDS) as http:
         workers = TenantWorkers(temporal_client, pool, build_activities(pool, settings, http), poll_seconds=1.0)
         workers.selection = _SharedTenants()
@@ -188,6 +202,7 @@ async def workers(temporal_client: Client, pool: asyncpg.Pool, settings: Setting
 
 @pytest.fixture(scope="session")
 async def api_url(settings: Settings, temporal_client: Client, pool: asyncpg.Pool) -> AsyncIterator[str]:
+    """The API under uvicorn on a free port; its base URL."""
     target = temporal_client.service_client.config.target_host
     app_settings = settings.model_copy(update={"temporal_address": target})
     port = free_port()
@@ -209,13 +224,14 @@ async def api_url(settings: Settings, temporal_client: Client, pool: asyncpg.Poo
 
 @pytest.fixture(scope="session")
 async def admin_key(pool: asyncpg.Pool) -> str:
+    """An admin API key."""
     key = new_key("adm")
     await store_key(pool, key, None, "test admin")
     return key
 
 
 @pytest.fixture
-async def make_tenant(pool: asyncpg.Pool, api_url: str, workers: TenantWorkers) -> AsyncIterator[Any]:
+async def make_tenant(pool: asyncpg.Pool, api_url: str, workers: TenantWorkers) -> AsyncIterator[MakeTenant]:
     """make_tenant(template='freshmart', customers=200) → a fresh tenant with its own slug."""
     clients: list[httpx.AsyncClient] = []
 

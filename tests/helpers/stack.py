@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from devstack.inprocess import free_port
+
+__all__ = [
+    "ISOLATED_PREFIX",
+    "PROVIDER_ENV",
+    "PROVIDER_TIMEOUT_SECONDS",
+    "ROOT",
+    "SPANS",
+    "TENANT_CONFIGS",
+    "free_port",
+]
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TENANT_CONFIGS = ROOT / "tenant_configs"
@@ -23,10 +34,3 @@ PROVIDER_TIMEOUT_SECONDS = 2.0
 # Tenants whose slug starts with this are not served by the session's worker: a test serves them
 # with a worker process of its own, which it may kill (tests/test_worker_crash.py).
 ISOLATED_PREFIX = "iso-"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
