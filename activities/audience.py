@@ -14,6 +14,7 @@ from temporalio.exceptions import ApplicationError
 from activities.lookups import campaign_spec, pinned_config
 from activities.names import LIST_BATCHES, PLAN_AUDIENCE, SKIP_REMAINING
 from core.campaigns import CampaignSpec, variant_assigner
+from core.channels import message_key
 from core.db import tenant_tx
 from core.policies import wave_instant
 from core.runs import AudiencePlan, BatchPage, BatchPageInput, Counts, PlanAudienceInput, SkipRemainingInput, Wave
@@ -51,8 +52,8 @@ ORDER BY r.customer_id, ch.channel
 """
 _SKIP_SQL = """
 INSERT INTO deliveries (tenant_id, run_id, customer_id, channel, variant, status, reason, idempotency_key)
-SELECT $1, $2::uuid, c, ch, v, 'skipped', $3, $1 || ':' || $2 || ':' || c || ':' || ch
-FROM unnest($4::bigint[], $5::text[], $6::text[]) AS t(c, ch, v)
+SELECT $1, $2::uuid, c, ch, v, 'skipped', $3, k
+FROM unnest($4::bigint[], $5::text[], $6::text[], $7::text[]) AS t(c, ch, v, k)
 ON CONFLICT (tenant_id, run_id, customer_id, channel) DO NOTHING
 """
 _TIME_ZONES_SQL = """
@@ -197,6 +198,7 @@ class AudienceActivities:
                         [r["customer_id"] for r in missing],
                         [r["channel"] for r in missing],
                         [variant_of(r["customer_id"]) for r in missing],
+                        [message_key(inp.tenant, inp.run_id, r["customer_id"], r["channel"]) for r in missing],
                     )
             cursor = ids[-1]
             activity.heartbeat(cursor)

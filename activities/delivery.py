@@ -3,10 +3,13 @@ render, dispatch through the channel adapters and record every outcome in the le
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
-from collections.abc import Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from temporalio import activity
@@ -23,26 +26,27 @@ from activities.channels.rate_limit import RateLimits
 from activities.lookups import campaign_spec, pinned_config
 from activities.names import DELIVER_BATCH
 from core import links
-from core.campaigns import variant_assigner
+from core.campaigns import Variant, variant_assigner
+from core.channels import CHANNELS, message_key
 from core.db import tenant_tx
 from core.experiments import GLOBAL_CONTROL, HOLDOUT
 from core.frequency import CapTracker
-from core.runs import Counts, DeliverBatchInput
-from core.suppressions import normalise, suppressed_addresses
+from core.rendering import RenderError, render_message
+from core.runs import Counts, DeliverBatchInput, RunStatus
+from core.suppressions import suppressed_addresses
 from core.telemetry import tag_current_span
-from core.templating import (
-    content_for_locale,
-    render_context,
-    render_email,
-    render_push,
-    render_sms,
-    render_webhook,
-)
 from core.tenant_config import TenantConfig
+
+T = TypeVar("T")
 
 # Ledger rows are written after every chunk, so a crash re-sends at most one chunk, and the
 # provider-side idempotency key (Message-ID for SMTP) makes even that recognisable.
 CHUNK = 50
+# How often a running batch heartbeats, whatever it is waiting on: a cancel reaches a batch only
+# through a heartbeat, so this (with the worker's heartbeat throttle) bounds how long it takes.
+HEARTBEAT_EVERY = 1.0
+# How often a batch looks at its run's status between chunks, to stop sending while paused.
+PAUSE_CHECK_EVERY = 1.0
 
 _RECIPIENTS_SQL = """
 SELECT c.* FROM run_recipients r
@@ -61,17 +65,11 @@ WHERE d.tenant_id = $1 AND d.run_id = $2::uuid
 """
 _LEDGER_SQL = """
 INSERT INTO deliveries (tenant_id, run_id, customer_id, channel, variant, status, reason,
-                        address, idempotency_key, provider_message_id)
-VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8, $9, $10)
+                        address, idempotency_key, provider_message_id, detail)
+VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 ON CONFLICT (tenant_id, run_id, customer_id, channel) DO NOTHING
 """
-# A webhook goes to the tenant's own endpoint; the recipient is named by the tenant's id for them.
-_ADDRESS_FIELD = {"email": "email", "sms": "phone", "push": "push_token", "webhook": "external_id"}
-
-
-def idempotency_key(tenant: str, run_id: str, customer_id: int, channel: str) -> str:
-    """The message's identity: (tenant, run, recipient, channel)."""
-    return f"{tenant}:{run_id}:{customer_id}:{channel}"
+_RUN_STATUS_SQL = "SELECT status FROM runs WHERE tenant_id = $1 AND id = $2::uuid"
 
 
 @dataclass
@@ -84,9 +82,12 @@ class _LedgerRow:
     address: str | None
     key: str
     provider_message_id: str | None = None
+    detail: str | None = None  # why a message failed to render
 
 
 class DeliveryActivities:
+    """Delivers one batch of a run: policies, variants, rendering, channels, ledger."""
+
     def __init__(
         self, pool: asyncpg.Pool, adapters: Mapping[str, ChannelAdapter], public_base_url: str, link_secret: str
     ):
@@ -98,19 +99,35 @@ class DeliveryActivities:
 
     @activity.defn(name=DELIVER_BATCH)
     async def deliver_batch(self, inp: DeliverBatchInput) -> Counts:
+        """Deliver one batch; unexpected errors are retried `execution.max_batch_attempts`
+        times in all, then fail the run with their cause."""
         tag_current_span(tenant=inp.tenant, campaign=inp.campaign_id, run=inp.run_id)
         config = await pinned_config(self.pool, inp.tenant, inp.config_version)
+        async with _heartbeating():
+            try:
+                return await self._deliver(inp, config)
+            except (ApplicationError, asyncio.CancelledError):
+                raise  # classified already, or the run is being cancelled
+            except Exception as exc:
+                attempt, limit = activity.info().attempt, config.execution.max_batch_attempts
+                cause = f"{type(exc).__name__}: {exc}"
+                if attempt >= limit:
+                    raise ApplicationError(
+                        f"batch failed {attempt} times, the limit (execution.max_batch_attempts); last error: {cause}",
+                        type="BatchFailed",
+                        non_retryable=True,
+                    ) from exc
+                raise ApplicationError(f"attempt {attempt} of {limit} failed: {cause}", type="BatchError") from exc
+
+    async def _deliver(self, inp: DeliverBatchInput, config: TenantConfig) -> Counts:
         args = (inp.tenant, inp.run_id, inp.first_id, inp.end_id, inp.wave_at)
         async with tenant_tx(self.pool, inp.tenant) as conn:
             spec = await campaign_spec(conn, inp.tenant, inp.campaign_id)
-            customers = await conn.fetch(_RECIPIENTS_SQL, *args)
+            customers = [dict(c) for c in await conn.fetch(_RECIPIENTS_SQL, *args)]
             done_rows = await conn.fetch(_DONE_SQL, *args)
             suppressed = {
                 channel: await suppressed_addresses(
-                    conn,
-                    inp.tenant,
-                    channel,
-                    [c[_ADDRESS_FIELD[channel]] for c in customers if c[_ADDRESS_FIELD[channel]]],
+                    conn, inp.tenant, channel, [a for c in customers if (a := CHANNELS[channel].address(c))]
                 )
                 for channel in spec.channels
             }
@@ -128,16 +145,16 @@ class DeliveryActivities:
             counts.tally(r["status"], r["reason"], r["variant"], r["channel"])
         rows: list[_LedgerRow] = []
         outbound: dict[str, list[tuple[OutboundMessage, _LedgerRow]]] = {}
-        for customer in customers:
-            cust: dict[str, Any] = dict(customer)
+        for cust in customers:
             variant = assign(cust["id"])
             for channel in spec.channels:
                 if (cust["id"], channel) in done:
                     continue
-                key = idempotency_key(inp.tenant, inp.run_id, cust["id"], channel)
-                address = cust.get(_ADDRESS_FIELD.get(channel, ""))
+                entry = CHANNELS[channel]
+                key = message_key(inp.tenant, inp.run_id, cust["id"], channel)
+                address = entry.address(cust)
                 skip = self._skip_reason(config, channel, cust, variant, address)
-                if skip is None and address and normalise(channel, address) in suppressed[channel]:
+                if skip is None and address and entry.normalise(address) in suppressed[channel]:
                     skip = "suppressed"
                 if skip is None and caps.capped(cust["id"], channel):
                     skip = "capped"
@@ -145,40 +162,66 @@ class DeliveryActivities:
                 if skip is not None:
                     rows.append(row)
                     continue
-                caps.record(cust["id"], channel)
                 assert address  # no_address would have skipped it
-                message = self._render(config, channel, cust, variants[variant], campaign_ctx, key, address)
+                try:
+                    message = self._render(config, channel, cust, variants[variant], campaign_ctx, key, address)
+                except RenderError as exc:
+                    # This customer's data does not fit the template: fail this message only.
+                    row.status, row.reason, row.detail = "failed", "render_error", str(exc)
+                    rows.append(row)
+                    continue
+                caps.record(cust["id"], channel)
                 outbound.setdefault(channel, []).append((message, row))
 
         await self._record(inp, rows, counts)
         for name, pending in outbound.items():
-            adapter = self.adapters[name]
-            channel_config = getattr(config.channels, name)
-            bucket = self.rate_limits.bucket(inp.tenant, name, channel_config.rate_limit_per_second)
-            # Under a rate limit, send no more than a bucketful at once, or a chunk would burst.
-            size = min(CHUNK, int(bucket.capacity)) if bucket else CHUNK
-            for start in range(0, len(pending), size):
-                chunk = pending[start : start + size]
-                if bucket is not None:
-                    await bucket.acquire(len(chunk))
-                try:
-                    results = await adapter.send_batch(config, [m for m, _ in chunk])
-                except TransientChannelError as exc:
-                    # Record what was settled before the error so the retry does not send it again.
-                    await self._record(inp, _apply(chunk, exc.partial), counts)
-                    raise ApplicationError(
-                        str(exc),
-                        type="TransientChannelError",
-                        next_retry_delay=dt.timedelta(seconds=exc.retry_after_seconds)
-                        if exc.retry_after_seconds
-                        else None,
-                    ) from exc
-                except ChannelConfigError as exc:
-                    raise ApplicationError(str(exc), type="ChannelConfigError", non_retryable=True) from exc
-                await self._record(inp, _apply(chunk, results), counts)
-                await self._forget_gone_addresses(inp.tenant, name, chunk, results)
-                activity.heartbeat(start + len(chunk))
+            await self._send_channel(inp, config, name, pending, counts)
         return counts
+
+    async def _send_channel(
+        self,
+        inp: DeliverBatchInput,
+        config: TenantConfig,
+        name: str,
+        pending: list[tuple[OutboundMessage, _LedgerRow]],
+        counts: Counts,
+    ) -> None:
+        adapter = self.adapters[name]
+        bucket = self.rate_limits.bucket(inp.tenant, name, getattr(config.channels, name).rate_limit_per_second)
+        # Under a rate limit, send no more than a bucketful at once, or a chunk would burst.
+        size = min(CHUNK, int(bucket.capacity)) if bucket else CHUNK
+        paused = _PauseCheck(self.pool, inp)
+        for start in range(0, len(pending), size):
+            chunk = pending[start : start + size]
+            await paused.wait_while_paused()
+            if bucket is not None:
+                await bucket.acquire(len(chunk))
+            # A cancel must not cut a chunk short: what the provider took must reach the ledger,
+            # so the chunk in flight finishes (bounded by the provider timeout) and is recorded.
+            await _finish_then_cancel(self._send_chunk(inp, config, adapter, chunk, counts))
+
+    async def _send_chunk(
+        self,
+        inp: DeliverBatchInput,
+        config: TenantConfig,
+        adapter: ChannelAdapter,
+        chunk: list[tuple[OutboundMessage, _LedgerRow]],
+        counts: Counts,
+    ) -> None:
+        try:
+            results = await adapter.send_batch(config, [m for m, _ in chunk])
+        except TransientChannelError as exc:
+            # Record what was settled before the error so the retry does not send it again.
+            await self._record(inp, _apply(chunk, exc.partial), counts)
+            raise ApplicationError(
+                str(exc),
+                type="TransientChannelError",
+                next_retry_delay=dt.timedelta(seconds=exc.retry_after_seconds) if exc.retry_after_seconds else None,
+            ) from exc
+        except ChannelConfigError as exc:
+            raise ApplicationError(str(exc), type="ChannelConfigError", non_retryable=True) from exc
+        await self._record(inp, _apply(chunk, results), counts)
+        await self._forget_gone_addresses(inp.tenant, adapter.channel, chunk, results)
 
     def _skip_reason(
         self, config: TenantConfig, channel: str, cust: dict[str, Any], variant: str, address: str | None
@@ -189,7 +232,7 @@ class DeliveryActivities:
             return "channel_disabled"
         if not address:
             return "no_address"
-        if config.policies.consent_required.get(channel, True) and not _consented(cust, channel):  # type: ignore[call-overload]
+        if config.policies.consent_required.get(channel, True) and not CHANNELS[channel].consented(cust):  # type: ignore[call-overload]
             return "no_consent"
         return None
 
@@ -198,36 +241,20 @@ class DeliveryActivities:
         config: TenantConfig,
         channel: str,
         cust: dict[str, Any],
-        variant: Any,
+        variant: Variant,
         campaign_ctx: dict[str, Any],
         key: str,
         address: str,
     ) -> OutboundMessage:
         token = links.sign({"t": config.slug, "c": cust["id"], "ch": channel}, self.link_secret)
         unsubscribe_url = f"{self.public_base_url}/u/{token}"
-        ctx = render_context(cust, config.brand, campaign_ctx, variant.key, unsubscribe_url)
-        tset = config.templates.get(variant.template)
-        if tset is None:
-            raise ApplicationError(f"no {channel} template '{variant.template}'", non_retryable=True)
-        template = content_for_locale(tset, channel, cust.get("locale") or config.brand.default_locale)
-        if template is None:
-            raise ApplicationError(f"template '{variant.template}' has no {channel} part", non_retryable=True)
+        content = render_message(config, variant, channel, cust, campaign=campaign_ctx, unsubscribe_url=unsubscribe_url)
         headers: dict[str, str] = {}
-        content: Any
         if channel == "email":
-            content = render_email(template, ctx, subject_override=variant.subject)
             headers = {
                 "List-Unsubscribe": f"<{unsubscribe_url}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
             }
-        elif channel == "sms":
-            content = render_sms(template, ctx)
-        elif channel == "push":
-            content = render_push(template, ctx)
-        elif channel == "webhook":
-            content = render_webhook(template, ctx)
-        else:
-            raise ApplicationError(f"channel '{channel}' has no renderer", non_retryable=True)
         return OutboundMessage(key, cust["id"], address, content, headers)
 
     async def _forget_gone_addresses(
@@ -265,6 +292,7 @@ class DeliveryActivities:
                         r.address,
                         r.key,
                         r.provider_message_id,
+                        r.detail,
                     )
                     for r in rows
                 ],
@@ -273,11 +301,55 @@ class DeliveryActivities:
             counts.tally(r.status, r.reason, r.variant, r.channel)
 
 
-def _consented(cust: dict[str, Any], channel: str) -> bool:
-    """Consent columns for email, SMS and push; other channels may carry it as an attribute."""
-    if f"consent_{channel}" in cust:
-        return bool(cust[f"consent_{channel}"])
-    return bool((cust.get("attributes") or {}).get(f"consent_{channel}"))
+@contextlib.asynccontextmanager
+async def _heartbeating() -> AsyncIterator[None]:
+    """Heartbeat every HEARTBEAT_EVERY seconds while the body runs, whatever it waits on (a
+    slow provider, a rate limiter, a pause), so a cancel always reaches the batch quickly."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(HEARTBEAT_EVERY)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _finish_then_cancel(work: Awaitable[T]) -> T:
+    """Await `work` to its end even if the activity is cancelled meanwhile; then let the
+    cancellation through."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
+
+
+class _PauseCheck:
+    """Stops a batch between chunks while its run is paused (the workflow writes the run's
+    status when it is paused and resumed); looks at most once per PAUSE_CHECK_EVERY."""
+
+    def __init__(self, pool: asyncpg.Pool, inp: DeliverBatchInput):
+        self.pool, self.inp = pool, inp
+        self.checked_at = time.monotonic()  # the batch was started by a running run
+
+    async def _status(self) -> str | None:
+        async with tenant_tx(self.pool, self.inp.tenant) as conn:
+            return await conn.fetchval(_RUN_STATUS_SQL, self.inp.tenant, self.inp.run_id)
+
+    async def wait_while_paused(self) -> None:
+        if time.monotonic() - self.checked_at < PAUSE_CHECK_EVERY:
+            return
+        while await self._status() == RunStatus.PAUSED:  # noqa: ASYNC110 - the status lives in PostgreSQL
+            await asyncio.sleep(PAUSE_CHECK_EVERY)  # heartbeats go on; a cancel ends the wait
+        self.checked_at = time.monotonic()
 
 
 def _apply(chunk: list[tuple[OutboundMessage, _LedgerRow]], results: list[SendResult]) -> list[_LedgerRow]:

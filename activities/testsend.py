@@ -4,6 +4,8 @@ Goes through the same email adapter as real runs but never touches the ledger or
 
 from __future__ import annotations
 
+import dataclasses
+
 import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -12,16 +14,9 @@ from activities.channels.base import ChannelAdapter, OutboundMessage, TransientC
 from activities.lookups import campaign_spec, pinned_config
 from activities.names import TEST_SEND
 from core.db import tenant_tx
-from core.preview import (
-    TestSendInput,
-    TestSendMessage,
-    TestSendResult,
-    preview_unsubscribe_url,
-    render_variant,
-    sample_customer,
-)
+from core.preview import TestSendInput, TestSendMessage, TestSendResult, preview_customer, preview_unsubscribe_url
+from core.rendering import RenderError, render_message
 from core.telemetry import tag_current_span
-from core.templating import RenderedEmail, TemplateError
 
 
 class TestSendActivities:
@@ -38,29 +33,28 @@ class TestSendActivities:
         config = await pinned_config(self.pool, inp.tenant, None)
         async with tenant_tx(self.pool, inp.tenant) as conn:
             spec = await campaign_spec(conn, inp.tenant, inp.campaign_id)
-            customer = await sample_customer(conn, inp.tenant, spec, config, inp.customer_id)
+            customer = await preview_customer(conn, inp.tenant, spec, config, inp.customer_id)
         if customer is None:
             raise ApplicationError(f"customer {inp.customer_id} not found", non_retryable=True)
         messages: list[OutboundMessage] = []
         labels: dict[str, tuple[str, str]] = {}
-        for variant in inp.variants:
+        for variant in [v for v in spec.variants if v.key in inp.variants]:
             try:
-                fields = render_variant(
+                rendered = render_message(
                     config,
-                    spec,
-                    inp.campaign_id,
                     variant,
                     "email",
                     customer,
-                    preview_unsubscribe_url(self.public_base_url),
+                    campaign={"id": inp.campaign_id, "name": spec.name},
+                    unsubscribe_url=preview_unsubscribe_url(self.public_base_url),
                 )
-            except TemplateError as exc:
-                raise ApplicationError(str(exc), type="TemplateError", non_retryable=True) from exc
-            content = RenderedEmail(**{**fields, "subject": f"[TEST] {fields['subject']}"})
+            except RenderError as exc:
+                raise ApplicationError(str(exc), type="RenderError", non_retryable=True) from exc
+            content = dataclasses.replace(rendered, subject=f"[TEST] {rendered.subject}")
             for address in inp.emails:
                 # Its own key space: a test send can never collide with a run's message.
-                key = f"{inp.tenant}:test-send:{inp.send_id}:{variant}:{address}"
-                labels[key] = (address, variant)
+                key = f"{inp.tenant}:test-send:{inp.send_id}:{variant.key}:{address}"
+                labels[key] = (address, variant.key)
                 messages.append(
                     OutboundMessage(key, customer.get("id") or 0, address, content, {"X-Pennant-Test-Send": "true"})
                 )

@@ -8,9 +8,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.channels import CHANNELS
 from core.experiments import GLOBAL_CONTROL, assign_variant, in_global_control
+from core.rendering import check_campaign_templates
 from core.segments import SegmentError, compile_segment
-from core.templating import check_template
 from core.tenant_config import ChannelName, TenantConfig
 
 
@@ -89,10 +90,9 @@ def check_campaign(spec: CampaignSpec, config: TenantConfig) -> list[str]:
             errors.append(f"variants[{i}].template: unknown template '{variant.template}' (known: {known})")
             continue
         for channel in spec.channels:
-            if getattr(tset, channel) is None:
+            if CHANNELS[channel].template(tset) is None:
                 errors.append(f"variants[{i}].template: template '{variant.template}' has no {channel} part")
-        if variant.subject is not None:
-            errors += check_template(variant.subject, f"variants[{i}].subject")
+    errors += check_campaign_templates(spec, config)
     return errors
 
 

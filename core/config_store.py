@@ -11,9 +11,9 @@ import asyncpg
 import yaml
 from pydantic import ValidationError
 
+from core.rendering import check_template_set
 from core.segments import SegmentError, compile_segment
-from core.templating import check_template_set
-from core.tenant_config import Execution, TemplateSet, TenantConfig, config_checksum
+from core.tenant_config import Brand, Execution, TemplateSet, TenantConfig, config_checksum
 from core.validation import error_lines
 
 # Workers LISTEN on this channel to add and drop tenant queues without a restart.
@@ -48,9 +48,13 @@ def _semantic_errors(data: dict[str, Any]) -> list[str]:
     errors: list[str] = []
     templates = data.get("templates")
     if isinstance(templates, dict):
+        try:
+            brand: Brand | None = Brand.model_validate(data.get("brand"))
+        except ValidationError:
+            brand = None  # already reported by the schema; templates render with a sample brand
         for name, raw in templates.items():
             try:
-                errors += check_template_set(str(name), TemplateSet.model_validate(raw))
+                errors += check_template_set(str(name), TemplateSet.model_validate(raw), brand)
             except ValidationError:
                 pass  # already reported by the schema
     segments = data.get("segments")

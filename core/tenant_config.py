@@ -161,6 +161,13 @@ class Execution(Strict):
     activities_per_second: float | None = Field(default=None, gt=0)
     max_concurrent_activities: int = Field(default=20, ge=1, le=1000)
     worker_shard: int | None = Field(default=None, ge=0, description="pin the tenant to a worker shard")
+    max_batch_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="attempts a batch gets for an unexpected error before the run fails with its cause "
+        "(provider outages and rate limits are retried with backoff until the run is cancelled)",
+    )
 
 
 class Experiments(Strict):

@@ -7,6 +7,7 @@ import logging
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -20,6 +21,7 @@ from workflows.campaign_run import CampaignRunWorkflow
 from workflows.scheduled_run import ScheduledCampaignWorkflow
 from workflows.testsend import CampaignTestSendWorkflow
 
+HEARTBEAT_THROTTLE = timedelta(seconds=1)
 log = logging.getLogger("pennant.workers")
 
 
@@ -88,6 +90,10 @@ class TenantWorkers:
             max_task_queue_activities_per_second=execution.activities_per_second,
             workflow_task_poller_behavior=PollerBehaviorAutoscaling(minimum=1, maximum=10, initial=1),
             activity_task_poller_behavior=PollerBehaviorAutoscaling(minimum=1, maximum=20, initial=1),
+            # A cancel reaches a running activity only in the answer to a heartbeat; sending
+            # them at least every second keeps a cancel of a stuck batch to about a second.
+            max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+            default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         )
         self._running[tenant] = _Running(worker, asyncio.create_task(worker.run(), name=f"worker-{tenant}"), execution)
 

@@ -19,17 +19,14 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from activities.names import (
-        DELIVER_BATCH,
-        LIST_BATCHES,
-        LOAD_CONFIG,
-        MARK_RUN,
-        PLAN_AUDIENCE,
-        SKIP_REMAINING,
-    )
+    from activities.audience import AudienceActivities
+    from activities.config import ConfigActivities
+    from activities.delivery import DeliveryActivities
+    from activities.run_status import RunStatusActivities
     from core.runs import (
         TERMINAL_STATUSES,
         AudiencePlan,
@@ -61,6 +58,8 @@ BATCH_HEARTBEAT = timedelta(seconds=20)
 HISTORY_EVENT_LIMIT = 2_000
 # Batch boundaries read per list_batches call; only the cursor survives continue-as-new.
 BATCH_PAGE = 100
+# Runs started before cancels stopped running batches replay without it.
+CANCEL_IN_FLIGHT_BATCHES = "cancel-in-flight-batches"
 # The type of the ApplicationError a validator raises; details carry the current status.
 RUN_STATE_CONFLICT = "RunStateConflict"
 
@@ -202,10 +201,9 @@ class CampaignRunWorkflow:
         """Pin the config, wait for the send time (and while paused), freeze the audience."""
         # Pin the config first: a run uses the version current when it was started,
         # even when it then waits days for its send time.
-        self._pin = await workflow.execute_activity(
-            LOAD_CONFIG,
+        self._pin = await workflow.execute_activity_method(
+            ConfigActivities.load_config,
             LoadConfigInput(tenant=inp.tenant),
-            result_type=ConfigPin,
             start_to_close_timeout=_SHORT,
             retry_policy=_RETRY,
         )
@@ -228,8 +226,8 @@ class CampaignRunWorkflow:
             return
         self._status = RunStatus.RUNNING
         await self._sync_status()
-        plan: AudiencePlan = await workflow.execute_activity(
-            PLAN_AUDIENCE,
+        plan: AudiencePlan = await workflow.execute_activity_method(
+            AudienceActivities.plan_audience,
             PlanAudienceInput(
                 tenant=inp.tenant,
                 run_id=inp.run_id,
@@ -238,7 +236,6 @@ class CampaignRunWorkflow:
                 batch_size=self._pin.batch_size,
                 now=workflow.now(),
             ),
-            result_type=AudiencePlan,
             start_to_close_timeout=timedelta(minutes=10),
             retry_policy=_RETRY,
         )
@@ -285,8 +282,8 @@ class CampaignRunWorkflow:
         queue: deque[tuple[int, int | None]] = deque()
         while True:
             if not queue and not self._exhausted:
-                page: BatchPage = await workflow.execute_activity(
-                    LIST_BATCHES,
+                page: BatchPage = await workflow.execute_activity_method(
+                    AudienceActivities.list_batches,
                     BatchPageInput(
                         tenant=inp.tenant,
                         run_id=inp.run_id,
@@ -295,7 +292,6 @@ class CampaignRunWorkflow:
                         batch_size=pin.batch_size,
                         max_batches=BATCH_PAGE,
                     ),
-                    result_type=BatchPage,
                     start_to_close_timeout=_SHORT,
                     retry_policy=_RETRY,
                 )
@@ -342,17 +338,21 @@ class CampaignRunWorkflow:
 
     async def _run_batch(self, batch: DeliverBatchInput, summary: str) -> None:
         try:
-            counts: Counts = await workflow.execute_activity(
-                DELIVER_BATCH,
+            counts: Counts = await workflow.execute_activity_method(
+                DeliveryActivities.deliver_batch,
                 batch,
-                result_type=Counts,
                 start_to_close_timeout=timedelta(minutes=10),
                 heartbeat_timeout=BATCH_HEARTBEAT,
                 retry_policy=_RETRY,
                 summary=summary,
+                # A cancelled batch first records what it sent; only then is the rest skipped.
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
+        except asyncio.CancelledError:
+            pass  # the run is being cancelled (see _drain); the ledger holds what was sent
         except ActivityError as err:
-            self._failure = self._failure or err
+            if not (self._cancel_requested and isinstance(err.cause, CancelledError)):
+                self._failure = self._failure or err
         else:
             self._counts.add(counts)
             self._batches_done += 1
@@ -360,7 +360,12 @@ class CampaignRunWorkflow:
             self._in_flight -= 1
 
     async def _drain(self) -> None:
-        """Wait for every running batch; a failed one fails the run."""
+        """Wait for every running batch; a failed one fails the run. A cancel stops the running
+        batches (each records what it sent first), so it never waits on a stuck provider."""
+        await workflow.wait_condition(lambda: self._in_flight == 0 or self._cancel_requested)
+        if self._in_flight and self._cancel_requested and workflow.patched(CANCEL_IN_FLIGHT_BATCHES):
+            for task in self._tasks:
+                task.cancel()
         await workflow.wait_condition(lambda: self._in_flight == 0)
         self._raise_failure()
 
@@ -397,15 +402,14 @@ class CampaignRunWorkflow:
 
     async def _finish_cancelled(self) -> None:
         if self._planned is not None:  # the audience is frozen: account for everyone in it
-            remaining: Counts = await workflow.execute_activity(
-                SKIP_REMAINING,
+            remaining: Counts = await workflow.execute_activity_method(
+                AudienceActivities.skip_remaining,
                 SkipRemainingInput(
                     tenant=self._inp.tenant,
                     run_id=self._inp.run_id,
                     campaign_id=self._inp.campaign_id,
                     config_version=self._pin.version if self._pin else None,
                 ),
-                result_type=Counts,
                 start_to_close_timeout=timedelta(minutes=10),
                 heartbeat_timeout=timedelta(seconds=60),
                 retry_policy=_RETRY,
@@ -420,8 +424,8 @@ class CampaignRunWorkflow:
         each reads the status when it starts, so the row ends at the latest status whatever
         order the control handlers ran in."""
         async with self._mark_lock:
-            await workflow.execute_activity(
-                MARK_RUN,
+            await workflow.execute_activity_method(
+                RunStatusActivities.mark_run,
                 MarkRunInput(
                     tenant=self._inp.tenant,
                     run_id=self._inp.run_id,

@@ -14,7 +14,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.names import REGISTER_RUN
+    from activities.run_status import RunStatusActivities
     from core.runs import CampaignRunInput, RunProgress
     from core.schedules import RegisterRunInput, ScheduledRunInput
     from core.temporal import campaign_search_attributes, run_workflow_id
@@ -27,8 +27,8 @@ class ScheduledCampaignWorkflow:
     async def run(self, inp: ScheduledRunInput) -> RunProgress:
         run_id = str(workflow.uuid4())  # deterministic: replays make the same id
         child_id = run_workflow_id(inp.tenant, inp.campaign_id, run_id)
-        await workflow.execute_activity(
-            REGISTER_RUN,
+        await workflow.execute_activity_method(
+            RunStatusActivities.register_run,
             RegisterRunInput(tenant=inp.tenant, campaign_id=inp.campaign_id, run_id=run_id, workflow_id=child_id),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),

@@ -9,7 +9,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.names import TEST_SEND
+    from activities.testsend import TestSendActivities
     from core.preview import TestSendInput, TestSendResult
 
 
@@ -17,10 +17,9 @@ with workflow.unsafe.imports_passed_through():
 class CampaignTestSendWorkflow:
     @workflow.run
     async def run(self, inp: TestSendInput) -> TestSendResult:
-        return await workflow.execute_activity(
-            TEST_SEND,
+        return await workflow.execute_activity_method(
+            TestSendActivities.test_send,
             inp,
-            result_type=TestSendResult,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3),
             summary=f"test send to {len(inp.emails)} address(es)",

@@ -4,6 +4,7 @@ test-send them before any run."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -16,9 +17,10 @@ from temporalio.service import RPCError
 from api.deps import CampaignDep, ConfigDep, PoolDep, SettingsDep, TemporalDep, TenantDep
 from api.schemas import Campaign, CustomerRef, Preview, PreviewRequest, TestSendRequest
 from core import campaign_store, run_store
-from core.campaigns import CampaignSpec, check_campaign
+from core.campaigns import CampaignSpec, Variant, check_campaign
 from core.db import tenant_tx
-from core.preview import TestSendInput, TestSendResult, preview_unsubscribe_url, render_variant, sample_customer
+from core.preview import TestSendInput, TestSendResult, preview_customer, preview_unsubscribe_url
+from core.rendering import render_message
 from core.templating import TemplateError
 from core.temporal import campaign_search_attributes, task_queue_for, testsend_workflow_id
 from core.tenant_config import TenantConfig
@@ -92,20 +94,21 @@ async def archive_campaign(tenant: TenantDep, campaign: CampaignDep, pool: PoolD
     return Campaign.of(archived)
 
 
-def _check_variant(spec: CampaignSpec, variant: str | None) -> str:
-    keys = [v.key for v in spec.variants]
-    if variant is None:
-        return keys[0]
-    if variant not in keys:
-        raise TemplateError([f"variant: unknown variant '{variant}' (variants: {', '.join(keys)})"])
-    return variant
+def _check_variant(spec: CampaignSpec, key: str | None) -> Variant:
+    if key is None:
+        return spec.variants[0]
+    for variant in spec.variants:
+        if variant.key == key:
+            return variant
+    keys = ", ".join(v.key for v in spec.variants)
+    raise TemplateError([f"variant: unknown variant '{key}' (variants: {keys})"])
 
 
 async def _customer(
     pool: PoolDep, tenant: str, spec: CampaignSpec, config: TenantConfig, customer_id: int | None
 ) -> dict[str, Any]:
     async with tenant_tx(pool, tenant) as conn:
-        customer = await sample_customer(conn, tenant, spec, config, customer_id)
+        customer = await preview_customer(conn, tenant, spec, config, customer_id)
     if customer is None:
         raise HTTPException(404, f"customer {customer_id} not found")
     return customer
@@ -131,11 +134,19 @@ async def preview_campaign(
             [f"channel: the campaign does not send on '{channel}' (channels: {', '.join(spec.channels)})"]
         )
     customer = await _customer(pool, tenant, spec, config, body.customer_id)
-    fields = render_variant(
-        config, spec, str(cid), variant, channel, customer, preview_unsubscribe_url(settings.public_base_url)
+    rendered = render_message(
+        config,
+        variant,
+        channel,
+        customer,
+        campaign={"id": str(cid), "name": spec.name},
+        unsubscribe_url=preview_unsubscribe_url(settings.public_base_url),
+        path=f"variants[{spec.variants.index(variant)}]",
     )
     ref = CustomerRef(**{k: customer[k] for k in ("id", "first_name", "email")}) if customer["id"] else None
-    return Preview(campaign_id=str(cid), variant=variant, channel=channel, customer=ref, **fields)
+    return Preview(
+        campaign_id=str(cid), variant=variant.key, channel=channel, customer=ref, **dataclasses.asdict(rendered)
+    )
 
 
 @router.post("/{campaign_id}:test-send", response_model=TestSendResult)
@@ -154,11 +165,17 @@ async def test_send_campaign(
     cid, spec = campaign.id, campaign.spec
     if "email" not in spec.channels:
         raise TemplateError([f"channels: the campaign does not send email (channels: {', '.join(spec.channels)})"])
-    variants = [_check_variant(spec, body.variant)] if body.variant else [v.key for v in spec.variants]
+    variants = [_check_variant(spec, body.variant)] if body.variant else spec.variants
     customer = await _customer(pool, tenant, spec, config, body.customer_id)
     for variant in variants:  # template problems are a 422 here, not a failed workflow
-        render_variant(
-            config, spec, str(cid), variant, "email", customer, preview_unsubscribe_url(settings.public_base_url)
+        render_message(
+            config,
+            variant,
+            "email",
+            customer,
+            campaign={"id": str(cid), "name": spec.name},
+            unsubscribe_url=preview_unsubscribe_url(settings.public_base_url),
+            path=f"variants[{spec.variants.index(variant)}]",
         )
     send_id = uuid.uuid4().hex
     try:
@@ -170,7 +187,7 @@ async def test_send_campaign(
                     campaign_id=str(cid),
                     send_id=send_id,
                     emails=body.emails,
-                    variants=variants,
+                    variants=[v.key for v in variants],
                     customer_id=body.customer_id,
                 ),
                 id=testsend_workflow_id(tenant, str(cid), send_id),

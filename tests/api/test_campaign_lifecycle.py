@@ -134,15 +134,29 @@ async def test_preview_of_a_tenant_without_customers_uses_a_placeholder(make_ten
     assert response.json()["subject"] == "Alex, this week's fresh deals are here"
 
 
-async def test_preview_reports_a_template_that_fails_to_render(make_tenant) -> None:
+async def test_a_template_that_cannot_render_is_refused_at_save_and_named_at_preview(make_tenant) -> None:
     tenant = await make_tenant(customers=5)
-    # Valid at save time (attributes is a known variable), but this attribute does not exist.
+    # Regression: reaching into an attribute as if it were an object used to be accepted here
+    # and then retried by delivery forever. The sample customer has every attribute, as text.
+    response = await tenant.http.post(
+        tenant.url("/campaigns"),
+        json={
+            **EMAIL_CAMPAIGN,
+            "variants": [{"key": "A", "template": "weekly_deals", "subject": "{{ attributes.shoe_size.x }}"}],
+        },
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0].startswith("variants[0].subject: does not render for a sample customer")
+    # An attribute some customers lack is fine at save; a preview for one of them names it.
     campaign_id = await create_campaign(
-        tenant, variants=[{"key": "A", "template": "weekly_deals", "subject": "{{ attributes.shoe_size.x }}"}]
+        tenant, variants=[{"key": "A", "template": "weekly_deals", "subject": "{{ attributes.shoe_size }}"}]
     )
     response = await tenant.http.post(tenant.url(f"/campaigns/{campaign_id}:preview"))
     assert response.status_code == 422, response.text
-    assert response.json()["errors"][0].startswith("variants[0].template: template 'weekly_deals' does not render")
+    assert response.json()["errors"] == [
+        "variants[0].subject: email subject of template 'weekly_deals' does not render: "
+        "'dict object' has no attribute 'shoe_size'"
+    ]
 
 
 async def test_preview_renders_sms_with_the_sms_renderer(make_tenant) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from core.rendering import check_template_set
 from core.templating import (
-    check_template_set,
     content_for_locale,
     email_for_locale,
     render_context,
@@ -71,7 +71,7 @@ def test_unknown_variables_in_push_data_and_webhook_payload_are_found_with_their
         "webhook": {"payload": {"a": {"b": ["ok {{ first_name }}", "{{ frist_name }}"]}, "n": 3}},
         "locales": {"fr": {"webhook": {"payload": {"x": "{% if %}"}}}},
     })  # fmt: skip
-    errors = check_template_set("promo", t)
+    errors = check_template_set("promo", t, BRAND)
     assert "templates.promo.push.data.link: unknown variable 'campain' (did you mean 'campaign'?)" in errors
     assert (
         "templates.promo.webhook.payload.a.b[1]: unknown variable 'frist_name' (did you mean 'first_name'?)" in errors
