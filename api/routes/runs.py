@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 from opentelemetry import trace
@@ -25,12 +25,18 @@ from api.schemas import Delivery, DeliveryPage, Run, RunCounts, RunPage, RunStar
 from core import run_store
 from core.db import tenant_tx
 from core.run_store import RunRecord
-from core.runs import TERMINAL_STATUSES, CampaignRunInput, RescheduleInput, RunProgress, RunStatus
+from core.runs import STORED_STATUSES, TERMINAL_STATUSES, CampaignRunInput, RescheduleInput, RunProgress, RunStatus
 from core.temporal import campaign_search_attributes, run_workflow_id, task_queue_for
 from core.tenant_config import ChannelName
 from workflows.campaign_run import RUN_STATE_CONFLICT, CampaignRunWorkflow
 
 router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["runs"])
+
+if TYPE_CHECKING:
+    StoredStatus = RunStatus
+else:
+    # Lists filter on what rows hold: `cancelling` is only ever reported live, never stored.
+    StoredStatus = Literal[tuple(s.value for s in STORED_STATUSES)]
 
 _FROM_TEMPORAL = {
     WorkflowExecutionStatus.FAILED: RunStatus.FAILED,
@@ -78,7 +84,7 @@ async def start_run(tenant: TenantDep, campaign: CampaignDep, pool: PoolDep, tem
 async def list_runs(
     tenant: TenantDep,
     pool: PoolDep,
-    status: RunStatus | None = None,
+    status: StoredStatus | None = None,
     campaign_id: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
