@@ -43,7 +43,7 @@ SELECT channel, variant, status, reason, count(*) AS n
 FROM deliveries WHERE tenant_id = $1 AND run_id = $2 GROUP BY 1, 2, 3, 4
 """
 _DELIVERIES_SQL = """
-SELECT customer_id, channel, variant, status, reason, address, idempotency_key, provider_message_id,
+SELECT customer_id, channel, variant, status, reason, detail, address, idempotency_key, provider_message_id,
        created_at, updated_at
 FROM deliveries
 WHERE tenant_id = $1 AND run_id = $2
@@ -89,6 +89,7 @@ class DeliveryRecord(BaseModel):
     variant: str | None
     status: str
     reason: str | None
+    detail: str | None = None  # why it failed, when the reason alone cannot say (render errors)
     address: str | None
     idempotency_key: str
     provider_message_id: str | None
