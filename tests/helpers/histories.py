@@ -20,6 +20,7 @@ SCENARIOS = (
     "local_time_waves",
     "pause_resume",
     "cancel_in_flight",
+    "cancel_stops_batches",
     "cancel_while_waiting",
     "continue_as_new",
     "scheduled_occurrence",

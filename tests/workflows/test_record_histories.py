@@ -228,11 +228,15 @@ async def test_record_cancel_in_flight(make_tenant: Any, temporal_client: Client
     result = await handle.result()
     assert result.status == "cancelled" and result.counts.skipped_by_reason.get("cancelled", 0) > 0
 
-    # What makes this history worth keeping: the cancel was accepted before a batch finished.
+    # What makes this history worth keeping: the cancel was accepted while a batch was in
+    # flight, and (since the cancel-in-flight-batches patch) stopped it. The older history,
+    # cancel_in_flight.json, shows the pre-patch path where the batch ran to its end; it is kept
+    # so that runs started before the patch still replay, and can no longer be recorded.
     events = _event_types(await handle.fetch_history())
     accepted = events.index(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED)
-    assert EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED in events[accepted:], "no batch was in flight at the cancel"
-    await _record("cancel_in_flight", temporal_client, handle.id)
+    assert EventType.EVENT_TYPE_MARKER_RECORDED in events[accepted:], "the patch marker is missing"
+    assert EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED in events[accepted:], "no batch was stopped"
+    await _record("cancel_stops_batches", temporal_client, handle.id)
 
 
 async def test_record_cancel_while_waiting(make_tenant: Any, temporal_client: Client) -> None:
