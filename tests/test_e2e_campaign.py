@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from temporalio.client import Client
 
 from devstack.smtp_sink import read_outbox
 from tests.helpers.runs import wait_for_run
+from tests.helpers.tenants import MakeTenant
 
 
-def _messages_for_run(outbox: Path, run_id: str) -> list:
+def _messages_for_run(outbox: Path, run_id: str) -> list[Any]:
     return [m for m in read_outbox(outbox) if f":{run_id}:" in (m["X-Pennant-Idempotency-Key"] or "")]
 
 
 async def test_every_member_of_the_audience_gets_exactly_one_rendered_email(
-    make_tenant, pool: asyncpg.Pool, workdir: Path, temporal_client: Client
+    make_tenant: MakeTenant, pool: asyncpg.Pool, workdir: Path, temporal_client: Client
 ) -> None:
     tenant = await make_tenant("freshmart", customers=300)
     body = {

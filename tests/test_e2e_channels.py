@@ -21,7 +21,7 @@ from core.tenant_config import Experiments, Policies, TemplateSet, WebhookChanne
 from devstack.provider_simulator import SimulatorControl
 from tests.helpers.runs import wait_for_run
 from tests.helpers.stack import PROVIDER_ENV, ROOT
-from tests.helpers.tenants import Tenant
+from tests.helpers.tenants import MakeTenant, Tenant
 
 # No quiet hours, caps or default holdout: these tests are about delivery, at any time of day.
 NO_POLICIES: dict[str, Any] = {"policies": Policies(), "experiments": Experiments()}
@@ -70,7 +70,7 @@ def once_each(messages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 async def test_sms_campaign_delivers_each_rendered_message_with_the_opt_out_footer(
-    make_tenant, pool: asyncpg.Pool, sim: SimulatorControl
+    make_tenant: MakeTenant, pool: asyncpg.Pool, sim: SimulatorControl
 ) -> None:
     tenant = await make_tenant("freshmart", customers=60, **NO_POLICIES)
     run_id, _, run = await run_campaign(tenant, ["sms"], "weekly_deals")
@@ -98,7 +98,7 @@ async def test_sms_campaign_delivers_each_rendered_message_with_the_opt_out_foot
 
 
 async def test_push_campaign_sends_many_tokens_per_request_and_records_bad_tokens_per_token(
-    make_tenant, pool: asyncpg.Pool, sim: SimulatorControl, temporal_client: Client
+    make_tenant: MakeTenant, pool: asyncpg.Pool, sim: SimulatorControl, temporal_client: Client
 ) -> None:
     tenant = await make_tenant("quickstop", customers=60, **NO_POLICIES)
     people = await customers(pool, tenant)
@@ -120,7 +120,8 @@ async def test_push_campaign_sends_many_tokens_per_request_and_records_bad_token
     assert rows[unregistered]["address"] == people[unregistered]["push_token"]
     # An unregistered token is forgotten, so later runs skip that customer (no_address);
     # a malformed one is only recorded failed.
-    tokens = dict(await pool.fetch("SELECT id, push_token FROM customers WHERE tenant_id = $1", tenant.slug))
+    rows_now = await pool.fetch("SELECT id, push_token FROM customers WHERE tenant_id = $1", tenant.slug)
+    tokens: dict[int, str | None] = {r["id"]: r["push_token"] for r in rows_now}
     assert tokens[unregistered] is None and tokens[malformed] == "not a token"
     assert rows[malformed]["status"] == "failed"
     assert rows[malformed]["reason"] == "push token rejected: INVALID_ARGUMENT"
@@ -145,7 +146,7 @@ async def test_push_campaign_sends_many_tokens_per_request_and_records_bad_token
 
 
 async def test_webhook_campaign_posts_payloads_the_receiver_can_verify(
-    make_tenant, pool: asyncpg.Pool, sim: SimulatorControl
+    make_tenant: MakeTenant, pool: asyncpg.Pool, sim: SimulatorControl
 ) -> None:
     base = load_config_file(ROOT / "tenant_configs" / "freshmart.yaml")
     webhook = WebhookChannel(credentials={"signing_secret": "env:FRESHMART_WEBHOOK_SECRET"})
@@ -193,7 +194,7 @@ async def test_webhook_campaign_posts_payloads_the_receiver_can_verify(
 
 
 async def test_503s_and_429s_end_delivered_after_retries_with_each_key_delivered_once(
-    make_tenant, pool: asyncpg.Pool, sim: SimulatorControl, temporal_client: Client
+    make_tenant: MakeTenant, pool: asyncpg.Pool, sim: SimulatorControl, temporal_client: Client
 ) -> None:
     tenant = await make_tenant("freshmart", customers=40, **NO_POLICIES)
     await sim.set_faults(rate_limit={"count": 1, "retry_after": 2}, fail_n=2)
@@ -215,7 +216,7 @@ async def test_503s_and_429s_end_delivered_after_retries_with_each_key_delivered
 
 
 async def test_a_lost_answer_is_retried_and_the_provider_sees_each_key_delivered_once(
-    make_tenant, pool: asyncpg.Pool, sim: SimulatorControl, temporal_client: Client
+    make_tenant: MakeTenant, pool: asyncpg.Pool, sim: SimulatorControl, temporal_client: Client
 ) -> None:
     tenant = await make_tenant("quickstop", customers=30, **NO_POLICIES)
     # The provider takes the batch but holds its answer past the worker's timeout.
@@ -234,7 +235,7 @@ async def test_a_lost_answer_is_retried_and_the_provider_sees_each_key_delivered
 
 
 async def test_permanent_failures_are_recorded_failed_and_never_retried(
-    make_tenant, pool: asyncpg.Pool, sim: SimulatorControl, temporal_client: Client
+    make_tenant: MakeTenant, pool: asyncpg.Pool, sim: SimulatorControl, temporal_client: Client
 ) -> None:
     tenant = await make_tenant("freshmart", customers=40, **NO_POLICIES)
     people = await customers(pool, tenant)
@@ -262,7 +263,7 @@ async def test_permanent_failures_are_recorded_failed_and_never_retried(
 
 
 async def test_an_unset_credential_fails_the_run_at_once_naming_the_variable(
-    make_tenant, sim: SimulatorControl, temporal_client: Client
+    make_tenant: MakeTenant, sim: SimulatorControl, temporal_client: Client
 ) -> None:
     base = load_config_file(ROOT / "tenant_configs" / "freshmart.yaml")
     assert base.channels.sms is not None

@@ -8,9 +8,10 @@ from core.tenant_config import Channels, EmailChannel, Execution, Policies
 from devstack.smtp_sink import read_outbox, start_sink
 from tests.helpers.runs import wait_for_run
 from tests.helpers.stack import free_port
+from tests.helpers.tenants import MakeTenant
 
 
-async def test_mail_goes_to_the_tenants_relay_reusing_connections(make_tenant, workdir: Path) -> None:
+async def test_mail_goes_to_the_tenants_relay_reusing_connections(make_tenant: MakeTenant, workdir: Path) -> None:
     port = free_port()
     relay = start_sink(workdir / f"relay-{port}", "127.0.0.1", port)
     try:
@@ -35,7 +36,7 @@ async def test_mail_goes_to_the_tenants_relay_reusing_connections(make_tenant, w
         relay.stop()
 
 
-async def test_a_malformed_relay_is_refused_when_the_config_is_saved(make_tenant) -> None:
+async def test_a_malformed_relay_is_refused_when_the_config_is_saved(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant(customers=0)
     config = (await tenant.http.get(tenant.url("/config"))).json()["config"]
     config["channels"]["email"]["endpoint"] = "mail.example.com"

@@ -4,16 +4,18 @@ each skip or slow exactly what they should, with the right reason in the ledger.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 from core.tenant_config import Channels, EmailChannel, FrequencyCap, Policies
 from tests.helpers.runs import wait_for_run
+from tests.helpers.tenants import MakeTenant, Tenant
 
 EMAIL = {"channels": ["email"], "variants": [{"key": "A", "template": "weekly_deals"}]}
 
 
-async def _run(tenant, **campaign) -> dict:
+async def _run(tenant: Tenant, **campaign: Any) -> dict[str, Any]:
     body = {"name": "Policy test", **EMAIL, **campaign}
     created = await tenant.http.post(tenant.url("/campaigns"), json=body)
     assert created.status_code == 201, created.text
@@ -23,7 +25,7 @@ async def _run(tenant, **campaign) -> dict:
     return run
 
 
-async def _ledger(pool: asyncpg.Pool, tenant, run_id: str) -> dict[int, tuple[str, str | None]]:
+async def _ledger(pool: asyncpg.Pool, tenant: Tenant, run_id: str) -> dict[int, tuple[str, str | None]]:
     rows = await pool.fetch(
         "SELECT customer_id, status, reason FROM deliveries WHERE tenant_id = $1 AND run_id = $2::uuid",
         tenant.slug,
@@ -32,20 +34,23 @@ async def _ledger(pool: asyncpg.Pool, tenant, run_id: str) -> dict[int, tuple[st
     return {r["customer_id"]: (r["status"], r["reason"]) for r in rows}
 
 
-async def test_consent_is_required_unless_the_tenant_says_otherwise(make_tenant, pool) -> None:
+async def test_consent_is_required_unless_the_tenant_says_otherwise(
+    make_tenant: MakeTenant, pool: asyncpg.Pool
+) -> None:
     strict = await make_tenant(customers=60, policies=Policies())
     relaxed = await make_tenant(customers=60, policies=Policies(consent_required={"email": False}))
     for tenant, required in ((strict, True), (relaxed, False)):
         run = await _run(tenant)
         ledger = await _ledger(pool, tenant, run["id"])
-        consent = dict(await pool.fetch("SELECT id, consent_email FROM customers WHERE tenant_id = $1", tenant.slug))
+        rows = await pool.fetch("SELECT id, consent_email FROM customers WHERE tenant_id = $1", tenant.slug)
+        consent: dict[int, bool] = {r["id"]: r["consent_email"] for r in rows}
         for customer, outcome in ledger.items():
             expected = ("skipped", "no_consent") if required and not consent[customer] else ("sent", None)
             assert outcome == expected, (tenant.slug, customer)
         assert len(ledger) == 60
 
 
-async def test_suppressed_addresses_are_skipped_with_that_reason(make_tenant, pool) -> None:
+async def test_suppressed_addresses_are_skipped_with_that_reason(make_tenant: MakeTenant, pool: asyncpg.Pool) -> None:
     tenant = await make_tenant(customers=30, policies=Policies(consent_required={"email": False}))
     chosen = await pool.fetch("SELECT id, email FROM customers WHERE tenant_id = $1 ORDER BY id LIMIT 3", tenant.slug)
     for row in chosen:
@@ -61,7 +66,9 @@ async def test_suppressed_addresses_are_skipped_with_that_reason(make_tenant, po
     assert run["counts"]["skipped_by_reason"] == {"suppressed": 3}
 
 
-async def test_frequency_caps_count_the_ledger_over_a_rolling_window(make_tenant, pool) -> None:
+async def test_frequency_caps_count_the_ledger_over_a_rolling_window(
+    make_tenant: MakeTenant, pool: asyncpg.Pool
+) -> None:
     caps = [FrequencyCap(channel="email", max_messages=1, window_hours=24)]
     tenant = await make_tenant(customers=20, policies=Policies(consent_required={"email": False}, frequency_caps=caps))
     first = await _run(tenant)
@@ -79,7 +86,9 @@ async def test_frequency_caps_count_the_ledger_over_a_rolling_window(make_tenant
     assert third["counts"]["sent"] == 20
 
 
-async def test_a_cross_channel_cap_stops_the_second_channel_in_the_same_run(make_tenant, pool) -> None:
+async def test_a_cross_channel_cap_stops_the_second_channel_in_the_same_run(
+    make_tenant: MakeTenant, pool: asyncpg.Pool
+) -> None:
     caps = [FrequencyCap(channel="any", max_messages=1, window_hours=24)]
     tenant = await make_tenant(
         customers=20, policies=Policies(consent_required={"email": False, "sms": False}, frequency_caps=caps)
@@ -90,7 +99,7 @@ async def test_a_cross_channel_cap_stops_the_second_channel_in_the_same_run(make
         tenant.slug,
         run["id"],
     )
-    by_customer: dict[int, list] = {}
+    by_customer: dict[int, list[tuple[str, str, str | None]]] = {}
     for row in ledger:
         by_customer.setdefault(row["customer_id"], []).append((row["channel"], row["status"], row["reason"]))
     for customer, outcomes in by_customer.items():
@@ -102,7 +111,7 @@ async def test_a_cross_channel_cap_stops_the_second_channel_in_the_same_run(make
     assert run["counts"]["skipped_by_reason"].get("capped", 0) >= 10
 
 
-async def test_the_channel_rate_limit_holds(make_tenant, workdir: Path) -> None:
+async def test_the_channel_rate_limit_holds(make_tenant: MakeTenant, workdir: Path) -> None:
     rate = 20
     channels = Channels(email=EmailChannel(rate_limit_per_second=rate))
     tenant = await make_tenant(customers=90, channels=channels, policies=Policies(consent_required={"email": False}))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import asyncpg
 
 from core.tenant_config import Experiments, Policies
 from tests.helpers.runs import wait_for_run
+from tests.helpers.tenants import MakeTenant, Tenant
 
 N = 600
 
@@ -17,7 +19,7 @@ def _within(observed: int, share: float, n: int = N) -> bool:
     return abs(observed - n * share) <= 4 * sigma
 
 
-async def _run(tenant, campaign: dict) -> dict:
+async def _run(tenant: Tenant, campaign: dict[str, Any]) -> dict[str, Any]:
     created = await tenant.http.post(
         tenant.url("/campaigns"), json={"name": "Split", "channels": ["email"], **campaign}
     )
@@ -28,7 +30,7 @@ async def _run(tenant, campaign: dict) -> dict:
     return run
 
 
-async def test_campaigns_without_weights_or_holdout_use_the_tenant_defaults(make_tenant) -> None:
+async def test_campaigns_without_weights_or_holdout_use_the_tenant_defaults(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant(
         customers=N,
         policies=Policies(consent_required={"email": False}),
@@ -51,7 +53,7 @@ async def test_campaigns_without_weights_or_holdout_use_the_tenant_defaults(make
     assert _within(by_variant["A"], 0.5) and _within(by_variant["B"], 0.5), by_variant
 
 
-async def test_the_global_control_group_receives_no_campaign(make_tenant, pool: asyncpg.Pool) -> None:
+async def test_the_global_control_group_receives_no_campaign(make_tenant: MakeTenant, pool: asyncpg.Pool) -> None:
     tenant = await make_tenant(
         customers=N,
         policies=Policies(consent_required={"email": False}, holdout_percent=10),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from typing import Any
 
 import asyncpg
 from temporalio.api.enums.v1 import EventType
@@ -23,6 +24,7 @@ from tests.helpers.runs import (
     wait_for_run,
 )
 from tests.helpers.stack import ROOT
+from tests.helpers.tenants import MakeTenant
 from tests.helpers.waiting import until
 from workflows.campaign_run import CampaignRunWorkflow
 
@@ -35,7 +37,7 @@ async def _row_status(pool: asyncpg.Pool, tenant: str, run_id: str) -> str:
 
 
 async def test_pause_stops_new_batches_and_resume_finishes_the_run(
-    make_tenant, pool: asyncpg.Pool, temporal_client: Client
+    make_tenant: MakeTenant, pool: asyncpg.Pool, temporal_client: Client
 ) -> None:
     tenant = await make_tenant(customers=160, execution=SLOW)
     run_id = await start_run(tenant, await create_campaign(tenant))
@@ -76,7 +78,7 @@ async def test_pause_stops_new_batches_and_resume_finishes_the_run(
 
 
 async def test_cancel_records_everyone_never_attempted_as_cancelled(
-    make_tenant, pool: asyncpg.Pool, temporal_client: Client
+    make_tenant: MakeTenant, pool: asyncpg.Pool, temporal_client: Client
 ) -> None:
     tenant = await make_tenant(customers=300, execution=SLOW)
     run_id = await start_run(tenant, await create_campaign(tenant))
@@ -113,7 +115,9 @@ async def test_cancel_records_everyone_never_attempted_as_cancelled(
         assert refused.json()["detail"] == f"cannot {action} a run that is cancelled"
 
 
-async def test_a_paused_run_can_be_cancelled(make_tenant, pool: asyncpg.Pool, temporal_client: Client) -> None:
+async def test_a_paused_run_can_be_cancelled(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, temporal_client: Client
+) -> None:
     tenant = await make_tenant(customers=200, execution=SLOW)
     run_id = await start_run(tenant, await create_campaign(tenant))
     await until(lambda: _has_rows(pool, tenant.slug, run_id), what="the first batch")
@@ -130,15 +134,19 @@ async def test_a_paused_run_can_be_cancelled(make_tenant, pool: asyncpg.Pool, te
 
 
 async def test_a_run_waiting_for_its_send_time_can_be_paused_resumed_and_cancelled(
-    make_tenant, pool: asyncpg.Pool, temporal_client: Client
+    make_tenant: MakeTenant, pool: asyncpg.Pool, temporal_client: Client
 ) -> None:
     tenant = await make_tenant(customers=50)
     send_at = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=6)).isoformat()
     run_id = await start_run(tenant, await create_campaign(tenant, send_at=send_at))
 
     async def waiting() -> bool:
-        return await pool.fetchval(
-            "SELECT config_version IS NOT NULL FROM runs WHERE tenant_id = $1 AND id = $2::uuid", tenant.slug, run_id
+        return bool(
+            await pool.fetchval(
+                "SELECT config_version IS NOT NULL FROM runs WHERE tenant_id = $1 AND id = $2::uuid",
+                tenant.slug,
+                run_id,
+            )
         )
 
     await until(waiting, what="the run to pin its config and wait")
@@ -159,7 +167,9 @@ async def test_a_run_waiting_for_its_send_time_can_be_paused_resumed_and_cancell
     assert EventType.EVENT_TYPE_TIMER_FIRED not in events
 
 
-async def test_unknown_runs_are_404_and_another_tenants_runs_are_invisible(make_tenant, pool: asyncpg.Pool) -> None:
+async def test_unknown_runs_are_404_and_another_tenants_runs_are_invisible(
+    make_tenant: MakeTenant, pool: asyncpg.Pool
+) -> None:
     a = await make_tenant(customers=20)
     b = await make_tenant(customers=20)
     run_id = await start_run(a, await create_campaign(a))
@@ -200,7 +210,7 @@ async def _has_rows(pool: asyncpg.Pool, tenant: str, run_id: str) -> bool:
 
 
 async def test_control_and_progress_carry_across_continue_as_new(
-    make_tenant, pool: asyncpg.Pool, temporal_client: Client
+    make_tenant: MakeTenant, pool: asyncpg.Pool, temporal_client: Client
 ) -> None:
     # One recipient per batch: enough history to continue as new within a second or two.
     tenant = await make_tenant(
@@ -215,11 +225,12 @@ async def test_control_and_progress_carry_across_continue_as_new(
 
     await until(continued, within=60, what="the run to continue as new")
 
-    async def pause_and_settle() -> dict:
+    async def pause_and_settle() -> dict[str, Any]:
         paused = await tenant.http.post(tenant.url(f"/runs/{run_id}:pause"))
         assert paused.status_code == 200 and paused.json()["status"] == "paused", paused.text
         await until_no_activity_pending(temporal_client, workflow_id)  # the batches in flight finish
-        return (await tenant.http.get(tenant.url(f"/runs/{run_id}"))).json()
+        live: dict[str, Any] = (await tenant.http.get(tenant.url(f"/runs/{run_id}"))).json()
+        return live
 
     # Paused in a later execution: the counters it carried over match the ledger exactly.
     live = await pause_and_settle()
@@ -251,7 +262,9 @@ async def _grew(pool: asyncpg.Pool, tenant: str, run_id: str, before: int) -> bo
     return await ledger_count(pool, tenant, run_id) > before
 
 
-async def test_a_run_terminated_from_outside_is_a_409_not_a_stale_status(make_tenant, temporal_client: Client) -> None:
+async def test_a_run_terminated_from_outside_is_a_409_not_a_stale_status(
+    make_tenant: MakeTenant, temporal_client: Client
+) -> None:
     tenant = await make_tenant(customers=5)
     later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
     run_id = await start_run(tenant, await create_campaign(tenant, send_at=later))
@@ -263,7 +276,9 @@ async def test_a_run_terminated_from_outside_is_a_409_not_a_stale_status(make_te
     assert response.json()["detail"] == "cannot cancel a run that is failed"
 
 
-async def test_cancelled_rows_carry_the_assignment_a_send_would_have_had(make_tenant, pool: asyncpg.Pool) -> None:
+async def test_cancelled_rows_carry_the_assignment_a_send_would_have_had(
+    make_tenant: MakeTenant, pool: asyncpg.Pool
+) -> None:
     # A tenant-wide control group on top of the campaign's own split.
     base = load_config_file(ROOT / "tenant_configs" / "freshmart.yaml")
     tenant = await make_tenant(
@@ -284,7 +299,7 @@ async def test_cancelled_rows_carry_the_assignment_a_send_would_have_had(make_te
         assert (r["variant"] == GLOBAL_CONTROL) == expected_control, dict(r)
 
 
-async def test_reschedule_through_the_api(make_tenant) -> None:
+async def test_reschedule_through_the_api(make_tenant: MakeTenant) -> None:
     import datetime as dt
 
     tenant = await make_tenant(customers=10)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncpg
 
-from tests.helpers.runs import create_campaign, start_run, wait_for_run
+from tests.helpers.runs import create_campaign, ledger_count, start_run, wait_for_run
+from tests.helpers.tenants import MakeTenant
 
 
-async def test_runs_are_listed_newest_first_with_filters_and_cursor(make_tenant) -> None:
+async def test_runs_are_listed_newest_first_with_filters_and_cursor(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant(customers=30)
     first, second = await create_campaign(tenant), await create_campaign(tenant, name="Other")
     runs = []
@@ -31,18 +32,21 @@ async def test_runs_are_listed_newest_first_with_filters_and_cursor(make_tenant)
     running = (await tenant.http.get(tenant.url("/runs"), params={"status": "running"})).json()
     assert running == {"items": [], "next_cursor": None}
 
-    for params, expected in [
+    bad_queries: list[tuple[dict[str, str | int], str]] = [
         ({"status": "done"}, "query.status: Input should be 'scheduled', 'running', 'paused', 'completed'"),
         ({"campaign_id": "nope"}, "query.campaign_id: Input should be a valid UUID"),
         ({"cursor": "garbage"}, "query.cursor: not a cursor from a previous page"),
         ({"limit": 0}, "query.limit: Input should be greater than or equal to 1"),
-    ]:
+    ]
+    for params, expected in bad_queries:
         response = await tenant.http.get(tenant.url("/runs"), params=params)
         assert response.status_code == 422, response.text
         assert any(expected in e for e in response.json()["errors"]), response.json()
 
 
-async def test_deliveries_page_through_the_whole_ledger_with_filters(make_tenant, pool: asyncpg.Pool) -> None:
+async def test_deliveries_page_through_the_whole_ledger_with_filters(
+    make_tenant: MakeTenant, pool: asyncpg.Pool
+) -> None:
     tenant = await make_tenant(customers=230)
     campaign = await create_campaign(
         tenant,
@@ -56,7 +60,7 @@ async def test_deliveries_page_through_the_whole_ledger_with_filters(make_tenant
     cursor = None
     pages = 0
     while True:
-        params: dict = {"limit": 50, **({"cursor": cursor} if cursor else {})}
+        params: dict[str, str | int] = {"limit": 50, **({"cursor": cursor} if cursor else {})}
         page = (await tenant.http.get(tenant.url(f"/runs/{run_id}/deliveries"), params=params)).json()
         seen += [(d["customer_id"], d["channel"]) for d in page["items"]]
         pages += 1
@@ -66,14 +70,7 @@ async def test_deliveries_page_through_the_whole_ledger_with_filters(make_tenant
     assert pages == 5
     assert seen == sorted(set(seen)) and len(seen) == 230
 
-    async def db_count(where: str) -> int:
-        return await pool.fetchval(
-            f"SELECT count(*) FROM deliveries WHERE tenant_id = $1 AND run_id = $2::uuid AND {where}",
-            tenant.slug,
-            run_id,
-        )
-
-    for params, where in [
+    for filters, where in [
         ({"status": "sent"}, "status = 'sent'"),
         ({"status": "skipped", "reason": "no_consent"}, "status = 'skipped' AND reason = 'no_consent'"),
         ({"reason": "holdout"}, "reason = 'holdout'"),
@@ -82,10 +79,10 @@ async def test_deliveries_page_through_the_whole_ledger_with_filters(make_tenant
         ({"channel": "sms"}, "channel = 'sms'"),
     ]:
         page = (
-            await tenant.http.get(tenant.url(f"/runs/{run_id}/deliveries"), params={**params, "limit": 1000})
+            await tenant.http.get(tenant.url(f"/runs/{run_id}/deliveries"), params={**filters, "limit": 1000})
         ).json()
-        assert len(page["items"]) == await db_count(where), params
-        assert all(all(d[k] == v for k, v in params.items()) for d in page["items"])
+        assert len(page["items"]) == await ledger_count(pool, tenant.slug, run_id, where), filters
+        assert all(all(d[k] == v for k, v in filters.items()) for d in page["items"])
     held_out = (await tenant.http.get(tenant.url(f"/runs/{run_id}/deliveries"), params={"reason": "holdout"})).json()
     assert held_out["items"] and all(d["variant"] == "holdout" for d in held_out["items"])
     sent = (await tenant.http.get(tenant.url(f"/runs/{run_id}/deliveries"), params={"status": "sent"})).json()

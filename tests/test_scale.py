@@ -20,6 +20,7 @@ from temporalio.client import Client
 from core.db import tenant_tx
 from core.tenant_config import Execution
 from tests.helpers.runs import assert_each_recipient_once, create_campaign, start_run, wait_for_run
+from tests.helpers.tenants import MakeTenant
 
 RECIPIENTS = 200_000
 MAX_EVENTS_PER_EXECUTION = 5_000
@@ -54,7 +55,7 @@ async def _execution_chain(client: Client, workflow_id: str) -> list[int]:
 
 @pytest.mark.slow
 async def test_a_200k_recipient_run_accounts_for_everyone_once_within_history_limits(
-    make_tenant, pool: asyncpg.Pool, temporal_client: Client
+    make_tenant: MakeTenant, pool: asyncpg.Pool, temporal_client: Client
 ) -> None:
     tenant = await make_tenant(customers=0, execution=SCALE)
     async with tenant_tx(pool, tenant.slug) as conn:

@@ -8,20 +8,21 @@ import asyncio
 
 from core.tenant_config import Channels, EmailChannel, Policies, SmsChannel
 from tests.helpers.runs import wait_for_run
+from tests.helpers.tenants import MakeTenant, Tenant
 
 EVERYONE = Policies(consent_required={"email": False, "sms": False})
 
 
-async def _start(tenant, channels: list[str]) -> str:
+async def _start(tenant: Tenant, channels: list[str]) -> str:
     body = {"name": "Isolation", "channels": channels, "variants": [{"key": "A", "template": "weekly_deals"}]}
     created = await tenant.http.post(tenant.url("/campaigns"), json=body)
     assert created.status_code == 201, created.text
     started = await tenant.http.post(tenant.url(f"/campaigns/{created.json()['id']}/runs"))
     assert started.status_code == 202, started.text
-    return started.json()["run_id"]
+    return str(started.json()["run_id"])
 
 
-async def test_one_tenants_broken_channel_does_not_touch_another_tenant(make_tenant) -> None:
+async def test_one_tenants_broken_channel_does_not_touch_another_tenant(make_tenant: MakeTenant) -> None:
     broken_sms = SmsChannel(credentials={"account_sid": "env:PENNANT_TEST_UNSET_SID", "auth_token": "env:X_UNSET"})
     broken = await make_tenant(customers=50, policies=EVERYONE, channels=Channels(email=EmailChannel(), sms=broken_sms))
     healthy = await make_tenant(customers=300, policies=EVERYONE)

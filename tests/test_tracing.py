@@ -3,11 +3,22 @@ activity, tagged with tenant, campaign and run."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.util.types import AnyValue
+
 from tests.helpers.runs import wait_for_run
 from tests.helpers.stack import SPANS
+from tests.helpers.tenants import MakeTenant
 
 
-async def test_one_trace_from_http_request_to_every_activity(make_tenant) -> None:
+def _attributes(span: ReadableSpan) -> Mapping[str, AnyValue]:
+    assert span.attributes is not None, span.name
+    return span.attributes
+
+
+async def test_one_trace_from_http_request_to_every_activity(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant("freshmart", customers=20)
     created = await tenant.http.post(
         tenant.url("/campaigns"),
@@ -27,8 +38,8 @@ async def test_one_trace_from_http_request_to_every_activity(make_tenant) -> Non
     ]
     assert len(http) == 1, [s.name for s in spans]
     root = http[0]
-    assert root.attributes["pennant.tenant"] == tenant.slug
-    assert root.attributes["pennant.campaign"] == campaign_id
+    assert _attributes(root)["pennant.tenant"] == tenant.slug
+    assert _attributes(root)["pennant.campaign"] == campaign_id
     in_trace = [s for s in spans if s.context.trace_id == root.context.trace_id]
     names = {s.name for s in in_trace}
     assert "StartWorkflow:CampaignRunWorkflow" in names
@@ -37,6 +48,6 @@ async def test_one_trace_from_http_request_to_every_activity(make_tenant) -> Non
         assert f"RunActivity:{activity}" in names, names
     for span in in_trace:
         if span.name in ("RunActivity:plan_audience", "RunActivity:deliver_batch"):
-            assert span.attributes["pennant.tenant"] == tenant.slug
-            assert span.attributes["pennant.campaign"] == campaign_id
-            assert span.attributes["pennant.run"] == run_id
+            assert _attributes(span)["pennant.tenant"] == tenant.slug
+            assert _attributes(span)["pennant.campaign"] == campaign_id
+            assert _attributes(span)["pennant.run"] == run_id

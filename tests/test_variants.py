@@ -10,6 +10,7 @@ import asyncpg
 
 from core.tenant_config import Execution
 from tests.helpers.runs import assert_each_recipient_once, create_campaign, start_run, wait_for_run
+from tests.helpers.tenants import MakeTenant
 
 CUSTOMERS = 4000
 WEIGHTS = {"A": 1.0, "B": 2.0, "C": 1.0}
@@ -23,7 +24,9 @@ def _within_4_sigma(observed: int, n: int, p: float) -> bool:
     return abs(observed - n * p) <= 4 * math.sqrt(n * p * (1 - p))
 
 
-async def test_split_and_holdout_match_the_weights_and_reruns_agree(make_tenant, pool: asyncpg.Pool) -> None:
+async def test_split_and_holdout_match_the_weights_and_reruns_agree(
+    make_tenant: MakeTenant, pool: asyncpg.Pool
+) -> None:
     tenant = await make_tenant(
         customers=CUSTOMERS, execution=Execution(batch_size=500, max_concurrent_batches=8, activities_per_second=None)
     )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from temporalio.client import Client
+
+from tests.helpers.tenants import MakeTenant
 
 GOOD = {
     "name": "Deals",
@@ -18,7 +22,7 @@ async def _workflow_count(client: Client, slug: str) -> int:
     return len([w async for w in client.list_workflows(f'TenantId = "{slug}"')])
 
 
-async def test_missing_and_wrong_keys_are_401(make_tenant, api_url: str) -> None:
+async def test_missing_and_wrong_keys_are_401(make_tenant: MakeTenant, api_url: str) -> None:
     tenant = await make_tenant(customers=0)
     async with httpx.AsyncClient(base_url=api_url) as anon:
         missing = await anon.get(tenant.url("/campaigns"))
@@ -29,7 +33,7 @@ async def test_missing_and_wrong_keys_are_401(make_tenant, api_url: str) -> None
         assert wrong.json()["detail"] == "invalid API key"
 
 
-async def test_a_tenant_key_sees_only_its_own_tenant(make_tenant) -> None:
+async def test_a_tenant_key_sees_only_its_own_tenant(make_tenant: MakeTenant) -> None:
     a = await make_tenant(customers=5)
     b = await make_tenant(customers=5)
     created = await b.http.post(b.url("/campaigns"), json=GOOD)
@@ -46,7 +50,7 @@ async def test_a_tenant_key_sees_only_its_own_tenant(make_tenant) -> None:
         assert response.json()["detail"] == f"tenant '{b.slug}' not found"
 
 
-async def test_admin_key_reaches_every_tenant(make_tenant, api_url: str, admin_key: str) -> None:
+async def test_admin_key_reaches_every_tenant(make_tenant: MakeTenant, api_url: str, admin_key: str) -> None:
     tenant = await make_tenant(customers=0)
     async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {admin_key}"}) as admin:
         response = await admin.get(tenant.url("/campaigns"))
@@ -54,7 +58,7 @@ async def test_admin_key_reaches_every_tenant(make_tenant, api_url: str, admin_k
     assert response.json() == []
 
 
-async def test_unknown_tenant_campaign_and_run_are_404(make_tenant, api_url: str, admin_key: str) -> None:
+async def test_unknown_tenant_campaign_and_run_are_404(make_tenant: MakeTenant, api_url: str, admin_key: str) -> None:
     tenant = await make_tenant(customers=0)
     async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {admin_key}"}) as admin:
         response = await admin.get("/v1/tenants/no-such-tenant/campaigns")
@@ -97,7 +101,7 @@ async def test_unknown_tenant_campaign_and_run_are_404(make_tenant, api_url: str
     ],
 )
 async def test_invalid_campaigns_are_rejected_with_the_field_named(
-    make_tenant, temporal_client: Client, change: dict, expected: str
+    make_tenant: MakeTenant, temporal_client: Client, change: dict[str, Any], expected: str
 ) -> None:
     tenant = await make_tenant(customers=0)
     response = await tenant.http.post(tenant.url("/campaigns"), json={**GOOD, **change})
@@ -108,7 +112,7 @@ async def test_invalid_campaigns_are_rejected_with_the_field_named(
     assert await _workflow_count(temporal_client, tenant.slug) == 0
 
 
-async def test_malformed_json_is_422_not_500(make_tenant) -> None:
+async def test_malformed_json_is_422_not_500(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant(customers=0)
     response = await tenant.http.post(
         tenant.url("/campaigns"), content=b"{not json", headers={"Content-Type": "application/json"}

@@ -15,15 +15,16 @@ import yaml
 from devstack.smtp_sink import read_outbox
 from tests.helpers.runs import wait_for_run
 from tests.helpers.stack import ROOT
-from tests.helpers.tenants import Tenant
+from tests.helpers.tenants import MakeTenant, Tenant
 from tests.helpers.waiting import until
 from workers.tenant_workers import TenantWorkers
 
 
-async def _current(tenant) -> dict[str, Any]:
+async def _current(tenant: Tenant) -> dict[str, Any]:
     response = await tenant.http.get(tenant.url("/config"))
     assert response.status_code == 200, response.text
-    return response.json()
+    current: dict[str, Any] = response.json()
+    return current
 
 
 def _with_subject(config: dict[str, Any], subject: str) -> dict[str, Any]:
@@ -32,7 +33,7 @@ def _with_subject(config: dict[str, Any], subject: str) -> dict[str, Any]:
     return config
 
 
-async def test_versions_are_immutable_listed_and_diffable(make_tenant, pool: asyncpg.Pool) -> None:
+async def test_versions_are_immutable_listed_and_diffable(make_tenant: MakeTenant, pool: asyncpg.Pool) -> None:
     tenant = await make_tenant(customers=0)
     first = await _current(tenant)
     assert first["version"] == 1 and first["current"] and first["author"] == "test"
@@ -69,7 +70,7 @@ async def test_versions_are_immutable_listed_and_diffable(make_tenant, pool: asy
         await pool.execute("DELETE FROM tenant_config_versions WHERE tenant_id = $1", tenant.slug)
 
 
-async def test_invalid_config_is_rejected_with_paths_and_stores_nothing(make_tenant) -> None:
+async def test_invalid_config_is_rejected_with_paths_and_stores_nothing(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant(customers=0)
     config = (await _current(tenant))["config"]
     bad = _with_subject(config, "Hi {{ frist_name }}")
@@ -106,7 +107,7 @@ async def test_invalid_config_is_rejected_with_paths_and_stores_nothing(make_ten
     assert not_json.status_code == 422 and "invalid JSON at line 1" in not_json.json()["detail"]
 
 
-async def test_a_tenant_key_cannot_read_or_edit_another_tenants_config(make_tenant) -> None:
+async def test_a_tenant_key_cannot_read_or_edit_another_tenants_config(make_tenant: MakeTenant) -> None:
     a = await make_tenant(customers=0)
     b = await make_tenant(customers=0)
     b_config = (await _current(b))["config"]
@@ -127,7 +128,7 @@ async def test_a_tenant_key_cannot_read_or_edit_another_tenants_config(make_tena
 
 
 async def test_new_tenant_is_served_without_restart_and_removed_one_is_dropped(
-    make_tenant, api_url: str, admin_key: str, workers: TenantWorkers, pool: asyncpg.Pool
+    make_tenant: MakeTenant, api_url: str, admin_key: str, workers: TenantWorkers, pool: asyncpg.Pool
 ) -> None:
     from devstack.demo_data import seed_customers
 
@@ -171,7 +172,7 @@ async def test_new_tenant_is_served_without_restart_and_removed_one_is_dropped(
 
 
 async def test_a_run_keeps_its_pinned_version_while_a_new_one_is_saved(
-    make_tenant, pool: asyncpg.Pool, workdir: Path
+    make_tenant: MakeTenant, pool: asyncpg.Pool, workdir: Path
 ) -> None:
     tenant = await make_tenant(customers=30)
     v1 = await _current(tenant)
@@ -189,7 +190,7 @@ async def test_a_run_keeps_its_pinned_version_while_a_new_one_is_saved(
     first = (await tenant.http.post(tenant.url(f"/campaigns/{campaign_id}/runs"))).json()["run_id"]
 
     async def pinned_version_is(version: int) -> bool:
-        return await pool.fetchval("SELECT config_version FROM runs WHERE id = $1::uuid", first) == version
+        return bool(await pool.fetchval("SELECT config_version FROM runs WHERE id = $1::uuid", first) == version)
 
     await until(lambda: pinned_version_is(1), within=10, what="the first run to pin its config version")
     assert (await tenant.http.get(tenant.url(f"/runs/{first}"))).json()["status"] == "scheduled"

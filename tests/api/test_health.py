@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import uvicorn
+from temporalio.client import Client
 
 from api.app import create_app
 from core.settings import Settings
@@ -16,7 +17,7 @@ async def test_healthz_ok(api_url: str) -> None:
     assert response.json()["checks"] == {"postgres": "ok", "temporal": "ok"}
 
 
-async def test_healthz_names_temporal_when_it_is_down(settings: Settings, temporal_client) -> None:
+async def test_healthz_names_temporal_when_it_is_down(settings: Settings, temporal_client: Client) -> None:
     # An API whose Temporal goes away after start: the check must say so, not hang or 500.
     from temporalio.testing import WorkflowEnvironment
 

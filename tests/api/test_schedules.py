@@ -9,6 +9,7 @@ from temporalio.client import Client
 
 from core.runs import TERMINAL_STATUSES
 from tests.helpers.runs import wait_for_run
+from tests.helpers.tenants import MakeTenant
 from tests.helpers.waiting import until
 
 CAMPAIGN = {"name": "Every few seconds", "channels": ["email"], "variants": [{"key": "A", "template": "weekly_deals"}]}
@@ -21,7 +22,7 @@ async def _runs(pool: asyncpg.Pool, campaign_id: str) -> list[asyncpg.Record]:
 
 
 async def test_a_recurring_campaign_runs_on_its_schedule_and_stops_when_deleted(
-    make_tenant, pool, temporal_client: Client
+    make_tenant: MakeTenant, pool: asyncpg.Pool, temporal_client: Client
 ) -> None:
     tenant = await make_tenant(customers=10)
     campaign_id = (await tenant.http.post(tenant.url("/campaigns"), json=CAMPAIGN)).json()["id"]
@@ -34,7 +35,7 @@ async def test_a_recurring_campaign_runs_on_its_schedule_and_stops_when_deleted(
     assert body["interval_seconds"] == [2] and body["time_zone"] == "America/Chicago" and not body["paused"]
 
     async def two_completed() -> bool:
-        return sum(r["status"] == "completed" for r in await _runs(pool, campaign_id)) >= 2
+        return sum(1 for r in await _runs(pool, campaign_id) if r["status"] == "completed") >= 2
 
     await until(two_completed, within=30, what="two scheduled runs to complete")
     runs = await _runs(pool, campaign_id)
@@ -62,7 +63,7 @@ async def test_a_recurring_campaign_runs_on_its_schedule_and_stops_when_deleted(
     assert (await tenant.http.get(path)).status_code == 404
 
 
-async def test_schedule_bad_input_is_rejected_with_the_field_named(make_tenant) -> None:
+async def test_schedule_bad_input_is_rejected_with_the_field_named(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant(customers=0)
     campaign_id = (await tenant.http.post(tenant.url("/campaigns"), json=CAMPAIGN)).json()["id"]
     path = tenant.url(f"/campaigns/{campaign_id}/schedule")

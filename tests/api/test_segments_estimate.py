@@ -161,6 +161,7 @@ async def test_estimate_samples_name_and_email(seeded: Tenant, pool: asyncpg.Poo
     first = await pool.fetchrow(
         "SELECT id, first_name, email FROM customers WHERE tenant_id = $1 ORDER BY id LIMIT 1", seeded.slug
     )
+    assert first is not None
     assert body["sample"][0] == dict(first)
     assert len(body["sample"]) == 10
 

@@ -10,21 +10,23 @@ import asyncpg
 import httpx
 
 from core import links
+from core.settings import Settings
 from devstack.smtp_sink import read_outbox
 from tests.helpers.runs import wait_for_run
+from tests.helpers.tenants import MakeTenant, Tenant
 
 CAMPAIGN = {"name": "Unsub", "channels": ["email"], "variants": [{"key": "A", "template": "weekly_deals"}]}
 
 
-async def _run(tenant) -> str:
+async def _run(tenant: Tenant) -> str:
     campaign = (await tenant.http.post(tenant.url("/campaigns"), json=CAMPAIGN)).json()["id"]
     run_id = (await tenant.http.post(tenant.url(f"/campaigns/{campaign}/runs"))).json()["run_id"]
     assert (await wait_for_run(tenant, run_id))["status"] == "completed"
-    return run_id
+    return str(run_id)
 
 
 async def test_one_click_unsubscribe_from_a_real_email_is_respected_by_the_next_run(
-    make_tenant, api_url: str, pool: asyncpg.Pool, workdir: Path
+    make_tenant: MakeTenant, api_url: str, pool: asyncpg.Pool, workdir: Path
 ) -> None:
     tenant = await make_tenant(customers=40)
     first = await _run(tenant)
@@ -35,6 +37,7 @@ async def test_one_click_unsubscribe_from_a_real_email_is_respected_by_the_next_
     customer = await pool.fetchrow(
         "SELECT id, email FROM customers WHERE tenant_id = $1 AND email = $2", tenant.slug, message["To"]
     )
+    assert customer is not None
 
     async with httpx.AsyncClient(base_url=api_url) as public:
         page = await public.get(path)
@@ -63,12 +66,16 @@ async def test_one_click_unsubscribe_from_a_real_email_is_respected_by_the_next_
         second,
         customer["id"],
     )
+    assert row is not None
     assert (row["status"], row["reason"]) in {("skipped", "no_consent"), ("skipped", "suppressed")}
 
 
-async def test_forged_expired_and_garbled_tokens_are_refused(make_tenant, api_url: str, settings) -> None:
+async def test_forged_expired_and_garbled_tokens_are_refused(
+    make_tenant: MakeTenant, api_url: str, settings: Settings
+) -> None:
     tenant = await make_tenant(customers=3)
     secret = settings.link_signing_secret
+    assert secret
     good = links.sign({"t": tenant.slug, "c": 1, "ch": "email"}, secret)
     forged = links.sign({"t": tenant.slug, "c": 2, "ch": "email"}, "not-the-secret")
     # Another customer's payload under this token's signature.
@@ -84,7 +91,7 @@ async def test_forged_expired_and_garbled_tokens_are_refused(make_tenant, api_ur
                 assert "not valid" in response.text
 
 
-async def test_suppression_list_api(make_tenant) -> None:
+async def test_suppression_list_api(make_tenant: MakeTenant) -> None:
     a = await make_tenant(customers=0)
     b = await make_tenant(customers=0)
     added = await a.http.post(a.url("/suppressions"), json={"channel": "email", "address": " Someone@Example.COM "})

@@ -6,9 +6,12 @@ import asyncpg
 import pytest
 
 from core.db import tenant_tx
+from tests.helpers.tenants import MakeTenant
 
 
-async def test_a_tenant_transaction_sees_and_writes_only_its_own_rows(make_tenant, pool: asyncpg.Pool) -> None:
+async def test_a_tenant_transaction_sees_and_writes_only_its_own_rows(
+    make_tenant: MakeTenant, pool: asyncpg.Pool
+) -> None:
     a = await make_tenant(customers=5)
     b = await make_tenant(customers=7)
     async with tenant_tx(pool, a.slug) as conn:
