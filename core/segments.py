@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from core.channels import CHANNELS
+
 # attribute name -> (SQL expression over customers c, type)
 ATTRIBUTES: dict[str, tuple[str, str]] = {
     "external_id": ("c.external_id", "text"),
@@ -44,8 +46,8 @@ ATTRIBUTES: dict[str, tuple[str, str]] = {
 }
 CUSTOM_PREFIX = "attributes."
 OPS = ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "exists", "contains")
-CHANNELS = ("email", "sms", "push", "webhook")
-_CONSENT_COLUMN = {"email": "c.consent_email", "sms": "c.consent_sms", "push": "c.consent_push"}
+# Consent a segment can test: the channels whose consent is a customers column.
+_CONSENT_COLUMN = {name: f"c.{c.consent_column}" for name, c in CHANNELS.items() if c.consent_column}
 _COMPARE = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _NODE_KEYS = (
     "all",
@@ -200,7 +202,7 @@ class _Compiler:
         self._only(spec, {"consent"}, path)
         channel = spec["consent"]
         if channel not in _CONSENT_COLUMN:
-            return self.fail(f"{path}.consent", f"unknown channel '{channel}'; one of email, sms, push")
+            return self.fail(f"{path}.consent", f"unknown channel '{channel}'; one of {', '.join(_CONSENT_COLUMN)}")
         return _CONSENT_COLUMN[channel]
 
     def _segment(self, spec: Mapping[str, Any], path: str) -> str:

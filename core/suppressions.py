@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.channels import CHANNELS
 from core.tenant_config import ChannelName
-
-_ADDRESS_COLUMN: dict[str, str] = {"email": "email", "sms": "phone", "push": "push_token"}
 
 
 def normalise(channel: str, address: str) -> str:
-    """Emails compare case-insensitively; phone numbers and tokens as given, trimmed."""
-    address = address.strip()
-    return address.lower() if channel == "email" else address
+    """The address as the list stores and compares it (the channel registry's rule)."""
+    return CHANNELS[channel].normalise(address)
 
 
 async def suppress(conn: Any, tenant: str, channel: str, address: str, reason: str) -> bool:
@@ -46,12 +44,12 @@ async def unsubscribe(conn: Any, tenant: str, customer_id: int, channel: Channel
 
     Returns the address unsubscribed, or None when the customer no longer exists.
     """
-    column = _ADDRESS_COLUMN.get(channel)
-    if column is None:
-        return None
+    entry = CHANNELS[channel]
+    if entry.consent_column is None:
+        return None  # a webhook has no address of the customer's to unsubscribe
     row = await conn.fetchrow(
-        f"UPDATE customers SET consent_{channel} = false, updated_at = now() "
-        f"WHERE tenant_id = $1 AND id = $2 RETURNING {column} AS address",
+        f"UPDATE customers SET {entry.consent_column} = false, updated_at = now() "
+        f"WHERE tenant_id = $1 AND id = $2 RETURNING {entry.address_column} AS address",
         tenant,
         customer_id,
     )
