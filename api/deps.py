@@ -3,7 +3,8 @@ routes share: admin-only access, the tenant's config, the campaign or run in the
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 import asyncpg
 from fastapi import Depends, HTTPException, Path, Request
@@ -19,17 +20,21 @@ from core.settings import Settings
 from core.tenant_config import SLUG_RE, TenantConfig
 
 _bearer = HTTPBearer(auto_error=False)
+T = TypeVar("T")
 
 
 def get_settings_dep(request: Request) -> Settings:
+    """The settings the app was created with."""
     return request.app.state.settings
 
 
 def get_pool(request: Request) -> asyncpg.Pool:
+    """The app's PostgreSQL pool (opened by the lifespan)."""
     return request.app.state.pool
 
 
 def get_temporal(request: Request) -> Client:
+    """The app's Temporal client (connected by the lifespan)."""
     return request.app.state.temporal
 
 
@@ -100,15 +105,22 @@ async def get_tenant_config(tenant: TenantDep, pool: PoolDep) -> TenantConfig:
 ConfigDep = Annotated[TenantConfig, Depends(get_tenant_config)]
 
 
+async def _found(
+    pool: asyncpg.Pool, tenant: str, what: str, key: str, load: Callable[[Any, str, str], Awaitable[T | None]]
+) -> T:
+    """`load(conn, tenant, key)` in a tenant transaction; 404 naming `what` and `key` on None."""
+    async with tenant_tx(pool, tenant) as conn:
+        found = await load(conn, tenant, key)
+    if found is None:
+        raise HTTPException(404, f"{what} '{key}' not found")
+    return found
+
+
 async def get_path_campaign(
     tenant: TenantDep, pool: PoolDep, campaign_id: Annotated[str, Path(description="campaign id")]
 ) -> CampaignRecord:
     """The path's campaign (archived ones too); 404 naming the id when the tenant has no such campaign."""
-    async with tenant_tx(pool, tenant) as conn:
-        campaign = await get_campaign(conn, tenant, campaign_id)
-    if campaign is None:
-        raise HTTPException(404, f"campaign '{campaign_id}' not found")
-    return campaign
+    return await _found(pool, tenant, "campaign", campaign_id, get_campaign)
 
 
 CampaignDep = Annotated[CampaignRecord, Depends(get_path_campaign)]
@@ -118,11 +130,7 @@ async def get_path_run(
     tenant: TenantDep, pool: PoolDep, run_id: Annotated[str, Path(description="run id")]
 ) -> RunRecord:
     """The path's run; 404 naming the id when the tenant has no such run."""
-    async with tenant_tx(pool, tenant) as conn:
-        run = await get_run(conn, tenant, run_id)
-    if run is None:
-        raise HTTPException(404, f"run '{run_id}' not found")
-    return run
+    return await _found(pool, tenant, "run", run_id, get_run)
 
 
 RunDep = Annotated[RunRecord, Depends(get_path_run)]

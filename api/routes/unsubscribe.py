@@ -8,8 +8,9 @@ List-Unsubscribe-Post header, and the confirmation page's button.
 from __future__ import annotations
 
 from html import escape
+from typing import Annotated, NamedTuple
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse
 
 from api.deps import PoolDep, SettingsDep
@@ -17,6 +18,7 @@ from core import links
 from core.config_store import get_config
 from core.db import tenant_tx
 from core.suppressions import unsubscribe
+from core.tenant_config import ChannelName
 
 router = APIRouter(tags=["unsubscribe"])
 
@@ -37,42 +39,47 @@ def _invalid() -> HTMLResponse:
     )
 
 
-async def _verified(token: str, pool: PoolDep, settings: SettingsDep) -> tuple[dict, str] | None:
+class Link(NamedTuple):
+    """What a valid unsubscribe link names: tenant, customer and channel, and the tenant's brand."""
+
+    tenant: str
+    customer_id: int
+    channel: ChannelName
+    brand: str
+
+
+async def verified_link(token: str, pool: PoolDep, settings: SettingsDep) -> Link | None:
+    """The link `token` stands for, or None when it is damaged, expired or its tenant is gone."""
     payload = links.verify(token, settings.link_signing_secret or "") if settings.link_signing_secret else None
     if payload is None or not {"t", "c", "ch"} <= payload.keys():
         return None
     found = await get_config(pool, str(payload["t"]))
     if found is None:
         return None
-    return payload, found[1].brand.name
+    return Link(str(payload["t"]), int(payload["c"]), payload["ch"], found[1].brand.name)
+
+
+LinkDep = Annotated[Link | None, Depends(verified_link)]
 
 
 @router.get("/u/{token}", response_class=HTMLResponse, include_in_schema=False)
-async def confirm_page(token: str, pool: PoolDep, settings: SettingsDep) -> HTMLResponse:
-    verified = await _verified(token, pool, settings)
-    if verified is None:
+async def confirm_page(token: str, link: LinkDep) -> HTMLResponse:
+    """A confirmation page with an Unsubscribe button: link scanners that GET it unsubscribe nobody."""
+    if link is None:
         return _invalid()
-    payload, brand = verified
-    return _page(
-        200,
-        f"Unsubscribe from {brand}",
-        f"<p>Stop receiving {escape(str(payload['ch']))} messages from {escape(brand)}?</p>"
-        f'<form method="post" action="/u/{escape(token)}"><button type="submit">Unsubscribe</button></form>',
-    )
+    question = f"<p>Stop receiving {escape(link.channel)} messages from {escape(link.brand)}?</p>"
+    button = f'<form method="post" action="/u/{escape(token)}"><button type="submit">Unsubscribe</button></form>'
+    return _page(200, f"Unsubscribe from {link.brand}", question + button)
 
 
 @router.post("/u/{token}", response_class=HTMLResponse, include_in_schema=False)
-async def one_click_unsubscribe(token: str, pool: PoolDep, settings: SettingsDep) -> HTMLResponse:
-    verified = await _verified(token, pool, settings)
-    if verified is None:
+async def one_click_unsubscribe(link: LinkDep, pool: PoolDep) -> HTMLResponse:
+    """Unsubscribe the link's customer from its channel (RFC 8058 one-click, or the page's button)."""
+    if link is None:
         return _invalid()
-    payload, brand = verified
-    async with tenant_tx(pool, str(payload["t"])) as conn:
-        done = await unsubscribe(conn, str(payload["t"]), int(payload["c"]), payload["ch"])
+    async with tenant_tx(pool, link.tenant) as conn:
+        done = await unsubscribe(conn, link.tenant, link.customer_id, link.channel)
     if done is None:
         return _invalid()
-    return _page(
-        200,
-        "You are unsubscribed",
-        f"<p>You will no longer receive {escape(str(payload['ch']))} messages from {escape(brand)}.</p>",
-    )
+    farewell = f"<p>You will no longer receive {escape(link.channel)} messages from {escape(link.brand)}.</p>"
+    return _page(200, "You are unsubscribed", farewell)
