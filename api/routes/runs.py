@@ -14,6 +14,7 @@ from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
     WorkflowUpdateStage,
 )
 from temporalio.exceptions import ApplicationError
@@ -214,13 +215,14 @@ async def _control(tenant: str, run: RunRecord, action: str, pool: PoolDep, temp
             # Pause and resume finish at once; a cancel once running batches are done and the
             # rest is recorded. A slow cancel carries on after this answer.
             await asyncio.wait_for(accepted.result(), _CANCEL_WAIT)
-        except TimeoutError:
-            pass
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            pass  # accepted: it carries on in the workflow, and GET shows where it stands
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         if isinstance(cause, ApplicationError) and cause.type == RUN_STATE_CONFLICT:
             raise HTTPException(409, cause.message) from exc
-        raise
+        # Accepted, then failed inside the workflow: the run's state is the answer, not a 5xx.
+        raise HTTPException(409, f"could not {action} the run: {cause or exc}") from exc
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise HTTPException(503, f"could not {action} the run on Temporal: {exc.message}") from exc
