@@ -20,7 +20,8 @@ PENNANT_SERVICES = {"api": ["pennant", "api"], "worker": ["pennant", "worker"]}
 
 def _services() -> dict[str, Any]:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
-    return compose["services"]
+    services: dict[str, Any] = compose["services"]
+    return services
 
 
 def _env_names(service: dict[str, Any]) -> set[str]:

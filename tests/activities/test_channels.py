@@ -22,6 +22,7 @@ from core.config_store import load_config_file
 from core.templating import RenderedPush, RenderedSms, RenderedWebhook
 from core.tenant_config import TenantConfig, WebhookChannel
 from devstack.provider_simulator import ProviderSimulator, SimulatorControl
+from tests.helpers.asserts import not_none
 from tests.helpers.stack import PROVIDER_ENV, ROOT
 
 
@@ -138,13 +139,13 @@ async def test_connection_refused_is_transient_and_a_missing_secret_is_a_config_
     sim: SimulatorControl, provider_sim: ProviderSimulator, http: httpx.AsyncClient
 ) -> None:
     adapter = HttpSmsAdapter(http, provider_sim.url)
-    closed = freshmart(sms=freshmart().channels.sms.model_copy(update={"endpoint": "http://127.0.0.1:9"}))
+    closed = freshmart(sms=not_none(freshmart().channels.sms).model_copy(update={"endpoint": "http://127.0.0.1:9"}))
     with pytest.raises(TransientChannelError, match="SMS request failed"):
         await adapter.send_batch(closed, [sms("k:c", "+12125550130")])
 
     creds = {"account_sid": "env:PENNANT_TEST_UNSET_SID", "auth_token": "env:FRESHMART_SMS_TOKEN"}
     assert "PENNANT_TEST_UNSET_SID" not in os.environ
-    unset = freshmart(sms=freshmart().channels.sms.model_copy(update={"credentials": creds}))
+    unset = freshmart(sms=not_none(freshmart().channels.sms).model_copy(update={"credentials": creds}))
     with pytest.raises(ChannelConfigError, match="environment variable PENNANT_TEST_UNSET_SID is not set"):
         await adapter.send_batch(unset, [sms("k:c", "+12125550130")])
     assert (await sim.stats())["requests"] == 0
@@ -220,10 +221,12 @@ async def test_webhook_posts_signed_json_that_the_receiver_can_verify(
 
     await sim.set_faults(permanent_fail=["gone-hook"])
     gone = freshmart(
-        webhook=freshmart().channels.webhook.model_copy(update={"endpoint": f"{provider_sim.url}/webhook/gone-hook"})
+        webhook=not_none(freshmart().channels.webhook).model_copy(
+            update={"endpoint": f"{provider_sim.url}/webhook/gone-hook"}
+        )
     )
     [result] = await adapter.send_batch(gone, [OutboundMessage("w:2", 2, "cust-000002", RenderedWebhook(payload), {})])
-    assert result.status == "failed" and result.reason.startswith("webhook rejected: HTTP 410")
+    assert result.status == "failed" and not_none(result.reason).startswith("webhook rejected: HTTP 410")
 
 
 def test_retry_after_is_read_as_seconds_or_as_an_http_date() -> None:

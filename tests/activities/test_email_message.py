@@ -10,6 +10,7 @@ from activities.channels.base import OutboundMessage
 from activities.channels.email_smtp import build_message, message_id
 from core.config_store import load_config_file
 from core.templating import RenderedEmail
+from tests.helpers.asserts import not_none
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,5 +43,5 @@ def test_the_raw_message_round_trips_headers_and_both_parts() -> None:
     assert message["Message-ID"] == message_id(key, "freshmart")
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert message.get_content_type() == "multipart/alternative"
-    assert message.get_body(("plain",)).get_content().replace("\r\n", "\n") == text
-    assert message.get_body(("html",)).get_content().replace("\r\n", "\n") == html
+    assert not_none(message.get_body(("plain",))).get_content().replace("\r\n", "\n") == text
+    assert not_none(message.get_body(("html",))).get_content().replace("\r\n", "\n") == html

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from core.rendering import check_template_set
 from core.templating import (
     content_for_locale,
@@ -12,17 +14,18 @@ from core.templating import (
     render_webhook,
 )
 from core.tenant_config import Brand, TemplateSet
+from tests.helpers.asserts import not_none
 
 BRAND = Brand(name="Fresh & Co", from_email="deals@fresh.example.com", base_url="https://fresh.example.com")
 CUSTOMER = {"first_name": "Zoë", "last_name": "O'Brien", "external_id": "cust-000042", "loyalty_tier": "gold",
             "locale": "fr-CA", "attributes": {"preferred_store": "Montréal <Downtown>"}}  # fmt: skip
 
 
-def ctx() -> dict:
+def ctx() -> dict[str, Any]:
     return render_context(CUSTOMER, BRAND, {"id": "c1", "name": "Spring"}, "A", "https://u.example/u/tok")
 
 
-def tset(data: dict) -> TemplateSet:
+def tset(data: dict[str, Any]) -> TemplateSet:
     return TemplateSet.model_validate(data)
 
 
@@ -33,17 +36,17 @@ def test_content_for_locale_prefers_exact_then_language_then_default() -> None:
         "es": {"email": {"subject": "es", "html": "h"}},
     }
     t = tset({"sms": {"body": "default"}, "email": {"subject": "s", "html": "h"}, "locales": locales})
-    assert content_for_locale(t, "sms", "fr-CA").body == "fr-CA"
-    assert content_for_locale(t, "sms", "fr-FR").body == "fr"
-    assert content_for_locale(t, "sms", "en-US").body == "default"
+    assert not_none(content_for_locale(t, "sms", "fr-CA")).body == "fr-CA"
+    assert not_none(content_for_locale(t, "sms", "fr-FR")).body == "fr"
+    assert not_none(content_for_locale(t, "sms", "en-US")).body == "default"
     # A locale without this channel's part falls through to the default part.
-    assert content_for_locale(t, "sms", "es-MX").body == "default"
+    assert not_none(content_for_locale(t, "sms", "es-MX")).body == "default"
     assert content_for_locale(t, "push", "fr-CA") is None
-    assert email_for_locale(t, "es-MX").subject == "es"
+    assert not_none(email_for_locale(t, "es-MX")).subject == "es"
 
 
 def test_sms_gets_the_platform_footer_and_is_never_html_escaped() -> None:
-    sms = render_sms(tset({"sms": {"body": "  {{ brand.name }}: hi {{ first_name }} <3  "}}).sms, ctx())
+    sms = render_sms(not_none(tset({"sms": {"body": "  {{ brand.name }}: hi {{ first_name }} <3  "}}).sms), ctx())
     assert sms.body == "Fresh & Co: hi Zoë <3\nReply STOP to opt out. Fresh & Co"
 
 
@@ -53,14 +56,14 @@ def test_push_renders_title_body_and_data() -> None:
         "body": "At {{ attributes.preferred_store }}",
         "data": {"link": "app://c/{{ campaign.id }}?v={{ variant }}"},
     }
-    push = render_push(tset({"push": template}).push, ctx())
+    push = render_push(not_none(tset({"push": template}).push), ctx())
     assert (push.title, push.body, push.data) == ("Hi Zoë", "At Montréal <Downtown>", {"link": "app://c/c1?v=A"})
 
 
 def test_webhook_renders_every_string_and_keeps_other_values() -> None:
     payload = {"event": "campaign.message", "customer": {"id": "{{ external_id }}", "tier": "{{ loyalty_tier }}"},
                "tags": ["{{ brand.name }}", 1, True, None], "score": 2.5}  # fmt: skip
-    rendered = render_webhook(tset({"webhook": {"payload": payload}}).webhook, ctx())
+    rendered = render_webhook(not_none(tset({"webhook": {"payload": payload}}).webhook), ctx())
     assert rendered.payload == {"event": "campaign.message", "customer": {"id": "cust-000042", "tier": "gold"},
                                 "tags": ["Fresh & Co", 1, True, None], "score": 2.5}  # fmt: skip
 

@@ -18,7 +18,8 @@ CONFIGS = ROOT / "tenant_configs"
 
 
 def _freshmart() -> dict[str, Any]:
-    return yaml.safe_load((CONFIGS / "freshmart.yaml").read_text())
+    config: dict[str, Any] = yaml.safe_load((CONFIGS / "freshmart.yaml").read_text())
+    return config
 
 
 def test_every_demo_config_is_valid_and_named_after_its_file() -> None:
