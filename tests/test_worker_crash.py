@@ -15,7 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -35,6 +35,8 @@ from tests.helpers.tenants import Tenant
 from tests.helpers.waiting import until
 
 CUSTOMERS = 1_500
+# start(slug): a `pennant worker` process serving only that tenant.
+StartWorker = Callable[[str], subprocess.Popen[bytes]]
 BATCH = 300
 
 
@@ -52,7 +54,7 @@ async def isolated_tenant(pool: asyncpg.Pool, api_url: str) -> AsyncIterator[Ten
 
 
 @pytest.fixture
-def worker_process(settings: Settings, temporal_client: Client, workdir: Path) -> Iterator[object]:
+def worker_process(settings: Settings, temporal_client: Client, workdir: Path) -> Iterator[StartWorker]:
     """start(slug) → a `pennant worker` process serving only that tenant; all are killed after."""
     started: list[subprocess.Popen[bytes]] = []
     env = {
@@ -107,7 +109,7 @@ async def _batch_fill(pool: asyncpg.Pool, slug: str, run_id: str) -> list[int]:
 
 @pytest.mark.slow
 async def test_a_worker_killed_mid_batch_and_restarted_leaves_no_duplicate_and_no_gap(
-    isolated_tenant: Tenant, worker_process, pool: asyncpg.Pool, workdir: Path
+    isolated_tenant: Tenant, worker_process: StartWorker, pool: asyncpg.Pool, workdir: Path
 ) -> None:
     tenant = isolated_tenant
     first = worker_process(tenant.slug)

@@ -43,7 +43,7 @@ async def test_send_at_waits_for_a_durable_timer_then_delivers(
     spec = CampaignSpec(
         name="Timed",
         channels=["email"],
-        variants=[{"key": "A", "template": "weekly_deals"}],  # type: ignore[list-item]
+        variants=[{"key": "A", "template": "weekly_deals"}],
         send_at=send_at,
     )
     campaign_id, run_id = await insert_campaign_and_run(pool, slug, spec)
@@ -94,7 +94,7 @@ async def test_a_waiting_run_can_be_rescheduled_earlier_and_then_refuses_once_de
     spec = CampaignSpec(
         name="Rescheduled",
         channels=["email"],
-        variants=[{"key": "A", "template": "weekly_deals"}],  # type: ignore[list-item]
+        variants=[{"key": "A", "template": "weekly_deals"}],
         send_at=start + dt.timedelta(days=2),
     )
     campaign_id, run_id = await insert_campaign_and_run(pool, slug, spec)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -58,7 +59,7 @@ async def _tenant(pool: asyncpg.Pool, policies: Policies) -> str:
 
 async def _run_at(
     env: WorkflowEnvironment, pool: asyncpg.Pool, settings: Settings, slug: str, start: dt.datetime, spec: CampaignSpec
-) -> tuple[WorkflowHandle, RunProgress]:
+) -> tuple[WorkflowHandle[CampaignRunWorkflow, RunProgress], RunProgress]:
     now = await env.get_current_time()
     assert start > now
     await env.sleep(start - now)  # skip the test server's clock to the start instant
@@ -77,7 +78,7 @@ async def _run_at(
     return handle, result
 
 
-async def _fired_timers(handle: WorkflowHandle) -> list[dt.datetime]:
+async def _fired_timers(handle: WorkflowHandle[Any, Any]) -> list[dt.datetime]:
     events = (await handle.fetch_history()).events
     return sorted(
         e.event_time.ToDatetime(tzinfo=UTC) + e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
@@ -86,7 +87,7 @@ async def _fired_timers(handle: WorkflowHandle) -> list[dt.datetime]:
     )
 
 
-async def _batch_starts(handle: WorkflowHandle) -> dict[str, list[dt.datetime]]:
+async def _batch_starts(handle: WorkflowHandle[Any, Any]) -> dict[str, list[dt.datetime]]:
     """When each deliver_batch was scheduled, by the customers' wave (`wave_at` of its input)."""
     out: dict[str, list[dt.datetime]] = {}
     for e in (await handle.fetch_history()).events:
@@ -109,7 +110,7 @@ async def test_local_time_waves_fire_at_ten_in_each_zone_across_spring_forward(
     spec = CampaignSpec(
         name="Ten o'clock local",
         channels=["email"],
-        variants=[{"key": "A", "template": "weekly_deals"}],  # type: ignore[list-item]
+        variants=[{"key": "A", "template": "weekly_deals"}],
         local_send_time=dt.time(10, 0),
         if_local_time_passed="next_day",
     )
@@ -147,7 +148,7 @@ async def test_quiet_hours_defer_exactly_the_recipients_inside_them(
     spec = CampaignSpec(
         name="Quiet",
         channels=["email"],
-        variants=[{"key": "A", "template": "weekly_deals"}],  # type: ignore[list-item]
+        variants=[{"key": "A", "template": "weekly_deals"}],
     )
     handle, result = await _run_at(time_skipping_env, pool, settings, slug, start, spec)
     assert result.status == "completed" and result.counts.sent == 40
