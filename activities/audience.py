@@ -87,7 +87,7 @@ def _known_zone(name: str) -> bool:
     return True
 
 
-def resolve_segment(spec: CampaignSpec) -> dict:
+def resolve_segment(spec: CampaignSpec) -> dict[str, Any]:
     """An inline segment as is; a segment name becomes a reference the compiler resolves."""
     return {"segment": spec.segment} if isinstance(spec.segment, str) else spec.segment
 

@@ -342,7 +342,8 @@ class _PauseCheck:
 
     async def _status(self) -> str | None:
         async with tenant_tx(self.pool, self.inp.tenant) as conn:
-            return await conn.fetchval(_RUN_STATUS_SQL, self.inp.tenant, self.inp.run_id)
+            status: str | None = await conn.fetchval(_RUN_STATUS_SQL, self.inp.tenant, self.inp.run_id)
+        return status
 
     async def wait_while_paused(self) -> None:
         if time.monotonic() - self.checked_at < PAUSE_CHECK_EVERY:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -121,7 +121,8 @@ class _Compiler:
         if kind == "not":
             self._only(spec, {"not"}, path)
             return f"(NOT {self.node(spec['not'], f'{path}.not')})"
-        return getattr(self, f"_{kind}")(spec, path)
+        compile_node: Callable[[Mapping[str, Any], str], str] = getattr(self, f"_{kind}")
+        return compile_node(spec, path)
 
     def _only(self, spec: Mapping[str, Any], allowed: set[str], path: str) -> None:
         for key in spec:

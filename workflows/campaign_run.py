@@ -16,6 +16,7 @@ import asyncio
 from collections import deque
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -419,7 +420,7 @@ class CampaignRunWorkflow:
         await self._sync_status()
         self._finished = True
 
-    async def _sync_status(self, **fields: object) -> None:
+    async def _sync_status(self, **fields: Any) -> None:
         """Write the run's current status (and `fields`) to its row. Writes are serialised and
         each reads the status when it starts, so the row ends at the latest status whatever
         order the control handlers ran in."""
@@ -430,7 +431,7 @@ class CampaignRunWorkflow:
                     tenant=self._inp.tenant,
                     run_id=self._inp.run_id,
                     status=self._status_now(),
-                    **fields,  # type: ignore[arg-type]
+                    **fields,
                 ),
                 start_to_close_timeout=_SHORT,
                 retry_policy=_RETRY,
