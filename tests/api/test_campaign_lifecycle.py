@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 from devstack.smtp_sink import read_outbox
 from tests.helpers.runs import EMAIL_CAMPAIGN, create_campaign, start_run, wait_for_run
+from tests.helpers.tenants import MakeTenant
 
 TWO_VARIANTS = {
     **EMAIL_CAMPAIGN,
@@ -21,7 +23,7 @@ TWO_VARIANTS = {
 }
 
 
-async def test_put_replaces_a_campaign_with_the_same_validation_as_create(make_tenant) -> None:
+async def test_put_replaces_a_campaign_with_the_same_validation_as_create(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant(customers=0)
     campaign_id = await create_campaign(tenant)
     changed = {**TWO_VARIANTS, "name": "Gold deals"}
@@ -31,12 +33,13 @@ async def test_put_replaces_a_campaign_with_the_same_validation_as_create(make_t
     assert fetched["name"] == "Gold deals" and fetched["segment"] == "gold_members"
     assert [v["key"] for v in fetched["variants"]] == ["A", "B"]
 
-    for change, expected in [
+    bad_changes: list[tuple[dict[str, Any], str]] = [
         ({"variants": [{"key": "A", "template": "nope"}]}, "variants[0].template: unknown template 'nope'"),
         ({"segment": {"attribute": "tier"}}, "segment.attribute: unknown attribute 'tier'"),
         ({"channels": ["push"]}, "channels[0]: channel 'push' is not enabled for this tenant"),
         ({"colour": "red"}, "body.colour: unknown field"),
-    ]:
+    ]
+    for change, expected in bad_changes:
         bad = await tenant.http.put(tenant.url(f"/campaigns/{campaign_id}"), json={**changed, **change})
         assert bad.status_code == 422, bad.text
         assert any(expected in e for e in bad.json()["errors"]), bad.json()
@@ -47,7 +50,7 @@ async def test_put_replaces_a_campaign_with_the_same_validation_as_create(make_t
     assert response.status_code == 404
 
 
-async def test_a_campaign_with_an_unfinished_run_cannot_be_changed(make_tenant) -> None:
+async def test_a_campaign_with_an_unfinished_run_cannot_be_changed(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant(customers=10)
     later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat()
     campaign_id = await create_campaign(tenant, send_at=later)
@@ -60,7 +63,9 @@ async def test_a_campaign_with_an_unfinished_run_cannot_be_changed(make_tenant) 
     assert response.status_code == 200, response.text
 
 
-async def test_delete_archives_and_an_archived_campaign_starts_no_run(make_tenant, pool: asyncpg.Pool) -> None:
+async def test_delete_archives_and_an_archived_campaign_starts_no_run(
+    make_tenant: MakeTenant, pool: asyncpg.Pool
+) -> None:
     tenant = await make_tenant(customers=10)
     campaign_id = await create_campaign(tenant)
     run_id = await start_run(tenant, campaign_id)
@@ -82,7 +87,9 @@ async def test_delete_archives_and_an_archived_campaign_starts_no_run(make_tenan
     assert (await tenant.http.delete(tenant.url(f"/campaigns/{missing}"))).status_code == 404
 
 
-async def test_preview_renders_a_variant_for_a_sample_or_a_given_customer(make_tenant, pool: asyncpg.Pool) -> None:
+async def test_preview_renders_a_variant_for_a_sample_or_a_given_customer(
+    make_tenant: MakeTenant, pool: asyncpg.Pool
+) -> None:
     tenant = await make_tenant(customers=200)
     campaign_id = await create_campaign(tenant, **TWO_VARIANTS)
     first_gold = await pool.fetchrow(
@@ -95,6 +102,7 @@ async def test_preview_renders_a_variant_for_a_sample_or_a_given_customer(make_t
            AND loyalty_tier IN ('gold', 'platinum') ORDER BY id LIMIT 1""",
         tenant.slug,
     )
+    assert first_gold is not None and sample is not None
 
     default = await tenant.http.post(tenant.url(f"/campaigns/{campaign_id}:preview"))
     assert default.status_code == 200, default.text
@@ -125,7 +133,7 @@ async def test_preview_renders_a_variant_for_a_sample_or_a_given_customer(make_t
         assert expected in response.json()["detail"]
 
 
-async def test_preview_of_a_tenant_without_customers_uses_a_placeholder(make_tenant) -> None:
+async def test_preview_of_a_tenant_without_customers_uses_a_placeholder(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant(customers=0)
     campaign_id = await create_campaign(tenant)
     response = await tenant.http.post(tenant.url(f"/campaigns/{campaign_id}:preview"))
@@ -134,7 +142,7 @@ async def test_preview_of_a_tenant_without_customers_uses_a_placeholder(make_ten
     assert response.json()["subject"] == "Alex, this week's fresh deals are here"
 
 
-async def test_a_template_that_cannot_render_is_refused_at_save_and_named_at_preview(make_tenant) -> None:
+async def test_a_template_that_cannot_render_is_refused_at_save_and_named_at_preview(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant(customers=5)
     # Regression: reaching into an attribute as if it were an object used to be accepted here
     # and then retried by delivery forever. The sample customer has every attribute, as text.
@@ -159,7 +167,7 @@ async def test_a_template_that_cannot_render_is_refused_at_save_and_named_at_pre
     ]
 
 
-async def test_preview_renders_sms_with_the_sms_renderer(make_tenant) -> None:
+async def test_preview_renders_sms_with_the_sms_renderer(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant(customers=20)
     campaign_id = await create_campaign(tenant, channels=["email", "sms"])
     response = await tenant.http.post(tenant.url(f"/campaigns/{campaign_id}:preview"), json={"channel": "sms"})
@@ -168,7 +176,7 @@ async def test_preview_renders_sms_with_the_sms_renderer(make_tenant) -> None:
 
 
 async def test_test_send_emails_seed_addresses_without_touching_runs_or_the_ledger(
-    make_tenant, pool: asyncpg.Pool, workdir: Path
+    make_tenant: MakeTenant, pool: asyncpg.Pool, workdir: Path
 ) -> None:
     tenant = await make_tenant(customers=50)
     campaign_id = await create_campaign(tenant, **TWO_VARIANTS)
