@@ -39,11 +39,13 @@ async def run_campaign(tenant: Tenant, channels: list[str], template: str) -> tu
 
 
 async def ledger(pool: asyncpg.Pool, tenant: Tenant, run_id: str) -> dict[int, asyncpg.Record]:
+    """The run's ledger rows by customer id."""
     rows = await pool.fetch("SELECT * FROM deliveries WHERE tenant_id = $1 AND run_id = $2::uuid", tenant.slug, run_id)
     return {r["customer_id"]: r for r in rows}
 
 
 async def customers(pool: asyncpg.Pool, tenant: Tenant) -> dict[int, asyncpg.Record]:
+    """The tenant's customers by id."""
     return {r["id"]: r for r in await pool.fetch("SELECT * FROM customers WHERE tenant_id = $1", tenant.slug)}
 
 
@@ -64,6 +66,7 @@ async def deliver_attempts(client: Client, workflow_id: str) -> list[int]:
 
 
 def once_each(messages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The simulator's messages by idempotency key, asserting none arrived twice."""
     keys = [m["idempotency_key"] for m in messages]
     assert len(keys) == len(set(keys)), "an idempotency key was delivered twice"
     return {m["idempotency_key"]: m for m in messages}

@@ -42,6 +42,7 @@ BATCH = 300
 
 @pytest.fixture
 async def isolated_tenant(pool: asyncpg.Pool, api_url: str) -> AsyncIterator[Tenant]:
+    """A FreshMart-shaped tenant that the session's worker leaves alone (slug starts with ISOLATED_PREFIX)."""
     config = load_config_file(ROOT / "tenant_configs" / "freshmart.yaml")
     slug = f"{ISOLATED_PREFIX}{uuid.uuid4().hex[:8]}"
     execution = Execution(batch_size=BATCH, max_concurrent_batches=2, activities_per_second=None)

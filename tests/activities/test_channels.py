@@ -28,11 +28,13 @@ from tests.helpers.stack import PROVIDER_ENV, ROOT
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
+    """A provider HTTP client with a short timeout, as the workers use one."""
     async with httpx.AsyncClient(timeout=0.5) as client:
         yield client
 
 
 def freshmart(**channel_updates: object) -> TenantConfig:
+    """FreshMart's config with a webhook channel and `channel_updates` applied."""
     config = load_config_file(ROOT / "tenant_configs" / "freshmart.yaml")
     webhook = WebhookChannel(credentials={"signing_secret": "env:FRESHMART_WEBHOOK_SECRET"})
     channels = config.channels.model_copy(update={"webhook": webhook, **channel_updates})
@@ -40,18 +42,22 @@ def freshmart(**channel_updates: object) -> TenantConfig:
 
 
 def quickstop() -> TenantConfig:
+    """QuickStop's config (push)."""
     return load_config_file(ROOT / "tenant_configs" / "quickstop.yaml")
 
 
 def sms(key: str, to: str, body: str = "hello") -> OutboundMessage:
+    """An outbound SMS with idempotency key `key` to `to`."""
     return OutboundMessage(key, 1, to, RenderedSms(body), {})
 
 
 def push(key: str, token: str) -> OutboundMessage:
+    """An outbound push with idempotency key `key` to registration token `token`."""
     return OutboundMessage(key, 1, token, RenderedPush("Title", "Body", {"deep_link": "qs://x"}), {})
 
 
 def token(n: int) -> str:
+    """A well-formed, deterministic push registration token."""
     return hashlib.sha256(str(n).encode()).hexdigest()
 
 

@@ -22,10 +22,12 @@ CUSTOMER = {"first_name": "Zoë", "last_name": "O'Brien", "external_id": "cust-0
 
 
 def ctx() -> dict[str, Any]:
+    """The render context of one sample customer, brand and campaign."""
     return render_context(CUSTOMER, BRAND, {"id": "c1", "name": "Spring"}, "A", "https://u.example/u/tok")
 
 
 def tset(data: dict[str, Any]) -> TemplateSet:
+    """A TemplateSet validated from `data`."""
     return TemplateSet.model_validate(data)
 
 

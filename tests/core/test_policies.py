@@ -14,6 +14,7 @@ NIGHT = QuietHours(start="21:00", end="08:00")
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> dt.datetime:
+    """A UTC instant."""
     return dt.datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
