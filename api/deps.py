@@ -25,17 +25,20 @@ T = TypeVar("T")
 
 def get_settings_dep(request: Request) -> Settings:
     """The settings the app was created with."""
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings  # app.state is untyped
+    return settings
 
 
 def get_pool(request: Request) -> asyncpg.Pool:
     """The app's PostgreSQL pool (opened by the lifespan)."""
-    return request.app.state.pool
+    pool: asyncpg.Pool = request.app.state.pool  # app.state is untyped
+    return pool
 
 
 def get_temporal(request: Request) -> Client:
     """The app's Temporal client (connected by the lifespan)."""
-    return request.app.state.temporal
+    temporal: Client = request.app.state.temporal  # app.state is untyped
+    return temporal
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
