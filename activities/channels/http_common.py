@@ -8,6 +8,7 @@ import datetime as dt
 import email.utils
 import os
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 
@@ -107,6 +108,24 @@ def transport_error(exc: Exception, what: str) -> Exception:
         return ChannelConfigError(f"{what}: bad endpoint: {exc}")
     kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
     return TransientChannelError(f"{what} {kind}: {type(exc).__name__} {exc}".rstrip())
+
+
+async def post(http: httpx.AsyncClient, url: str, request: str, provider: str, **kwargs: Any) -> httpx.Response:
+    """POST to a provider. Transport errors, 5xx, 429 and 408 raise (transient, or a config
+    error for a malformed endpoint); any other answer is the caller's to read."""
+    try:
+        response = await http.post(url, **kwargs)
+    except (httpx.TransportError, httpx.InvalidURL) as exc:
+        raise transport_error(exc, request) from exc
+    check_transient(response, provider)
+    return response
+
+
+def one_result(msg: OutboundMessage, response: httpx.Response, refused: str, id_field: str) -> SendResult:
+    """The result of a one-message request: sent with the provider's id, or failed with why."""
+    if not response.is_success:
+        return SendResult(msg.idempotency_key, "failed", f"{refused}: {provider_reason(response)}")
+    return SendResult(msg.idempotency_key, "sent", provider_message_id=json_field(response, id_field))
 
 
 async def send_each(

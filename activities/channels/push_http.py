@@ -8,13 +8,7 @@ from typing import Any
 import httpx
 
 from activities.channels.base import OutboundMessage, SendResult, TransientChannelError
-from activities.channels.http_common import (
-    check_transient,
-    credential,
-    endpoint,
-    provider_reason,
-    transport_error,
-)
+from activities.channels.http_common import credential, endpoint, post, provider_reason
 from core.templating import RenderedPush
 from core.tenant_config import TenantConfig
 
@@ -55,11 +49,7 @@ class HttpPushAdapter:
     async def _send(self, url: str, server_key: str, group: list[OutboundMessage]) -> list[SendResult]:
         body = {"messages": [self._message(m) for m in group]}
         headers = {"Authorization": f"Bearer {server_key}", "Idempotency-Key": batch_key(group)}
-        try:
-            response = await self.http.post(url, json=body, headers=headers)
-        except (httpx.TransportError, httpx.InvalidURL) as exc:
-            raise transport_error(exc, "push request") from exc
-        check_transient(response, "push provider")
+        response = await post(self.http, url, "push request", "push provider", json=body, headers=headers)
         if not response.is_success:
             reason = f"push rejected: {provider_reason(response)}"
             return [SendResult(m.idempotency_key, "failed", reason) for m in group]

@@ -8,16 +8,7 @@ import re
 import httpx
 
 from activities.channels.base import OutboundMessage, SendResult
-from activities.channels.http_common import (
-    channel_config,
-    check_transient,
-    credential,
-    endpoint,
-    json_field,
-    provider_reason,
-    send_each,
-    transport_error,
-)
+from activities.channels.http_common import channel_config, credential, endpoint, one_result, post, send_each
 from core.templating import RenderedSms
 from core.tenant_config import TenantConfig
 
@@ -48,15 +39,8 @@ class HttpSmsAdapter:
             form = {"To": msg.address, "Body": content.body}
             if sender:
                 form["From"] = sender
-            try:
-                response = await self.http.post(
-                    url, data=form, auth=auth, headers={**msg.headers, "Idempotency-Key": msg.idempotency_key}
-                )
-            except (httpx.TransportError, httpx.InvalidURL) as exc:
-                raise transport_error(exc, "SMS request") from exc
-            check_transient(response, "SMS provider")
-            if not response.is_success:
-                return SendResult(msg.idempotency_key, "failed", f"sms rejected: {provider_reason(response)}")
-            return SendResult(msg.idempotency_key, "sent", provider_message_id=json_field(response, "sid"))
+            headers = {**msg.headers, "Idempotency-Key": msg.idempotency_key}
+            response = await post(self.http, url, "SMS request", "SMS provider", data=form, auth=auth, headers=headers)
+            return one_result(msg, response, "sms rejected", "sid")
 
         return await send_each(messages, send_one, self.concurrency)

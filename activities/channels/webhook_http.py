@@ -14,15 +14,7 @@ import time
 import httpx
 
 from activities.channels.base import OutboundMessage, SendResult
-from activities.channels.http_common import (
-    check_transient,
-    credential,
-    endpoint,
-    json_field,
-    provider_reason,
-    send_each,
-    transport_error,
-)
+from activities.channels.http_common import credential, endpoint, one_result, post, send_each
 from core.templating import RenderedWebhook
 from core.tenant_config import TenantConfig
 
@@ -68,13 +60,7 @@ class HttpWebhookAdapter:
                 "X-Pennant-Timestamp": timestamp,
                 "X-Pennant-Signature": sign(secret, timestamp, body),
             }
-            try:
-                response = await self.http.post(url, content=body, headers=headers)
-            except (httpx.TransportError, httpx.InvalidURL) as exc:
-                raise transport_error(exc, "webhook request") from exc
-            check_transient(response, "webhook endpoint")
-            if not response.is_success:
-                return SendResult(msg.idempotency_key, "failed", f"webhook rejected: {provider_reason(response)}")
-            return SendResult(msg.idempotency_key, "sent", provider_message_id=json_field(response, "id"))
+            response = await post(self.http, url, "webhook request", "webhook endpoint", content=body, headers=headers)
+            return one_result(msg, response, "webhook rejected", "id")
 
         return await send_each(messages, send_one, self.concurrency)
