@@ -118,7 +118,8 @@ class CampaignRunWorkflow:
 
     @workflow.update
     async def pause(self) -> RunProgress:
-        """Start no new batch until resumed; batches already running finish."""
+        """Start no new batch until resumed; running batches stop sending between chunks (they
+        read the run's status) and carry on when it is resumed."""
         self._paused = True
         await self._sync_status()
         return self.progress()
@@ -129,6 +130,7 @@ class CampaignRunWorkflow:
 
     @workflow.update
     async def resume(self) -> RunProgress:
+        """Carry on a paused run."""
         self._paused = False
         await self._sync_status()
         return self.progress()
@@ -139,8 +141,8 @@ class CampaignRunWorkflow:
 
     @workflow.update
     async def cancel(self) -> RunProgress:
-        """Start no new batch, let running ones finish, record everyone never attempted as
-        skipped (cancelled); returns once the run is cancelled."""
+        """Start no new batch, stop the running ones (each records what it sent first), record
+        everyone never attempted as skipped (cancelled); returns once the run is cancelled."""
         self._cancel_requested = True
         await workflow.wait_condition(lambda: self._finished)
         return self.progress()

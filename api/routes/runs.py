@@ -242,7 +242,8 @@ async def _reread(tenant: str, run: RunRecord, pool: PoolDep, temporal: Client) 
 
 @router.post("/runs/{run_id}:pause", response_model=Run)
 async def pause_run(tenant: TenantDep, run: RunDep, pool: PoolDep, temporal: TemporalDep) -> Run:
-    """Start no new batch (running batches finish). 409 unless the run is scheduled or running."""
+    """Stop sending within about a second (running batches wait between chunks). 409 unless the
+    run is scheduled or running."""
     return await _control(tenant, run, "pause", pool, temporal)
 
 
@@ -254,9 +255,9 @@ async def resume_run(tenant: TenantDep, run: RunDep, pool: PoolDep, temporal: Te
 
 @router.post("/runs/{run_id}:cancel", response_model=Run)
 async def cancel_run(tenant: TenantDep, run: RunDep, pool: PoolDep, temporal: TemporalDep) -> Run:
-    """Start no new batch, let running ones finish, record every recipient never attempted as
-    skipped (reason `cancelled`); the run ends `cancelled`. Works while it waits for its send
-    time too. 409 once the run has finished."""
+    """Start no new batch and stop the running ones within about a second (what they sent stays
+    in the ledger), record every recipient never attempted as skipped (reason `cancelled`);
+    the run ends `cancelled`. Works while it waits for its send time too. 409 once finished."""
     return await _control(tenant, run, "cancel", pool, temporal)
 
 
