@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -42,6 +43,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         return error_response(exc.status_code, [str(exc.detail)], exc.headers)
+
+    @app.exception_handler(asyncpg.DataError)
+    async def _unstorable(request: Request, exc: asyncpg.DataError) -> JSONResponse:
+        # A backstop: api/input_guard.py and the request models' bounds name the field first;
+        # a value that still reaches PostgreSQL and is refused there is bad input, not a 500.
+        log.warning("PostgreSQL refused a value on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(422, [f"request: a value PostgreSQL cannot store ({exc})"])
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -24,6 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 BIGINT_MAX = 2**63 - 1
 BIGINT_MIN = -(2**63)
+# Bounds for request fields stored in `integer` columns (config versions).
+INT_MAX = 2**31 - 1
 # Deeper than any real segment or config; also keeps the walk and pydantic far from recursion limits.
 MAX_DEPTH = 64
 

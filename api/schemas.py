@@ -8,6 +8,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.input_guard import BIGINT_MAX, BIGINT_MIN
 from core.campaign_store import CampaignRecord, CampaignStatus
 from core.campaigns import CampaignSpec
 from core.run_store import DeliveryRecord, RunRecord
@@ -35,7 +36,9 @@ class PreviewRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    customer_id: int | None = Field(default=None, description="whose data fills the templates; default a sample")
+    customer_id: int | None = Field(
+        default=None, ge=BIGINT_MIN, le=BIGINT_MAX, description="whose data fills the templates; default a sample"
+    )
     variant: str | None = Field(default=None, description="variant key; default the first variant")
     channel: str | None = Field(default=None, description="default the campaign's first channel")
 
@@ -68,7 +71,9 @@ class TestSendRequest(BaseModel):
 
     emails: list[EmailAddress] = Field(min_length=1, max_length=20)
     variant: str | None = Field(default=None, description="send only this variant; default every variant")
-    customer_id: int | None = Field(default=None, description="whose data fills the templates; default a sample")
+    customer_id: int | None = Field(
+        default=None, ge=BIGINT_MIN, le=BIGINT_MAX, description="whose data fills the templates; default a sample"
+    )
 
 
 class ScheduleInfo(BaseModel):

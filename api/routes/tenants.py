@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 
 from api.deps import PoolDep, PrincipalDep, TenantDep, admin_only, no_config
+from api.input_guard import INT_MAX
 from api.schemas import (
     ConfigDiff,
     ConfigValidation,
@@ -148,7 +149,9 @@ async def get_versions(tenant: TenantDep, pool: PoolDep) -> list[ConfigVersionSu
 
 
 @router.get("/{tenant}/config/versions/{version}", response_model=ConfigVersion)
-async def get_one_version(tenant: TenantDep, version: int, pool: PoolDep) -> ConfigVersion:
+async def get_one_version(
+    tenant: TenantDep, version: Annotated[int, Path(ge=1, le=INT_MAX)], pool: PoolDep
+) -> ConfigVersion:
     """One stored version of the tenant's config."""
     row = await get_version(pool, tenant, version)
     if row is None:
@@ -160,8 +163,8 @@ async def get_one_version(tenant: TenantDep, version: int, pool: PoolDep) -> Con
 async def diff_versions(
     tenant: TenantDep,
     pool: PoolDep,
-    from_version: int = Query(alias="from", ge=1),
-    to_version: int | None = Query(default=None, alias="to", ge=1, description="default: current"),
+    from_version: int = Query(alias="from", ge=1, le=INT_MAX),
+    to_version: int | None = Query(default=None, alias="to", ge=1, le=INT_MAX, description="default: current"),
 ) -> ConfigDiff:
     """What changed between two versions (`to` defaults to the current one)."""
     old = await get_version(pool, tenant, from_version)
