@@ -42,6 +42,9 @@ class CampaignSpec(BaseModel):
     local_send_time: dt.time | None = Field(
         default=None, description="send at this wall-clock time in each recipient's time zone (HH:MM)"
     )
+    tracking: bool = Field(
+        default=True, description="track opens and clicks (when the tenant's engagement config does)"
+    )
     if_local_time_passed: Literal["send_now", "next_day"] = Field(
         default="next_day", description="where the local send time has already passed today"
     )

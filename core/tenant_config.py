@@ -170,6 +170,21 @@ class Execution(Strict):
     )
 
 
+class Engagement(Strict):
+    """Tracking of opens and clicks, machine-event detection and conversion attribution."""
+
+    track_opens: bool = Field(default=True, description="add an open pixel to HTML email")
+    track_clicks: bool = Field(default=True, description="rewrite links in HTML email to tracked links")
+    track_sms_links: bool = Field(default=False, description="also rewrite links in SMS bodies")
+    track_push_links: bool = Field(default=False, description="also rewrite push deep links (data values)")
+    machine_seconds: int = Field(
+        default=5, ge=0, le=3600, description="an open or click this soon after the send is flagged machine"
+    )
+    attribution_window_days: float = Field(
+        default=3.0, gt=0, le=90, description="a conversion counts for the last message within this many days"
+    )
+
+
 class Experiments(Strict):
     default_holdout_percent: float = Field(default=0.0, ge=0, lt=100)
     default_variant_weights: dict[str, float] = Field(default_factory=dict)
@@ -228,6 +243,7 @@ class TenantConfig(Strict):
     segments: dict[str, dict[str, Any]] = Field(default_factory=dict)
     templates: dict[str, TemplateSet] = Field(default_factory=dict)
     experiments: Experiments = Experiments()
+    engagement: Engagement = Engagement()
 
     @field_validator("slug")
     @classmethod
