@@ -16,13 +16,11 @@ import os
 import shutil
 import sys
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 import uvicorn
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -33,19 +31,17 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from core.auth import new_key, store_key
-from core.config_store import load_config_file, save_config
 from core.db import create_pool, migrate
 from core.settings import Settings
 from core.telemetry import setup_telemetry
 from core.temporal import SEARCH_ATTRIBUTES
 from core.tenant_config import Execution
-from devstack.demo_data import seed_customers
 from devstack.postgres import ensure_database, start_embedded
 from devstack.provider_simulator import ProviderSimulator, SimulatorControl
 from devstack.smtp_sink import start_sink
 from devstack.temporal_server import temporal_binary, test_server_binary
 from tests.helpers.stack import ISOLATED_PREFIX, PROVIDER_ENV, PROVIDER_TIMEOUT_SECONDS, ROOT, SPANS, free_port
-from tests.helpers.tenants import MakeTenant, Tenant
+from tests.helpers.tenants import MakeTenant, Tenant, api_tenant, store_tenant
 from tests.helpers.waiting import until
 from workers.main import build_activities, provider_http_client
 from workers.tenant_workers import TenantSelection, TenantWorkers
@@ -233,25 +229,16 @@ async def admin_key(pool: asyncpg.Pool) -> str:
 @pytest.fixture
 async def make_tenant(pool: asyncpg.Pool, api_url: str, workers: TenantWorkers) -> AsyncIterator[MakeTenant]:
     """make_tenant(template='freshmart', customers=200) → a fresh tenant with its own slug."""
-    clients: list[httpx.AsyncClient] = []
+    async with contextlib.AsyncExitStack() as clients:
 
-    async def make(template: str = "freshmart", customers: int = 200, **overrides: Any) -> Tenant:
-        base = load_config_file(ROOT / "tenant_configs" / f"{template}.yaml")
-        slug = f"{template[:20]}-{uuid.uuid4().hex[:8]}"
-        config = base.model_copy(update={"slug": slug, **overrides})
-        await save_config(pool, config, "test")
-        await seed_customers(pool, slug, customers)
-        key = new_key("tk")
-        await store_key(pool, key, slug, "test")
-        http = httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-        clients.append(http)
+        async def make(template: str = "freshmart", customers: int = 200, **overrides: Any) -> Tenant:
+            slug = await store_tenant(pool, f"{template[:20]}-", template, customers, **overrides)
+            tenant = await clients.enter_async_context(api_tenant(pool, api_url, slug))
 
-        async def served() -> bool:
-            return slug in workers.tenants
+            async def served() -> bool:
+                return slug in workers.tenants
 
-        await until(served, within=30, what=f"the worker to serve {slug} (it adds the queue on NOTIFY)")
-        return Tenant(slug, key, http)
+            await until(served, within=30, what=f"the worker to serve {slug} (it adds the queue on NOTIFY)")
+            return tenant
 
-    yield make
-    for http in clients:
-        await http.aclose()
+        yield make

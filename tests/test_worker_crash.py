@@ -13,25 +13,20 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
 from temporalio.client import Client
 
-from core.auth import new_key, store_key
-from core.config_store import load_config_file, save_config
 from core.settings import Settings
 from core.tenant_config import Execution
-from devstack.demo_data import seed_customers
 from devstack.smtp_sink import read_outbox
 from tests.helpers.runs import assert_each_recipient_once, create_campaign, ledger_count, start_run, wait_for_run
 from tests.helpers.stack import ISOLATED_PREFIX, ROOT
-from tests.helpers.tenants import Tenant
+from tests.helpers.tenants import Tenant, api_tenant, store_tenant
 from tests.helpers.waiting import until
 
 CUSTOMERS = 1_500
@@ -43,15 +38,10 @@ BATCH = 300
 @pytest.fixture
 async def isolated_tenant(pool: asyncpg.Pool, api_url: str) -> AsyncIterator[Tenant]:
     """A FreshMart-shaped tenant that the session's worker leaves alone (slug starts with ISOLATED_PREFIX)."""
-    config = load_config_file(ROOT / "tenant_configs" / "freshmart.yaml")
-    slug = f"{ISOLATED_PREFIX}{uuid.uuid4().hex[:8]}"
     execution = Execution(batch_size=BATCH, max_concurrent_batches=2, activities_per_second=None)
-    await save_config(pool, config.model_copy(update={"slug": slug, "execution": execution}), "test")
-    await seed_customers(pool, slug, CUSTOMERS)
-    key = new_key("tk")
-    await store_key(pool, key, slug, "test")
-    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
-        yield Tenant(slug, key, http)
+    slug = await store_tenant(pool, ISOLATED_PREFIX, customers=CUSTOMERS, execution=execution)
+    async with api_tenant(pool, api_url, slug) as tenant:
+        yield tenant
 
 
 @pytest.fixture

@@ -5,19 +5,13 @@ operator of the segment language, on seeded demo customers and purchases; bad se
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 
-from core.auth import new_key, store_key
-from core.config_store import load_config_file, save_config
-from devstack.demo_data import seed_customers
-from tests.helpers.stack import ROOT
-from tests.helpers.tenants import Tenant
+from tests.helpers.tenants import Tenant, api_tenant, store_tenant
 
 CUSTOMERS = 3000
 # A fixed instant for the timestamp operators, well inside the seeded created_at range.
@@ -125,14 +119,9 @@ CASES: list[tuple[str, Any, str]] = [
 @pytest.fixture(scope="module")
 async def seeded(pool: asyncpg.Pool, api_url: str) -> AsyncIterator[Tenant]:
     """One tenant with demo customers and purchases, shared by every case (read-only)."""
-    config = load_config_file(ROOT / "tenant_configs" / "freshmart.yaml")
-    slug = f"segments-{uuid.uuid4().hex[:8]}"
-    await save_config(pool, config.model_copy(update={"slug": slug}), "test")
-    await seed_customers(pool, slug, CUSTOMERS)
-    key = new_key("tk")
-    await store_key(pool, key, slug, "test")
-    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
-        yield Tenant(slug, key, http)
+    slug = await store_tenant(pool, "segments-", customers=CUSTOMERS)
+    async with api_tenant(pool, api_url, slug) as tenant:
+        yield tenant
 
 
 @pytest.mark.parametrize(("segment", "where"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])

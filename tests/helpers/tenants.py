@@ -1,10 +1,20 @@
-"""The tenant a test makes through the `make_tenant` fixture."""
+"""Tenants as tests make them: written straight to the database, and reached through the API
+with a key of their own."""
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+import asyncpg
 import httpx
+
+from core.auth import new_key, store_key
+from core.config_store import load_config_file, save_config
+from devstack.demo_data import seed_customers
+from tests.helpers.stack import TENANT_CONFIGS
 
 
 class Tenant:
@@ -26,3 +36,24 @@ class MakeTenant(Protocol):
     async def __call__(self, template: str = "freshmart", customers: int = 200, **overrides: Any) -> Tenant:
         """Save the template's config (with `overrides`) under a new slug, seed customers, issue a key."""
         ...
+
+
+async def store_tenant(
+    pool: asyncpg.Pool, prefix: str, template: str = "freshmart", customers: int = 0, **overrides: Any
+) -> str:
+    """Save `template`'s config (with `overrides`) under a new slug `<prefix><random>` and seed
+    `customers` customers, straight to the database; the slug."""
+    config = load_config_file(TENANT_CONFIGS / f"{template}.yaml")
+    slug = f"{prefix}{uuid.uuid4().hex[:8]}"
+    await save_config(pool, config.model_copy(update={"slug": slug, **overrides}), "test")
+    await seed_customers(pool, slug, customers)
+    return slug
+
+
+@contextlib.asynccontextmanager
+async def api_tenant(pool: asyncpg.Pool, api_url: str, slug: str) -> AsyncIterator[Tenant]:
+    """The tenant `slug` with a new API key and an HTTP client that uses it (closed on exit)."""
+    key = new_key("tk")
+    await store_key(pool, key, slug, "test")
+    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+        yield Tenant(slug, key, http)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 import asyncpg
 from temporalio.api.enums.v1 import EventType
@@ -11,32 +10,21 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from core.campaigns import CampaignSpec
-from core.config_store import load_config_file, save_config
 from core.runs import CampaignRunInput, RunProgress
 from core.settings import Settings
 from core.temporal import run_workflow_id
-from devstack.demo_data import seed_customers
 from tests.helpers.runs import insert_campaign_and_run
-from tests.helpers.stack import ROOT
+from tests.helpers.tenants import store_tenant
 from tests.helpers.waiting import until
 from workers.main import build_activities
 from workflows.campaign_run import CampaignRunWorkflow
 
 
-async def _freshmart_tenant(pool: asyncpg.Pool, prefix: str, customers: int) -> str:
-    """A FreshMart-shaped tenant of its own, written straight to the database (no API here:
-    these workflows run on the time-skipping server, which the API does not talk to)."""
-    config = load_config_file(ROOT / "tenant_configs" / "freshmart.yaml")
-    slug = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    await save_config(pool, config.model_copy(update={"slug": slug}), "test")
-    await seed_customers(pool, slug, customers)
-    return slug
-
-
 async def test_send_at_waits_for_a_durable_timer_then_delivers(
     time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    slug = await _freshmart_tenant(pool, "timed", 30)
+    # Written straight to the database: the API talks to the dev server, not the time-skipping one.
+    slug = await store_tenant(pool, "timed-", customers=30)
     client = time_skipping_env.client
     start = await time_skipping_env.get_current_time()
     send_at = start + dt.timedelta(days=2, hours=3)
@@ -88,7 +76,7 @@ async def test_a_waiting_run_can_be_rescheduled_earlier_and_then_refuses_once_de
 
     from core.runs import RescheduleInput
 
-    slug = await _freshmart_tenant(pool, "resched", 10)
+    slug = await store_tenant(pool, "resched-", customers=10)
     client = time_skipping_env.client
     start = await time_skipping_env.get_current_time()
     spec = CampaignSpec(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,14 +15,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from core.campaigns import CampaignSpec
-from core.config_store import load_config_file, save_config
 from core.runs import CampaignRunInput, RunProgress
 from core.settings import Settings
 from core.temporal import run_workflow_id
 from core.tenant_config import Policies, QuietHours
-from devstack.demo_data import seed_customers
 from tests.helpers.runs import insert_campaign_and_run
-from tests.helpers.stack import ROOT
+from tests.helpers.tenants import store_tenant
 from workers.main import build_activities
 from workflows.campaign_run import CampaignRunWorkflow
 
@@ -42,10 +39,7 @@ def _us_spring_forward_after(now: dt.datetime) -> dt.date:
 
 
 async def _tenant(pool: asyncpg.Pool, policies: Policies) -> str:
-    config = load_config_file(ROOT / "tenant_configs" / "freshmart.yaml")
-    slug = f"waves-{uuid.uuid4().hex[:8]}"
-    await save_config(pool, config.model_copy(update={"slug": slug, "policies": policies}), "test")
-    await seed_customers(pool, slug, 40)
+    slug = await store_tenant(pool, "waves-", customers=40, policies=policies)
     # Ten customers in each zone, all reachable by email.
     await pool.execute(
         """UPDATE customers SET time_zone = ($2::text[])[1 + (id - 1) % 4], consent_email = true,
