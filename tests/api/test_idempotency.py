@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import asyncpg
 import httpx
 
+from devstack.smtp_sink import read_outbox
 from tests.helpers.stack import ROOT
 
 CAMPAIGN = {
@@ -147,3 +149,21 @@ async def test_admin_creations_are_idempotent_and_secrets_are_not_stored_in_clea
     bodies = await pool.fetch("SELECT body FROM idempotency_keys WHERE key = $1", key_key["Idempotency-Key"])
     assert len(bodies) == 1
     assert issued.json()["key"].encode() not in bytes(bodies[0]["body"])
+
+
+async def test_a_retried_test_send_emails_once(make_tenant, workdir: Path) -> None:
+    tenant = await make_tenant(customers=3)
+    campaign = (await tenant.http.post(tenant.url("/campaigns"), json=CAMPAIGN)).json()["id"]
+    seed = f"idem-{uuid.uuid4().hex[:8]}@example.com"
+    key = _key()
+    responses = await asyncio.gather(
+        *(
+            tenant.http.post(tenant.url(f"/campaigns/{campaign}:test-send"), json={"emails": [seed]}, headers=key)
+            for _ in range(3)
+        )
+    )
+    assert {r.status_code for r in responses} == {200}, [r.text for r in responses]
+    assert all(r.json() == responses[0].json() for r in responses)
+    assert [(m["email"], m["status"]) for m in responses[0].json()["messages"]] == [(seed, "sent")]
+    # The one message is in the sink (the send completed before the first response), and only one.
+    assert [m["To"] for m in read_outbox(workdir / "outbox") if m["To"] == seed] == [seed]
