@@ -9,20 +9,12 @@ from typing import Any
 import asyncpg
 
 from core.tenant_config import Channels, EmailChannel, FrequencyCap, Policies
-from tests.helpers.runs import wait_for_run
+from tests.helpers.runs import run_campaign
 from tests.helpers.tenants import MakeTenant, Tenant
-
-EMAIL = {"channels": ["email"], "variants": [{"key": "A", "template": "weekly_deals"}]}
 
 
 async def _run(tenant: Tenant, **campaign: Any) -> dict[str, Any]:
-    body = {"name": "Policy test", **EMAIL, **campaign}
-    created = await tenant.http.post(tenant.url("/campaigns"), json=body)
-    assert created.status_code == 201, created.text
-    run_id = (await tenant.http.post(tenant.url(f"/campaigns/{created.json()['id']}/runs"))).json()["run_id"]
-    run = await wait_for_run(tenant, run_id)
-    assert run["status"] == "completed", run
-    return run
+    return await run_campaign(tenant, name="Policy test", **campaign)
 
 
 async def _ledger(pool: asyncpg.Pool, tenant: Tenant, run_id: str) -> dict[int, tuple[str, str | None]]:

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from core.tenant_config import Experiments, Policies
-from tests.helpers.runs import wait_for_run
+from tests.helpers.runs import run_campaign
 from tests.helpers.tenants import MakeTenant, Tenant
 
 N = 600
@@ -20,14 +20,7 @@ def _within(observed: int, share: float, n: int = N) -> bool:
 
 
 async def _run(tenant: Tenant, campaign: dict[str, Any]) -> dict[str, Any]:
-    created = await tenant.http.post(
-        tenant.url("/campaigns"), json={"name": "Split", "channels": ["email"], **campaign}
-    )
-    assert created.status_code == 201, created.text
-    run_id = (await tenant.http.post(tenant.url(f"/campaigns/{created.json()['id']}/runs"))).json()["run_id"]
-    run = await wait_for_run(tenant, run_id)
-    assert run["status"] == "completed"
-    return run
+    return await run_campaign(tenant, name="Split", **campaign)
 
 
 async def test_campaigns_without_weights_or_holdout_use_the_tenant_defaults(make_tenant: MakeTenant) -> None:

@@ -7,19 +7,14 @@ from __future__ import annotations
 import asyncio
 
 from core.tenant_config import Channels, EmailChannel, Policies, SmsChannel
-from tests.helpers.runs import wait_for_run
+from tests.helpers.runs import create_campaign, start_run, wait_for_run
 from tests.helpers.tenants import MakeTenant, Tenant
 
 EVERYONE = Policies(consent_required={"email": False, "sms": False})
 
 
 async def _start(tenant: Tenant, channels: list[str]) -> str:
-    body = {"name": "Isolation", "channels": channels, "variants": [{"key": "A", "template": "weekly_deals"}]}
-    created = await tenant.http.post(tenant.url("/campaigns"), json=body)
-    assert created.status_code == 201, created.text
-    started = await tenant.http.post(tenant.url(f"/campaigns/{created.json()['id']}/runs"))
-    assert started.status_code == 202, started.text
-    return str(started.json()["run_id"])
+    return await start_run(tenant, await create_campaign(tenant, name="Isolation", channels=channels))
 
 
 async def test_one_tenants_broken_channel_does_not_touch_another_tenant(make_tenant: MakeTenant) -> None:

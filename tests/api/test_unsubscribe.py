@@ -12,17 +12,12 @@ import httpx
 from core import links
 from core.settings import Settings
 from devstack.smtp_sink import read_outbox
-from tests.helpers.runs import wait_for_run
+from tests.helpers.runs import run_campaign
 from tests.helpers.tenants import MakeTenant, Tenant
-
-CAMPAIGN = {"name": "Unsub", "channels": ["email"], "variants": [{"key": "A", "template": "weekly_deals"}]}
 
 
 async def _run(tenant: Tenant) -> str:
-    campaign = (await tenant.http.post(tenant.url("/campaigns"), json=CAMPAIGN)).json()["id"]
-    run_id = (await tenant.http.post(tenant.url(f"/campaigns/{campaign}/runs"))).json()["run_id"]
-    assert (await wait_for_run(tenant, run_id))["status"] == "completed"
-    return str(run_id)
+    return str((await run_campaign(tenant, name="Unsub"))["id"])
 
 
 async def test_one_click_unsubscribe_from_a_real_email_is_respected_by_the_next_run(

@@ -38,6 +38,14 @@ async def start_run(tenant: Tenant, campaign_id: str) -> str:
     return str(response.json()["run_id"])
 
 
+async def run_campaign(tenant: Tenant, **changes: Any) -> dict[str, Any]:
+    """Create the weekly-deals email campaign (with `changes`), run it to completion; the run."""
+    run_id = await start_run(tenant, await create_campaign(tenant, **changes))
+    run = await wait_for_run(tenant, run_id)
+    assert run["status"] == "completed", run
+    return run
+
+
 async def wait_for_run(tenant: Tenant, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
     """Poll GET /runs/{id} until the run reaches a terminal status; the last body."""
     deadline = asyncio.get_running_loop().time() + timeout
