@@ -25,7 +25,7 @@ from activities.channels.base import (
 from activities.channels.rate_limit import RateLimits
 from activities.lookups import campaign_spec, pinned_config
 from activities.names import DELIVER_BATCH
-from core import links
+from core import links, run_store
 from core.campaigns import Variant, variant_assigner
 from core.channels import CHANNELS, message_key
 from core.db import tenant_tx
@@ -69,7 +69,6 @@ INSERT INTO deliveries (tenant_id, run_id, customer_id, channel, variant, status
 VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 ON CONFLICT (tenant_id, run_id, customer_id, channel) DO NOTHING
 """
-_RUN_STATUS_SQL = "SELECT status FROM runs WHERE tenant_id = $1 AND id = $2::uuid"
 
 
 @dataclass
@@ -342,8 +341,8 @@ class _PauseCheck:
 
     async def _status(self) -> str | None:
         async with tenant_tx(self.pool, self.inp.tenant) as conn:
-            status: str | None = await conn.fetchval(_RUN_STATUS_SQL, self.inp.tenant, self.inp.run_id)
-        return status
+            run = await run_store.get_run(conn, self.inp.tenant, self.inp.run_id)
+        return run.status if run is not None else None
 
     async def wait_while_paused(self) -> None:
         if time.monotonic() - self.checked_at < PAUSE_CHECK_EVERY:

@@ -155,7 +155,8 @@ class _connection:
     async def __aenter__(self) -> asyncpg.Connection:
         if isinstance(self._given, asyncpg.Pool):
             self._ctx = self._given.acquire()
-            return await self._ctx.__aenter__()
+            conn: asyncpg.Connection = await self._ctx.__aenter__()
+            return conn
         return self._given
 
     async def __aexit__(self, *exc: object) -> None:
