@@ -9,12 +9,8 @@ only `pennant worker --tenants <slug>` subprocesses started here serve its queue
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -24,15 +20,15 @@ from temporalio.client import Client
 from core.settings import Settings
 from core.tenant_config import Execution
 from devstack.smtp_sink import read_outbox
+from tests.helpers.faults import WorkerProcesses, worker_env
 from tests.helpers.runs import assert_each_recipient_once, create_campaign, ledger_count, start_run, wait_for_run
-from tests.helpers.stack import ISOLATED_PREFIX, ROOT
+from tests.helpers.stack import ISOLATED_PREFIX
 from tests.helpers.tenants import Tenant, api_tenant, store_tenant
 from tests.helpers.waiting import until
 
 CUSTOMERS = 1_500
-# start(slug): a `pennant worker` process serving only that tenant.
-StartWorker = Callable[[str], subprocess.Popen[bytes]]
 BATCH = 300
+WORKER_APP_NAME = "pennant-crash-test-worker"
 
 
 @pytest.fixture
@@ -45,43 +41,15 @@ async def isolated_tenant(pool: asyncpg.Pool, api_url: str) -> AsyncIterator[Ten
 
 
 @pytest.fixture
-def worker_process(settings: Settings, temporal_client: Client, workdir: Path) -> Iterator[StartWorker]:
-    """start(slug) → a `pennant worker` process serving only that tenant; all are killed after."""
-    started: list[subprocess.Popen[bytes]] = []
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url or "",
-        "TEMPORAL_ADDRESS": temporal_client.service_client.config.target_host,
-        "TEMPORAL_NAMESPACE": temporal_client.namespace,
-        "SMTP_HOST": settings.smtp_host,
-        "SMTP_PORT": str(settings.smtp_port),
-        "PUBLIC_BASE_URL": settings.public_base_url,
-        "LINK_SIGNING_SECRET": settings.link_signing_secret or "",
-        "PROVIDER_BASE_URL": settings.provider_base_url,
-        "OTEL_EXPORTER": "none",
-    }
-
-    def start(slug: str) -> subprocess.Popen[bytes]:
-        name = f"worker-{slug}-{len(started)}"
-        # Its database sessions carry the process's name, so a test can see when they are gone.
-        separator = "&" if "?" in env["DATABASE_URL"] else "?"
-        database_url = f"{env['DATABASE_URL']}{separator}application_name={name}"
-        with open(workdir / f"{name}.log", "wb") as log:  # the child keeps its own fd
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "devstack.cli", "worker", "--tenants", slug],
-                env={**env, "DATABASE_URL": database_url},
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+def worker_processes(settings: Settings, temporal_client: Client, workdir: Path) -> Iterator[WorkerProcesses]:
+    """`pennant worker` processes on the session's servers, all killed after the test. Their
+    database sessions carry WORKER_APP_NAME, so the test can see when a killed one's are gone."""
+    env = worker_env(settings, temporal_client.service_client.config.target_host, temporal_client.namespace)
+    separator = "&" if "?" in env["DATABASE_URL"] else "?"
+    env["DATABASE_URL"] += f"{separator}application_name={WORKER_APP_NAME}"
+    processes = WorkerProcesses(env, workdir)
+    yield processes
+    processes.close()
 
 
 async def _batch_fill(pool: asyncpg.Pool, slug: str, run_id: str) -> list[int]:
@@ -100,26 +68,25 @@ async def _batch_fill(pool: asyncpg.Pool, slug: str, run_id: str) -> list[int]:
 
 @pytest.mark.slow
 async def test_a_worker_killed_mid_batch_and_restarted_leaves_no_duplicate_and_no_gap(
-    isolated_tenant: Tenant, worker_process: StartWorker, pool: asyncpg.Pool, workdir: Path
+    isolated_tenant: Tenant, worker_processes: WorkerProcesses, pool: asyncpg.Pool, workdir: Path
 ) -> None:
     tenant = isolated_tenant
-    first = worker_process(tenant.slug)
+    first = worker_processes.start(tenant.slug)
     run_id = await start_run(tenant, await create_campaign(tenant))
 
     # Kill the worker once the ledger shows a batch under way: its first chunk of emails sent.
     async def delivering() -> bool:
-        assert first.poll() is None, "the worker process exited on its own; see its log in the workdir"
+        worker_processes.assert_alive(first)
         return await ledger_count(pool, tenant.slug, run_id, "status = 'sent'") > 0
 
     await until(delivering, within=60, what="the isolated worker to start delivering", every=0.01)
-    first.send_signal(signal.SIGKILL)
-    first.wait(timeout=10)
+    worker_processes.kill(first)
 
     async def sessions_gone() -> bool:
         # PostgreSQL finishes what the dead worker had already sent (a COMMIT in flight), then
         # ends its sessions: after that its ledger rows are all visible.
-        name = f"worker-{tenant.slug}-0"
-        return not await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", name)
+        sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+        return not await pool.fetchval(sql, WORKER_APP_NAME)
 
     await until(sessions_gone, within=30, what="the killed worker's database sessions to end")
     at_kill = await _batch_fill(pool, tenant.slug, run_id)
@@ -129,7 +96,7 @@ async def test_a_worker_killed_mid_batch_and_restarted_leaves_no_duplicate_and_n
     status = (await tenant.http.get(tenant.url(f"/runs/{run_id}"))).json()["status"]
     assert status == "running"
 
-    worker_process(tenant.slug)
+    worker_processes.start(tenant.slug)
     run = await wait_for_run(tenant, run_id, timeout=120)
     assert run["status"] == "completed", run
 
