@@ -93,11 +93,14 @@ def resolve_segment(spec: CampaignSpec) -> dict[str, Any]:
 
 
 class AudienceActivities:
+    """Audience planning: freeze recipients, page batch boundaries, skip the rest on cancel."""
+
     def __init__(self, pool: asyncpg.Pool):
         self.pool = pool
 
     @activity.defn(name=PLAN_AUDIENCE)
     async def plan_audience(self, inp: PlanAudienceInput) -> AudiencePlan:
+        """Freeze the run's audience and plan its local-time waves."""
         tag_current_span(tenant=inp.tenant, campaign=inp.campaign_id, run=inp.run_id)
         config = await pinned_config(self.pool, inp.tenant, inp.config_version)
         async with tenant_tx(self.pool, inp.tenant) as conn:

@@ -13,11 +13,14 @@ from core.telemetry import tag_current_span
 
 
 class ConfigActivities:
+    """Config loading for runs."""
+
     def __init__(self, pool: asyncpg.Pool):
         self.pool = pool
 
     @activity.defn(name=LOAD_CONFIG)
     async def load_config(self, inp: LoadConfigInput) -> ConfigPin:
+        """Pin the tenant's current config version and the knobs a run needs."""
         tag_current_span(tenant=inp.tenant)
         found = await get_config(self.pool, inp.tenant)
         if found is None:

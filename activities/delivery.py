@@ -345,6 +345,7 @@ class _PauseCheck:
         return run.status if run is not None else None
 
     async def wait_while_paused(self) -> None:
+        """Return at once unless the run is paused; else wait until it is not."""
         if time.monotonic() - self.checked_at < PAUSE_CHECK_EVERY:
             return
         while await self._status() == RunStatus.PAUSED:  # noqa: ASYNC110 - the status lives in PostgreSQL

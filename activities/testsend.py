@@ -20,6 +20,8 @@ from core.telemetry import tag_current_span
 
 
 class TestSendActivities:
+    """Test sends of a campaign's email to seed addresses."""
+
     __test__ = False  # not a pytest class
 
     def __init__(self, pool: asyncpg.Pool, email: ChannelAdapter, public_base_url: str):
@@ -29,6 +31,7 @@ class TestSendActivities:
 
     @activity.defn(name=TEST_SEND)
     async def test_send(self, inp: TestSendInput) -> TestSendResult:
+        """Render each variant for the sample customer and email it to the seed addresses."""
         tag_current_span(tenant=inp.tenant, campaign=inp.campaign_id)
         config = await pinned_config(self.pool, inp.tenant, None)
         async with tenant_tx(self.pool, inp.tenant) as conn:

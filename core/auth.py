@@ -28,13 +28,16 @@ class Principal:
 
     @property
     def is_admin(self) -> bool:
+        """Whether this key is an admin key (no tenant)."""
         return self.tenant is None
 
     def can_access(self, tenant: str) -> bool:
+        """Whether this key may act on `tenant`'s resources."""
         return self.is_admin or self.tenant == tenant
 
 
 def hash_key(key: str) -> str:
+    """The stored form of a key: its SHA-256, hex; the key itself is never stored."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 

@@ -16,6 +16,8 @@ from core.tenant_config import ChannelName, TenantConfig
 
 
 class Variant(BaseModel):
+    """One variant of a campaign: its template, weight and optional subject override."""
+
     model_config = ConfigDict(extra="forbid")
 
     key: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")

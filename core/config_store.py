@@ -79,6 +79,7 @@ def parse_config_yaml(text: str, source: str = "<config>") -> TenantConfig:
 
 
 def load_config_file(path: Path) -> TenantConfig:
+    """Parse and validate one tenant YAML file."""
     return parse_config_yaml(path.read_text(encoding="utf-8"), str(path))
 
 

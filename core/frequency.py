@@ -28,6 +28,7 @@ class CapTracker:
     async def load(
         cls, conn: Any, tenant: str, run_id: str, caps: list[FrequencyCap], customers: list[int]
     ) -> CapTracker:
+        """The ledger counts the caps need for these customers, read once per batch."""
         recent: dict[int, list[Counter[str]]] = {c: [Counter() for _ in caps] for c in customers}
         for i, cap in enumerate(caps):
             for row in await conn.fetch(_RECENT_SQL, tenant, customers, cap.window_hours, run_id):
@@ -35,6 +36,7 @@ class CapTracker:
         return cls(caps, recent)
 
     def capped(self, customer: int, channel: str) -> bool:
+        """Whether one more message on `channel` would break a cap for this customer."""
         counters = self.recent.get(customer)
         if counters is None:
             return False

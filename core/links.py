@@ -19,6 +19,7 @@ def _unb64(text: str) -> bytes:
 
 
 def sign(payload: dict[str, Any], secret: str, ttl_seconds: int = 60 * 24 * 3600) -> str:
+    """A signed, expiring token carrying `payload`."""
     body = _b64(json.dumps({**payload, "exp": int(time.time()) + ttl_seconds}, separators=(",", ":")).encode())
     mac = _b64(hmac.new(secret.encode(), body.encode(), hashlib.sha256).digest())
     return f"{body}.{mac}"

@@ -23,6 +23,7 @@ def _at_local(day: dt.date, time: dt.time, zone: ZoneInfo) -> dt.datetime:
 
 
 def in_quiet_hours(instant: dt.datetime, zone_name: str, quiet: QuietHours) -> bool:
+    """Whether `local` (the recipient's wall-clock time) falls in the quiet window."""
     start, end = quiet.bounds()
     local = instant.astimezone(ZoneInfo(zone_name)).time()
     if start < end:

@@ -57,6 +57,8 @@ class TestSendInput(BaseModel):
 
 
 class TestSendMessage(BaseModel):
+    """The outcome of one test email."""
+
     email: str
     variant: str
     status: str  # sent | failed
@@ -65,5 +67,7 @@ class TestSendMessage(BaseModel):
 
 
 class TestSendResult(BaseModel):
+    """Whose data filled a test send, and each message's outcome."""
+
     customer_id: int | None  # whose data filled the templates; None for the placeholder
     messages: list[TestSendMessage]

@@ -30,6 +30,8 @@ STORED_STATUSES = tuple(s for s in RunStatus if s is not RunStatus.CANCELLING)
 
 
 class LoadConfigInput(BaseModel):
+    """Pin the tenant's current config for a run."""
+
     tenant: str
 
 
@@ -42,6 +44,8 @@ class ConfigPin(BaseModel):
 
 
 class PlanAudienceInput(BaseModel):
+    """Freeze a run's audience and plan its waves."""
+
     tenant: str
     run_id: str
     campaign_id: str
@@ -68,6 +72,8 @@ class AudiencePlan(BaseModel):
 
 
 class BatchPageInput(BaseModel):
+    """Read the next page of batch boundaries of one wave."""
+
     tenant: str
     run_id: str
     wave_at: dt.datetime | None = None
@@ -79,6 +85,8 @@ class BatchPageInput(BaseModel):
 class BatchPage(BaseModel):
     # Inclusive lower customer-id bound of each batch; a batch ends where the next begins,
     # the page's last batch where `next_first_id` (the next page's cursor) begins.
+    """Batch boundaries of one page of a wave."""
+
     starts: list[int] = Field(default_factory=list)
     next_first_id: int | None = None
 
@@ -94,6 +102,8 @@ class SkipRemainingInput(BaseModel):
 
 
 class DeliverBatchInput(BaseModel):
+    """Deliver one batch: recipients with ids in [first_id, end_id) of one wave."""
+
     tenant: str
     run_id: str
     campaign_id: str
@@ -127,6 +137,7 @@ class Counts(BaseModel):
             bucket[status] = bucket.get(status, 0) + n
 
     def add(self, other: Counts) -> None:
+        """Add another tally to this one."""
         self.sent += other.sent
         self.failed += other.failed
         self.skipped += other.skipped
@@ -140,6 +151,8 @@ class Counts(BaseModel):
 
 
 class MarkRunInput(BaseModel):
+    """Write a run's status (and what else changed) to its row."""
+
     tenant: str
     run_id: str
     status: RunStatus
@@ -191,6 +204,8 @@ class RunCarry(BaseModel):
 
 
 class CampaignRunInput(BaseModel):
+    """Start (or continue as new) one campaign run."""
+
     tenant: str
     campaign_id: str
     run_id: str

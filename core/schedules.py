@@ -35,6 +35,8 @@ class ScheduledRunInput(BaseModel):
 
 
 class RegisterRunInput(BaseModel):
+    """Record one scheduled occurrence as a run row."""
+
     tenant: str
     campaign_id: str
     run_id: str

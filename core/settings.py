@@ -59,6 +59,7 @@ class Settings(BaseSettings):
 
     @property
     def outbox_dir(self) -> Path:
+        """Where the local SMTP sink stores messages."""
         return self.data_dir / "outbox"
 
 

@@ -41,5 +41,6 @@ def tag_current_span(**attributes: str) -> None:
 
 
 def shutdown_telemetry() -> None:
+    """Flush and stop the trace exporters."""
     if _provider is not None:
         _provider.force_flush()

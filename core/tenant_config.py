@@ -61,6 +61,8 @@ ChannelName = Literal["email", "sms", "push", "webhook"]
 
 
 class Brand(Strict):
+    """The tenant's brand: names, sender, colours, locale and time zone."""
+
     name: str = Field(min_length=1)
     from_email: EmailAddress
     from_name: str | None = None
@@ -75,6 +77,8 @@ class Brand(Strict):
 
 
 class ChannelConfig(Strict):
+    """One channel's provider settings and send rate."""
+
     enabled: bool = True
     endpoint: str | None = Field(default=None, description="provider base URL; the platform default when unset")
     sender: str | None = Field(default=None, description="from address, sender number or app id")
@@ -83,6 +87,8 @@ class ChannelConfig(Strict):
 
 
 class EmailChannel(ChannelConfig):
+    """Email over SMTP (the platform relay, or the tenant's own)."""
+
     provider: Literal["smtp"] = "smtp"
 
     @field_validator("endpoint")
@@ -94,24 +100,33 @@ class EmailChannel(ChannelConfig):
 
 
 class SmsChannel(ChannelConfig):
+    """SMS through a Twilio-like HTTP API."""
+
     provider: Literal["twilio-like"] = "twilio-like"
 
 
 class PushChannel(ChannelConfig):
+    """Push through an FCM-like batch HTTP API."""
+
     provider: Literal["fcm-like"] = "fcm-like"
 
 
 class WebhookChannel(ChannelConfig):
+    """Signed HTTP POSTs to the tenant's own endpoint."""
+
     provider: Literal["http"] = "http"
 
 
 class Channels(Strict):
+    """The tenant's channels; a missing one is disabled."""
+
     email: EmailChannel | None = None
     sms: SmsChannel | None = None
     push: PushChannel | None = None
     webhook: WebhookChannel | None = None
 
     def enabled(self) -> list[str]:
+        """The names of the channels that are configured and enabled."""
         return [name for name in ("email", "sms", "push", "webhook") if (c := getattr(self, name)) and c.enabled]
 
 
@@ -132,6 +147,7 @@ class QuietHours(Strict):
         return self
 
     def bounds(self) -> tuple[dt.time, dt.time]:
+        """Start and end as times of day."""
         return dt.time.fromisoformat(self.start), dt.time.fromisoformat(self.end)
 
 
@@ -148,6 +164,8 @@ _CONSENT_DEFAULT: dict[ChannelName, bool] = {"email": True, "sms": True, "push":
 
 
 class Policies(Strict):
+    """Send policies: quiet hours, frequency caps, local time, control group, consent."""
+
     quiet_hours: QuietHours | None = None
     frequency_caps: list[FrequencyCap] = Field(default_factory=list)
     send_in_local_time: bool = Field(default=True, description="timed sends use the recipient's time zone")
@@ -156,6 +174,8 @@ class Policies(Strict):
 
 
 class Execution(Strict):
+    """How a tenant's runs execute: batches, concurrency, rates, retries, shard."""
+
     batch_size: int = Field(default=500, ge=1, le=5000)
     max_concurrent_batches: int = Field(default=4, ge=1, le=64)
     activities_per_second: float | None = Field(default=None, gt=0)
@@ -186,6 +206,8 @@ class Engagement(Strict):
 
 
 class Experiments(Strict):
+    """Defaults for campaigns that do not set their own split."""
+
     default_holdout_percent: float = Field(default=0.0, ge=0, lt=100)
     default_variant_weights: dict[str, float] = Field(default_factory=dict)
 
@@ -199,26 +221,36 @@ class Experiments(Strict):
 
 
 class EmailTemplate(Strict):
+    """An email template: subject, HTML and optional text part."""
+
     subject: str
     html: str
     text: str | None = None
 
 
 class SmsTemplate(Strict):
+    """An SMS template."""
+
     body: str
 
 
 class PushTemplate(Strict):
+    """A push notification template."""
+
     title: str
     body: str
     data: dict[str, str] = Field(default_factory=dict)
 
 
 class WebhookTemplate(Strict):
+    """A webhook payload whose string values are templates."""
+
     payload: dict[str, Any]
 
 
 class TemplateContent(Strict):
+    """A template per channel."""
+
     email: EmailTemplate | None = None
     sms: SmsTemplate | None = None
     push: PushTemplate | None = None
@@ -254,13 +286,16 @@ class TenantConfig(Strict):
 
     @property
     def task_queue(self) -> str:
+        """This tenant's Temporal task queue."""
         return task_queue_for(self.slug)
 
     def checksum(self) -> str:
+        """The checksum a stored version carries."""
         return config_checksum(self.model_dump(mode="json"))
 
 
 def config_checksum(data: dict[str, Any]) -> str:
+    """SHA-256 over the canonical JSON of a config."""
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -105,6 +105,7 @@ class CampaignRunWorkflow:
 
     @workflow.query
     def progress(self) -> RunProgress:
+        """Status, planned count, batches and counts so far."""
         return RunProgress(
             status=self._status_now(),
             planned=self._planned,
@@ -185,6 +186,7 @@ class CampaignRunWorkflow:
 
     @workflow.run
     async def run(self, inp: CampaignRunInput) -> RunProgress:
+        """Prepare (pin config, wait, plan) and deliver; fails with the cause of an error no retry mends."""
         try:
             if inp.carry is None:
                 await self._prepare(inp)

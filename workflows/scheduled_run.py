@@ -23,8 +23,11 @@ with workflow.unsafe.imports_passed_through():
 
 @workflow.defn(name="ScheduledCampaignWorkflow")
 class ScheduledCampaignWorkflow:
+    """One occurrence of a recurring campaign."""
+
     @workflow.run
     async def run(self, inp: ScheduledRunInput) -> RunProgress:
+        """Register the occurrence as a run and carry it out as a child run workflow."""
         run_id = str(workflow.uuid4())  # deterministic: replays make the same id
         child_id = run_workflow_id(inp.tenant, inp.campaign_id, run_id)
         await workflow.execute_activity_method(

@@ -15,8 +15,11 @@ with workflow.unsafe.imports_passed_through():
 
 @workflow.defn(name="CampaignTestSendWorkflow")
 class CampaignTestSendWorkflow:
+    """One test send on the tenant's queue."""
+
     @workflow.run
     async def run(self, inp: TestSendInput) -> TestSendResult:
+        """Send the test emails through the tenant's worker."""
         return await workflow.execute_activity_method(
             TestSendActivities.test_send,
             inp,

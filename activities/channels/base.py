@@ -21,6 +21,8 @@ class OutboundMessage:
 
 @dataclass(frozen=True)
 class SendResult:
+    """What became of one message at the provider."""
+
     idempotency_key: str
     status: str  # "sent" or "failed"
     reason: str | None = None
@@ -56,4 +58,6 @@ class ChannelAdapter(Protocol):
 
     channel: str
 
-    async def send_batch(self, config: TenantConfig, messages: list[OutboundMessage]) -> list[SendResult]: ...
+    async def send_batch(self, config: TenantConfig, messages: list[OutboundMessage]) -> list[SendResult]:
+        """Send `messages`; one result per settled message."""
+        ...

@@ -82,6 +82,7 @@ class SmtpEmailAdapter:
         self._idle: dict[tuple[str, str, int], list[aiosmtplib.SMTP]] = {}
 
     def relay(self, config: TenantConfig) -> tuple[str, int]:
+        """The SMTP relay (host, port) this tenant's email goes through."""
         email = config.channels.email
         if email is None or not email.endpoint:
             return self.host, self.port
@@ -119,6 +120,7 @@ class SmtpEmailAdapter:
                 client.close()
 
     async def send_batch(self, config: TenantConfig, messages: list[OutboundMessage]) -> list[SendResult]:
+        """Send each email over pooled SMTP connections to the tenant's relay."""
         results: list[SendResult] = []
         key = (config.slug, *self.relay(config))
         client = await self._acquire(key)

@@ -20,6 +20,7 @@ TRANSIENT_STATUS = frozenset({408, 429})
 
 
 def channel_config(config: TenantConfig, channel: str) -> ChannelConfig:
+    """The tenant's config for `channel` (a config error if it has none)."""
     found: ChannelConfig | None = getattr(config.channels, channel, None)
     if found is None:
         raise ChannelConfigError(f"tenant {config.slug} has no {channel} channel configured")

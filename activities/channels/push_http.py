@@ -35,6 +35,7 @@ class HttpPushAdapter:
         self.max_per_request = max_per_request
 
     async def send_batch(self, config: TenantConfig, messages: list[OutboundMessage]) -> list[SendResult]:
+        """Send the notifications in requests of up to `max_per_request`."""
         server_key = credential(config, "push", "server_key")
         url = f"{endpoint(config, 'push', self.default_endpoint)}/v1/batch"
         results: list[SendResult] = []

@@ -48,6 +48,7 @@ class RateLimits:
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
 
     def bucket(self, tenant: str, channel: str, rate: float | None) -> TokenBucket | None:
+        """The token bucket of (tenant, channel), or None when the channel has no limit."""
         if rate is None:
             return None
         current = self._buckets.get((tenant, channel))

@@ -26,6 +26,7 @@ class HttpSmsAdapter:
         self.concurrency = concurrency
 
     async def send_batch(self, config: TenantConfig, messages: list[OutboundMessage]) -> list[SendResult]:
+        """Send each SMS as its own request, a few at a time."""
         sender = channel_config(config, "sms").sender
         sid = credential(config, "sms", "account_sid")
         token = credential(config, "sms", "auth_token")

@@ -45,6 +45,7 @@ class HttpWebhookAdapter:
         self.concurrency = concurrency
 
     async def send_batch(self, config: TenantConfig, messages: list[OutboundMessage]) -> list[SendResult]:
+        """POST each signed payload, a few at a time."""
         secret = credential(config, "webhook", "signing_secret")
         url = endpoint(config, "webhook", f"{self.default_base_url}/webhook/{config.slug}")
 
