@@ -12,24 +12,23 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import uvicorn
-from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.contrib.pydantic import pydantic_data_converter
+from starlette.types import ASGIApp
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from core.auth import new_key, store_key
 from core.db import create_pool, migrate
 from core.settings import Settings
-from core.temporal import SEARCH_ATTRIBUTES
 from devstack.launcher import wait_for_port
 from devstack.postgres import ensure_database, start_embedded
-from devstack.temporal_server import temporal_binary
+from devstack.temporal_server import start_local_environment
 from workers.main import build_activities
 from workers.tenant_workers import TenantWorkers
 
@@ -39,6 +38,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def serving(app: ASGIApp, port: int, host: str = "127.0.0.1", within: float = 30.0) -> AsyncIterator[str]:
+    """Serve `app` under uvicorn on this event loop; its base URL, until the block ends."""
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    try:
+        deadline = time.monotonic() + within
+        while not server.started:
+            if task.done():
+                task.result()  # it failed to start: raise its error
+                raise RuntimeError(f"the server on {host}:{port} stopped before it started")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server on {host}:{port} did not start within {within:.0f}s")
+            await asyncio.sleep(0.05)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 @dataclass
@@ -76,13 +95,7 @@ async def local_stack(tenant_configs_dir: Path = Path("tenant_configs")) -> Asyn
     wait_for_port("127.0.0.1", smtp_port, 30, sink)
     try:
         database_url = await ensure_database(pg.get_uri(), "pennant")
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=temporal_binary(),
-            search_attributes=SEARCH_ATTRIBUTES,
-            data_converter=pydantic_data_converter,
-            interceptors=[TracingInterceptor()],
-            dev_server_log_level="error",
-        )
+        env = await start_local_environment()
         settings = Settings(
             data_dir=workdir,
             database_url=database_url,
@@ -95,20 +108,12 @@ async def local_stack(tenant_configs_dir: Path = Path("tenant_configs")) -> Asyn
         await migrate(pool)
         workers = TenantWorkers(env.client, pool, build_activities(pool, settings), poll_seconds=1.0)
         workers_task = asyncio.create_task(workers.run())
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-        server_task = asyncio.create_task(server.serve())
-        while not server.started:
-            if server_task.done():
-                server_task.result()
-            await asyncio.sleep(0.05)
         admin_key = new_key("adm")
         await store_key(pool, admin_key, None, "local stack admin")
         try:
-            yield LocalStack(workdir, settings, pool, env, workers, f"http://127.0.0.1:{port}", admin_key)
+            async with serving(create_app(settings), free_port()) as api_url:
+                yield LocalStack(workdir, settings, pool, env, workers, api_url, admin_key)
         finally:
-            server.should_exit = True
-            await server_task
             workers_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await workers_task

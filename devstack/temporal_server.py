@@ -6,6 +6,10 @@ import shutil
 import sys
 from pathlib import Path
 
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
 from core.temporal import SEARCH_ATTRIBUTES
 
 
@@ -52,3 +56,15 @@ def dev_server_command(db_file: Path, port: int, ui_port: int, namespace: str = 
     for key in SEARCH_ATTRIBUTES:
         cmd += ["--search-attribute", f"{key.name}=Keyword"]
     return cmd
+
+
+async def start_local_environment() -> WorkflowEnvironment:
+    """A Temporal CLI dev server on a free port, with Pennant's search attributes, pydantic
+    payloads and tracing (tests and the in-process stack); `shutdown()` stops it."""
+    return await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        search_attributes=SEARCH_ATTRIBUTES,
+        data_converter=pydantic_data_converter,
+        interceptors=[TracingInterceptor()],
+        dev_server_log_level="error",
+    )

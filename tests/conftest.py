@@ -22,7 +22,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-import uvicorn
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
@@ -34,12 +33,12 @@ from core.auth import new_key, store_key
 from core.db import create_pool, migrate
 from core.settings import Settings
 from core.telemetry import setup_telemetry
-from core.temporal import SEARCH_ATTRIBUTES
 from core.tenant_config import Execution
+from devstack.inprocess import serving
 from devstack.postgres import ensure_database, start_embedded
 from devstack.provider_simulator import ProviderSimulator, SimulatorControl
 from devstack.smtp_sink import start_sink
-from devstack.temporal_server import temporal_binary, test_server_binary
+from devstack.temporal_server import start_local_environment, test_server_binary
 from tests.helpers.stack import ISOLATED_PREFIX, PROVIDER_ENV, PROVIDER_TIMEOUT_SECONDS, ROOT, SPANS, free_port
 from tests.helpers.tenants import MakeTenant, Tenant, api_tenant, store_tenant
 from tests.helpers.waiting import until
@@ -147,13 +146,7 @@ def settings(workdir: Path, database_url: str, smtp_port: int, provider_sim: Pro
 @pytest.fixture(scope="session")
 async def temporal_env(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
     """The Temporal CLI dev server with Pennant's search attributes."""
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(),
-        search_attributes=SEARCH_ATTRIBUTES,
-        data_converter=pydantic_data_converter,
-        interceptors=[TracingInterceptor()],
-        dev_server_log_level="error",
-    )
+    env = await start_local_environment()
     yield env
     await env.shutdown()
 
@@ -201,21 +194,8 @@ async def api_url(settings: Settings, temporal_client: Client, pool: asyncpg.Poo
     """The API under uvicorn on a free port; its base URL."""
     target = temporal_client.service_client.config.target_host
     app_settings = settings.model_copy(update={"temporal_address": target})
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(app_settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-
-    async def started() -> bool:
-        if task.done():
-            task.result()  # the server failed to start: raise its error
-        return bool(server.started)
-
-    await until(started, within=30, what="the API server to start")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with serving(create_app(app_settings), free_port()) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
