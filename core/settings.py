@@ -48,6 +48,18 @@ class Settings(BaseSettings):
     tenant_configs_dir: Path = Path("tenant_configs")
     demo_customers_per_tenant: int = Field(default=10_000, ge=0)
 
+    # Logs: one JSON object per line (tenant, campaign, run, trace id), or `text` for humans.
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
+    # Each worker process serves Pennant's metrics on this port (/metrics), and the Temporal
+    # SDK's worker metrics on temporal_metrics_port; unset or 0 means off. The API serves its
+    # own at /metrics on api_port. metrics_host is where both worker endpoints listen.
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    temporal_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # When set, /metrics on the API answers only `Authorization: Bearer <metrics_token>`.
+    metrics_token: str | None = None
+
     otel_exporter: Literal["none", "console", "otlp"] = "none"
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str = "pennant"
@@ -56,6 +68,12 @@ class Settings(BaseSettings):
     public_base_url: str = "http://localhost:8000"
     # Secret for signed links (unsubscribe); `pennant dev` generates one when unset.
     link_signing_secret: str | None = None
+    # Secret providers sign their events with (POST /v1/provider-events/…); unset refuses them
+    # all. `pennant dev` generates one and gives it to the SMTP sink and provider simulator.
+    provider_events_secret: str | None = None
+    # Where the devstack SMTP sink and provider simulator post the events they emit (the API's
+    # /v1/provider-events); unset, they emit none.
+    provider_events_url: str | None = None
 
     @property
     def outbox_dir(self) -> Path:
