@@ -11,7 +11,18 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from api import errors, idempotency, openapi
 from api.auth_limit import AuthFailureGuard, AuthFailureLimiter
 from api.input_guard import InputGuard
-from api.routes import campaigns, health, keys, runs, schedules, segments, suppressions, tenants, unsubscribe
+from api.routes import (
+    campaigns,
+    health,
+    keys,
+    provider_events,
+    runs,
+    schedules,
+    segments,
+    suppressions,
+    tenants,
+    unsubscribe,
+)
 from core.auth import store_key
 from core.db import create_pool, migrate
 from core.settings import Settings, get_settings
@@ -55,7 +66,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(InputGuard, fastapi_app=app, max_request_bytes=settings.max_request_bytes)
     app.state.auth_limiter = AuthFailureLimiter(settings.auth_failure_limit, settings.auth_failure_window_seconds)
     app.add_middleware(AuthFailureGuard, limiter=app.state.auth_limiter)
-    for module in (health, tenants, keys, campaigns, runs, schedules, segments, suppressions, unsubscribe):
+    for module in (
+        health,
+        tenants,
+        keys,
+        campaigns,
+        runs,
+        schedules,
+        segments,
+        suppressions,
+        unsubscribe,
+        provider_events,
+    ):
         app.include_router(module.router)
     FastAPIInstrumentor.instrument_app(app)
     return app
