@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from core.campaigns import CampaignSpec
 from core.db import tenant_tx
-from core.runs import TERMINAL_STATUSES
-from core.temporal import run_workflow_id
+from core.runs import TERMINAL_STATUSES, CampaignRunInput, RunProgress
+from core.settings import Settings
+from core.temporal import run_workflow_id, task_queue_for
 from tests.helpers.tenants import Tenant
 from tests.helpers.waiting import until
+from workers.main import build_activities
+from workflows.campaign_run import CampaignRunWorkflow
 
 EMAIL_CAMPAIGN: dict[str, Any] = {
     "name": "Weekly deals",
@@ -121,3 +128,22 @@ async def until_no_activity_pending(client: Client, workflow_id: str, within: fl
         return not description.raw_description.pending_activities
 
     await until(idle, within=within, what=f"the batches in flight of {workflow_id} to finish")
+
+
+@contextlib.asynccontextmanager
+async def direct_run(
+    env: WorkflowEnvironment, pool: asyncpg.Pool, settings: Settings, slug: str, spec: CampaignSpec
+) -> AsyncIterator[tuple[str, WorkflowHandle[CampaignRunWorkflow, RunProgress]]]:
+    """A run of `spec` started straight on `env` (no API: the time-skipping server), served by a
+    worker on the tenant's queue while the block runs; its run id and workflow handle."""
+    campaign_id, run_id = await insert_campaign_and_run(pool, slug, spec)
+    queue = task_queue_for(slug)
+    activities = build_activities(pool, settings)
+    async with Worker(env.client, task_queue=queue, workflows=[CampaignRunWorkflow], activities=activities):
+        handle = await env.client.start_workflow(
+            CampaignRunWorkflow.run,
+            CampaignRunInput(tenant=slug, campaign_id=campaign_id, run_id=run_id, send_at=spec.send_at),
+            id=run_workflow_id(slug, campaign_id, run_id),
+            task_queue=queue,
+        )
+        yield run_id, handle

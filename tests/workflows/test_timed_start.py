@@ -7,16 +7,13 @@ import datetime as dt
 import asyncpg
 from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from core.campaigns import CampaignSpec
-from core.runs import CampaignRunInput, RunProgress
+from core.runs import RunProgress
 from core.settings import Settings
-from core.temporal import run_workflow_id
-from tests.helpers.runs import insert_campaign_and_run
+from tests.helpers.runs import direct_run
 from tests.helpers.tenants import store_tenant
 from tests.helpers.waiting import until
-from workers.main import build_activities
 from workflows.campaign_run import CampaignRunWorkflow
 
 
@@ -25,7 +22,6 @@ async def test_send_at_waits_for_a_durable_timer_then_delivers(
 ) -> None:
     # Written straight to the database: the API talks to the dev server, not the time-skipping one.
     slug = await store_tenant(pool, "timed-", customers=30)
-    client = time_skipping_env.client
     start = await time_skipping_env.get_current_time()
     send_at = start + dt.timedelta(days=2, hours=3)
     spec = CampaignSpec(
@@ -34,17 +30,7 @@ async def test_send_at_waits_for_a_durable_timer_then_delivers(
         variants=[{"key": "A", "template": "weekly_deals"}],
         send_at=send_at,
     )
-    campaign_id, run_id = await insert_campaign_and_run(pool, slug, spec)
-    queue = f"tenant-{slug}"
-    async with Worker(
-        client, task_queue=queue, workflows=[CampaignRunWorkflow], activities=build_activities(pool, settings)
-    ):
-        handle = await client.start_workflow(
-            CampaignRunWorkflow.run,
-            CampaignRunInput(tenant=slug, campaign_id=campaign_id, run_id=run_id, send_at=send_at),
-            id=run_workflow_id(slug, campaign_id, run_id),
-            task_queue=queue,
-        )
+    async with direct_run(time_skipping_env, pool, settings, slug, spec) as (run_id, handle):
         with time_skipping_env.auto_time_skipping_disabled():
             progress = await handle.query(CampaignRunWorkflow.progress)
             assert progress.status == "scheduled"
@@ -77,7 +63,6 @@ async def test_a_waiting_run_can_be_rescheduled_earlier_and_then_refuses_once_de
     from core.runs import RescheduleInput
 
     slug = await store_tenant(pool, "resched-", customers=10)
-    client = time_skipping_env.client
     start = await time_skipping_env.get_current_time()
     spec = CampaignSpec(
         name="Rescheduled",
@@ -85,17 +70,7 @@ async def test_a_waiting_run_can_be_rescheduled_earlier_and_then_refuses_once_de
         variants=[{"key": "A", "template": "weekly_deals"}],
         send_at=start + dt.timedelta(days=2),
     )
-    campaign_id, run_id = await insert_campaign_and_run(pool, slug, spec)
-    queue = f"tenant-{slug}"
-    async with Worker(
-        client, task_queue=queue, workflows=[CampaignRunWorkflow], activities=build_activities(pool, settings)
-    ):
-        handle = await client.start_workflow(
-            CampaignRunWorkflow.run,
-            CampaignRunInput(tenant=slug, campaign_id=campaign_id, run_id=run_id, send_at=spec.send_at),
-            id=run_workflow_id(slug, campaign_id, run_id),
-            task_queue=queue,
-        )
+    async with direct_run(time_skipping_env, pool, settings, slug, spec) as (run_id, handle):
         earlier = start + dt.timedelta(days=1)
         with time_skipping_env.auto_time_skipping_disabled():
 

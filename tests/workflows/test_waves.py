@@ -12,16 +12,13 @@ import asyncpg
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from core.campaigns import CampaignSpec
-from core.runs import CampaignRunInput, RunProgress
+from core.runs import RunProgress
 from core.settings import Settings
-from core.temporal import run_workflow_id
 from core.tenant_config import Policies, QuietHours
-from tests.helpers.runs import insert_campaign_and_run
+from tests.helpers.runs import direct_run
 from tests.helpers.tenants import store_tenant
-from workers.main import build_activities
 from workflows.campaign_run import CampaignRunWorkflow
 
 UTC = dt.UTC
@@ -57,17 +54,7 @@ async def _run_at(
     now = await env.get_current_time()
     assert start > now
     await env.sleep(start - now)  # skip the test server's clock to the start instant
-    campaign_id, run_id = await insert_campaign_and_run(pool, slug, spec)
-    queue = f"tenant-{slug}"
-    async with Worker(
-        env.client, task_queue=queue, workflows=[CampaignRunWorkflow], activities=build_activities(pool, settings)
-    ):
-        handle = await env.client.start_workflow(
-            CampaignRunWorkflow.run,
-            CampaignRunInput(tenant=slug, campaign_id=campaign_id, run_id=run_id),
-            id=run_workflow_id(slug, campaign_id, run_id),
-            task_queue=queue,
-        )
+    async with direct_run(env, pool, settings, slug, spec) as (_, handle):
         result: RunProgress = await handle.result()
     return handle, result
 
