@@ -194,7 +194,9 @@ def _upsert_sql(defaults: dict[str, str]) -> str:
         default = defaults.get(col)
         return f"coalesce({staged}, {default})" if default else staged
 
-    set_nullable = [f"{c} = CASE WHEN s.mask & {1 << b} <> 0 THEN s.{c} ELSE c.{c} END" for b, c in enumerate(_NULLABLE)]
+    set_nullable = [
+        f"{c} = CASE WHEN s.mask & {1 << bit} <> 0 THEN s.{c} ELSE c.{c} END" for bit, c in enumerate(_NULLABLE)
+    ]
     set_not_null = [f"{c} = coalesce(s.{c}, c.{c})" for c in (*_NOT_NULL, *(f"consent_{x}" for x in _CONSENT))]
     columns = (*_NULLABLE, *_NOT_NULL, *(f"consent_{x}" for x in _CONSENT))
     insert_values = [insert_value(c, f"s.{c}") for c in columns]
