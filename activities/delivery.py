@@ -36,6 +36,7 @@ from core.runs import Counts, DeliverBatchInput, RunStatus
 from core.suppressions import suppressed_addresses
 from core.telemetry import tag_current_span
 from core.tenant_config import TenantConfig
+from core.tracking import RunTracking, record_links
 
 T = TypeVar("T")
 
@@ -137,6 +138,9 @@ class DeliveryActivities:
         campaign_ctx = {"id": inp.campaign_id, "name": spec.name}
         assign = variant_assigner(spec, config, inp.tenant, inp.campaign_id)
         variants = {v.key: v for v in spec.variants}
+        eng = config.engagement
+        tracked = spec.tracking and (eng.track_opens or eng.track_clicks or eng.track_sms_links or eng.track_push_links)
+        tracking = RunTracking(self.link_secret, self.public_base_url, inp.tenant, inp.run_id, eng) if tracked else None
 
         counts = Counts()
         # A retried batch also reports what an earlier attempt recorded, so run totals stay exact.
@@ -163,7 +167,9 @@ class DeliveryActivities:
                     continue
                 assert address  # no_address would have skipped it
                 try:
-                    message = self._render(config, channel, cust, variants[variant], campaign_ctx, key, address)
+                    message = self._render(
+                        config, channel, cust, variants[variant], campaign_ctx, key, address, tracking
+                    )
                 except RenderError as exc:
                     # This customer's data does not fit the template: fail this message only.
                     row.status, row.reason, row.detail = "failed", "render_error", str(exc)
@@ -172,6 +178,10 @@ class DeliveryActivities:
                 caps.record(cust["id"], channel)
                 outbound.setdefault(channel, []).append((message, row))
 
+        if tracking is not None and tracking.links:
+            # Before any message leaves: a click must find its link the moment it can happen.
+            async with tenant_tx(self.pool, inp.tenant) as conn:
+                await record_links(conn, inp.tenant, inp.run_id, tracking.links)
         await self._record(inp, rows, counts)
         for name, pending in outbound.items():
             await self._send_channel(inp, config, name, pending, counts)
@@ -244,10 +254,13 @@ class DeliveryActivities:
         campaign_ctx: dict[str, Any],
         key: str,
         address: str,
+        tracking: RunTracking | None = None,
     ) -> OutboundMessage:
         token = links.sign({"t": config.slug, "c": cust["id"], "ch": channel}, self.link_secret)
         unsubscribe_url = f"{self.public_base_url}/u/{token}"
-        content = render_message(config, variant, channel, cust, campaign=campaign_ctx, unsubscribe_url=unsubscribe_url)
+        content = render_message(
+            config, variant, channel, cust, campaign=campaign_ctx, unsubscribe_url=unsubscribe_url, tracking=tracking
+        )
         headers: dict[str, str] = {}
         if channel == "email":
             headers = {

@@ -21,6 +21,7 @@ from api.routes import (
     segments,
     suppressions,
     tenants,
+    tracking,
     unsubscribe,
 )
 from core.auth import store_key
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         segments,
         suppressions,
         unsubscribe,
+        tracking,
         provider_events,
     ):
         app.include_router(module.router)

@@ -18,6 +18,7 @@ from core.templating import (
     render_part,
 )
 from core.tenant_config import Brand, TemplateContent, TemplateSet, TenantConfig
+from core.tracking import RunTracking
 
 if TYPE_CHECKING:
     from core.campaigns import CampaignSpec, Variant
@@ -68,9 +69,12 @@ def render_message(
     campaign: dict[str, Any],
     unsubscribe_url: str,
     path: str = "variant",
+    tracking: RunTracking | None = None,
 ) -> Any:
     """`variant` rendered for `customer` on `channel` in the customer's locale: the channel's
-    rendered content (RenderedEmail, RenderedSms, …). Raises RenderError naming `path`."""
+    rendered content (RenderedEmail, RenderedSms, …). Raises RenderError naming `path`.
+    Delivery passes its run's `tracking` (links rewritten, open pixel); previews and test
+    sends pass none, so their links stay as the template wrote them and record nothing."""
     tset = config.templates.get(variant.template)
     if tset is None:
         raise RenderError([f"{path}.template: unknown template '{variant.template}'"])
@@ -80,12 +84,13 @@ def render_message(
         raise RenderError([f"{path}.template: template '{variant.template}' has no {channel} part"])
     ctx = render_context(customer, config.brand, campaign, variant.key, unsubscribe_url)
     try:
-        return entry.render(template, ctx, variant.subject)
+        content = entry.render(template, ctx, variant.subject)
     except RenderFailure as exc:
         where = f"{path}.subject" if exc.part == "subject" and variant.subject else f"{path}.template"
         raise RenderError(
             [f"{where}: {channel} {exc.part} of template '{variant.template}' does not render: {exc.reason}"]
         ) from None
+    return content if tracking is None else tracking.apply(content, channel, customer["id"], unsubscribe_url)
 
 
 # -- save-time checks ---------------------------------------------------------------------------
