@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.input_guard import BIGINT_MAX, BIGINT_MIN
 from core.campaign_store import CampaignRecord, CampaignStatus
 from core.campaigns import CampaignSpec
+from core.results import ResultsRecord, SeriesRecord
 from core.run_store import DeliveryRecord, RunRecord
 from core.runs import Counts, RunStatus
 from core.tenant_config import ChannelName, EmailAddress
@@ -143,6 +144,17 @@ class DeliveryPage(BaseModel):
 
     items: list[Delivery]
     next_cursor: str | None
+
+
+# --- results
+
+
+class Results(ResultsRecord):
+    """Results of a run, or of every run of a campaign: per group, with lift and the leader per metric."""
+
+
+class ResultSeries(SeriesRecord):
+    """Hourly sends, human opens and clicks and conversions per group, for charts."""
 
 
 # --- segments and suppressions

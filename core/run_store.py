@@ -8,7 +8,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from core.campaign_store import as_uuid
 from core.runs import ACTIVE_STATUSES, TERMINAL_STATUSES, Counts, MarkRunInput, RunStatus
@@ -42,10 +42,18 @@ _LEDGER_COUNTS_SQL = """
 SELECT channel, variant, status, reason, count(*) AS n
 FROM deliveries WHERE tenant_id = $1 AND run_id = $2 GROUP BY 1, 2, 3, 4
 """
+# Each row with its message's events, gathered in the same statement (one index probe per row).
 _DELIVERIES_SQL = """
 SELECT customer_id, channel, variant, status, reason, detail, address, idempotency_key, provider_message_id,
-       created_at, updated_at
-FROM deliveries
+       created_at, updated_at, coalesce(e.events, '[]'::jsonb) AS events
+FROM deliveries d
+LEFT JOIN LATERAL (
+    SELECT jsonb_agg(jsonb_build_object('kind', m.kind, 'at', m.occurred_at, 'machine', m.machine)
+                     ORDER BY m.occurred_at, m.kind) AS events
+    FROM message_events m
+    WHERE m.tenant_id = d.tenant_id AND m.run_id = d.run_id AND m.customer_id = d.customer_id
+      AND m.channel = d.channel
+) e ON true
 WHERE tenant_id = $1 AND run_id = $2
   AND (customer_id, channel) > ($3::bigint, $4::text)
   AND ($5::text IS NULL OR status = $5)
@@ -81,6 +89,15 @@ class RunRecord(BaseModel):
         return self.status in TERMINAL_STATUSES
 
 
+class MessageEvent(BaseModel):
+    """Something that happened to a message: an open, click, delivery receipt, bounce, complaint
+    or unsubscribe, and whether it was a machine's (scanner, proxy, bot)."""
+
+    kind: str
+    at: dt.datetime
+    machine: bool
+
+
 class DeliveryRecord(BaseModel):
     """One ledger row: one message to one recipient on one channel."""
 
@@ -95,6 +112,7 @@ class DeliveryRecord(BaseModel):
     provider_message_id: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    events: list[MessageEvent] = Field(default_factory=list, description="the message's events, oldest first")
 
 
 def _record(row: Any) -> RunRecord:

@@ -1,0 +1,109 @@
+"""Results: what each variant and the holdout of a run, or of every run of a campaign, did —
+reach, engagement, conversions and revenue, lift against the holdout with its confidence
+interval, the leading variant with its test — and an hourly series per variant for charts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from api.deps import CampaignDep, PoolDep, RunDep, TenantDep
+from api.schemas import Results, ResultSeries
+from core import results
+from core.campaign_store import get_campaign
+from core.db import tenant_tx
+from core.run_store import RunRecord
+
+router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["results"])
+
+ConversionEvent = Annotated[
+    str,
+    Query(
+        min_length=1,
+        max_length=100,
+        description="the customer-event type that counts as a conversion (revenue always sums purchases)",
+    ),
+]
+
+
+async def _variant_order(conn: Any, tenant: str, run: RunRecord) -> list[str]:
+    """The variant keys of the run's campaign, in its order (for listing and the baseline)."""
+    campaign = await get_campaign(conn, tenant, run.campaign_id)
+    return [v.key for v in campaign.spec.variants] if campaign else []
+
+
+async def _campaign_runs(conn: Any, tenant: str, campaign_id: str) -> list[str]:
+    """Every run of the campaign, oldest first."""
+    rows = await conn.fetch(
+        "SELECT id FROM runs WHERE tenant_id = $1 AND campaign_id = $2::uuid ORDER BY created_at, id",
+        tenant,
+        campaign_id,
+    )
+    return [str(r["id"]) for r in rows]
+
+
+@router.get("/runs/{run_id}/results", response_model=Results)
+async def run_results(
+    tenant: TenantDep, run: RunDep, pool: PoolDep, conversion_event: ConversionEvent = results.DEFAULT_CONVERSION_EVENT
+) -> Results:
+    """Per variant and for the holdout: recipients, sends, deliveries, bounces, unique human
+    opens and clicks (and all), unsubscribes, complaints, conversions and revenue, each as a
+    rate; conversion lift over the holdout (Newcombe 95% interval, z-test) and the leading
+    variant per metric (z-test for two groups, chi-square for more)."""
+    async with tenant_tx(pool, tenant) as conn:
+        found = await results.results(
+            conn, tenant, scope="run", campaign_id=run.campaign_id, run_ids=[run.id],
+            variant_order=await _variant_order(conn, tenant, run),
+            conversion_event=conversion_event,
+        )  # fmt: skip
+    return Results(**found.model_dump())
+
+
+@router.get("/campaigns/{campaign_id}/results", response_model=Results)
+async def campaign_results(
+    tenant: TenantDep,
+    campaign: CampaignDep,
+    pool: PoolDep,
+    conversion_event: ConversionEvent = results.DEFAULT_CONVERSION_EVENT,
+) -> Results:
+    """The results of every run of the campaign together: each run's recipients count once per
+    run, so the figures are the sums of the runs'."""
+    async with tenant_tx(pool, tenant) as conn:
+        run_ids = await _campaign_runs(conn, tenant, campaign.id)
+        found = await results.results(
+            conn, tenant, scope="campaign", campaign_id=campaign.id, run_ids=run_ids,
+            variant_order=[v.key for v in campaign.spec.variants], conversion_event=conversion_event,
+        )  # fmt: skip
+    return Results(**found.model_dump())
+
+
+@router.get("/runs/{run_id}/results/series", response_model=ResultSeries)
+async def run_series(
+    tenant: TenantDep, run: RunDep, pool: PoolDep, conversion_event: ConversionEvent = results.DEFAULT_CONVERSION_EVENT
+) -> ResultSeries:
+    """Per variant and UTC hour: messages sent, human opens and clicks (events), conversion events."""
+    async with tenant_tx(pool, tenant) as conn:
+        found = await results.series(
+            conn, tenant, scope="run", campaign_id=run.campaign_id, run_ids=[run.id],
+            variant_order=await _variant_order(conn, tenant, run),
+            conversion_event=conversion_event,
+        )  # fmt: skip
+    return ResultSeries(**found.model_dump())
+
+
+@router.get("/campaigns/{campaign_id}/results/series", response_model=ResultSeries)
+async def campaign_series(
+    tenant: TenantDep,
+    campaign: CampaignDep,
+    pool: PoolDep,
+    conversion_event: ConversionEvent = results.DEFAULT_CONVERSION_EVENT,
+) -> ResultSeries:
+    """The hourly series of every run of the campaign together."""
+    async with tenant_tx(pool, tenant) as conn:
+        run_ids = await _campaign_runs(conn, tenant, campaign.id)
+        found = await results.series(
+            conn, tenant, scope="campaign", campaign_id=campaign.id, run_ids=run_ids,
+            variant_order=[v.key for v in campaign.spec.variants], conversion_event=conversion_event,
+        )  # fmt: skip
+    return ResultSeries(**found.model_dump())
