@@ -31,6 +31,7 @@ from core.channels import CHANNELS, message_key
 from core.db import tenant_tx
 from core.experiments import GLOBAL_CONTROL, HOLDOUT
 from core.frequency import CapTracker
+from core.metrics import RENDER_DURATION, count_messages
 from core.rendering import RenderError, render_message
 from core.runs import Counts, DeliverBatchInput, RunStatus
 from core.suppressions import suppressed_addresses
@@ -258,9 +259,11 @@ class DeliveryActivities:
     ) -> OutboundMessage:
         token = links.sign({"t": config.slug, "c": cust["id"], "ch": channel}, self.link_secret)
         unsubscribe_url = f"{self.public_base_url}/u/{token}"
+        started = time.perf_counter()
         content = render_message(
             config, variant, channel, cust, campaign=campaign_ctx, unsubscribe_url=unsubscribe_url, tracking=tracking
         )
+        RENDER_DURATION.labels(config.slug, channel).observe(time.perf_counter() - started)
         headers: dict[str, str] = {}
         if channel == "email":
             headers = {
@@ -311,6 +314,7 @@ class DeliveryActivities:
             )
         for r in rows:
             counts.tally(r.status, r.reason, r.variant, r.channel)
+        count_messages(inp.tenant, ((r.channel, r.status, r.reason) for r in rows))
 
 
 @contextlib.asynccontextmanager

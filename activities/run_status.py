@@ -10,6 +10,7 @@ from activities.names import MARK_RUN, REGISTER_RUN
 from core import run_store
 from core.campaign_store import get_campaign
 from core.db import tenant_tx
+from core.metrics import RUN_TRANSITIONS
 from core.runs import MarkRunInput
 from core.schedules import RegisterRunInput
 from core.telemetry import tag_current_span
@@ -27,6 +28,7 @@ class RunStatusActivities:
         tag_current_span(tenant=inp.tenant, run=inp.run_id)
         async with tenant_tx(self.pool, inp.tenant) as conn:
             await run_store.mark_run(conn, inp)
+        RUN_TRANSITIONS.labels(inp.tenant, inp.status).inc()
 
     @activity.defn(name=REGISTER_RUN)
     async def register_run(self, inp: RegisterRunInput) -> None:

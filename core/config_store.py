@@ -11,6 +11,7 @@ import asyncpg
 import yaml
 from pydantic import ValidationError
 
+from core.metrics import CONFIG_VERSIONS_SAVED
 from core.rendering import check_template_set
 from core.segments import SegmentError, compile_segment
 from core.tenant_config import Brand, Execution, TemplateSet, TenantConfig, config_checksum
@@ -118,6 +119,7 @@ async def save_config(conn: asyncpg.Connection | asyncpg.Pool, config: TenantCon
         )
         await c.execute("UPDATE tenants SET current_version = $2 WHERE slug = $1", config.slug, version)
         await c.execute("SELECT pg_notify($1, $2)", TENANTS_CHANNEL, json.dumps({"tenant": config.slug}))
+    CONFIG_VERSIONS_SAVED.labels(config.slug).inc()
     return version, True
 
 

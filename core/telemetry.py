@@ -7,6 +7,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
+from core.logs import bind
 from core.settings import Settings
 
 _provider: TracerProvider | None = None
@@ -34,7 +35,8 @@ def setup_telemetry(settings: Settings, extra_processors: list[SpanProcessor] | 
 
 
 def tag_current_span(**attributes: str) -> None:
-    """Tag the active span with pennant.* attributes (tenant, campaign, run)."""
+    """Tag the active span with pennant.* attributes (tenant, campaign, run), and the task's log lines with them."""
+    bind(**attributes)
     span = trace.get_current_span()
     for key, value in attributes.items():
         span.set_attribute(f"pennant.{key}", value)

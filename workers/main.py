@@ -14,6 +14,7 @@ from temporalio.client import Client
 from activities.audience import AudienceActivities
 from activities.channels.base import ChannelAdapter
 from activities.channels.email_smtp import SmtpEmailAdapter
+from activities.channels.metered import MeteredAdapter
 from activities.channels.push_http import HttpPushAdapter
 from activities.channels.sms_http import HttpSmsAdapter
 from activities.channels.webhook_http import HttpWebhookAdapter
@@ -21,7 +22,10 @@ from activities.config import ConfigActivities
 from activities.delivery import DeliveryActivities
 from activities.run_status import RunStatusActivities
 from activities.testsend import TestSendActivities
+from core.logs import setup_logging
 from core.settings import Settings
+from core.telemetry import setup_telemetry
+from workers.metrics import QueueStats, install_temporal_runtime, serve_metrics
 from workers.tenant_workers import TenantSelection, TenantWorkers
 
 log = logging.getLogger("pennant.workers")
@@ -50,12 +54,14 @@ def build_activities(
     the process).
     """
     http = http or provider_http_client()
-    adapters: dict[str, ChannelAdapter] = {
+    providers: dict[str, ChannelAdapter] = {
         "email": SmtpEmailAdapter(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds),
         "sms": HttpSmsAdapter(http, settings.provider_base_url),
         "push": HttpPushAdapter(http, settings.provider_base_url),
         "webhook": HttpWebhookAdapter(http, settings.provider_base_url),
     }
+    # Each provider call is timed and its outcome counted (pennant_provider_* metrics).
+    adapters: dict[str, ChannelAdapter] = {name: MeteredAdapter(a) for name, a in providers.items()}
     delivery = DeliveryActivities(
         pool,
         adapters,
@@ -78,7 +84,14 @@ async def serve(client: Client, pool: asyncpg.Pool, settings: Settings, selectio
     """Serve the selected tenants' queues until cancelled, sharing one provider HTTP client."""
     async with provider_http_client() as http:
         workers = TenantWorkers(client, pool, build_activities(pool, settings, http), selection)
-        await workers.run()
+        stats = None
+        if settings.worker_metrics_port:
+            stats = asyncio.create_task(QueueStats(client).run(lambda: workers.tenants))
+        try:
+            await workers.run()
+        finally:
+            if stats is not None:
+                stats.cancel()
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -101,6 +114,7 @@ async def amain(settings: Settings, tenants: list[str] | None, shard: str | None
     assert settings.database_url, "DATABASE_URL must be set for a worker"
     pool = await create_pool(settings.database_url, max_size=settings.database_pool_max)
     try:
+        install_temporal_runtime(settings)  # before the client, which takes the default runtime
         client = await connect(settings.temporal_address, settings.temporal_namespace)
         await serve(client, pool, settings, selection)
     finally:
@@ -109,7 +123,11 @@ async def amain(settings: Settings, tenants: list[str] | None, shard: str | None
 
 def run(settings: Settings, tenants: list[str] | None = None, shard: str | None = None) -> None:
     """Entry point of `pennant worker`: configure logging and serve until stopped."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # httpx logs every request at INFO: one line per SMS would drown the worker's own log.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    setup_logging(settings.log_format, settings.log_level)
+    setup_telemetry(settings)  # activity spans, so each log line carries its trace id
+    port = serve_metrics(settings)
+    if port:
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
+    if settings.temporal_metrics_port:
+        log.info("Temporal SDK metrics on http://%s:%d/metrics", settings.metrics_host, settings.temporal_metrics_port)
     asyncio.run(amain(settings, tenants, shard))

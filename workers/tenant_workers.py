@@ -17,6 +17,7 @@ from temporalio.worker import PollerBehaviorAutoscaling, Worker
 from core.config_store import TENANTS_CHANNEL, active_tenants
 from core.temporal import task_queue_for
 from core.tenant_config import Execution
+from workers.metrics import ActivityObserver
 from workflows.campaign_run import CampaignRunWorkflow
 from workflows.scheduled_run import ScheduledCampaignWorkflow
 from workflows.testsend import CampaignTestSendWorkflow
@@ -94,6 +95,7 @@ class TenantWorkers:
             # them at least every second keeps a cancel of a stuck batch to about a second.
             max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
             default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+            interceptors=[ActivityObserver()],  # log context, one line and timing per activity
         )
         self._running[tenant] = _Running(worker, asyncio.create_task(worker.run(), name=f"worker-{tenant}"), execution)
 

@@ -38,10 +38,18 @@ class TransientChannelError(Exception):
     recorded now instead of being sent again (and de-duplicated by the provider) on the retry.
     """
 
-    def __init__(self, message: str, retry_after_seconds: float | None = None, partial: list[SendResult] | None = None):
+    def __init__(
+        self,
+        message: str,
+        retry_after_seconds: float | None = None,
+        partial: list[SendResult] | None = None,
+        rate_limited: bool = False,
+    ):
         super().__init__(message)
         self.retry_after_seconds = retry_after_seconds
         self.partial = partial or []
+        # The provider said "too many requests" (429), as opposed to being down or slow.
+        self.rate_limited = rate_limited
 
 
 class ChannelConfigError(Exception):

@@ -74,6 +74,7 @@ def check_transient(response: httpx.Response, what: str) -> None:
         raise TransientChannelError(
             f"{what}: HTTP {status} {response.reason_phrase}",
             retry_after_seconds=parse_retry_after(response.headers.get("retry-after")),
+            rate_limited=status == 429,
         )
 
 
@@ -160,5 +161,6 @@ async def send_each(
             f"{errors[0]} ({len(errors)} of {len(messages)} requests failed; {len(settled)} settled)",
             retry_after_seconds=max(delays) if delays else None,
             partial=settled,
+            rate_limited=any(e.rate_limited for e in errors),
         )
     return settled

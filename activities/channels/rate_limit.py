@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import time
 
+from core.metrics import RATE_LIMIT_WAIT
+
 
 class TokenBucket:
     """Allows `rate` sends per second on average, with bursts of up to one second's worth."""
 
-    def __init__(self, rate: float):
+    def __init__(self, rate: float, tenant: str = "", channel: str = ""):
         self.rate = rate
+        self.wait_seconds = RATE_LIMIT_WAIT.labels(tenant, channel)
         self.capacity = max(rate, 1.0)
         self.tokens = self.capacity
         self.updated = time.monotonic()
@@ -34,6 +37,7 @@ class TokenBucket:
                     self.tokens -= take
                     n -= int(take)
                     if n <= 0:
+                        self.wait_seconds.observe(waited)
                         return waited
                     continue
                 pause = (take - self.tokens) / self.rate
@@ -53,5 +57,5 @@ class RateLimits:
             return None
         current = self._buckets.get((tenant, channel))
         if current is None or current.rate != rate:
-            current = self._buckets[(tenant, channel)] = TokenBucket(rate)
+            current = self._buckets[(tenant, channel)] = TokenBucket(rate, tenant, channel)
         return current

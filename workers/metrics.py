@@ -1,0 +1,139 @@
+"""What a worker process tells operators: its /metrics endpoint, the Temporal SDK's worker
+metrics, per-tenant task-queue backlog, and one log line (with timing) per activity."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import start_http_server
+from temporalio import activity
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.service import RPCError
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
+
+from activities.names import DELIVER_BATCH
+from core.logs import bind
+from core.metrics import BATCH_DURATION, TASK_QUEUE_BACKLOG, TASK_QUEUE_BACKLOG_AGE
+from core.runs import Counts
+from core.settings import Settings
+from core.temporal import task_queue_for
+
+log = logging.getLogger("pennant.activities")
+
+_TASK_TYPES = {"workflow": TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, "activity": TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY}
+
+
+def serve_metrics(settings: Settings) -> int | None:
+    """Serve this process's Pennant metrics on worker_metrics_port (a thread); the port, or None when off."""
+    if not settings.worker_metrics_port:
+        return None
+    server, _ = start_http_server(settings.worker_metrics_port, settings.metrics_host)
+    return int(server.server_port)
+
+
+def install_temporal_runtime(settings: Settings) -> None:
+    """Make the Temporal SDK serve its worker metrics (task slots, schedule-to-start latency,
+    poll and task counts) at http://<metrics_host>:<temporal_metrics_port>/metrics.
+
+    Must run before the process's first Temporal client connects: clients take the default runtime.
+    """
+    if not settings.temporal_metrics_port:
+        return
+    prometheus = PrometheusConfig(
+        bind_address=f"{settings.metrics_host}:{settings.temporal_metrics_port}", durations_as_seconds=True
+    )
+    Runtime.set_default(Runtime(telemetry=TelemetryConfig(metrics=prometheus)), error_if_already_set=False)
+
+
+class ActivityObserver(Interceptor):
+    """Binds each activity's tenant, campaign and run to its log context, logs one line when it
+    ends (with its duration and, for a batch, its counts) and times batch attempts."""
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        """Wrap every activity of the worker."""
+        return _ObservedActivity(next)
+
+
+def _context_of(args: Any) -> dict[str, str | None]:
+    inp = args[0] if args else None
+    return {
+        "tenant": getattr(inp, "tenant", None),
+        "campaign": getattr(inp, "campaign_id", None),
+        "run": getattr(inp, "run_id", None),
+    }
+
+
+class _ObservedActivity(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        context = _context_of(input.args)
+        bind(**context)
+        name = activity.info().activity_type
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            result = await super().execute_activity(input)
+            outcome = "ok"
+            return result
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            elapsed = time.monotonic() - started
+            extra: dict[str, Any] = {"activity": name, "outcome": outcome, "duration_ms": round(elapsed * 1000, 1)}
+            if outcome == "ok" and isinstance(result, Counts):
+                extra.update(sent=result.sent, failed=result.failed, skipped=result.skipped)
+            if name == DELIVER_BATCH and context["tenant"]:
+                BATCH_DURATION.labels(context["tenant"], outcome).observe(elapsed)
+            # A failed attempt is logged by the SDK with its traceback; this line says how long it took.
+            log.log(logging.INFO if outcome == "ok" else logging.WARNING, "%s %s", name, outcome, extra=extra)
+
+
+class QueueStats:
+    """Publishes the approximate backlog and backlog age of each served tenant's task queue
+    (workflow and activity tasks), asked of Temporal every `every` seconds."""
+
+    def __init__(self, client: Client, every: float = 15.0):
+        self.client = client
+        self.every = every
+        self._published: set[str] = set()
+
+    async def refresh(self, tenants: list[str]) -> None:
+        """Ask Temporal for each tenant's queue stats; forget the tenants no longer served."""
+        for gone in self._published - set(tenants):
+            for task_type in _TASK_TYPES:
+                with contextlib.suppress(KeyError):
+                    TASK_QUEUE_BACKLOG.remove(gone, task_type)
+                    TASK_QUEUE_BACKLOG_AGE.remove(gone, task_type)
+        self._published &= set(tenants)
+        for tenant in tenants:
+            for task_type, kind in _TASK_TYPES.items():
+                request = DescribeTaskQueueRequest(
+                    namespace=self.client.namespace,
+                    task_queue=TaskQueue(name=task_queue_for(tenant)),
+                    task_queue_type=kind,
+                    report_stats=True,
+                )
+                try:
+                    stats = (await self.client.workflow_service.describe_task_queue(request)).stats
+                except RPCError as exc:
+                    log.warning("could not read the stats of %s: %s", task_queue_for(tenant), exc.message)
+                    continue
+                age = stats.approximate_backlog_age
+                TASK_QUEUE_BACKLOG.labels(tenant, task_type).set(stats.approximate_backlog_count)
+                TASK_QUEUE_BACKLOG_AGE.labels(tenant, task_type).set(age.seconds + age.nanos / 1e9)
+            self._published.add(tenant)
+
+    async def run(self, tenants: Callable[[], Iterable[str]]) -> None:
+        """Refresh until cancelled; `tenants` is called for the tenants served right now."""
+        while True:
+            await self.refresh(list(tenants()))
+            await asyncio.sleep(self.every)
