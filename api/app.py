@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-from api import errors, idempotency, openapi
+from api import errors, idempotency, metrics, openapi
 from api.auth_limit import AuthFailureGuard, AuthFailureLimiter
 from api.input_guard import InputGuard
 from api.routes import (
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the body before an idempotency key is claimed for it.
     idempotency.install(app)
     openapi.install(app)
+    metrics.install(app)  # GET /metrics and request timing
     app.add_middleware(InputGuard, fastapi_app=app, max_request_bytes=settings.max_request_bytes)
     app.state.auth_limiter = AuthFailureLimiter(settings.auth_failure_limit, settings.auth_failure_window_seconds)
     app.add_middleware(AuthFailureGuard, limiter=app.state.auth_limiter)

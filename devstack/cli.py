@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from core.settings import get_settings
+from devstack import runs_cli
 
 
 def _exit(status: int) -> None:
@@ -30,9 +31,13 @@ def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from core.logs import setup_logging
 
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+    setup_logging(settings.log_format, settings.log_level)
+    # No log_config: uvicorn's own loggers go through the handler above (JSON or text lines).
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="info", log_config=None)
     return 0
 
 
@@ -213,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema = tenants.add_parser("schema", help="write tenant_configs/schema.json from the model")
     schema.add_argument("--check", action="store_true", help="only check that it is up to date")
     schema.set_defaults(func=cmd_tenants_schema)
+    runs_cli.register(sub)  # runs list|show|watch|pause|resume|cancel, campaigns list|start
     return parser
 
 

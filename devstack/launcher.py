@@ -185,6 +185,7 @@ def run_dev(settings: Settings) -> int:
         )
         for name, value in DEMO_PROVIDER_ENV.items():
             env.setdefault(name, value)
+        env.setdefault("LOG_FORMAT", "text")  # a terminal's logs, for humans (.data/logs/)
         smtp_sink = Child("smtp-sink", _pennant("smtp-sink"), env, logs / "smtp-sink.log")
         provider_sim = Child("provider-sim", _pennant("provider-sim"), env, logs / "provider-sim.log")
         api = Child("api", _pennant("api"), env, logs / "api.log")

@@ -22,6 +22,7 @@ from api.deps import PoolDep, SettingsDep
 from core import tracking
 from core.config_store import get_config
 from core.db import tenant_tx
+from core.metrics import TRACKING_EVENTS
 from core.tenant_config import Engagement
 
 router = APIRouter(tags=["tracking"])
@@ -100,6 +101,7 @@ async def _record(tracker: Tracker, token: tracking.Token, request: Request) -> 
     except (OSError, asyncpg.PostgresError) as exc:
         # Not recorded means not answered as if it were: the client (or mail app) may retry.
         raise HTTPException(503, "the event could not be recorded; try again", {"Retry-After": "1"}) from exc
+    TRACKING_EVENTS.labels(token.tenant, token.kind).inc()
 
 
 @router.get("/t/o/{token}", include_in_schema=False)
