@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import asyncpg
@@ -88,6 +88,8 @@ class ProviderEvent:
     """One event in Pennant's terms; `kind` None means a status Pennant does not record."""
 
     dedupe_key: str
+    # The provider's own name for the event (its event id, or the message sid of a status).
+    source_id: str
     kind: Kind | None
     bounce_type: Literal["hard", "soft"] | None
     occurred_at: dt.datetime
@@ -106,6 +108,9 @@ class Outcome:
     unmatched: int = 0
     unsupported: int = 0
     suppressed: int = 0
+    # Which events matched no message: a provider may report before the sender has recorded
+    # the message, and can try those again later.
+    unmatched_ids: list[str] = field(default_factory=list)
 
     @property
     def ignored(self) -> int:
@@ -127,15 +132,21 @@ def email_events(events: list[EmailEvent]) -> list[ProviderEvent]:
         bounce_type = (e.type or "hard") if kind == "bounce" else None
         out.append(
             ProviderEvent(
-                f"email:{e.event_id}", kind, bounce_type, _aware(e.timestamp), e.idempotency_key, e.message_id
+                f"email:{e.event_id}",
+                e.event_id,
+                kind,
+                bounce_type,
+                _aware(e.timestamp),
+                e.idempotency_key,
+                e.message_id,
             )
         )
     return out
 
 
 def status_events(provider: Provider, callbacks: list[StatusCallback]) -> list[ProviderEvent]:
-    """SMS or push status callbacks in Pennant's terms; a message's status arrives once, so
-    (message, status) names the event."""
+    """SMS or push status callbacks in Pennant's terms."""
+    # A message reaches each status once, so (message, status) names the event.
     out = []
     for c in callbacks:
         status = c.MessageStatus.lower()
@@ -149,6 +160,7 @@ def status_events(provider: Provider, callbacks: list[StatusCallback]) -> list[P
         out.append(
             ProviderEvent(
                 f"{provider}:{c.MessageSid}:{status}",
+                c.MessageSid,
                 kind,
                 bounce_type,
                 _aware(c.Timestamp),
@@ -222,13 +234,14 @@ async def _match(pool: asyncpg.Pool, channel: str, events: list[ProviderEvent]) 
 
 
 async def record(pool: asyncpg.Pool, channel: Provider, events: list[ProviderEvent]) -> Outcome:
-    """Store each event against its message once (a replayed event id is ignored) and suppress
-    the address of a hard bounce or a complaint in the message's tenant."""
+    """Store each event against its message once; a hard bounce or complaint suppresses the address."""
+    # A replayed event id is ignored by the unique dedupe key; only a new one suppresses.
     outcome = Outcome(received=len(events))
     tracked = [e for e in events if e.kind is not None]
     outcome.unsupported = len(events) - len(tracked)
     matched = await _match(pool, channel, tracked)
     outcome.unmatched = len(tracked) - len(matched)
+    outcome.unmatched_ids = [e.source_id for i, e in enumerate(tracked) if i not in matched][:MAX_EVENTS]
     per_tenant: dict[str, list[tuple[ProviderEvent, _Message]]] = defaultdict(list)
     for i, message in matched.items():
         per_tenant[message.tenant].append((tracked[i], message))

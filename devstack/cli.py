@@ -55,10 +55,12 @@ def cmd_smtp_sink(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from devstack.event_emitter import EventEmitter
     from devstack.smtp_sink import start_sink
 
     settings = get_settings()
-    controller = start_sink(settings.outbox_dir, settings.smtp_host, settings.smtp_port)
+    events = EventEmitter(settings.provider_events_url, settings.provider_events_secret)
+    controller = start_sink(settings.outbox_dir, settings.smtp_host, settings.smtp_port, events)
     print(f"SMTP sink on {settings.smtp_host}:{settings.smtp_port}, storing in {settings.outbox_dir}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -74,12 +76,14 @@ def cmd_provider_sim(args: argparse.Namespace) -> int:
     """`pennant provider-sim`: serve the SMS, push and webhook provider simulator."""
     from urllib.parse import urlsplit
 
+    from devstack.event_emitter import EventEmitter
     from devstack.provider_simulator import serve
 
-    url = urlsplit(get_settings().provider_base_url)
+    settings = get_settings()
+    url = urlsplit(settings.provider_base_url)
     host, port = args.host or url.hostname or "127.0.0.1", args.port or url.port or 8030
     print(f"provider simulator on http://{host}:{port} (control: /_sim/faults, /_sim/messages)", flush=True)
-    serve(host, port)
+    serve(host, port, EventEmitter(settings.provider_events_url, settings.provider_events_secret))
     return 0
 
 

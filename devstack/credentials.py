@@ -1,5 +1,6 @@
-"""Local credentials: an admin key, one key per tenant, and the link-signing secret, kept in
-`.data/dev-credentials.json` so a second `make run` keeps working with the same keys."""
+"""Local credentials: an admin key, one key per tenant, the link-signing and provider-events
+secrets, kept in `.data/dev-credentials.json` so a second `make run` keeps working with the
+same keys."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from core.auth import new_key, store_key
 async def ensure_credentials(
     pool: asyncpg.Pool, path: Path, tenants: list[str], admin_key: str | None = None
 ) -> dict[str, Any]:
-    """Load or create the local admin key, tenant keys and link secret, store the keys, save the file."""
+    """Load or create the local admin key, tenant keys and secrets, store the keys, save the file."""
     creds: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     creds["admin_key"] = admin_key or creds.get("admin_key") or new_key("adm")
     creds.setdefault("link_signing_secret", secrets.token_urlsafe(32))
+    creds.setdefault("provider_events_secret", secrets.token_urlsafe(32))
     keys: dict[str, str] = creds.setdefault("tenants", {})
     for tenant in tenants:
         keys.setdefault(tenant, new_key(f"tk_{tenant.replace('-', '_')}"))

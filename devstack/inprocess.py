@@ -79,17 +79,36 @@ class LocalStack:
 
 
 @contextlib.asynccontextmanager
-async def local_stack(tenant_configs_dir: Path = Path("tenant_configs")) -> AsyncIterator[LocalStack]:
+async def local_stack(
+    tenant_configs_dir: Path = Path("tenant_configs"), provider_events: bool = True
+) -> AsyncIterator[LocalStack]:
     """Start the whole stack on free ports in a temporary directory; stop it and remove the directory on exit."""
     workdir = Path(tempfile.mkdtemp(prefix="pennant-local-"))
     workdir.chmod(0o755)
     pg = start_embedded(workdir / "pg", cleanup="delete")
-    smtp_port = free_port()
+    smtp_port, api_port = free_port(), free_port()
+    # With `provider_events` the sink reports a delivery, bounce or complaint for every message
+    # to the API, as under `pennant dev`; a benchmark may leave them out.
+    events_secret = "local-stack-provider-events-secret"
+    events_env = (
+        {
+            "PROVIDER_EVENTS_URL": f"http://127.0.0.1:{api_port}/v1/provider-events",
+            "PROVIDER_EVENTS_SECRET": events_secret,
+        }
+        if provider_events
+        else {}
+    )
     # The sink runs in its own process, as under `pennant dev`: in this one it would compete
     # with the workers for the interpreter lock and understate delivery throughput.
     sink = subprocess.Popen(
         [sys.executable, "-m", "devstack.cli", "smtp-sink"],
-        env={**os.environ, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port), "DATA_DIR": str(workdir)},
+        env={
+            **os.environ,
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(smtp_port),
+            "DATA_DIR": str(workdir),
+            **events_env,
+        },
         stdout=subprocess.DEVNULL,
     )
     wait_for_port("127.0.0.1", smtp_port, 30, sink)
@@ -102,6 +121,7 @@ async def local_stack(tenant_configs_dir: Path = Path("tenant_configs")) -> Asyn
             temporal_address=env.client.service_client.config.target_host,
             smtp_port=smtp_port,
             link_signing_secret="local-stack-secret",
+            provider_events_secret=events_secret,
             tenant_configs_dir=tenant_configs_dir.resolve(),
         )
         pool = await create_pool(database_url, max_size=20)
@@ -111,7 +131,7 @@ async def local_stack(tenant_configs_dir: Path = Path("tenant_configs")) -> Asyn
         admin_key = new_key("adm")
         await store_key(pool, admin_key, None, "local stack admin")
         try:
-            async with serving(create_app(settings), free_port()) as api_url:
+            async with serving(create_app(settings), api_port) as api_url:
                 yield LocalStack(workdir, settings, pool, env, workers, api_url, admin_key)
         finally:
             workers_task.cancel()

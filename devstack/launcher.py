@@ -127,6 +127,12 @@ def provider_sim_address(settings: Settings) -> tuple[str, int]:
     return url.hostname or "127.0.0.1", url.port or 8030
 
 
+def provider_events_url(settings: Settings) -> str:
+    """Where the local SMTP sink and simulator post provider events: this stack's API."""
+    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host
+    return f"http://{host}:{settings.api_port}/v1/provider-events"
+
+
 def run_dev(settings: Settings) -> int:
     """Run the whole local stack in the foreground until Ctrl-C (`pennant dev`); its exit status."""
     data = settings.data_dir.resolve()
@@ -180,6 +186,9 @@ def run_dev(settings: Settings) -> int:
             DATABASE_URL=database_url,
             ADMIN_KEY=creds["admin_key"],
             LINK_SIGNING_SECRET=settings.link_signing_secret or creds["link_signing_secret"],
+            # The API verifies with it; the SMTP sink and simulator sign the events they emit.
+            PROVIDER_EVENTS_SECRET=settings.provider_events_secret or creds["provider_events_secret"],
+            PROVIDER_EVENTS_URL=settings.provider_events_url or provider_events_url(settings),
             DATA_DIR=str(data),
             TENANT_CONFIGS_DIR=str(settings.tenant_configs_dir.resolve()),
         )

@@ -29,6 +29,21 @@ Test control (JSON over HTTP, see `SimulatorControl`):
 
 Faults are counted per provider request, in the order latency → 429 → 503 → random 5xx →
 timeout, and are deterministic unless `error_rate_5xx` is set (and then seeded).
+
+Provider events: when configured (PROVIDER_EVENTS_URL and PROVIDER_EVENTS_SECRET, or
+`ProviderSimulator.events.configure`) every accepted SMS and push message gets a Twilio-like
+status callback, signed, posted in the background to `{url}/sms` or `{url}/push`: `MessageSid`
+(the sid or push message id the send was answered with), `MessageStatus`, `ErrorCode`. Which:
+
+- SMS to a number in the unassigned NANP area code 555 (never in demo data): ending in `0000`
+  → `undelivered` 30005 (unknown handset: a hard bounce); ending in `0001` → `undelivered`
+  30003 (unreachable handset: soft);
+- push to a token starting `bounce-` → `undelivered` UNREGISTERED (hard), `softbounce-` →
+  `undelivered` UNAVAILABLE (soft);
+- anything else → `delivered`.
+
+A repeated idempotency key is not delivered again, so it reports nothing again either.
+`GET /_sim/stats` counts them as `events_queued`, `events_sent`, `events_dropped`, …
 """
 
 from __future__ import annotations
@@ -56,6 +71,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from devstack.event_emitter import EventEmitter
 
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 # Real FCM registration tokens are long URL-safe strings; anything else is malformed.
@@ -106,10 +123,37 @@ def _error(status: int, code: int | str, message: str, headers: dict[str, str] |
     return JSONResponse({"code": code, "message": message, "status": status}, status_code=status, headers=headers)
 
 
+def sms_status(to: str) -> tuple[str, str | None]:
+    """The status (and error code) the simulator reports for an SMS accepted for `to`."""
+    if to.startswith("+1555") and to.endswith("0000"):
+        return "undelivered", "30005"
+    if to.startswith("+1555") and to.endswith("0001"):
+        return "undelivered", "30003"
+    return "delivered", None
+
+
+def push_status(token: str) -> tuple[str, str | None]:
+    """The status (and error code) the simulator reports for a push accepted for `token`."""
+    if token.startswith("bounce-"):
+        return "undelivered", "UNREGISTERED"
+    if token.startswith("softbounce-"):
+        return "undelivered", "UNAVAILABLE"
+    return "delivered", None
+
+
+def _status_callback(sid: str, status: tuple[str, str | None], **extra: str) -> dict[str, str]:
+    callback = {"MessageSid": sid, "MessageStatus": status[0], **extra}
+    if status[1] is not None:
+        callback["ErrorCode"] = status[1]
+    return callback
+
+
 class SimState:
     """Everything the simulator remembers; touched only from its event loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, events: EventEmitter | None = None) -> None:
+        # Configuration, not state: a reset keeps it.
+        self.events = events or EventEmitter()
         self.reset()
 
     def reset(self) -> None:
@@ -279,6 +323,7 @@ async def sms_send(request: Request) -> Response:
                            "status": "queued"}  # fmt: skip
             state.deliver({"channel": "sms", "idempotency_key": key, "sid": message_sid, "account_sid": sid,
                            "to": to, "from": sender, "body": body, "headers": _headers(request)})  # fmt: skip
+            state.events.emit("sms", _status_callback(message_sid, sms_status(to), AccountSid=sid, To=to))
         if answer[0] >= 400:
             state.stats["rejected"] += 1
         state.remember("sms", key, *answer)
@@ -323,6 +368,7 @@ async def push_batch(request: Request) -> Response:
                                "title": message.get("title"), "body": message.get("body"),
                                "data": message.get("data") or {}, "request_seq": entry["seq"],
                                "batch_size": len(messages), "headers": headers})  # fmt: skip
+                state.events.emit("push", _status_callback(message_id, push_status(token)))
             if answer[0] >= 400:
                 state.stats["rejected"] += 1
             state.remember("push", key, *answer)
@@ -415,7 +461,8 @@ async def sim_stats(request: Request) -> Response:
     stats = request.app.state.sim.stats
     names = ("requests", "delivered", "duplicates", "rejected", "rate_limited", "server_errors", "timeouts",
              "unauthorized")  # fmt: skip
-    return JSONResponse({**{n: 0 for n in names}, **stats})
+    emitted = {f"events_{k}": v for k, v in request.app.state.sim.events.stats.items()}
+    return JSONResponse({**{n: 0 for n in names}, **stats, **emitted})
 
 
 async def sim_requests(request: Request) -> Response:
@@ -477,6 +524,12 @@ class ProviderSimulator:
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
                                         name="provider-sim", daemon=True)  # fmt: skip
+
+    @property
+    def events(self) -> EventEmitter:
+        """The emitter of this simulator's status callbacks."""
+        emitter: EventEmitter = self.app.state.sim.events
+        return emitter
 
     @property
     def url(self) -> str:
@@ -549,6 +602,7 @@ class SimulatorControl:
         return found
 
 
-def serve(host: str, port: int) -> None:
+def serve(host: str, port: int, events: EventEmitter | None = None) -> None:
     """Run the simulator in the foreground (`pennant provider-sim`) until SIGINT/SIGTERM."""
-    uvicorn.run(create_app(), host=host, port=port, log_level="info", timeout_graceful_shutdown=2)
+    app = create_app(SimState(events))
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=2)

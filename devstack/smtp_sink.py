@@ -1,22 +1,65 @@
-"""A local SMTP server that accepts every message and stores it as an .eml file in the outbox."""
+"""A local SMTP server that accepts every message and stores it as an .eml file in the outbox.
+
+When provider events are configured (PROVIDER_EVENTS_URL and PROVIDER_EVENTS_SECRET) it also
+plays the email provider's event webhook, per recipient, by domain:
+
+- `@bounce.example.com` hard-bounces, `@softbounce.example.com` soft-bounces;
+- `@complaint.example.com` is delivered and then complains (a spam report);
+- every other recipient gets a `delivered` receipt.
+
+Events carry the message's Message-ID and Pennant's idempotency key (as a provider echoes
+custom arguments) and an event id derived from both, so a message sent twice reports once.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import time
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
 
+from devstack.event_emitter import EventEmitter
+
+# Recipient domain → the events the sink reports for it (others: delivered).
+EVENTS_BY_DOMAIN: dict[str, list[dict[str, str]]] = {
+    "bounce.example.com": [{"event": "bounce", "type": "hard", "reason": "550 5.1.1 mailbox does not exist"}],
+    "softbounce.example.com": [{"event": "bounce", "type": "soft", "reason": "452 4.2.2 mailbox full"}],
+    "complaint.example.com": [{"event": "delivered"}, {"event": "spamreport"}],
+}
+_DELIVERED = [{"event": "delivered"}]
+
+
+def email_events(message: bytes, recipients: list[str], now: float | None = None) -> list[dict[str, Any]]:
+    """The provider events the sink reports for one accepted message."""
+    # Headers only: the body is never parsed, so emission costs the sink little.
+    headers = BytesHeaderParser(policy=compat32).parsebytes(message, headersonly=True)
+    message_id = str(headers.get("Message-ID", "")).strip() or None
+    key = str(headers.get("X-Pennant-Idempotency-Key", "")).strip() or None
+    stamp = int(now if now is not None else time.time())
+    events = []
+    for rcpt in recipients:
+        domain = rcpt.rpartition("@")[2].lower()
+        for template in EVENTS_BY_DOMAIN.get(domain, _DELIVERED):
+            name = f"{message_id or time.time_ns()}|{key}|{rcpt.lower()}|{template['event']}"
+            event_id = "sink-" + hashlib.sha256(name.encode()).hexdigest()[:32]
+            events.append({**template, "event_id": event_id, "timestamp": stamp, "email": rcpt,
+                           "smtp-id": message_id, "idempotency_key": key})  # fmt: skip
+    return events
+
 
 class OutboxHandler:
-    """Writes each received message to `<outbox>/<time>-<seq>.eml`, atomically."""
+    """Writes each received message to `<outbox>/<time>-<seq>.eml` atomically; reports its events through `events`."""
 
-    def __init__(self, outbox: Path):
+    def __init__(self, outbox: Path, events: EventEmitter | None = None):
         self.outbox = outbox
+        self.events = events or EventEmitter()
         self.outbox.mkdir(parents=True, exist_ok=True)
         self._seq = itertools.count()
         self.sessions = 0  # SMTP sessions greeted: lets tests see connection reuse
@@ -36,12 +79,17 @@ class OutboxHandler:
         tmp = self.outbox / f".{name}.tmp"
         tmp.write_bytes(data)
         tmp.replace(self.outbox / name)
+        if self.events.enabled:
+            for event in email_events(data, list(envelope.rcpt_tos)):
+                self.events.emit("email", event)
         return "250 Message accepted for delivery"
 
 
-def start_sink(outbox: Path, host: str = "127.0.0.1", port: int = 1025) -> Controller:
-    """Start the sink on a background thread; call `.stop()` on the result to stop it."""
-    controller = Controller(OutboxHandler(outbox), hostname=host, port=port, ready_timeout=10)
+def start_sink(
+    outbox: Path, host: str = "127.0.0.1", port: int = 1025, events: EventEmitter | None = None
+) -> Controller:
+    """Start the sink on a background thread (events emitted through `events`); `.stop()` the result to stop it."""
+    controller = Controller(OutboxHandler(outbox, events), hostname=host, port=port, ready_timeout=10)
     controller.start()
     return controller
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiosmtpd.controller import Controller
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
@@ -93,12 +94,17 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture(scope="session")
-def smtp_port(workdir: Path) -> Iterator[int]:
+def smtp_sink(workdir: Path) -> Iterator[Controller]:
     """The SMTP sink on a free port, storing into the work dir's outbox."""
-    port = free_port()
-    controller = start_sink(workdir / "outbox", "127.0.0.1", port)
-    yield port
+    controller = start_sink(workdir / "outbox", "127.0.0.1", free_port())
+    yield controller
     controller.stop()
+
+
+@pytest.fixture(scope="session")
+def smtp_port(smtp_sink: Controller) -> int:
+    """The SMTP sink's port."""
+    return int(smtp_sink.port)
 
 
 @pytest.fixture(scope="session")
@@ -126,9 +132,16 @@ async def sim(provider_sim: ProviderSimulator) -> AsyncIterator[SimulatorControl
 
 
 @pytest.fixture(scope="session")
-def settings(workdir: Path, database_url: str, smtp_port: int, provider_sim: ProviderSimulator) -> Settings:
+def settings(
+    workdir: Path, database_url: str, smtp_sink: Controller, smtp_port: int, provider_sim: ProviderSimulator
+) -> Settings:
     """Settings pointing at the session's servers, with spans kept in SPANS."""
+    # Chosen now, not when the API starts: the sink and the simulator post provider events there.
+    api_port = free_port()
     settings = Settings(
+        api_port=api_port,
+        provider_events_url=f"http://127.0.0.1:{api_port}/v1/provider-events",
+        provider_events_secret="test-provider-events-secret",
         data_dir=workdir,
         database_url=database_url,
         smtp_host="127.0.0.1",
@@ -140,6 +153,8 @@ def settings(workdir: Path, database_url: str, smtp_port: int, provider_sim: Pro
         otel_exporter="none",
     )
     setup_telemetry(settings, [SimpleSpanProcessor(SPANS)])
+    smtp_sink.handler.events.configure(settings.provider_events_url, settings.provider_events_secret)
+    provider_sim.events.configure(settings.provider_events_url, settings.provider_events_secret)
     return settings
 
 
@@ -194,7 +209,7 @@ async def api_url(settings: Settings, temporal_client: Client, pool: asyncpg.Poo
     """The API under uvicorn on a free port; its base URL."""
     target = temporal_client.service_client.config.target_host
     app_settings = settings.model_copy(update={"temporal_address": target})
-    async with serving(create_app(app_settings), free_port()) as url:
+    async with serving(create_app(app_settings), settings.api_port) as url:
         yield url
 
 

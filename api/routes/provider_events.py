@@ -46,6 +46,7 @@ class ProviderEventsAnswer(BaseModel):
     unmatched: int
     unsupported: int
     suppressed: int
+    unmatched_ids: list[str]
 
 
 def _invalid(exc: ValidationError, wrap: bool = False) -> RequestValidationError:
@@ -119,4 +120,5 @@ async def receive_provider_events(
         unmatched=outcome.unmatched,
         unsupported=outcome.unsupported,
         suppressed=outcome.suppressed,
+        unmatched_ids=outcome.unmatched_ids,
     )
