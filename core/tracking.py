@@ -61,7 +61,10 @@ _B64_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 def _unb64(text: str) -> bytes | None:
     if not _B64_RE.match(text) or len(text) % 4 == 1:
         return None
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # Only the one canonical spelling: a last character that differs in its unused bits would
+    # decode to the same bytes, and an altered token must never verify.
+    return raw if _b64(raw) == text else None
 
 
 @lru_cache(maxsize=8)
