@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from core.db import tenant_tx
 from core.provider_events import signed_headers
@@ -35,8 +36,8 @@ async def run_once(tenant: Tenant, campaign_id: str) -> str:
 
 
 async def set_addresses(pool: asyncpg.Pool, slug: str, channel: str, addresses: dict[int, str]) -> None:
-    """Give customers these addresses on `channel` (email or sms), with consent."""
-    column = {"email": "email", "sms": "phone"}[channel]
+    """Give customers these addresses on `channel` (email, sms or push), with consent."""
+    column = {"email": "email", "sms": "phone", "push": "push_token"}[channel]
     async with tenant_tx(pool, slug) as conn:
         await conn.executemany(
             f"UPDATE customers SET {column} = $3, consent_{channel} = true WHERE tenant_id = $1 AND id = $2",
@@ -209,16 +210,31 @@ async def test_the_endpoint_refuses_forged_stale_and_malformed_requests_and_stor
     assert answer["unmatched_ids"] == ["stray-1", "stray-2"]
 
 
-async def test_an_sms_hard_failure_from_the_simulator_suppresses_the_number_for_the_next_run(
-    make_tenant: MakeTenant, pool: asyncpg.Pool, sim: SimulatorControl
+@pytest.mark.parametrize(
+    ("template", "channel", "campaign_template", "hard_address", "soft_address"),
+    [
+        ("freshmart", "sms", "weekly_deals", "+15551230000", "+15551230001"),
+        ("quickstop", "push", "coffee_morning", f"bounce-{'a' * 32}", f"softbounce-{'b' * 32}"),
+    ],
+)
+async def test_sms_and_push_hard_failures_from_the_simulator_suppress_the_address_for_the_next_run(
+    make_tenant: MakeTenant,
+    pool: asyncpg.Pool,
+    sim: SimulatorControl,
+    template: str,
+    channel: str,
+    campaign_template: str,
+    hard_address: str,
+    soft_address: str,
 ) -> None:
-    """Twilio-like status callbacks: 30005 is a hard bounce (suppressed), 30003 a soft one."""
-    tenant = await make_tenant("freshmart", customers=10, **NO_POLICIES)
+    """Twilio-like status callbacks matched by message sid: a hard failure suppresses, a soft one does not."""
+    tenant = await make_tenant(template, customers=10, **NO_POLICIES)
     ids = [r["id"] for r in await pool.fetch("SELECT id FROM customers WHERE tenant_id = $1 ORDER BY id", tenant.slug)]
     hard, soft = ids[:2]
-    numbers = {hard: "+15551230000", soft: "+15551230001"}
-    await set_addresses(pool, tenant.slug, "sms", numbers)
-    campaign_id = await create_campaign(tenant, channels=["sms"], name="SMS deals")
+    addresses = {hard: hard_address, soft: soft_address}
+    await set_addresses(pool, tenant.slug, channel, addresses)
+    variants = [{"key": "A", "template": campaign_template}]
+    campaign_id = await create_campaign(tenant, channels=[channel], variants=variants, name=f"{channel} test")
 
     first = await run_once(tenant, campaign_id)
     rows = await ledger(pool, tenant.slug, first)
@@ -228,7 +244,7 @@ async def test_an_sms_hard_failure_from_the_simulator_suppresses_the_number_for_
     expected[hard] = {("bounce", "hard")}
     expected[soft] = {("bounce", "soft")}
     await wait_for_events(pool, tenant.slug, first, expected)
-    assert await suppressions(pool, tenant.slug, "sms") == {numbers[hard]: "bounce"}
+    assert await suppressions(pool, tenant.slug, channel) == {hard_address: "bounce"}
     stats = await sim.stats()
     assert stats["events_sent"] >= len(sent), stats
 
