@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import asyncpg
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from core.db import tenant_tx
 from core.tenant_config import EmailAddress, Locale, TimeZone
@@ -82,14 +82,6 @@ class CustomerIn(BaseModel):
         default_factory=dict, description="merged into the stored attributes; a key set to null removes it"
     )
 
-    @field_validator("attributes")
-    @classmethod
-    def _attributes_storable(cls, value: dict[str, Any]) -> dict[str, Any]:
-        # jsonb refuses \u0000 anywhere, keys included.
-        if "\\u0000" in json.dumps(value):
-            raise ValueError("contains a NUL character")
-        return value
-
 
 # Columns a row may leave out and that accept null: the bit in `mask` says whether it was given
 # (null then clears the value). The NOT NULL columns cannot take null, so null in the staging
@@ -108,27 +100,42 @@ _STAGE_COLUMNS = (
     ("remove_keys", "text[]"),
 )
 _STAGE_NAMES = tuple(name for name, _ in _STAGE_COLUMNS)
+_ATTRIBUTES_AT = _STAGE_NAMES.index("attributes")
 
 
 def _stage_record(ord_: int, row: CustomerIn) -> tuple[Any, ...]:
+    """The row as a staging-table record (columns _STAGE_NAMES)."""
     given = row.model_fields_set
     mask = 0
     for bit, name in enumerate(_NULLABLE):
         if name in given:
             mask |= 1 << bit
-    consent_given = row.consent.model_fields_set if "consent" in given else set()
-    kept = {k: v for k, v in row.attributes.items() if v is not None}
-    removed = [k for k, v in row.attributes.items() if v is None]
+    consent_given = row.consent.model_fields_set if "consent" in given else ()
+    attributes = row.attributes
+    removed = [k for k, v in attributes.items() if v is None]
+    if removed:
+        attributes = {k: v for k, v in attributes.items() if v is not None}
+    consent = row.consent
     return (
         ord_,
         row.external_id,
         mask,
-        *(getattr(row, c) for c in _NULLABLE),
+        row.email,
+        row.phone,
+        row.push_token,
+        row.city,
+        row.country,
+        row.birth_date,
         *(getattr(row, c) if c in given else None for c in _NOT_NULL),
-        *(getattr(row.consent, c) if c in consent_given else None for c in _CONSENT),
-        json.dumps(kept, separators=(",", ":")),
+        consent.email if "email" in consent_given else None,
+        consent.sms if "sms" in consent_given else None,
+        consent.push if "push" in consent_given else None,
+        _dumps(attributes) if attributes else "{}",
         removed,
     )
+
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @dataclass
@@ -157,20 +164,34 @@ class RowReport:
 Describe = Callable[[int, str], str]
 
 
-def validate_rows(rows: Sequence[Any], describe: Describe) -> tuple[list[CustomerIn], list[str], int]:
-    """The valid rows as models, each invalid row's errors (`describe(index, "field: reason")`),
-    and how many rows were invalid."""
-    valid: list[CustomerIn] = []
-    errors: list[str] = []
-    rejected = 0
+@dataclass
+class Staged:
+    """Rows validated and ready to write: staging records, and each invalid row's errors."""
+
+    records: list[tuple[Any, ...]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    rejected: int = 0
+
+
+def stage_rows(rows: Sequence[Any], describe: Describe) -> Staged:
+    """Validate raw rows (API bodies or file records); the valid ones as staging records, each
+    invalid row's errors as `describe(index, "field: reason")` lines."""
+    staged = Staged()
     validate = CustomerIn.model_validate
     for i, raw in enumerate(rows):
         try:
-            valid.append(validate(raw))
+            record = _stage_record(len(staged.records), validate(raw))
         except ValidationError as exc:
-            rejected += 1
-            errors.extend(describe(i, line) for line in error_lines(exc.errors(), unknown="unknown field"))
-    return valid, errors, rejected
+            staged.rejected += 1
+            staged.errors.extend(describe(i, line) for line in error_lines(exc.errors(), unknown="unknown field"))
+            continue
+        # jsonb refuses \u0000 anywhere in a document, keys included.
+        if "\\u0000" in record[_ATTRIBUTES_AT]:
+            staged.rejected += 1
+            staged.errors.append(describe(i, "attributes: contains a NUL character"))
+            continue
+        staged.records.append(record)
+    return staged
 
 
 _defaults_sql: dict[str, str] = {}
@@ -202,8 +223,10 @@ def _upsert_sql(defaults: dict[str, str]) -> str:
     insert_values = [insert_value(c, f"s.{c}") for c in columns]
     return f"""
 WITH src AS (
-    SELECT s.*, c.id AS existing FROM pg_temp.customer_upsert s
-    LEFT JOIN customers c ON c.tenant_id = $1 AND c.external_id = s.external_id
+    -- A subquery per staged row is an index lookup whatever the statistics say; a join may
+    -- be planned as a hash of every customer of the tenant, on each batch of an import.
+    SELECT s.*, (SELECT c.id FROM customers c WHERE c.tenant_id = $1 AND c.external_id = s.external_id) AS existing
+    FROM pg_temp.customer_upsert s
 ), updated AS (
     UPDATE customers c SET
         {", ".join(set_nullable + set_not_null)},
@@ -232,15 +255,16 @@ async def lock_customer_ids(conn: asyncpg.Connection, tenant: str) -> int:
     return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM customers WHERE tenant_id = $1", tenant))
 
 
-async def upsert_customers(conn: asyncpg.Connection, tenant: str, rows: Sequence[CustomerIn]) -> UpsertCounts:
-    """Insert or update `rows` by external id inside the caller's tenant transaction (core.db.tenant_tx).
+async def write_staged(conn: asyncpg.Connection, tenant: str, records: Sequence[tuple[Any, ...]]) -> UpsertCounts:
+    """Insert or update staged rows (stage_rows) by external id inside the caller's tenant
+    transaction (core.db.tenant_tx).
 
-    A batch is staged with COPY into a temporary table (COPY straight into an RLS table is
-    refused) and written by one statement; an external id that repeats within `rows` starts a
-    new statement, so a later row applies on top of the earlier one.
+    The rows are COPied into a temporary table (COPY straight into an RLS table is refused) and
+    written by one statement; an external id that repeats within `records` starts a new
+    statement, so a later row applies on top of the earlier one.
     """
     counts = UpsertCounts()
-    if not rows:
+    if not records:
         return counts
     sql = _upsert_sql(await _column_defaults(conn))
     await conn.execute(
@@ -249,14 +273,13 @@ async def upsert_customers(conn: asyncpg.Connection, tenant: str, rows: Sequence
         + ") ON COMMIT DROP"
     )
     highest = await lock_customer_ids(conn, tenant)
-    for part in _without_repeats(rows):
+    # The update joins staged rows to their customers by primary key. The statistics of a table
+    # an import is filling are stale, and the planner then hashes all the tenant's customers for
+    # each batch: nested loops (index lookups) only, for this transaction.
+    await conn.execute("SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)")
+    for part in _without_repeats(records):
         await conn.execute("TRUNCATE pg_temp.customer_upsert")
-        await conn.copy_records_to_table(
-            "customer_upsert",
-            records=[_stage_record(i, row) for i, row in enumerate(part)],
-            columns=_STAGE_NAMES,
-            schema_name="pg_temp",
-        )
+        await conn.copy_records_to_table("customer_upsert", records=part, columns=_STAGE_NAMES, schema_name="pg_temp")
         # Without statistics the planner guesses the staged row count; the join to customers
         # must be index lookups, not a scan of every tenant's customers.
         await conn.execute("ANALYZE pg_temp.customer_upsert")
@@ -267,27 +290,27 @@ async def upsert_customers(conn: asyncpg.Connection, tenant: str, rows: Sequence
     return counts
 
 
-def _without_repeats(rows: Sequence[CustomerIn]) -> Iterator[Sequence[CustomerIn]]:
-    """`rows` cut into runs in which no external id repeats (one run unless one does)."""
+def _without_repeats(records: Sequence[tuple[Any, ...]]) -> Iterator[Sequence[tuple[Any, ...]]]:
+    """`records` cut into runs in which no external id repeats (one run unless one does)."""
     seen: set[str] = set()
     start = 0
-    for i, row in enumerate(rows):
-        if row.external_id in seen:
-            yield rows[start:i]
+    for i, record in enumerate(records):
+        if record[1] in seen:
+            yield records[start:i]
             seen.clear()
             start = i
-        seen.add(row.external_id)
-    yield rows[start:]
+        seen.add(record[1])
+    yield records[start:]
 
 
 async def upsert_batch(pool: asyncpg.Pool, tenant: str, rows: Sequence[Any], describe: Describe) -> RowReport:
     """Validate raw rows and upsert the valid ones in one tenant transaction; invalid rows are
     reported (`describe(index, "field: reason")`) and do not stop the valid ones."""
     # Validating thousands of rows is CPU work: off the event loop, so a serving API stays responsive.
-    valid, errors, rejected = await asyncio.to_thread(validate_rows, rows, describe)
+    staged = await asyncio.to_thread(stage_rows, rows, describe)
     async with tenant_tx(pool, tenant) as conn:
-        counts = await upsert_customers(conn, tenant, valid)
-    return RowReport(counts, errors, rejected)
+        counts = await write_staged(conn, tenant, staged.records)
+    return RowReport(counts, staged.errors, staged.rejected)
 
 
 # --- files: CSV (header row) or JSON Lines
@@ -306,35 +329,46 @@ class FileRow:
     error: str | None = None
 
 
-def _csv_row(header: list[str], values: list[str]) -> dict[str, Any]:
-    """A CSV record as an API row: an empty cell is left out (keeps the stored value); consent_*
-    columns become `consent`, `attributes.<name>` columns and an `attributes` JSON column
-    become `attributes`."""
-    row: dict[str, Any] = {}
-    consent: dict[str, Any] = {}
-    attributes: dict[str, Any] = {}
-    if len(values) != len(header):
-        raise ValueError(f"has {len(values)} fields, the header has {len(header)}")
-    for name, value in zip(header, values, strict=True):
-        if value == "":
-            continue
-        if name.startswith("consent_"):
-            lowered = value.strip().lower()
-            consent[name[len("consent_") :]] = True if lowered in _TRUE else False if lowered in _FALSE else value
-        elif name.startswith(_ATTRIBUTE_PREFIX):
-            attributes[name[len(_ATTRIBUTE_PREFIX) :]] = value
-        elif name == "attributes":
-            parsed = json.loads(value)
+class _CsvShape:
+    """How a CSV header maps to API rows: an empty cell is left out (keeps the stored value);
+    consent_<channel> columns become `consent`, `attributes.<name>` columns and an
+    `attributes` JSON column become `attributes`."""
+
+    def __init__(self, header: list[str]):
+        self.width = len(header)
+        self.plain = [(i, name) for i, name in enumerate(header) if not name.startswith(("consent_", "attributes"))]
+        self.consent = [(i, name[len("consent_") :]) for i, name in enumerate(header) if name.startswith("consent_")]
+        self.attributes = [
+            (i, name[len(_ATTRIBUTE_PREFIX) :]) for i, name in enumerate(header) if name.startswith(_ATTRIBUTE_PREFIX)
+        ]
+        self.attributes_json = header.index("attributes") if "attributes" in header else None
+
+    def row(self, values: list[str]) -> dict[str, Any]:
+        """The API row of one CSV record."""
+        if len(values) != self.width:
+            raise ValueError(f"has {len(values)} fields, the header has {self.width}")
+        row: dict[str, Any] = {name: values[i] for i, name in self.plain if values[i] != ""}
+        consent = {channel: _flag(values[i]) for i, channel in self.consent if values[i] != ""}
+        if consent:
+            row["consent"] = consent
+        attributes: dict[str, Any] = {}
+        if self.attributes_json is not None and values[self.attributes_json] != "":
+            parsed = json.loads(values[self.attributes_json])
             if not isinstance(parsed, dict):
                 raise ValueError("attributes: must be a JSON object")
-            attributes = {**parsed, **attributes}
-        else:
-            row[name] = value
-    if consent:
-        row["consent"] = consent
-    if attributes:
-        row["attributes"] = attributes
-    return row
+            attributes = parsed
+        for i, key in self.attributes:
+            if values[i] != "":
+                attributes[key] = values[i]
+        if attributes:
+            row["attributes"] = attributes
+        return row
+
+
+def _flag(value: str) -> Any:
+    lowered = value.strip().lower()
+    # Anything else goes on as given, for validation to name it.
+    return True if lowered in _TRUE else False if lowered in _FALSE else value
 
 
 class _CountingLines:
@@ -355,14 +389,14 @@ def _read_csv(lines: _CountingLines) -> Iterator[FileRow]:
     header = next(reader, None)
     if header is None:
         return
-    header = [h.strip() for h in header]
+    shape = _CsvShape([h.strip() for h in header])
     start = reader.line_num + 1
     for values in reader:
         line, start = start, reader.line_num + 1
         if not values:
             continue
         try:
-            yield FileRow(line, _csv_row(header, values))
+            yield FileRow(line, shape.row(values))
         except ValueError as exc:
             yield FileRow(line, None, str(exc))
 
@@ -402,6 +436,49 @@ def file_format(path: Path) -> str:
     raise ValueError(f"{path}: unknown file type '{suffix}' (use .csv or .jsonl)")
 
 
+def _by_line(numbers: list[int]) -> Describe:
+    return lambda i, error: f"line {numbers[i]}: {error}"
+
+
+def _line_of(error: str) -> int:
+    return int(error.split(":", 1)[0].removeprefix("line "))
+
+
+@dataclass
+class _FileBatch:
+    staged: Staged
+    rows: int  # file records read so far
+    bytes_read: int
+
+
+def _file_batches(path: Path, fmt: str, batch_size: int) -> Iterator[_FileBatch]:
+    """The file's records read and staged a batch at a time; unreadable records count as rejected."""
+    with path.open("rb") as raw:
+        lines = _CountingLines(raw)
+        records = _read_csv(lines) if fmt == "csv" else _read_jsonl(lines)
+        rows = 0
+        unreadable: list[str] = []
+        batch: list[FileRow] = []
+        while True:
+            record = next(records, None)
+            if record is not None:
+                rows += 1
+                if record.row is None:
+                    unreadable.append(f"line {record.line}: {record.error}")
+                else:
+                    batch.append(record)
+                if len(batch) < batch_size:
+                    continue
+            staged = stage_rows([r.row for r in batch], _by_line([r.line for r in batch]))
+            if unreadable:
+                staged.errors = sorted(staged.errors + unreadable, key=_line_of)
+            staged.rejected += len(unreadable)
+            yield _FileBatch(staged, rows, lines.bytes_read)
+            if record is None:
+                return
+            batch, unreadable = [], []
+
+
 async def import_file(
     pool: asyncpg.Pool,
     tenant: str,
@@ -413,41 +490,34 @@ async def import_file(
     """Upsert every valid row of a CSV or JSON Lines file, a batch per transaction; invalid rows
     are reported as `line N: field: reason` and never stop the valid ones.
 
-    `progress(bytes_read, rows_done)` is called after each batch.
+    `progress(bytes_read, rows_read)` is called after each batch is written.
     """
     fmt = file_format(path)
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch size must be 1..{MAX_BATCH}")
     report = ImportReport()
-    with path.open("rb") as raw:
-        lines = _CountingLines(raw)
-        records = _read_csv(lines) if fmt == "csv" else _read_jsonl(lines)
-        batch: list[FileRow] = []
+    batches = _file_batches(path, fmt, batch_size)
 
-        async def flush() -> None:
-            rows = [r.row for r in batch]
-            numbers = [r.line for r in batch]
-            result = await upsert_batch(pool, tenant, rows, lambda i, error: f"line {numbers[i]}: {error}")
-            report.counts.add(result.counts)
-            report.errors.extend(result.errors)
-            report.rejected += result.rejected
-            batch.clear()
-            if progress is not None:
-                progress(lines.bytes_read, report.rows)
+    def produce() -> _FileBatch | None:
+        return next(batches, None)
 
-        for record in records:
-            report.rows += 1
-            if record.row is None:
-                report.rejected += 1
-                report.errors.append(f"line {record.line}: {record.error}")
-                continue
-            batch.append(record)
-            if len(batch) >= batch_size:
-                await flush()
-        if batch:
-            await flush()
-        elif progress is not None:
-            progress(lines.bytes_read, report.rows)
+    # Reading and validating (CPU, in a thread) overlap with writing the previous batch (the
+    # database's work): the event loop only ships bytes.
+    upcoming = asyncio.ensure_future(asyncio.to_thread(produce))
+    while (batch := await upcoming) is not None:
+        upcoming = asyncio.ensure_future(asyncio.to_thread(produce))
+        try:
+            async with tenant_tx(pool, tenant) as conn:
+                report.counts.add(await write_staged(conn, tenant, batch.staged.records))
+        except BaseException:
+            # Let the reader thread finish its batch before the file closes under it.
+            await asyncio.gather(upcoming, return_exceptions=True)
+            raise
+        report.rows = batch.rows
+        report.errors.extend(batch.staged.errors)
+        report.rejected += batch.staged.rejected
+        if progress is not None:
+            progress(batch.bytes_read, batch.rows)
     return report
 
 
