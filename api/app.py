@@ -13,6 +13,8 @@ from api.auth_limit import AuthFailureGuard, AuthFailureLimiter
 from api.input_guard import InputGuard
 from api.routes import (
     campaigns,
+    customers,
+    events,
     health,
     keys,
     provider_events,
@@ -82,6 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         unsubscribe,
         tracking,
         provider_events,
+        customers,
+        events,
     ):
         app.include_router(module.router)
     FastAPIInstrumentor.instrument_app(app)

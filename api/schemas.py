@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.input_guard import BIGINT_MAX, BIGINT_MIN
 from core.campaign_store import CampaignRecord, CampaignStatus
 from core.campaigns import CampaignSpec
+from core.conversions import MAX_EVENTS
+from core.customers import MAX_BATCH
 from core.results import ResultsRecord, SeriesRecord
 from core.run_store import DeliveryRecord, RunRecord
 from core.runs import Counts, RunStatus
@@ -189,6 +191,60 @@ class Suppression(SuppressionIn):
     """A stored suppression."""
 
     created_at: dt.datetime
+
+
+# --- customers and events in
+
+
+class CustomersUpsert(BaseModel):
+    """Customers to insert or update by `external_id`; each row is validated on its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customers: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description="rows of external_id (required), email, phone (E.164), push_token, first_name, last_name, "
+        "locale, time_zone (IANA), loyalty_tier, city, country, birth_date, consent {email, sms, push}, "
+        "attributes {…}. A field left out keeps its stored value; attributes merge and a key set to null "
+        "is removed",
+    )
+
+
+class RowErrors(BaseModel):
+    """The rows that were not written, each problem as `customers[3].email: reason`."""
+
+    rejected: int = Field(description="rows not written")
+    errors: list[str]
+
+
+class CustomersUpserted(RowErrors):
+    """What an upsert did: customers inserted and updated, and the rows it refused."""
+
+    inserted: int
+    updated: int
+
+
+class EventsIn(BaseModel):
+    """Customer events (purchases and custom events); each row is validated on its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=MAX_EVENTS,
+        description="rows of id (required, idempotency), customer_id or external_id, type ('purchase' or a "
+        "custom name), at (ISO 8601 with offset), amount (required for a purchase), currency, sku, category, "
+        "properties {…}",
+    )
+
+
+class EventsAccepted(RowErrors):
+    """What a batch of events did: stored, attributed to a message (or holdout), replayed ids, refused rows."""
+
+    accepted: int = Field(description="new events stored")
+    attributed: int = Field(description="of the accepted, those attributed to a run's message or holdout")
+    duplicates: list[str] = Field(description="event ids already stored (or repeated in this batch): unchanged")
 
 
 # --- tenants and their configuration
