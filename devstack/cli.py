@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from core.settings import get_settings
 from devstack import runs_cli
@@ -195,6 +196,78 @@ def cmd_tenants_diff(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def cmd_customers_import(args: argparse.Namespace) -> int:
+    """`pennant customers import FILE --tenant SLUG`: upsert a CSV or JSON Lines file of customers."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from core.customers import file_format, import_file
+    from core.db import create_pool, migrate
+
+    path = Path(args.file)
+    try:
+        file_format(path)
+        size = path.stat().st_size
+    except (ValueError, OSError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    settings = get_settings()
+    server = None
+    url = settings.database_url
+    if not url:
+        # The embedded PostgreSQL of `pennant dev` (started here if the stack is not running).
+        from devstack.postgres import embedded_database_url
+
+        server, url = embedded_database_url(settings.data_dir / "pg")
+
+    async def go() -> int:
+        pool = await create_pool(url)
+        try:
+            await migrate(pool)
+            if not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM tenants WHERE slug = $1)", args.tenant):
+                print(f"tenant '{args.tenant}' does not exist", file=sys.stderr)
+                return 2
+            columns = (
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TextColumn("{task.fields[rows]:,} rows"),
+                TimeRemainingColumn(),
+            )
+            with Progress(*columns, console=_stderr_console(), transient=False) as bar:
+                task = bar.add_task(f"importing {path.name}", total=size, rows=0)
+                report = await import_file(
+                    pool,
+                    args.tenant,
+                    path,
+                    batch_size=args.batch_size,
+                    progress=lambda done, rows: bar.update(task, completed=done, rows=rows),
+                )
+        finally:
+            await pool.close()
+        counts = report.counts
+        print(
+            f"{args.tenant}: {report.rows} rows read, {counts.inserted} customers inserted, "
+            f"{counts.updated} updated, {report.rejected} rows rejected"
+        )
+        for error in report.errors[: args.max_errors]:
+            print(error, file=sys.stderr)
+        if len(report.errors) > args.max_errors:
+            print(f"… and {len(report.errors) - args.max_errors} more errors", file=sys.stderr)
+        return 1 if report.rejected else 0
+
+    try:
+        return asyncio.run(go())
+    finally:
+        if server is not None:
+            server.cleanup()  # main() leaves with os._exit: atexit would not release our handle
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `pennant` command and its subcommands."""
     parser = argparse.ArgumentParser(prog="pennant", description="Pennant campaign platform")
@@ -223,6 +296,18 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--check", action="store_true", help="only check that it is up to date")
     schema.set_defaults(func=cmd_tenants_schema)
     runs_cli.register(sub)  # runs list|show|watch|pause|resume|cancel, campaigns list|start
+    customers = sub.add_parser("customers", help="customer data").add_subparsers(dest="action", required=True)
+    load = customers.add_parser(
+        "import",
+        help="upsert customers from a CSV (header row) or JSON Lines file by external_id",
+        description="Rows are written in batches as they are read; invalid rows are reported with "
+        "their line and field at the end and do not stop the rest. Exit status 1 when any row was rejected.",
+    )
+    load.add_argument("file", help="a .csv or .jsonl file")
+    load.add_argument("--tenant", required=True, help="the tenant's slug")
+    load.add_argument("--batch-size", type=int, default=5_000, help="rows per transaction (default 5000)")
+    load.add_argument("--max-errors", type=int, default=1_000, help="print at most this many errors (default 1000)")
+    load.set_defaults(func=cmd_customers_import)
     return parser
 
 
