@@ -75,8 +75,9 @@ def _context_of(args: Any) -> dict[str, str | None]:
 class _ObservedActivity(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         context = _context_of(input.args)
-        bind(**context)
-        name = activity.info().activity_type
+        info = activity.info()
+        bind(**context, workflow_id=info.workflow_id)
+        name = info.activity_type
         started = time.monotonic()
         outcome = "error"
         try:
@@ -88,7 +89,12 @@ class _ObservedActivity(ActivityInboundInterceptor):
             raise
         finally:
             elapsed = time.monotonic() - started
-            extra: dict[str, Any] = {"activity": name, "outcome": outcome, "duration_ms": round(elapsed * 1000, 1)}
+            extra: dict[str, Any] = {
+                "activity": name,
+                "attempt": info.attempt,
+                "outcome": outcome,
+                "duration_ms": round(elapsed * 1000, 1),
+            }
             if outcome == "ok" and isinstance(result, Counts):
                 extra.update(sent=result.sent, failed=result.failed, skipped=result.skipped)
             if name == DELIVER_BATCH and context["tenant"]:

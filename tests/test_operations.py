@@ -1,0 +1,311 @@
+"""Operations against the real stack: a `pennant worker` process's /metrics and Temporal SDK
+metrics after a real run, its JSON log line of a batch (tenant, run, trace id), the API's
+/metrics, the dashboard and alert rules querying only metrics the stack exposes, and
+`pennant runs watch` following a run to its end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from temporalio.client import Client
+
+from core.settings import Settings
+from core.tenant_config import Policies
+from tests.helpers.faults import WorkerProcesses, worker_env
+from tests.helpers.runs import create_campaign, ledger_count, start_run, wait_for_run
+from tests.helpers.stack import ISOLATED_PREFIX, ROOT, SPANS, free_port
+from tests.helpers.tenants import MakeTenant, Tenant, api_tenant, store_tenant
+from tests.helpers.waiting import until
+
+DEPLOY = ROOT / "deploy"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "pennant.json"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+RECIPIENTS = 120
+
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def parse(text: str) -> tuple[Samples, set[str]]:
+    """Samples by name, and every series name the exposition declares (histogram and counter
+    suffixes included, whether or not a labelled series has been observed yet)."""
+    samples: Samples = {}
+    declared: set[str] = set()
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created")}
+    for family in text_string_to_metric_families(text):
+        declared.add(family.name)
+        declared.update(family.name + s for s in suffixes.get(family.type, ()))
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+            declared.add(sample.name)
+    return samples, declared
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples whose labels include `labels`."""
+    return sum(v for found, v in samples.get(name, []) if labels.items() <= found.items())
+
+
+async def scrape(url: str, **kwargs: Any) -> str:
+    """The text of one scrape."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.get(url, **kwargs)
+    response.raise_for_status()
+    return response.text
+
+
+@pytest.fixture(scope="module")
+def ports() -> tuple[int, int]:
+    """Free ports for the worker process's metrics and its Temporal SDK metrics."""
+    return free_port(), free_port()
+
+
+@pytest.fixture(scope="module")
+async def observed_run(
+    pool: asyncpg.Pool, api_url: str, settings: Settings, temporal_client: Client, workdir: Path, ports: tuple[int, int]
+) -> AsyncIterator[dict[str, Any]]:
+    """A run of a tenant served only by a `pennant worker` process with metrics on and JSON logs;
+    the tenant, the run, the worker's log file and scrapes of its two metrics endpoints."""
+    slug = await store_tenant(pool, f"{ISOLATED_PREFIX}ops-", "freshmart", RECIPIENTS, policies=Policies())
+    env = {
+        **worker_env(settings, temporal_client.service_client.config.target_host),
+        "WORKER_METRICS_PORT": str(ports[0]),
+        "TEMPORAL_METRICS_PORT": str(ports[1]),
+        "LOG_FORMAT": "json",
+    }
+    procs = WorkerProcesses(env, workdir)
+    proc = procs.start(slug)
+    try:
+        async with api_tenant(pool, api_url, slug) as tenant:
+
+            async def serving() -> bool:
+                procs.assert_alive(proc)
+                try:
+                    text = await scrape(f"http://127.0.0.1:{ports[0]}/metrics")
+                except httpx.HTTPError:
+                    return False
+                # The backlog gauge appears once the process serves the tenant's queue.
+                return f'tenant="{slug}"' in text
+
+            await until(serving, within=60, what=f"the worker process to serve {slug} and publish its metrics")
+            run_id = await start_run(tenant, await create_campaign(tenant))
+            run = await wait_for_run(tenant, run_id)
+            assert run["status"] == "completed", run
+            yield {
+                "tenant": tenant,
+                "run": run,
+                "log": procs.logs[proc.pid],
+                "worker": await scrape(f"http://127.0.0.1:{ports[0]}/metrics"),
+                "temporal": await scrape(f"http://127.0.0.1:{ports[1]}/metrics"),
+            }
+    finally:
+        procs.close()
+
+
+async def test_worker_metrics_count_the_runs_messages_by_tenant_channel_and_status(
+    observed_run: dict[str, Any], pool: asyncpg.Pool
+) -> None:
+    tenant: Tenant = observed_run["tenant"]
+    run_id = observed_run["run"]["id"]
+    samples, _ = parse(observed_run["worker"])
+    for status in ("sent", "failed", "skipped"):
+        in_ledger = await ledger_count(pool, tenant.slug, run_id, f"status = '{status}' AND channel = 'email'")
+        counted = value(samples, "pennant_messages_total", tenant=tenant.slug, channel="email", status=status)
+        assert counted == in_ledger, (status, counted, in_ledger)
+    assert value(samples, "pennant_messages_total", tenant=tenant.slug, status="sent") > 0
+    sent = value(samples, "pennant_messages_total", tenant=tenant.slug, status="sent")
+    assert value(samples, "pennant_provider_messages_total", tenant=tenant.slug, channel="email", outcome="ok") == sent
+    assert value(samples, "pennant_provider_request_duration_seconds_count", tenant=tenant.slug, outcome="ok") >= 1
+    assert value(samples, "pennant_render_duration_seconds_count", tenant=tenant.slug, channel="email") == sent
+    assert value(samples, "pennant_batch_duration_seconds_count", tenant=tenant.slug, outcome="ok") >= 1
+    assert value(samples, "pennant_run_transitions_total", tenant=tenant.slug, status="completed") == 1
+    assert ("pennant_task_queue_backlog", "workflow") in {
+        (name, labels.get("task_type")) for name in samples for labels, _ in samples[name] if labels.get("tenant")
+    }
+    # Labels stay bounded: no run id and no customer address in any series.
+    assert run_id not in observed_run["worker"]
+    assert "@" not in "".join(json.dumps(labels) for series in samples.values() for labels, _ in series)
+
+
+async def test_temporal_sdk_worker_metrics_are_served_beside_them(observed_run: dict[str, Any]) -> None:
+    samples, declared = parse(observed_run["temporal"])
+    assert any(name.startswith("temporal_") for name in declared), sorted(declared)[:20]
+    queue = f"tenant-{observed_run['tenant'].slug}"
+    assert any(labels.get("task_queue") == queue for series in samples.values() for labels, _ in series)
+
+
+async def test_a_batch_logs_one_json_line_with_its_tenant_run_and_trace_id(observed_run: dict[str, Any]) -> None:
+    tenant: Tenant = observed_run["tenant"]
+    run = observed_run["run"]
+    lines = [json.loads(line) for line in observed_run["log"].read_text().splitlines() if line.startswith("{")]
+    batches = [e for e in lines if e.get("activity") == "deliver_batch" and e.get("run") == run["id"]]
+    assert batches, lines[-20:]
+    entry = batches[0]
+    assert entry["tenant"] == tenant.slug
+    assert entry["campaign"] == run["campaign_id"]
+    assert entry["outcome"] == "ok" and entry["sent"] + entry["failed"] + entry["skipped"] > 0
+    assert re.fullmatch(r"[0-9a-f]{32}", entry["trace_id"]), entry
+    assert entry["workflow_id"] == run["workflow_id"]
+    # The line leads to the trace that started the run: the API request's span has the same id.
+    api_traces = {
+        format(span.context.trace_id, "032x")
+        for span in SPANS.get_finished_spans()
+        if span.context is not None and (span.attributes or {}).get("pennant.run") == run["id"]
+    }
+    assert entry["trace_id"] in api_traces
+
+
+async def test_api_metrics_time_requests_by_route_and_count_active_runs(
+    observed_run: dict[str, Any], api_url: str
+) -> None:
+    text = await scrape(f"{api_url}/metrics")
+    samples, declared = parse(text)
+    routes = {labels["route"] for labels, _ in samples.get("pennant_http_request_duration_seconds_count", [])}
+    assert "/v1/tenants/{tenant}/runs/{run_id}" in routes, routes
+    assert "pennant_runs" in declared
+    assert observed_run["run"]["id"] not in text
+
+
+def promql_metrics(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (functions, keywords, labels and literals left out)."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)  # strings (label values, label_replace args)
+    expr = re.sub(r"\$\{?\w+\}?", "", expr)  # Grafana variables
+    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # ranges
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
+    keywords = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset"}
+    names = set()
+    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", expr):
+        rest = expr[match.end() :].lstrip()
+        word = match.group()
+        if rest.startswith("(") or word in keywords or re.fullmatch(r"\d+[smhdwy]?|e\d+|Inf|NaN", word):
+            continue
+        names.add(word)
+    return names
+
+
+def dashboard_queries() -> list[str]:
+    """Every PromQL expression of the dashboard's panels and template variables."""
+    board = json.loads(DASHBOARD.read_text())
+    queries = [t["expr"] for panel in board["panels"] for t in panel.get("targets", []) if t.get("expr")]
+    for variable in board.get("templating", {}).get("list", []):
+        query = variable.get("query")
+        query = query.get("query") if isinstance(query, dict) else query
+        match = re.fullmatch(r"\s*label_values\((.*),\s*\w+\)\s*", query or "")
+        if match:
+            queries.append(match.group(1))
+    return queries
+
+
+def alert_queries() -> list[str]:
+    """Every PromQL expression of the alert (and recording) rules."""
+    rules = yaml.safe_load(ALERTS.read_text())
+    return [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+
+
+def test_dashboard_and_rules_parse_and_cover_what_operators_watch() -> None:
+    board = json.loads(DASHBOARD.read_text())
+    titles = " ".join(p["title"].lower() for p in board["panels"])
+    for topic in ("throughput", "provider error", "provider latency", "active runs", "rate-limit", "backlog",
+                  "schedule-to-start"):  # fmt: skip
+        assert topic in titles, f"the dashboard has no panel about {topic}: {titles}"
+    alerts = {rule["alert"] for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]}
+    assert {"PennantRunWithoutProgress", "PennantProviderErrorRate", "PennantTaskQueueBacklogGrowing"} <= alerts
+    assert promql_metrics('sum by (le) (rate(a_bucket{x="y"}[5m])) / on (t) b unless c > 0.05') == {
+        "a_bucket",
+        "b",
+        "c",
+    }
+
+
+async def test_every_metric_the_dashboard_and_alerts_query_is_exposed(
+    observed_run: dict[str, Any], api_url: str
+) -> None:
+    exposed: set[str] = set()
+    for text in (observed_run["worker"], observed_run["temporal"], await scrape(f"{api_url}/metrics")):
+        exposed |= parse(text)[1]
+    queried = {name for expr in dashboard_queries() + alert_queries() for name in promql_metrics(expr)}
+    assert queried, "no metric found in the dashboard and rules"
+    missing = sorted(queried - exposed)
+    assert not missing, f"the dashboard or alert rules query metrics no live process exposes: {missing}"
+
+
+def test_compose_runs_prometheus_and_grafana_with_the_provisioning_files() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    mounted = {v.split(":")[0] for name in ("prometheus", "grafana") for v in services[name]["volumes"]}
+    assert {"./deploy/prometheus", "./deploy/grafana/provisioning", "./deploy/grafana/dashboards"} <= mounted
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert "/etc/prometheus/alerts.yml" in config["rule_files"]
+    environment = services["worker"]["environment"]
+    ports = {str(environment["WORKER_METRICS_PORT"]), str(environment["TEMPORAL_METRICS_PORT"])}
+    scraped = {str(sd["port"]) for job in config["scrape_configs"] for sd in job.get("dns_sd_configs", [])}
+    assert ports == scraped
+
+
+async def pennant(*args: str, env: dict[str, str], within: float = 60) -> tuple[int, str, str]:
+    """Run the `pennant` command as a subprocess without blocking the loop the in-process stack runs on."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "devstack.cli", *args,
+        env=env, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), within)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+def cli_env(api_url: str) -> Iterator[Any]:
+    """cli_env(tenant) → the environment of a `pennant` command acting as that tenant."""
+
+    def make(tenant: Tenant) -> dict[str, str]:
+        return {**os.environ, "PENNANT_API_URL": api_url, "PENNANT_API_KEY": tenant.key, "COLUMNS": "200"}
+
+    yield make
+
+
+async def test_runs_watch_follows_a_real_run_to_completion(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, cli_env: Any
+) -> None:
+    tenant = await make_tenant(customers=300, policies=Policies())
+    campaign_id = await create_campaign(tenant)
+    run_id = await start_run(tenant, campaign_id)
+    status, out, err = await pennant("runs", "watch", run_id, "--tenant", tenant.slug, "--interval", "0.2",
+                                     env=cli_env(tenant))  # fmt: skip
+    assert status == 0, (out, err)
+    statuses = ("sent", "failed", "skipped")
+    counts = {s: await ledger_count(pool, tenant.slug, run_id, f"status = '{s}'") for s in statuses}
+    assert sum(counts.values()) == 300
+    assert f"run {run_id} completed: sent {counts['sent']}, failed {counts['failed']}, skipped {counts['skipped']}" in (
+        out.replace("\n", " ")
+    ), out
+
+
+async def test_runs_and_campaigns_commands(make_tenant: MakeTenant, cli_env: Any) -> None:
+    tenant = await make_tenant(customers=20, policies=Policies())
+    env = cli_env(tenant)
+    status, out, err = await pennant("campaigns", "start", await create_campaign(tenant), "--watch",
+                                     "--tenant", tenant.slug, env=env)  # fmt: skip
+    assert status == 0, (out, err)
+    run_id = re.search(r"started run (\S+)", out).group(1)  # type: ignore[union-attr]
+    for args, expected in (
+        (("runs", "list"), run_id[:8]),
+        (("runs", "show", run_id), "completed"),
+        (("campaigns", "list"), "Weekly deals"),
+    ):
+        status, out, err = await pennant(*args, "--tenant", tenant.slug, env=env)
+        assert status == 0 and expected in out, (args, out, err)
+    status, out, err = await pennant("runs", "cancel", run_id, "--tenant", tenant.slug, env=env)
+    assert status == 1 and "409" in err and "completed" in err, (out, err)
+    status, out, err = await pennant("runs", "list", "--tenant", "no-such-tenant", env=env)
+    assert status == 1 and "HTTP 404" in err, (out, err)
