@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from core.settings import Settings
+from devstack.observability import dev_metrics_env, metrics_banner
 from devstack.temporal_server import dev_server_command
 
 RESTART_LIMIT = 5  # restarts of one child within a minute before the launcher gives up
@@ -195,6 +196,7 @@ def run_dev(settings: Settings) -> int:
         for name, value in DEMO_PROVIDER_ENV.items():
             env.setdefault(name, value)
         env.setdefault("LOG_FORMAT", "text")  # a terminal's logs, for humans (.data/logs/)
+        env.update(dev_metrics_env(settings))
         smtp_sink = Child("smtp-sink", _pennant("smtp-sink"), env, logs / "smtp-sink.log")
         provider_sim = Child("provider-sim", _pennant("provider-sim"), env, logs / "provider-sim.log")
         api = Child("api", _pennant("api"), env, logs / "api.log")
@@ -204,7 +206,7 @@ def run_dev(settings: Settings) -> int:
         wait_for_port(settings.smtp_host, settings.smtp_port, 30, smtp_sink.proc)
         wait_for_port(sim_host, sim_port, 30, provider_sim.proc)
         wait_for_port(settings.api_host, settings.api_port, 60, api.proc)
-        _banner(settings, creds, data)
+        _banner(settings, creds, data, env)
 
         while not stopping:
             time.sleep(0.5)
@@ -233,7 +235,7 @@ def run_dev(settings: Settings) -> int:
         print("Stopped. Data kept in", data, flush=True)
 
 
-def _banner(settings: Settings, creds: dict[str, Any], data: Path) -> None:
+def _banner(settings: Settings, creds: dict[str, Any], data: Path, env: dict[str, str]) -> None:
     api = f"http://{settings.api_host}:{settings.api_port}"
     lines = [
         "",
@@ -247,6 +249,7 @@ def _banner(settings: Settings, creds: dict[str, Any], data: Path) -> None:
         f"  Credentials  {data / 'dev-credentials.json'}",
         f"  Admin key    {creds['admin_key']}",
     ]
+    lines += metrics_banner(settings, env)
     lines += [f"  {slug:<12} {key}" for slug, key in creds["tenants"].items()]
     lines += ["", "Press Ctrl-C to stop."]
     print("\n".join(lines), flush=True)
