@@ -11,6 +11,7 @@ Narrower bounds (int columns, lengths) are the request models' business.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -26,6 +27,10 @@ BIGINT_MAX = 2**63 - 1
 BIGINT_MIN = -(2**63)
 # Bounds for request fields stored in `integer` columns (config versions).
 INT_MAX = 2**31 - 1
+# A JSON body within the size limit holds far fewer values; a YAML body may not expand past it.
+MAX_VALUES = 200_000
+# Enough to fix a request by; a body full of NULs is not answered with a million lines.
+MAX_REPORTED = 20
 # Deeper than any real segment or config; also keeps the walk and pydantic far from recursion limits.
 MAX_DEPTH = 64
 
@@ -55,8 +60,15 @@ def text_problem(value: str) -> str | None:
 def value_problems(value: Any, path: str) -> Iterator[str]:
     """Every `path: reason` in a parsed JSON/YAML value that PostgreSQL would refuse."""
     stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    # YAML aliases make one object appear in many places: walk it once, so an alias bomb
+    # costs its size, not its expansion.
+    walked: set[int] = set()
     while stack:
         item, where, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if id(item) in walked:
+                continue
+            walked.add(id(item))
         if depth > MAX_DEPTH:
             yield f"{where}: nested too deeply (more than {MAX_DEPTH} levels)"
             continue
@@ -108,7 +120,32 @@ def body_problems(body: bytes, content_type: str | None) -> list[str]:
         return [f"body: nested too deeply (more than {MAX_DEPTH} levels)"]
     except (ValueError, yaml.YAMLError):
         return []
-    return list(value_problems(parsed, "body"))
+    if expanded_size(parsed, MAX_VALUES) > MAX_VALUES:
+        return [f"body: expands to more than {MAX_VALUES} values (YAML aliases)"]
+    return list(itertools.islice(value_problems(parsed, "body"), MAX_REPORTED))
+
+
+def expanded_size(value: Any, cap: int) -> int:
+    """How many values `value` holds once YAML aliases are expanded (stops counting past
+    `cap`). Shared objects are counted per use but sized once, so this is cheap even for an
+    alias bomb whose expansion is astronomically large."""
+    sizes: dict[int, int] = {}
+
+    def size(item: Any, depth: int) -> int:
+        if not isinstance(item, dict | list) or depth > MAX_DEPTH:
+            return 1
+        known = sizes.get(id(item))
+        if known is None:
+            children = item.values() if isinstance(item, dict) else item
+            known = 1
+            for child in children:
+                known += size(child, depth + 1)
+                if known > cap:
+                    break
+            sizes[id(item)] = known
+        return known
+
+    return size(value, 0)
 
 
 class PathTemplates:

@@ -141,3 +141,18 @@ async def test_request_bodies_over_the_limit_are_413(make_tenant, settings) -> N
     assert streamed.status_code == 413
     # Under the limit the same route still works.
     assert (await tenant.http.post(tenant.url("/campaigns"), json=CAMPAIGN)).status_code == 201
+
+
+async def test_a_yaml_alias_bomb_is_refused_before_it_expands(make_tenant) -> None:
+    tenant = await make_tenant(customers=0)
+    current = (await tenant.http.get(tenant.url("/config"))).json()["config"]
+    # A few hundred bytes that expand to 10^11 segment nodes once aliases are followed.
+    anchors = ["  x0: &x0 {consent: email}"] + [
+        f"  x{i}: &x{i} {{any: [{', '.join([f'*x{i - 1}'] * 10)}]}}" for i in range(1, 12)
+    ]
+    body = f"slug: {tenant.slug}\ndisplay_name: {current['display_name']}\nsegments:\n" + "\n".join(anchors) + "\n"
+    response = await tenant.http.post(
+        tenant.url("/config:validate"), content=body.encode(), headers={"content-type": "application/yaml"}
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"] == ["body: expands to more than 200000 values (YAML aliases)"]
