@@ -23,7 +23,7 @@ from temporalio.client import Client
 
 from core.settings import Settings
 from core.tenant_config import Policies
-from tests.helpers.faults import WorkerProcesses, worker_env
+from tests.helpers.faults import WorkerProcesses, serve_api, worker_env
 from tests.helpers.runs import create_campaign, ledger_count, start_run, wait_for_run
 from tests.helpers.stack import ISOLATED_PREFIX, ROOT, SPANS, free_port
 from tests.helpers.tenants import MakeTenant, Tenant, api_tenant, store_tenant
@@ -309,3 +309,14 @@ async def test_runs_and_campaigns_commands(make_tenant: MakeTenant, cli_env: Any
     assert status == 1 and "409" in err and "completed" in err, (out, err)
     status, out, err = await pennant("runs", "list", "--tenant", "no-such-tenant", env=env)
     assert status == 1 and "HTTP 404" in err, (out, err)
+
+
+async def test_metrics_token_guards_the_api_metrics(settings: Settings, temporal_client: Client) -> None:
+    guarded = settings.model_copy(
+        update={"metrics_token": "s3cret", "temporal_address": temporal_client.service_client.config.target_host}
+    )
+    async with serve_api(guarded) as url, httpx.AsyncClient(base_url=url, timeout=10) as http:
+        assert (await http.get("/metrics")).status_code == 401
+        assert (await http.get("/metrics", headers={"Authorization": "Bearer wrong"})).status_code == 401
+        answer = await http.get("/metrics", headers={"Authorization": "Bearer s3cret"})
+        assert answer.status_code == 200 and "pennant_runs" in answer.text
