@@ -82,11 +82,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         segments,
         suppressions,
         unsubscribe,
-        tracking,
         provider_events,
         customers,
         events,
     ):
         app.include_router(module.router)
     FastAPIInstrumentor.instrument_app(app)
+    # Last: the open and click endpoints answer in front of the whole stack, tracing included.
+    tracking.install(app)
     return app

@@ -1,35 +1,46 @@
 """Public open and click endpoints behind the tracked links and pixels of delivered messages.
 
 `GET /t/o/{token}` answers a 1x1 transparent GIF and records an open; `GET /t/c/{token}`
-records a click and redirects to the URL the run recorded for the token's link. Both write
-the event before they answer (group commit, see core.tracking.HitWriter), so an answered hit
-is never lost. A forged, altered or garbled token, and a link the run never had, are a 404:
-nothing here ever redirects to a URL taken from the request.
+records a click and redirects (302) to the URL the run recorded for the token's link. Both
+write the event before they answer (group commit, see core.tracking.HitWriter), so an answered
+hit is never lost. A forged, altered or garbled token, and a link the run never had, are a
+404: nothing here ever redirects to a URL taken from the request.
+
+These are the hottest endpoints (one hit per open and per click of every message), public and
+bodiless, so they are served in a lane of their own in front of the app's middleware stack:
+the per-request tracing span, auth-failure limiter, body guard, idempotency and request timer
+do nothing for a pixel but would cost several times its own work. The hit counter
+(pennant_tracking_events) still counts them, and errors keep the API's error body.
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import logging
 import time
 from collections import OrderedDict
-from typing import Annotated
+from collections.abc import Callable
+from urllib.parse import quote
 
 import asyncpg
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from fastapi.responses import RedirectResponse
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.deps import PoolDep, SettingsDep
 from core import tracking
 from core.config_store import get_config
 from core.db import tenant_tx
 from core.metrics import TRACKING_EVENTS
 from core.tenant_config import Engagement
 
-router = APIRouter(tags=["tracking"])
+log = logging.getLogger("pennant.api.tracking")
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 # Every open and click must reach us, not a cache on the way.
-NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, private, max-age=0", "Pragma": "no-cache"}
+_NO_CACHE = [
+    (b"cache-control", b"no-store, no-cache, must-revalidate, private, max-age=0"),
+    (b"pragma", b"no-cache"),
+]
 # A tenant's machine window is read at most this often per API process.
 CONFIG_TTL_SECONDS = 5.0
 # Links are immutable once recorded: an LRU of them spares most clicks a database round trip.
@@ -37,13 +48,23 @@ LINK_CACHE_SIZE = 50_000
 
 INVALID = "this tracking link is not valid (damaged or forged)"
 UNKNOWN_LINK = "this run has no such link"
+NOT_RECORDED = "the event could not be recorded; try again"
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+def _error(status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> Answer:
+    """The API's one error body (api/errors.py), for the lane that bypasses its handlers."""
+    body = json.dumps({"detail": message, "errors": [message]}).encode()
+    return status, [(b"content-type", b"application/json"), *(headers or [])], body
 
 
 class Tracker:
     """Per API process: the hit writer, the tenants' machine windows and the run links seen."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, secret: str | None) -> None:
         self.pool = pool
+        self.secret = secret
         self.writer = tracking.HitWriter(pool, self.machine_seconds)
         self._windows: dict[str, tuple[float, float]] = {}
         self._links: OrderedDict[tuple[str, str, str], str] = OrderedDict()
@@ -76,48 +97,69 @@ class Tracker:
                 self._links.popitem(last=False)
         return url
 
-
-def get_tracker(request: Request, pool: PoolDep) -> Tracker:
-    """The app's tracker, made on first use (after the lifespan has opened the pool)."""
-    tracker: Tracker | None = getattr(request.app.state, "tracker", None)
-    if tracker is None or tracker.pool is not pool:
-        tracker = request.app.state.tracker = Tracker(pool)
-    return tracker
-
-
-TrackerDep = Annotated[Tracker, Depends(get_tracker)]
-
-
-def _verified(token: str, kind: tracking.Kind, settings: SettingsDep) -> tracking.Token:
-    found = tracking.verify(token, settings.link_signing_secret, kind) if settings.link_signing_secret else None
-    if found is None:
-        raise HTTPException(404, INVALID)
-    return found
-
-
-async def _record(tracker: Tracker, token: tracking.Token, request: Request) -> None:
-    try:
-        await tracker.writer.write(tracking.make_hit(token, request.headers.get("user-agent")))
-    except (OSError, asyncpg.PostgresError) as exc:
-        # Not recorded means not answered as if it were: the client (or mail app) may retry.
-        raise HTTPException(503, "the event could not be recorded; try again", {"Retry-After": "1"}) from exc
-    TRACKING_EVENTS.labels(token.tenant, token.kind).inc()
+    async def hit(self, kind: tracking.Kind, text: str, user_agent: str | None) -> Answer:
+        """Verify, record and answer one hit on `/t/o/{text}` or `/t/c/{text}`."""
+        token = tracking.verify(text, self.secret, kind) if self.secret else None
+        if token is None:
+            return _error(404, INVALID)
+        url = await self.link_url(token) if kind == "click" else None
+        if kind == "click" and url is None:
+            return _error(404, UNKNOWN_LINK)
+        try:
+            await self.writer.write(tracking.make_hit(token, user_agent))
+        except (OSError, asyncpg.PostgresError):
+            # Not recorded means not answered as if it were: the client (or mail app) may retry.
+            log.exception("a %s hit could not be recorded", kind)
+            return _error(503, NOT_RECORDED, [(b"retry-after", b"1")])
+        TRACKING_EVENTS.labels(token.tenant, kind).inc()
+        if url is None:
+            return 200, [(b"content-type", b"image/gif"), *_NO_CACHE], PIXEL
+        # Starlette's RedirectResponse quoting: a stored URL with non-ASCII characters stays valid.
+        location = quote(url, safe=":/%#?=@[]!$&'()*+,;").encode("latin-1")
+        return 302, [(b"location", location), (b"referrer-policy", b"no-referrer"), *_NO_CACHE], b""
 
 
-@router.get("/t/o/{token}", include_in_schema=False)
-async def open_pixel(token: str, request: Request, settings: SettingsDep, tracker: TrackerDep) -> Response:
-    """Record an open of the token's message; answer a transparent 1x1 GIF."""
-    found = _verified(token, "open", settings)
-    await _record(tracker, found, request)
-    return Response(PIXEL, media_type="image/gif", headers=NO_CACHE)
+_LANES: dict[str, tracking.Kind] = {tracking.OPEN_PATH: "open", tracking.CLICK_PATH: "click"}
 
 
-@router.get("/t/c/{token}", include_in_schema=False)
-async def click(token: str, request: Request, settings: SettingsDep, tracker: TrackerDep) -> Response:
-    """Record a click on the token's link; redirect (302) to the URL its run recorded."""
-    found = _verified(token, "click", settings)
-    url = await tracker.link_url(found)
-    if url is None:
-        raise HTTPException(404, UNKNOWN_LINK)
-    await _record(tracker, found, request)
-    return RedirectResponse(url, status_code=302, headers={**NO_CACHE, "Referrer-Policy": "no-referrer"})
+class TrackingLane:
+    """ASGI in front of the app's stack: GETs of /t/o/… and /t/c/… are answered here, every
+    other request goes on to the app."""
+
+    def __init__(self, app: ASGIApp, fastapi_app: FastAPI) -> None:
+        self.app = app
+        self.state = fastapi_app.state
+
+    def tracker(self) -> Tracker:
+        """The app's tracker, made on first use (after the lifespan has opened the pool)."""
+        tracker: Tracker | None = getattr(self.state, "tracker", None)
+        if tracker is None or tracker.pool is not self.state.pool:
+            tracker = self.state.tracker = Tracker(self.state.pool, self.state.settings.link_signing_secret)
+        return tracker
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer a tracking hit, or pass the request on."""
+        kind = _LANES.get(scope["path"][:5]) if scope["type"] == "http" and scope["method"] == "GET" else None
+        if kind is None:
+            await self.app(scope, receive, send)
+            return
+        agent = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"user-agent"), None)
+        try:
+            status, headers, body = await self.tracker().hit(kind, scope["path"][5:], agent)
+        except Exception:  # the app's error handlers are behind us: answer as they would
+            log.exception("unhandled error on GET %s", scope["path"][:5])
+            status, headers, body = _error(500, "internal error; see the API log")
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def install(app: FastAPI) -> None:
+    """Put the tracking lane in front of `app`'s whole middleware stack (call it last, after
+    any instrumentation that wraps the stack)."""
+    build: Callable[[], ASGIApp] = app.build_middleware_stack
+
+    def build_with_lane() -> ASGIApp:
+        return TrackingLane(build(), app)
+
+    app.build_middleware_stack = build_with_lane  # type: ignore[method-assign]
