@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 # Examples per operation, per generation mode (valid, invalid), per key.
-EXAMPLES = 8
+EXAMPLES = 6
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
 # Operations whose path parameters are never pointed at the test's real objects: the fuzz
 # must not remove its own tenant or revoke its own keys.
@@ -90,6 +90,9 @@ def _fuzz_operation(
 
 def _fuzz(api_url: str, token: str, real: dict[str, str], figures: Figures) -> None:
     schema = schemathesis.openapi.from_url(f"{api_url}/openapi.json")
+    # The Authorization header is ours: without this, a third of the negative cases are just
+    # requests with no key (401), which test nothing the route-level tests do not.
+    schema.config.generation.update(with_security_parameters=False)
     session = requests.Session()
     for result in schema.get_all_operations():
         operation = result.ok()
