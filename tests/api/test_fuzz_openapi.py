@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import hypothesis
+import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase
@@ -103,6 +104,7 @@ def _fuzz(api_url: str, token: str, real: dict[str, str], figures: Figures) -> N
         _fuzz_operation(operation, api_url, session, token, pinned, figures)
 
 
+@pytest.mark.slow
 async def test_fuzz_every_operation_with_a_tenant_key_and_the_admin_key(
     make_tenant, api_url: str, admin_key: str
 ) -> None:
