@@ -22,7 +22,12 @@ CONTEXT_FIELDS = ("tenant", "campaign", "run")
 _context: ContextVar[Mapping[str, str] | None] = ContextVar("pennant_log_context", default=None)
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
-_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+# uvicorn adds `color_message`, the message with terminal colour codes: not for a log file.
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 # Temporal's workflow and activity loggers put their info in these extras; a few keys of it
 # lead to the workflow in the Temporal UI.
 _TEMPORAL_KEYS = {

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
 from core.logs import bind
+from core.metrics import mirror_to_otel
 from core.settings import Settings
 
 _provider: TracerProvider | None = None
@@ -28,10 +31,26 @@ def setup_telemetry(settings: Settings, extra_processors: list[SpanProcessor] | 
                 OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces") if endpoint else OTLPSpanExporter()
             )
             _provider.add_span_processor(BatchSpanProcessor(exporter))
+            # Pennant's metrics go out beside the traces as well as on /metrics.
+            meters = otlp_meter_provider(settings)
+            metrics.set_meter_provider(meters)
+            mirror_to_otel(meters.get_meter("pennant"))
         trace.set_tracer_provider(_provider)
     for processor in extra_processors or []:
         _provider.add_span_processor(processor)
     return _provider
+
+
+def otlp_meter_provider(settings: Settings, export_interval_millis: float | None = None) -> MeterProvider:
+    """A meter provider exporting over OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT (or the SDK's default)."""
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    endpoint = settings.otel_exporter_otlp_endpoint
+    exporter = OTLPMetricExporter(endpoint=f"{endpoint.rstrip('/')}/v1/metrics") if endpoint else OTLPMetricExporter()
+    return MeterProvider(
+        resource=Resource.create({"service.name": settings.otel_service_name}),
+        metric_readers=[PeriodicExportingMetricReader(exporter, export_interval_millis=export_interval_millis)],
+    )
 
 
 def tag_current_span(**attributes: str) -> None:
