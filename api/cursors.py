@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 from fastapi.exceptions import RequestValidationError
 
+from api.input_guard import value_problems
+
 T = TypeVar("T")
 
 
@@ -26,7 +28,8 @@ def decode_cursor(cursor: str, keys: set[str]) -> dict[str, Any]:
         position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error, UnicodeDecodeError):
         position = None
-    if not isinstance(position, dict) or set(position) != keys:
+    # A forged cursor is input like any other: what PostgreSQL cannot store is refused here.
+    if not isinstance(position, dict) or set(position) != keys or any(value_problems(position, "cursor")):
         raise RequestValidationError([{"loc": ("query", "cursor"), "msg": "not a cursor from a previous page"}])
     return position
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
 CAMPAIGN = {
@@ -156,3 +159,14 @@ async def test_a_yaml_alias_bomb_is_refused_before_it_expands(make_tenant) -> No
     )
     assert response.status_code == 422
     assert response.json()["errors"] == ["body: expands to more than 200000 values (YAML aliases)"]
+
+
+async def test_a_forged_page_cursor_with_unstorable_values_is_422(make_tenant) -> None:
+    tenant = await make_tenant(customers=0)
+    campaign = (await tenant.http.post(tenant.url("/campaigns"), json=CAMPAIGN)).json()["id"]
+    run = (await tenant.http.post(tenant.url(f"/campaigns/{campaign}/runs"))).json()["run_id"]
+    for position in ({"customer_id": 2**70, "channel": "email"}, {"customer_id": 1, "channel": "e\u0000"}):
+        cursor = base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+        response = await tenant.http.get(tenant.url(f"/runs/{run}/deliveries"), params={"cursor": cursor})
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"] == ["query.cursor: not a cursor from a previous page"]
