@@ -29,16 +29,18 @@ from devstack.inprocess import local_stack
 # customers, 2% are skipped (no consent) and 1% failed; sends spread over six hours.
 _VARIANT = "CASE WHEN {g} % 10 = 0 THEN 'holdout' WHEN {g} % 2 = 1 THEN 'A' ELSE 'B' END"
 _SEED_SQL = [
-    """INSERT INTO campaigns (tenant_id, id, name, definition) VALUES ($1, $2, 'bench', '{}')""",
+    """INSERT INTO campaigns (tenant_id, id, name, definition) VALUES ($1, $2, 'bench',
+       '{"name": "bench", "channels": ["email"], "holdout_percent": 10,
+         "variants": [{"key": "A", "template": "weekly_deals"}, {"key": "B", "template": "weekly_deals"}]}')""",
     """INSERT INTO runs (tenant_id, id, campaign_id, workflow_id, status)
-       VALUES ($1, $3, $2, 'bench:' || $3::text, 'completed')""",
+       VALUES ($1, $3, $2, 'bench:' || $3::uuid::text, 'completed')""",
     f"""INSERT INTO deliveries (tenant_id, run_id, customer_id, channel, variant, status, reason,
                                 idempotency_key, created_at)
         SELECT $1, $3, g, 'email', {_VARIANT.format(g="g")},
                CASE WHEN g % 10 = 0 OR g % 50 = 2 THEN 'skipped' WHEN g % 100 = 4 THEN 'failed' ELSE 'sent' END,
                CASE WHEN g % 10 = 0 THEN 'holdout' WHEN g % 50 = 2 THEN 'no_consent'
                     WHEN g % 100 = 4 THEN 'rejected' END,
-               $3::text || ':' || g, $5::timestamptz + (g % 6) * interval '1 hour'
+               $3::uuid::text || ':' || g, $5::timestamptz + (g % 6) * interval '1 hour'
         FROM generate_series(1, $4::bigint) g""",
     # Events of the variants' customers only (the holdout got nothing): a customer c with
     # c % 10 = 0 becomes c - 1. Kinds by i % 20: 6 delivered, 7 opens (every 7th machine),
