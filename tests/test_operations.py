@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,21 @@ import asyncpg
 import httpx
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
 
+from activities.channels.base import OutboundMessage, TransientChannelError
+from activities.channels.metered import MeteredAdapter
+from activities.channels.sms_http import HttpSmsAdapter
+from core.config_store import load_config_file
 from core.settings import Settings
+from core.templating import RenderedSms
 from core.tenant_config import Policies
+from devstack.provider_simulator import ProviderSimulator, SimulatorControl
 from tests.helpers.faults import WorkerProcesses, serve_api, worker_env
 from tests.helpers.runs import create_campaign, ledger_count, start_run, wait_for_run
-from tests.helpers.stack import ISOLATED_PREFIX, ROOT, SPANS, free_port
+from tests.helpers.stack import ISOLATED_PREFIX, ROOT, SPANS, TENANT_CONFIGS, free_port
 from tests.helpers.tenants import MakeTenant, Tenant, api_tenant, store_tenant
 from tests.helpers.waiting import until
 
@@ -320,3 +328,32 @@ async def test_metrics_token_guards_the_api_metrics(settings: Settings, temporal
         assert (await http.get("/metrics", headers={"Authorization": "Bearer wrong"})).status_code == 401
         answer = await http.get("/metrics", headers={"Authorization": "Bearer s3cret"})
         assert answer.status_code == 200 and "pennant_runs" in answer.text
+
+
+async def test_provider_calls_are_counted_by_outcome(provider_sim: ProviderSimulator, sim: SimulatorControl) -> None:
+    config = load_config_file(TENANT_CONFIGS / "freshmart.yaml")
+    config = config.model_copy(update={"slug": f"ops-{uuid.uuid4().hex[:8]}"})
+    outcomes = ("ok", "permanent", "transient", "rate_limited")
+
+    def counted() -> dict[str, float]:
+        labels = {"tenant": config.slug, "channel": "sms"}
+        return {o: REGISTRY.get_sample_value("pennant_provider_messages_total", {**labels, "outcome": o}) or 0.0
+                for o in outcomes}  # fmt: skip
+
+    def sms(key: str, to: str) -> OutboundMessage:
+        return OutboundMessage(key, 1, to, RenderedSms("hello"), {})
+
+    async with httpx.AsyncClient(timeout=2) as http:
+        adapter = MeteredAdapter(HttpSmsAdapter(http, provider_sim.url, concurrency=1))
+        await sim.set_faults(permanent_fail=["+12125550100"])
+        await adapter.send_batch(config, [sms("o:1", "+12125550100"), sms("o:2", "+12125550101")])
+        assert counted() == {"ok": 1, "permanent": 1, "transient": 0, "rate_limited": 0}
+        for faults, outcome in (({"fail_n": 1}, "transient"), ({"rate_limit": {"count": 1}}, "rate_limited")):
+            await sim.set_faults(**faults)
+            with pytest.raises(TransientChannelError):
+                await adapter.send_batch(config, [sms(f"o:{outcome}", "+12125550102")])
+            assert counted()[outcome] == 1
+    duration = "pennant_provider_request_duration_seconds_count"
+    for outcome in outcomes:
+        calls = REGISTRY.get_sample_value(duration, {"tenant": config.slug, "channel": "sms", "outcome": outcome})
+        assert (calls or 0) == (0 if outcome == "ok" else 1), outcome  # the first call had a refusal
