@@ -167,3 +167,34 @@ async def test_a_retried_test_send_emails_once(make_tenant, workdir: Path) -> No
     assert [(m["email"], m["status"]) for m in responses[0].json()["messages"]] == [(seed, "sent")]
     # The one message is in the sink (the send completed before the first response), and only one.
     assert [m["To"] for m in read_outbox(workdir / "outbox") if m["To"] == seed] == [seed]
+
+
+async def test_a_key_is_free_again_after_24_hours_and_an_abandoned_claim_is_taken_over(
+    make_tenant, pool: asyncpg.Pool
+) -> None:
+    tenant = await make_tenant(customers=0)
+    key = _key()
+    first = await tenant.http.post(tenant.url("/campaigns"), json=CAMPAIGN, headers=key)
+    assert first.status_code == 201
+    expires_in = await pool.fetchval(
+        "SELECT expires_at - created_at FROM idempotency_keys WHERE key = $1", key["Idempotency-Key"]
+    )
+    assert expires_in.total_seconds() == 24 * 3600
+    # A day later (moved back in the table rather than waited for) the key starts afresh.
+    await pool.execute(
+        "UPDATE idempotency_keys SET expires_at = now() - interval '1 second' WHERE key = $1", key["Idempotency-Key"]
+    )
+    later = await tenant.http.post(tenant.url("/campaigns"), json={**CAMPAIGN, "name": "Later"}, headers=key)
+    assert later.status_code == 201 and later.json()["id"] != first.json()["id"]
+
+    # A claim left in progress by a crashed API process blocks retries only until it times out.
+    stuck = _key()
+    await pool.execute(
+        """INSERT INTO idempotency_keys (tenant_id, api_key_id, key, fingerprint, locked_until, expires_at)
+           SELECT tenant_id, id, $2, 'from a crashed process', now() - interval '1 second', now() + interval '1 day'
+           FROM api_keys WHERE tenant_id = $1""",
+        tenant.slug,
+        stuck["Idempotency-Key"],
+    )
+    taken_over = await tenant.http.post(tenant.url("/campaigns"), json=CAMPAIGN, headers=stuck)
+    assert taken_over.status_code == 201, taken_over.text
