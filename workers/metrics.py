@@ -105,9 +105,10 @@ class _ObservedActivity(ActivityInboundInterceptor):
 
 class QueueStats:
     """Publishes the approximate backlog and backlog age of each served tenant's task queue
-    (workflow and activity tasks), asked of Temporal every `every` seconds."""
+    (workflow and activity tasks), asked of Temporal every `every` seconds and as soon as the
+    served tenants change."""
 
-    def __init__(self, client: Client, every: float = 15.0):
+    def __init__(self, client: Client, every: float = 10.0):
         self.client = client
         self.every = every
         self._published: set[str] = set()
@@ -140,6 +141,10 @@ class QueueStats:
 
     async def run(self, tenants: Callable[[], Iterable[str]]) -> None:
         """Refresh until cancelled; `tenants` is called for the tenants served right now."""
+        due = 0.0
         while True:
-            await self.refresh(list(tenants()))
-            await asyncio.sleep(self.every)
+            served = list(tenants())
+            if time.monotonic() >= due or set(served) != self._published:
+                await self.refresh(served)
+                due = time.monotonic() + self.every
+            await asyncio.sleep(1.0)
