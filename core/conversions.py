@@ -20,10 +20,9 @@ from typing import Annotated, Any, Self
 import asyncpg
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from core.customers import Describe
+from core.customers import Describe, field_errors
 from core.db import tenant_tx
 from core.experiments import GLOBAL_CONTROL, HOLDOUT
-from core.validation import error_lines
 
 MAX_EVENTS = 10_000
 PURCHASE = "purchase"
@@ -63,7 +62,7 @@ class EventIn(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if (self.customer_id is None) == (self.external_id is None):
-            raise ValueError("give exactly one of customer_id and external_id")
+            raise ValueError("customer_id: give exactly one of customer_id and external_id")
         if self.type == PURCHASE and self.amount is None:
             raise ValueError("amount: required for a purchase")
         if self.amount is not None and not self.amount.is_finite():
@@ -92,7 +91,7 @@ def _validate(rows: Sequence[Any], describe: Describe) -> tuple[list[tuple[int, 
             event = EventIn.model_validate(raw)
         except ValidationError as exc:
             report.rejected += 1
-            report.errors.extend(describe(i, line) for line in error_lines(exc.errors(), unknown="unknown field"))
+            report.errors.extend(describe(i, line) for line in field_errors(exc))
             continue
         properties = json.dumps(event.properties)
         if "\\u0000" in properties:

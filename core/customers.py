@@ -164,6 +164,11 @@ class RowReport:
 Describe = Callable[[int, str], str]
 
 
+def field_errors(exc: ValidationError) -> list[str]:
+    """A row's validation errors as `field: reason` lines (a whole-row check names its field in its message)."""
+    return [line.removeprefix("(root): ") for line in error_lines(exc.errors(), unknown="unknown field")]
+
+
 @dataclass
 class Staged:
     """Rows validated and ready to write: staging records, and each invalid row's errors."""
@@ -183,7 +188,7 @@ def stage_rows(rows: Sequence[Any], describe: Describe) -> Staged:
             record = _stage_record(len(staged.records), validate(raw))
         except ValidationError as exc:
             staged.rejected += 1
-            staged.errors.extend(describe(i, line) for line in error_lines(exc.errors(), unknown="unknown field"))
+            staged.errors.extend(describe(i, line) for line in field_errors(exc))
             continue
         # jsonb refuses \u0000 anywhere in a document, keys included.
         if "\\u0000" in record[_ATTRIBUTES_AT]:
