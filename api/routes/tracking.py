@@ -154,9 +154,22 @@ class TrackingLane:
         await send({"type": "http.response.body", "body": body})
 
 
+class _NoHitLines(logging.Filter):
+    """Keeps opens and clicks out of uvicorn's access log: a line per hit would flood it and
+    keep every recipient's IP address, which Pennant stores nowhere else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        path = args[2] if isinstance(args, tuple) and len(args) > 2 else None
+        return not (isinstance(path, str) and path[:5] in _LANES)
+
+
 def install(app: FastAPI) -> None:
     """Put the tracking lane in front of `app`'s whole middleware stack (call it last, after
     any instrumentation that wraps the stack)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _NoHitLines) for f in access.filters):
+        access.addFilter(_NoHitLines())
     build: Callable[[], ASGIApp] = app.build_middleware_stack
 
     def build_with_lane() -> ASGIApp:
