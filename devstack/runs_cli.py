@@ -237,9 +237,11 @@ def _run_api_command(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     try:
         api = connect(args.tenant)
-        with api.http:
+        try:
             status: int = args.api_command(api, args, console)
             return status
+        finally:
+            api.http.close()
     except CliError as exc:
         print(f"pennant: {exc}", file=sys.stderr)
         return 1

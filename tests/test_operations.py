@@ -301,7 +301,7 @@ async def test_runs_watch_follows_a_real_run_to_completion(
     ), out
 
 
-async def test_runs_and_campaigns_commands(make_tenant: MakeTenant, cli_env: Any) -> None:
+async def test_runs_and_campaigns_commands(make_tenant: MakeTenant, cli_env: Any, api_url: str, admin_key: str) -> None:
     tenant = await make_tenant(customers=20, policies=Policies())
     env = cli_env(tenant)
     status, out, err = await pennant("campaigns", "start", await create_campaign(tenant), "--watch",
@@ -319,6 +319,12 @@ async def test_runs_and_campaigns_commands(make_tenant: MakeTenant, cli_env: Any
     assert status == 1 and "409" in err and "completed" in err, (out, err)
     status, out, err = await pennant("runs", "list", "--tenant", "no-such-tenant", env=env)
     assert status == 1 and "HTTP 404" in err, (out, err)
+    # Without --tenant, the tenant is the one an issued key names.
+    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {admin_key}"}) as admin:
+        issued = await admin.post(f"/v1/tenants/{tenant.slug}/keys", params={"label": "cli"})
+    assert issued.status_code == 201, issued.text
+    status, out, err = await pennant("runs", "list", env={**env, "PENNANT_API_KEY": issued.json()["key"]})
+    assert status == 0 and run_id[:8] in out, (out, err)
 
 
 async def test_metrics_token_guards_the_api_metrics(settings: Settings, temporal_client: Client) -> None:
