@@ -23,6 +23,14 @@ from workflows.scheduled_run import ScheduledCampaignWorkflow
 from workflows.testsend import CampaignTestSendWorkflow
 
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
+# What a database restart or outage raises: connection refused or gone, server shutting down.
+_DATABASE_UNAVAILABLE = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
 log = logging.getLogger("pennant.workers")
 
 
@@ -43,6 +51,16 @@ class TenantSelection:
             pinned = execution.worker_shard if execution else None
             return (pinned if pinned is not None else zlib.crc32(tenant.encode())) % count == index
         return True
+
+
+def _open(conn: Any) -> bool:
+    """Whether a pooled connection is still usable (the pool detaches one whose session died)."""
+    if conn is None:
+        return False
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
 
 
 @dataclass
@@ -128,21 +146,45 @@ class TenantWorkers:
         self._changed.set()
 
     async def run(self) -> None:
-        """Serve until cancelled."""
-        listener = await self.pool.acquire()
-        await listener.add_listener(TENANTS_CHANNEL, self._on_notify)
+        """Serve until cancelled; a database outage only delays the next sync."""
+        listener: Any = None
         try:
             while True:
                 self._changed.clear()
-                await self.sync()
+                try:
+                    if not _open(listener):
+                        # A restarted database drops the LISTEN session: listen again on a new one.
+                        await self._unlisten(listener)
+                        listener = None
+                        conn = await self.pool.acquire()
+                        try:
+                            await conn.add_listener(TENANTS_CHANNEL, self._on_notify)
+                        except BaseException:
+                            await self.pool.release(conn)
+                            raise
+                        listener = conn
+                    await self.sync()
+                except _DATABASE_UNAVAILABLE as exc:
+                    # The tenant Workers already running carry on (their activities retry on their
+                    # own); leaving here would end the process over a database restart.
+                    log.warning("tenant sync failed, database unavailable (%s); retrying", exc)
                 try:
                     await asyncio.wait_for(self._changed.wait(), timeout=self.poll_seconds)
                 except TimeoutError:
                     pass
         finally:
-            await listener.remove_listener(TENANTS_CHANNEL, self._on_notify)
-            await self.pool.release(listener)
+            await self._unlisten(listener)
             await self.shutdown()
+
+    async def _unlisten(self, listener: Any) -> None:
+        if listener is None:
+            return
+        try:
+            if _open(listener):
+                await listener.remove_listener(TENANTS_CHANNEL, self._on_notify)
+            await self.pool.release(listener)
+        except _DATABASE_UNAVAILABLE as exc:
+            log.warning("could not release the LISTEN connection (%s)", exc)
 
     async def shutdown(self) -> None:
         """Stop every tenant's Worker."""
