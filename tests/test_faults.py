@@ -285,11 +285,13 @@ async def test_postgres_restarted_mid_run_delivers_each_email_and_sms_once(
             before = await attempts()
 
             async def felt() -> bool:
-                # Down until a batch in flight has failed for it and waits for its next attempt.
+                # Down until a batch in flight has failed for it and waits for its next attempt, and
+                # the worker's own tenant sync (a poll every 5 s) has met the outage too.
                 now = await attempts()
-                return any(n > before.get(activity_id, 1) for activity_id, n in now.items())
+                failed = any(n > before.get(activity_id, 1) for activity_id, n in now.items())
+                return failed and (worker.poll() is not None or "tenant sync failed" in procs.log_text(worker))
 
-            await until(felt, within=30, what="a batch to fail on the stopped database")
+            await until(felt, within=30, what="a batch and the worker's tenant sync to fail on the stopped database")
             outage = time.monotonic() - stopped
             start_postgres(server)
             alive()
@@ -346,6 +348,7 @@ async def test_provider_5xx_and_429_bursts_deliver_each_push_once(
             await faults(burst)
         run = await finished(tenant, run_id)
         assert run["status"] == "completed", run
+        took = time.monotonic() - seeded
         stats = await sim.stats()
         await sim.set_faults()
 
@@ -356,5 +359,5 @@ async def test_provider_5xx_and_429_bursts_deliver_each_push_once(
     print(
         f"\nprovider faults: {FAULT_RECIPIENTS} recipients, {stats['requests']} push requests, "
         f"{stats['server_errors']} answered 5xx, {stats['rate_limited']} answered 429 in {bursts} bursts, "
-        f"{delivered} pushes each accepted once; run {time.monotonic() - seeded:.1f}s, test {time.monotonic() - began:.1f}s"
+        f"{delivered} pushes each accepted once; run {took:.1f}s, test {time.monotonic() - began:.1f}s"
     )

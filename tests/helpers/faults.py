@@ -79,10 +79,14 @@ class WorkerProcesses:
         self.logs[proc.pid] = log_path
         return proc
 
+    def log_text(self, proc: subprocess.Popen[bytes]) -> str:
+        """What the worker has logged so far."""
+        return self.logs[proc.pid].read_text(errors="replace")
+
     def assert_alive(self, proc: subprocess.Popen[bytes]) -> None:
         """Fail with the end of the worker's log if it has exited."""
         if proc.poll() is not None:
-            tail = self.logs[proc.pid].read_text(errors="replace")[-3000:]
+            tail = self.log_text(proc)[-3000:]
             raise AssertionError(f"worker {proc.pid} exited with {proc.returncode}:\n{tail}")
 
     def kill(self, proc: subprocess.Popen[bytes]) -> None:
