@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import asyncpg
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic_core import to_json
 
 from core.db import tenant_tx
 from core.tenant_config import EmailAddress, Locale, TimeZone
@@ -39,14 +40,12 @@ def _phone(value: str) -> str:
     return compact
 
 
-def _storable(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; the API refuses it earlier, files reach this check.
-    if "\x00" in value:
-        raise ValueError("contains a NUL character")
-    return value
-
-
-Text = Annotated[str, AfterValidator(_storable)]
+# PostgreSQL text cannot hold NUL (the API refuses it earlier; files reach this check). A
+# pattern runs in pydantic-core, not as a Python call per field: imports validate millions.
+_NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, StringConstraints(pattern=_NO_NUL)]
+# Friendlier words than "String should match pattern …", by field.
+_PATTERN_MESSAGES = {"country": "'{}' is not an ISO 3166-1 alpha-2 country code like US"}
 Phone = Annotated[str, AfterValidator(_phone)]
 
 
@@ -135,7 +134,9 @@ def _stage_record(ord_: int, row: CustomerIn) -> tuple[Any, ...]:
     )
 
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+def _dumps(value: Any) -> str:
+    # pydantic-core's JSON encoder: several times faster than json.dumps on the import path.
+    return to_json(value).decode()
 
 
 @dataclass
@@ -166,7 +167,14 @@ Describe = Callable[[int, str], str]
 
 def field_errors(exc: ValidationError) -> list[str]:
     """A row's validation errors as `field: reason` lines (a whole-row check names its field in its message)."""
-    return [line.removeprefix("(root): ") for line in error_lines(exc.errors(), unknown="unknown field")]
+    errors = []
+    for err in exc.errors():
+        if err["type"] == "string_pattern_mismatch":
+            field_name = str(err["loc"][-1]) if err["loc"] else ""
+            template = _PATTERN_MESSAGES.get(field_name, "contains a NUL character")
+            err = {**err, "msg": template.format(err["input"])}
+        errors.append(err)
+    return [line.removeprefix("(root): ") for line in error_lines(errors, unknown="unknown field")]
 
 
 @dataclass
