@@ -82,11 +82,12 @@ LEFT JOIN engagement e ON e.run_id = l.run_id AND e.customer_id = l.customer_id
 LEFT JOIN converted c ON c.run_id = l.run_id AND c.customer_id = l.customer_id
 GROUP BY l.variant
 """
-# The planner misjudges how many recipients the per-recipient groups join (it expects many
-# events per group to multiply), and picks hash joins that spill a million-row hash table to
-# disk; the merge join of the three ordered streams never spills. JIT compiles for longer than
-# it saves on this statement.
-_PLANNER_SETTINGS = "SET LOCAL enable_hashjoin = off; SET LOCAL jit = off"
+# The streams arrive in (run, customer) order, so a merge join is always right; the planner's
+# row estimates for the per-recipient groups are not: with statistics older than the run's rows
+# it expects one row and picks nested loops that rescan a group per recipient (quadratic), with
+# fresh ones it picks hash joins that spill a million-row table to disk. JIT compiles for
+# longer than it saves here. SET LOCAL: for the rest of this transaction only.
+_PLANNER_SETTINGS = "SET LOCAL enable_nestloop = off; SET LOCAL enable_hashjoin = off; SET LOCAL jit = off"
 
 # Sends from the ledger, human opens and clicks (their recipient's variant from the ledger) and
 # attributed conversions, each counted per variant and UTC hour. Events are grouped per
