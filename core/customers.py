@@ -13,6 +13,8 @@ import csv
 import datetime as dt
 import io
 import json
+import multiprocessing
+import queue
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -223,7 +225,20 @@ async def _column_defaults(conn: asyncpg.Connection) -> dict[str, str]:
     return _defaults_sql
 
 
-def _upsert_sql(defaults: dict[str, str]) -> str:
+# Each staged row learns its customer's id, if any, by a subquery per row: an index lookup
+# whatever the statistics say (a join may be planned as a scan of every customer of the tenant).
+_MARK_SQL = """
+WITH marked AS (
+    UPDATE pg_temp.customer_upsert s
+    SET existing = (SELECT c.id FROM customers c WHERE c.tenant_id = $1 AND c.external_id = s.external_id)
+    RETURNING s.existing
+)
+SELECT count(existing) FROM marked"""
+
+
+def _upsert_sql(defaults: dict[str, str]) -> tuple[str, str]:
+    """The UPDATE of staged rows' existing customers and the INSERT of the new ones."""
+
     def insert_value(col: str, staged: str) -> str:
         default = defaults.get(col)
         return f"coalesce({staged}, {default})" if default else staged
@@ -234,27 +249,17 @@ def _upsert_sql(defaults: dict[str, str]) -> str:
     set_not_null = [f"{c} = coalesce(s.{c}, c.{c})" for c in (*_NOT_NULL, *(f"consent_{x}" for x in _CONSENT))]
     columns = (*_NULLABLE, *_NOT_NULL, *(f"consent_{x}" for x in _CONSENT))
     insert_values = [insert_value(c, f"s.{c}") for c in columns]
-    return f"""
-WITH src AS (
-    -- A subquery per staged row is an index lookup whatever the statistics say; a join may
-    -- be planned as a hash of every customer of the tenant, on each batch of an import.
-    SELECT s.*, (SELECT c.id FROM customers c WHERE c.tenant_id = $1 AND c.external_id = s.external_id) AS existing
-    FROM pg_temp.customer_upsert s
-), updated AS (
-    UPDATE customers c SET
-        {", ".join(set_nullable + set_not_null)},
-        attributes = (c.attributes - s.remove_keys) || s.attributes::jsonb,
-        updated_at = now()
-    FROM src s WHERE c.tenant_id = $1 AND c.id = s.existing
-    RETURNING 1
-), inserted AS (
-    INSERT INTO customers (tenant_id, id, external_id, {", ".join(columns)}, attributes)
-    SELECT $1, $2 + row_number() OVER (ORDER BY s.ord), s.external_id, {", ".join(insert_values)},
-           s.attributes::jsonb
-    FROM src s WHERE s.existing IS NULL
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM inserted) AS inserted, (SELECT count(*) FROM updated) AS updated"""
+    update = f"""
+UPDATE customers c SET
+    {", ".join(set_nullable + set_not_null)},
+    attributes = (c.attributes - s.remove_keys) || s.attributes::jsonb,
+    updated_at = now()
+FROM pg_temp.customer_upsert s WHERE c.tenant_id = $1 AND c.id = s.existing"""
+    insert = f"""
+INSERT INTO customers (tenant_id, id, external_id, {", ".join(columns)}, attributes)
+SELECT $1, $2 + row_number() OVER (ORDER BY s.ord), s.external_id, {", ".join(insert_values)}, s.attributes::jsonb
+FROM pg_temp.customer_upsert s WHERE s.existing IS NULL"""
+    return update, insert
 
 
 async def lock_customer_ids(conn: asyncpg.Connection, tenant: str) -> int:
@@ -275,18 +280,19 @@ async def write_staged(conn: asyncpg.Connection, tenant: str, records: Sequence[
     """Insert or update staged rows (stage_rows) by external id inside the caller's tenant
     transaction (core.db.tenant_tx).
 
-    The rows are COPied into a temporary table (COPY straight into an RLS table is refused) and
-    written by one statement; an external id that repeats within `records` starts a new
-    statement, so a later row applies on top of the earlier one.
+    The rows are COPied into a temporary table (COPY straight into an RLS table is refused),
+    then one statement updates the existing customers among them and one inserts the new ones;
+    an external id that repeats within `records` starts a new round, so a later row applies on
+    top of the earlier one.
     """
     counts = UpsertCounts()
     if not records:
         return counts
-    sql = _upsert_sql(await _column_defaults(conn))
+    update_sql, insert_sql = _upsert_sql(await _column_defaults(conn))
     await conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS pg_temp.customer_upsert ("
         + ", ".join(f"{name} {typ}" for name, typ in _STAGE_COLUMNS)
-        + ") ON COMMIT DROP"
+        + ", existing bigint) ON COMMIT DROP"
     )
     highest = await lock_customer_ids(conn, tenant)
     # Staged rows find their customers by index. The statistics of a table an import is filling
@@ -299,13 +305,16 @@ async def write_staged(conn: asyncpg.Connection, tenant: str, records: Sequence[
     for part in _without_repeats(records):
         await conn.execute("TRUNCATE pg_temp.customer_upsert")
         await conn.copy_records_to_table("customer_upsert", records=part, columns=_STAGE_NAMES, schema_name="pg_temp")
-        # Statistics of the staged rows: the planner must see a batch, not a handful of rows, or it
-        # drives the join from the tenant's customers and rescans the batch for each of them.
-        await conn.execute("ANALYZE pg_temp.customer_upsert")
-        result = await conn.fetchrow(sql, tenant, highest)
-        assert result is not None
-        counts.add(UpsertCounts(inserted=result["inserted"], updated=result["updated"]))
-        highest += result["inserted"]
+        existing = await conn.fetchval(_MARK_SQL, tenant)
+        if existing:
+            # Statistics of the staged rows: the planner must see a batch, not a handful of rows,
+            # or it drives the join from the tenant's customers and rescans the batch for each.
+            await conn.execute("ANALYZE pg_temp.customer_upsert")
+            await conn.execute(update_sql, tenant)
+        if existing < len(part):
+            await conn.execute(insert_sql, tenant, highest)
+        counts.add(UpsertCounts(inserted=len(part) - existing, updated=existing))
+        highest += len(part) - existing
     return counts
 
 
@@ -498,6 +507,65 @@ def _file_batches(path: Path, fmt: str, batch_size: int) -> Iterator[_FileBatch]
             batch, unreadable = [], []
 
 
+# Files at least this large are read and validated in a process of their own.
+READER_PROCESS_BYTES = 4 * 1024 * 1024
+
+
+def _read_in_process(path: str, fmt: str, batch_size: int, out: Any) -> None:
+    """The reader process: every staged batch of the file onto `out`, then None (or the error)."""
+    try:
+        for batch in _file_batches(Path(path), fmt, batch_size):
+            out.put(batch)
+        out.put(None)
+    except Exception as exc:  # handed to the importer, which raises it
+        out.put(exc)
+
+
+class _Reader:
+    """The staged batches of a file, one `next()` at a time (blocking: call it from a thread).
+
+    A large file is read and validated in a separate process, so that work runs on another
+    core while this process writes the previous batch. A reader thread would share this
+    process's interpreter lock with the event loop and starve the database writes.
+    """
+
+    def __init__(self, path: Path, fmt: str, batch_size: int):
+        self.process: Any = None
+        if path.stat().st_size < READER_PROCESS_BYTES:
+            self.batches: Iterator[_FileBatch] | None = _file_batches(path, fmt, batch_size)
+            return
+        self.batches = None
+        # spawn, not fork: the importer runs an event loop and threads.
+        context = multiprocessing.get_context("spawn")
+        self.queue = context.Queue(maxsize=2)
+        self.process = context.Process(
+            target=_read_in_process, args=(str(path), fmt, batch_size, self.queue), daemon=True
+        )
+        self.process.start()
+
+    def next(self) -> _FileBatch | None:
+        """The next staged batch, or None at the end of the file."""
+        if self.batches is not None:
+            return next(self.batches, None)
+        while True:
+            try:
+                item = self.queue.get(timeout=1.0)
+            except queue.Empty:
+                if not self.process.is_alive():
+                    raise RuntimeError(f"the file reader process exited with {self.process.exitcode}") from None
+                continue
+            if isinstance(item, Exception):
+                raise item
+            return item  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Stop the reader process, if any."""
+        if self.process is not None and self.process.is_alive():
+            self.process.terminate()
+        if self.process is not None:
+            self.process.join(timeout=10)
+
+
 async def import_file(
     pool: asyncpg.Pool,
     tenant: str,
@@ -515,28 +583,18 @@ async def import_file(
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch size must be 1..{MAX_BATCH}")
     report = ImportReport()
-    batches = _file_batches(path, fmt, batch_size)
-
-    def produce() -> _FileBatch | None:
-        return next(batches, None)
-
-    # Reading and validating (CPU, in a thread) overlap with writing the previous batch (the
-    # database's work): the event loop only ships bytes.
-    upcoming = asyncio.ensure_future(asyncio.to_thread(produce))
-    while (batch := await upcoming) is not None:
-        upcoming = asyncio.ensure_future(asyncio.to_thread(produce))
-        try:
+    reader = _Reader(path, fmt, batch_size)
+    try:
+        while (batch := await asyncio.to_thread(reader.next)) is not None:
             async with tenant_tx(pool, tenant) as conn:
                 report.counts.add(await write_staged(conn, tenant, batch.staged.records))
-        except BaseException:
-            # Let the reader thread finish its batch before the file closes under it.
-            await asyncio.gather(upcoming, return_exceptions=True)
-            raise
-        report.rows = batch.rows
-        report.errors.extend(batch.staged.errors)
-        report.rejected += batch.staged.rejected
-        if progress is not None:
-            progress(batch.bytes_read, batch.rows)
+            report.rows = batch.rows
+            report.errors.extend(batch.staged.errors)
+            report.rejected += batch.staged.rejected
+            if progress is not None:
+                progress(batch.bytes_read, batch.rows)
+    finally:
+        reader.close()
     return report
 
 
