@@ -40,7 +40,7 @@ from tests.helpers.faults import (
     stop_postgres,
     worker_env,
 )
-from tests.helpers.runs import TERMINAL_STATUSES, assert_each_recipient_once, create_campaign, ledger_count
+from tests.helpers.runs import assert_each_recipient_once, create_campaign, ledger_count
 from tests.helpers.tenants import Tenant
 from tests.helpers.waiting import until
 
@@ -52,6 +52,8 @@ RECIPIENTS = 20_000
 FAULT_RECIPIENTS = 5_000
 # The PostgreSQL restart sends email and SMS (one request per message) to each recipient.
 TWO_CHANNEL_RECIPIENTS = 2_500
+# A long database outage needs only a run that is under way when it starts.
+SHORT_RECIPIENTS = 1_000
 # Batches of 500 (ten provider chunks each), several at a time: a run lasts seconds, not
 # minutes, and a fault always lands with batches in flight.
 EXECUTION = Execution(batch_size=500, max_concurrent_batches=6, activities_per_second=None)
@@ -110,7 +112,7 @@ async def finished(tenant: Tenant, run_id: str, within: float = RUN_WITHIN) -> d
         if response.status_code != 200:
             return False
         body = response.json()
-        return body.get("status") in TERMINAL_STATUSES
+        return body.get("status") in ("completed", "cancelled", "failed")
 
     await until(done, within=within, what=f"run {run_id} to finish (last seen {body})", every=0.25)
     return body
@@ -360,4 +362,58 @@ async def test_provider_5xx_and_429_bursts_deliver_each_push_once(
         f"\nprovider faults: {FAULT_RECIPIENTS} recipients, {stats['requests']} push requests, "
         f"{stats['server_errors']} answered 5xx, {stats['rate_limited']} answered 429 in {bursts} bursts, "
         f"{delivered} pushes each accepted once; run {took:.1f}s, test {time.monotonic() - began:.1f}s"
+    )
+
+
+async def test_postgres_down_longer_than_the_batch_attempts_last_resumes_the_run(
+    settings: Settings,
+    temporal_client: Client,
+    own_postgres: tuple[Any, str],
+    sim: SimulatorControl,
+    people: list[asyncpg.Record],
+    workers_started: Any,
+) -> None:
+    began = time.monotonic()
+    server, url = own_postgres
+    target = temporal_client.service_client.config.target_host
+    app_settings = settings.model_copy(update={"database_url": url, "temporal_address": target})
+    procs: WorkerProcesses = workers_started(worker_env(app_settings, target, temporal_client.namespace))
+    # Two attempts per batch make "longer than the attempts last" a few seconds rather than fifteen.
+    execution = Execution(batch_size=100, max_concurrent_batches=4, activities_per_second=None, max_batch_attempts=2)
+    pool = await create_pool(url, max_size=4)
+    try:
+        await migrate(pool)
+        async with (
+            serve_api(app_settings) as api,
+            isolated_tenant(pool, api, "quickstop", people[:SHORT_RECIPIENTS], execution) as tenant,
+        ):
+            worker = procs.start(tenant.slug)
+
+            def alive() -> None:
+                procs.assert_alive(worker)
+
+            run_id, workflow_id = await start(tenant, **PUSH_CAMPAIGN)
+            await until(growing(pool, tenant.slug, run_id, 100, alive), within=60, what="the run to be under way")
+            handle = temporal_client.get_workflow_handle(workflow_id)
+            stop_postgres(server)
+            stopped = time.monotonic()
+
+            async def outlasted() -> bool:
+                # Down until some activity of the run is past its second attempt.
+                described = await handle.describe()
+                return any(a.attempt >= 3 for a in described.raw_description.pending_activities)
+
+            await until(outlasted, within=30, what="an activity to outlast two attempts on the stopped database")
+            outage = time.monotonic() - stopped
+            start_postgres(server)
+            alive()
+            run = await finished(tenant, run_id)
+            assert run["status"] == "completed", (f"down {outage:.1f}s", run)
+            assert await assert_each_recipient_once(pool, tenant.slug, run_id) == SHORT_RECIPIENTS
+            pushes = await assert_simulator_once(sim, pool, tenant.slug, run_id, "push")
+    finally:
+        await pool.close()
+    print(
+        f"\npostgres long outage: {SHORT_RECIPIENTS} recipients, down {outage:.1f}s, {pushes} pushes each accepted "
+        f"once; test {time.monotonic() - began:.1f}s"
     )
