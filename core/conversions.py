@@ -11,7 +11,6 @@ Purchases are also written to `purchases`, which segments read (`{"purchased": â
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -19,6 +18,7 @@ from typing import Annotated, Any, Self
 
 import asyncpg
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import to_json
 
 from core.customers import Describe, field_errors
 from core.db import tenant_tx
@@ -82,9 +82,10 @@ class EventsReport:
     rejected: int = 0
 
 
-def _validate(rows: Sequence[Any], describe: Describe) -> tuple[list[tuple[int, EventIn]], EventsReport]:
+def _validate(rows: Sequence[Any], describe: Describe) -> tuple[list[tuple[int, EventIn, str]], EventsReport]:
+    """The valid rows with their index and properties as JSON text, and a report of the rest."""
     report = EventsReport()
-    valid: list[tuple[int, EventIn]] = []
+    valid: list[tuple[int, EventIn, str]] = []
     seen: set[str] = set()
     for i, raw in enumerate(rows):
         try:
@@ -93,7 +94,7 @@ def _validate(rows: Sequence[Any], describe: Describe) -> tuple[list[tuple[int, 
             report.rejected += 1
             report.errors.extend(describe(i, line) for line in field_errors(exc))
             continue
-        properties = json.dumps(event.properties)
+        properties = to_json(event.properties).decode()
         if "\\u0000" in properties:
             report.rejected += 1
             report.errors.append(describe(i, "properties: contains a NUL character"))
@@ -103,7 +104,7 @@ def _validate(rows: Sequence[Any], describe: Describe) -> tuple[list[tuple[int, 
             report.duplicates.append(event.id)
             continue
         seen.add(event.id)
-        valid.append((i, event))
+        valid.append((i, event, properties))
     return valid, report
 
 
@@ -142,11 +143,11 @@ SELECT ins.event_id, ins.run_id IS NOT NULL AS attributed, (SELECT count(*) FROM
 
 
 async def _customer_ids(
-    conn: asyncpg.Connection, tenant: str, events: Sequence[tuple[int, EventIn]]
+    conn: asyncpg.Connection, tenant: str, events: Sequence[tuple[int, EventIn, str]]
 ) -> tuple[dict[str, int], set[int]]:
     """The customer ids of the events' external ids, and which of their customer ids exist."""
-    externals = list({e.external_id for _, e in events if e.external_id is not None})
-    ids = list({e.customer_id for _, e in events if e.customer_id is not None})
+    externals = list({e.external_id for _, e, _ in events if e.external_id is not None})
+    ids = list({e.customer_id for _, e, _ in events if e.customer_id is not None})
     by_external = {
         r["external_id"]: r["id"]
         for r in await conn.fetch(
@@ -174,8 +175,8 @@ async def record_events(
         return report
     async with tenant_tx(pool, tenant) as conn:
         by_external, known = await _customer_ids(conn, tenant, valid)
-        resolved: list[tuple[EventIn, int]] = []
-        for i, event in valid:
+        resolved: list[tuple[EventIn, int, str]] = []
+        for i, event, properties in valid:
             if event.external_id is not None:
                 customer = by_external.get(event.external_id)
                 if customer is None:
@@ -187,31 +188,32 @@ async def record_events(
             if customer is None:
                 report.rejected += 1
             else:
-                resolved.append((event, customer))
+                resolved.append((event, customer, properties))
         if not resolved:
             return report
-        if any(e.type == PURCHASE for e, _ in resolved):
+        if any(e.type == PURCHASE for e, _, _ in resolved):
             # Writers of one tenant's purchases take turns: ids are max(id) + n.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('pennant.purchase_ids'), hashtext($1))", tenant)
+        events = [e for e, _, _ in resolved]
         rows_in = await conn.fetch(
             _INSERT,
             tenant,
-            [e.id for e, _ in resolved],
-            [c for _, c in resolved],
-            [e.type for e, _ in resolved],
-            [e.at for e, _ in resolved],
-            [e.amount for e, _ in resolved],
-            [e.currency for e, _ in resolved],
-            [e.sku for e, _ in resolved],
-            [e.category for e, _ in resolved],
-            [json.dumps(e.properties) for e, _ in resolved],
-            [_product_name(e) for e, _ in resolved],
+            [e.id for e in events],
+            [c for _, c, _ in resolved],
+            [e.type for e in events],
+            [e.at for e in events],
+            [e.amount for e in events],
+            [e.currency for e in events],
+            [e.sku for e in events],
+            [e.category for e in events],
+            [p for _, _, p in resolved],
+            [_product_name(e) for e in events],
             window_days * 86_400,
         )
     inserted = {r["event_id"] for r in rows_in}
     report.accepted = len(inserted)
     report.attributed = sum(1 for r in rows_in if r["attributed"])
-    report.duplicates.extend(e.id for e, _ in resolved if e.id not in inserted)
+    report.duplicates.extend(e.id for e in events if e.id not in inserted)
     return report
 
 
