@@ -1,5 +1,6 @@
-"""Customers in: validation of customer rows and their upsert by external id, one statement per
-batch, shared by the customers API and `pennant customers import` (CSV or JSON Lines files).
+"""Customers in: validation of customer rows and their upsert by external id, set-based (one
+UPDATE and one INSERT per batch, never a statement per row), shared by the customers API and
+`pennant customers import` (CSV or JSON Lines files).
 
 Upsert semantics: a field left out of a row leaves the stored value as it is (a new customer
 gets the table default); `consent` is per channel in the same way; `attributes` merge into the
@@ -67,7 +68,7 @@ class CustomerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     external_id: Text = Field(min_length=1, max_length=255, description="the tenant's own id for the customer")
-    email: EmailAddress | None = Field(default=None, max_length=320)
+    email: Annotated[EmailAddress, StringConstraints(pattern=_NO_NUL)] | None = Field(default=None, max_length=320)
     phone: Phone | None = Field(default=None, description="E.164; spaces, dots, dashes and brackets are removed")
     push_token: Text | None = Field(default=None, min_length=1, max_length=4096)
     first_name: Text = Field(default="", max_length=200)
