@@ -382,7 +382,10 @@ class _CsvShape:
             row["consent"] = consent
         attributes: dict[str, Any] = {}
         if self.attributes_json is not None and values[self.attributes_json] != "":
-            parsed = json.loads(values[self.attributes_json])
+            try:
+                parsed = json.loads(values[self.attributes_json])
+            except ValueError as exc:
+                raise ValueError(f"attributes: not valid JSON ({exc})") from None
             if not isinstance(parsed, dict):
                 raise ValueError("attributes: must be a JSON object")
             attributes = parsed
@@ -401,16 +404,25 @@ def _flag(value: str) -> Any:
 
 
 class _CountingLines:
-    """The lines of a binary file, decoded, counting the bytes read (for a progress bar)."""
+    """The lines of a binary file, decoded, counting the bytes read (for a progress bar) and
+    noting the lines that are not UTF-8 (decoded with replacement characters, then refused)."""
 
     def __init__(self, raw: Iterable[bytes]):
         self.raw = raw
         self.bytes_read = 0
+        self.not_utf8: set[int] = set()
 
     def __iter__(self) -> Iterator[str]:
-        for line in self.raw:
+        for number, line in enumerate(self.raw, start=1):
             self.bytes_read += len(line)
-            yield line.decode("utf-8-sig" if self.bytes_read == len(line) else "utf-8")
+            try:
+                yield line.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                self.not_utf8.add(number)
+                yield line.decode("utf-8", errors="replace")
+
+
+_NOT_UTF8 = "not valid UTF-8"
 
 
 def _read_csv(lines: _CountingLines) -> Iterator[FileRow]:
@@ -420,9 +432,20 @@ def _read_csv(lines: _CountingLines) -> Iterator[FileRow]:
         return
     shape = _CsvShape([h.strip() for h in header])
     start = reader.line_num + 1
-    for values in reader:
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field over the size limit: that record only
+            line, start = start, reader.line_num + 1
+            yield FileRow(line, None, f"not valid CSV ({exc})")
+            continue
         line, start = start, reader.line_num + 1
         if not values:
+            continue
+        if lines.not_utf8 and any(n in lines.not_utf8 for n in range(line, start)):
+            yield FileRow(line, None, _NOT_UTF8)
             continue
         try:
             yield FileRow(line, shape.row(values))
@@ -433,6 +456,9 @@ def _read_csv(lines: _CountingLines) -> Iterator[FileRow]:
 def _read_jsonl(lines: _CountingLines) -> Iterator[FileRow]:
     for number, text in enumerate(lines, start=1):
         if not text.strip():
+            continue
+        if number in lines.not_utf8:
+            yield FileRow(number, None, _NOT_UTF8)
             continue
         try:
             row = json.loads(text)
