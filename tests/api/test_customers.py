@@ -207,12 +207,16 @@ async def test_cli_imports_a_json_lines_file_and_reports_the_bad_lines(
         json.dumps({"external_id": "j-5", "locale": "fr-CA"}),
     ]
     path = tmp_path / "customers.jsonl"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # Line 7 is not UTF-8 (a Latin-1 export, say).
+    path.write_bytes(
+        ("\n".join(lines) + "\n").encode() + '{"external_id": "j-7", "city": "Montréal"}\n'.encode("latin-1")
+    )
     result = await asyncio.to_thread(_import, settings, path, tenant.slug)
     assert result.returncode == 1, result.stderr
-    assert "5 rows read, 2 customers inserted, 1 updated, 2 rows rejected" in result.stdout, result.stdout
+    assert "6 rows read, 2 customers inserted, 1 updated, 3 rows rejected" in result.stdout, result.stdout
     assert "line 2: not valid JSON" in result.stderr, result.stderr
     assert "line 5: time_zone: unknown time zone 'Nowhere/Land'" in result.stderr, result.stderr
+    assert "line 7: not valid UTF-8" in result.stderr, result.stderr
     stored = await _customers(pool, tenant.slug)
     assert set(stored) == {"j-1", "j-3", "j-5"}
     assert (stored["j-1"]["first_name"], stored["j-1"]["last_name"]) == ("New", "Kept")
