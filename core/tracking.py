@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from html import escape, unescape
-from html.parser import HTMLParser
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -100,18 +99,26 @@ class Token:
     link_id: str | None = None
 
 
+def _message_part(tenant: str, run_id: str, channel: str, kind: Kind) -> bytes:
+    """A token's leading bytes: version, kind and channel, the tenant's slug, the run."""
+    slug = tenant.encode()
+    head = (_VERSION << 4) | (8 if kind == "click" else 0) | TOKEN_CHANNELS.index(channel)
+    return bytes((head, len(slug))) + slug + uuid.UUID(run_id).bytes
+
+
+def _mac(secret: str, body: bytes) -> bytes:
+    return hmac.digest(_key(secret), body, "sha256")[:MAC_BYTES]
+
+
 def sign(token: Token, secret: str) -> str:
     """The compact signed form of `token` (base64url, about 60-80 characters)."""
-    tenant = token.tenant.encode()
-    head = (_VERSION << 4) | (8 if token.kind == "click" else 0) | TOKEN_CHANNELS.index(token.channel)
-    body = bytes((head, len(tenant))) + tenant + uuid.UUID(token.run_id).bytes + _varint(token.customer_id)
+    body = _message_part(token.tenant, token.run_id, token.channel, token.kind) + _varint(token.customer_id)
     if token.kind == "click":
         assert token.link_id is not None
         link = _unb64(token.link_id)
         assert link is not None and len(link) == LINK_ID_BYTES
         body += link
-    mac = hmac.new(_key(secret), body, hashlib.sha256).digest()[:MAC_BYTES]
-    return _b64(body + mac)
+    return _b64(body + _mac(secret, body))
 
 
 def verify(text: str, secret: str, kind: Kind) -> Token | None:
@@ -122,7 +129,7 @@ def verify(text: str, secret: str, kind: Kind) -> Token | None:
     if raw is None or len(raw) < MAC_BYTES + 2:
         return None
     body, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
-    if not hmac.compare_digest(mac, hmac.new(_key(secret), body, hashlib.sha256).digest()[:MAC_BYTES]):
+    if not hmac.compare_digest(mac, _mac(secret, body)):
         return None
     # Genuine from here on: we wrote it, so its layout is ours; still, parse strictly.
     head, size = body[0], body[1]
@@ -162,10 +169,37 @@ def trackable(url: str) -> bool:
     return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
 
 
-# Attributes inside one start tag, as browsers read them: name, then an optional value that is
-# double-quoted, single-quoted or bare (the stdlib parser's own rules).
-_ATTR_RE = re.compile(r"""[\s/]*(?P<name>[^\s/>][^\s/=>]*)(?:\s*=+\s*(?P<value>'[^']*'|"[^"]*"|(?!['"])[^>\s]*))?""")
-_TAG_NAME_RE = re.compile(r"<[a-zA-Z][^\t\n\r\f />\x00]*")
+# The HTML tokenizer's view that matters here, in one regular expression scanned once (a
+# Python-level parser costs more than rendering the message): comments, CDATA, doctypes and
+# processing instructions; raw-text elements (script, style, …) whole, since what looks like a
+# tag inside them is not one; and every tag with its attributes, a quoted value running to its
+# closing quote whatever it holds (`>` and `<a` included), as browsers read it. Group "link"
+# is set for the start tag of an <a> or <area>. Possessive quantifiers, and a `<` outside
+# quotes ending a tag that has not closed, keep a scan linear even in damaged markup
+# (browsers would read on; such a tag is left as it is, untracked).
+_ATTRS = r"""(?:[\s/]++|[^\s/<>=]++(?:\s*+=\s*+(?:"[^"]*+"|'[^']*+'|[^\s<>]*+))?+|=[^\s<>]*+)*+"""
+_NOT_LINK = r"(?!(?:a|area)[\s/>])"
+_RAW_TEXT = ("script", "style", "textarea", "title", "xmp")
+_HTML_TOKEN = re.compile(
+    # Everything up to the next link tag, as one match (so Python sees one match per link).
+    r"(?:[^<]++"
+    r"|<!--.*?(?:-->|\Z)"
+    r"|<!\[CDATA\[.*?(?:\]\]>|\Z)"
+    r"|<[!?][^>]*+>?"
+    # (one alternative per element: no capturing group inside a possessive repetition, which
+    # Python 3.11's re gets wrong)
+    + "".join(rf"|<{raw}(?=[\s/>]){_ATTRS}>.*?(?:</{raw}\s*+>|\Z)" for raw in _RAW_TEXT)
+    + rf"|</[a-zA-Z][^\s/<>]*+{_ATTRS}>|<{_NOT_LINK}[a-zA-Z][^\s/<>]*+{_ATTRS}>"
+    rf"|<{_NOT_LINK}"
+    r")++"
+    rf"|(?P<link><(?:a|area)(?=[\s/>]){_ATTRS}>)"
+    r"|<",  # a link tag that never closes: left as it is
+    re.IGNORECASE | re.DOTALL,
+)
+# One attribute inside a start tag: name, then an optional value that is double-quoted,
+# single-quoted or bare (the same rules as _ATTRS, with the parts named).
+_ATTR_RE = re.compile(r"""[\s/]*+(?P<name>[^\s/<>=]++)(?:\s*+=\s*+(?P<value>"[^"]*+"|'[^']*+'|[^\s<>]*+))?+""")
+_TAG_NAME_RE = re.compile(r"<[a-zA-Z][^\s/<>]*+")
 
 
 def _href_span(tag: str) -> tuple[int, int, str] | None:
@@ -174,7 +208,7 @@ def _href_span(tag: str) -> tuple[int, int, str] | None:
     if name is None:
         return None
     pos = name.end()
-    while pos < len(tag):
+    while True:
         match = _ATTR_RE.match(tag, pos)
         if match is None or match.end() == pos:
             return None
@@ -185,48 +219,27 @@ def _href_span(tag: str) -> tuple[int, int, str] | None:
             unquoted = value[1:-1] if value[:1] in ("'", '"') else value
             return match.start("value"), match.end("value"), unescape(unquoted).strip()
         pos = match.end()
-    return None
-
-
-class _Links(HTMLParser):
-    """Collects the start tags of links (a, area) with their offsets; comments, scripts and
-    attribute values that merely look like tags are the parser's to skip."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.tags: list[tuple[tuple[int, int], str]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("a", "area"):
-            text = self.get_starttag_text()
-            if text is not None:
-                self.tags.append((self.getpos(), text))
 
 
 def rewrite_html_links(html: str, replace: Callable[[str], str | None]) -> str:
     """`html` with the href of every link for which `replace(url)` gives a new URL rewritten
     to it; quoting, other attributes and everything else stay byte for byte."""
-    parser = _Links()
-    parser.feed(html)
-    parser.close()
-    if not parser.tags:
-        return html
-    line_starts = [0]
-    line_starts += [i + 1 for i, ch in enumerate(html) if ch == "\n"]
     out: list[str] = []
     done = 0
-    for (line, col), text in parser.tags:
-        start = line_starts[line - 1] + col
-        if html[start : start + len(text)] != text:
-            continue  # not where the parser says: leave it rather than guess
-        span = _href_span(text)
+    for token in _HTML_TOKEN.finditer(html):
+        if token.group("link") is None:
+            continue
+        span = _href_span(token.group("link"))
         if span is None:
             continue
         new = replace(span[2])
         if new is None:
             continue
+        start = token.start()
         out += [html[done : start + span[0]], f'"{escape(new, quote=True)}"']
         done = start + span[1]
+    if not out:
+        return html
     out.append(html[done:])
     return "".join(out)
 
@@ -269,6 +282,16 @@ class RunTracking:
         self.run_id = run_id
         self.engagement = engagement
         self.links: dict[str, str] = {}
+        # Per run, computed once: every message's tokens share these (signing is per message).
+        self._ids: dict[str, tuple[str, bytes]] = {}
+        self._parts: dict[tuple[str, Kind], bytes] = {}
+
+    def _token(self, channel: str, kind: Kind, customer_id: int, link: bytes = b"") -> str:
+        part = self._parts.get((channel, kind))
+        if part is None:
+            part = self._parts[channel, kind] = _message_part(self.tenant, self.run_id, channel, kind)
+        body = part + _varint(customer_id) + link
+        return _b64(body + _mac(self.secret, body))
 
     def _own(self, url: str, unsubscribe_url: str) -> bool:
         # Our own links (unsubscribe, already tracked) are never wrapped.
@@ -279,12 +302,14 @@ class RunTracking:
         eng = self.engagement
 
         def replace(url: str) -> str | None:
-            if not trackable(url) or self._own(url, unsubscribe_url):
-                return None
-            lid = link_id(url)
-            self.links.setdefault(lid, url)
-            token = Token(self.tenant, self.run_id, customer_id, channel, "click", lid)
-            return f"{self.base}{CLICK_PATH}{sign(token, self.secret)}"
+            known = self._ids.get(url)
+            if known is None:
+                if not trackable(url) or self._own(url, unsubscribe_url):
+                    return None
+                raw = hashlib.sha256(url.encode()).digest()[:LINK_ID_BYTES]
+                known = self._ids[url] = (_b64(raw), raw)
+                self.links.setdefault(known[0], url)
+            return f"{self.base}{CLICK_PATH}{self._token(channel, 'click', customer_id, known[1])}"
 
         if isinstance(content, RenderedEmail):
             html, text = content.html, content.text
@@ -292,8 +317,7 @@ class RunTracking:
                 html = rewrite_html_links(html, replace)
                 text = rewrite_text_links(text, replace)
             if eng.track_opens:
-                token = Token(self.tenant, self.run_id, customer_id, channel, "open")
-                html = insert_pixel(html, f"{self.base}{OPEN_PATH}{sign(token, self.secret)}")
+                html = insert_pixel(html, f"{self.base}{OPEN_PATH}{self._token(channel, 'open', customer_id)}")
             return dataclasses.replace(content, html=html, text=text)
         if isinstance(content, RenderedSms) and eng.track_sms_links:
             return dataclasses.replace(content, body=rewrite_text_links(content.body, replace))

@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,8 @@ def test_html_links_are_rewritten_with_the_markup_left_alone() -> None:
 <a href="http://pennant.test/u/unsub-token">unsubscribe</a> <a data-href="https://no.example/">none</a>
 <script>document.write('<a href="https://script.example/">')</script>
 <map><area shape="rect" href="https://shop.example/e"></map><p>café &amp; crème</p>
+<div title="<a href='https://in-attribute.example/'>">x</div><abbr href="https://abbr.example/">y</abbr>
+<style>a[href="https://style.example/"] {}</style><textarea><a href="https://textarea.example/"></textarea>
 </body></html>"""
     tracker = tracking.RunTracking("s", "http://pennant.test", "shop", str(uuid.uuid4()), Engagement())
     out = tracker.apply(RenderedEmail("subject", html, "text"), "email", 7, "http://pennant.test/u/unsub-token")
@@ -145,11 +148,24 @@ def test_html_links_are_rewritten_with_the_markup_left_alone() -> None:
         'data-href="https://no.example/"',
         "document.write('<a href=\"https://script.example/\">')",
         "<p>café &amp; crème</p>",
+        "<div title=\"<a href='https://in-attribute.example/'>\">",
+        '<abbr href="https://abbr.example/">',
+        'a[href="https://style.example/"]',
+        '<textarea><a href="https://textarea.example/"></textarea>',
         '<A HREF="http://pennant.test/t/c/',
         '<a title="&quot;>" href = "http://pennant.test/t/c/',
     ):
         assert kept in out.html, kept
     assert _PIXEL.search(out.html) and out.html.endswith('alt=""></body></html>')
+
+
+def test_damaged_markup_is_scanned_in_linear_time() -> None:
+    """Rewriting runs on every message at send time: no markup may make it quadratic."""
+    n = 50_000  # the longest of these is 500,000 characters, the HTML part's output limit
+    for damaged in ("<a " * n, "<a href='" * n, '<p title="' + "<a href=x>" * n, "<a title='" + '<a t="x" ' * n):
+        began = time.perf_counter()
+        tracking.rewrite_html_links(damaged, lambda url: "https://tracked.example/")
+        assert time.perf_counter() - began < 2.0, damaged[:20]
 
 
 def test_text_links_keep_their_punctuation() -> None:
