@@ -1,8 +1,11 @@
-"""Faults on the real servers, mid-run: a worker killed three times, the Temporal server stopped
-and restarted on its database file, PostgreSQL restarted, and a provider answering 20% 5xx with
-bursts of 429 + Retry-After. Every run completes with each recipient in the ledger exactly
-once, and the sink that received the messages (the SMTP sink for email, the provider simulator
-for push) holds each idempotency key exactly once.
+"""Faults on the real servers, mid-run: a worker SIGKILLed three times (20,000 recipients), the
+Temporal dev server stopped and restarted on its database file, PostgreSQL restarted (and kept
+down past two batch attempts), and a provider answering 20% 5xx with bursts of 429 +
+Retry-After. Every run completes with each recipient in the ledger exactly once, and the sink
+that received the messages holds each one once: the provider simulator by idempotency key
+(push, SMS), the SMTP sink by Message-ID (email).
+
+Known bug (xfail): a PostgreSQL restart re-sends the emails of a chunk whose ledger write failed.
 
 Tenants are `iso-` tenants served only by `pennant worker` processes these tests start (and
 kill); the Temporal and PostgreSQL faults run on servers of the test's own, so restarting them
@@ -52,6 +55,8 @@ RECIPIENTS = 20_000
 FAULT_RECIPIENTS = 5_000
 # The PostgreSQL restart sends email and SMS (one request per message) to each recipient.
 TWO_CHANNEL_RECIPIENTS = 2_500
+# How long the Temporal server stays down (longer if the batches in flight take longer to settle).
+TEMPORAL_OUTAGE = 5.0
 # A long database outage needs only a run that is under way when it starts.
 SHORT_RECIPIENTS = 1_000
 # Batches of 500 (ten provider chunks each), several at a time: a run lasts seconds, not
@@ -209,8 +214,14 @@ async def test_temporal_restarted_on_its_database_file_mid_run_delivers_each_ema
             temporal.stop()
             stopped = time.monotonic()
             at_stop = await ledger_count(pool, tenant.slug, run_id)
-            # Keep Temporal down until the batches in flight have done what they can without it.
-            await until(steady(pool, tenant.slug, run_id, 1.0), within=30, what="the in-flight batches to settle")
+            # Keep Temporal down for the outage, and until the batches in flight have done what they
+            # can without it.
+            settled = steady(pool, tenant.slug, run_id, 1.0)
+
+            async def outage_over() -> bool:
+                return await settled() and time.monotonic() - stopped >= TEMPORAL_OUTAGE
+
+            await until(outage_over, within=30, what="the in-flight batches to settle")
             down = await ledger_count(pool, tenant.slug, run_id)
             assert down < FAULT_RECIPIENTS, "the run finished before Temporal was stopped"
             outage = time.monotonic() - stopped
