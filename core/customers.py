@@ -239,19 +239,8 @@ async def _column_defaults(conn: asyncpg.Connection) -> dict[str, str]:
     return _defaults_sql
 
 
-# Each staged row learns its customer's id, if any, by a subquery per row: an index lookup
-# whatever the statistics say (a join may be planned as a scan of every customer of the tenant).
-_MARK_SQL = """
-WITH marked AS (
-    UPDATE pg_temp.customer_upsert s
-    SET existing = (SELECT c.id FROM customers c WHERE c.tenant_id = $1 AND c.external_id = s.external_id)
-    RETURNING s.existing
-)
-SELECT count(existing) FROM marked"""
-
-
 def _upsert_sql(defaults: dict[str, str]) -> tuple[str, str]:
-    """The UPDATE of staged rows' existing customers and the INSERT of the new ones."""
+    """The INSERT of staged rows that are new customers and the UPDATE of the others."""
 
     def insert_value(col: str, staged: str) -> str:
         default = defaults.get(col)
@@ -268,12 +257,17 @@ UPDATE customers c SET
     {", ".join(set_nullable + set_not_null)},
     attributes = (c.attributes - s.remove_keys) || s.attributes::jsonb,
     updated_at = now()
-FROM pg_temp.customer_upsert s WHERE c.tenant_id = $1 AND c.id = s.existing"""
+FROM pg_temp.customer_upsert s
+-- Not the customers the INSERT before has just added (ids above the highest before it).
+WHERE c.tenant_id = $1 AND c.external_id = s.external_id AND c.id <= $2"""
     insert = f"""
 INSERT INTO customers (tenant_id, id, external_id, {", ".join(columns)}, attributes)
 SELECT $1, $2 + row_number() OVER (ORDER BY s.ord), s.external_id, {", ".join(insert_values)}, s.attributes::jsonb
-FROM pg_temp.customer_upsert s WHERE s.existing IS NULL"""
-    return update, insert
+FROM pg_temp.customer_upsert s
+-- An anti-join can only be driven from the staged rows: an index lookup each, whatever the
+-- statistics say (and a row_number over the new rows only).
+WHERE NOT EXISTS (SELECT FROM customers c WHERE c.tenant_id = $1 AND c.external_id = s.external_id)"""
+    return insert, update
 
 
 async def lock_customer_ids(conn: asyncpg.Connection, tenant: str) -> int:
@@ -295,18 +289,18 @@ async def write_staged(conn: asyncpg.Connection, tenant: str, records: Sequence[
     transaction (core.db.tenant_tx).
 
     The rows are COPied into a temporary table (COPY straight into an RLS table is refused),
-    then one statement updates the existing customers among them and one inserts the new ones;
+    then one statement inserts the new customers among them and one updates the others;
     an external id that repeats within `records` starts a new round, so a later row applies on
     top of the earlier one.
     """
     counts = UpsertCounts()
     if not records:
         return counts
-    update_sql, insert_sql = _upsert_sql(await _column_defaults(conn))
+    insert_sql, update_sql = _upsert_sql(await _column_defaults(conn))
     await conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS pg_temp.customer_upsert ("
         + ", ".join(f"{name} {typ}" for name, typ in _STAGE_COLUMNS)
-        + ", existing bigint) ON COMMIT DROP"
+        + ") ON COMMIT DROP"
     )
     highest = await lock_customer_ids(conn, tenant)
     # Staged rows find their customers by index. The statistics of a table an import is filling
@@ -319,16 +313,14 @@ async def write_staged(conn: asyncpg.Connection, tenant: str, records: Sequence[
     for part in _without_repeats(records):
         await conn.execute("TRUNCATE pg_temp.customer_upsert")
         await conn.copy_records_to_table("customer_upsert", records=part, columns=_STAGE_NAMES, schema_name="pg_temp")
-        existing = await conn.fetchval(_MARK_SQL, tenant)
-        if existing:
+        inserted = int((await conn.execute(insert_sql, tenant, highest)).split()[-1])
+        if inserted < len(part):
             # Statistics of the staged rows: the planner must see a batch, not a handful of rows,
             # or it drives the join from the tenant's customers and rescans the batch for each.
             await conn.execute("ANALYZE pg_temp.customer_upsert")
-            await conn.execute(update_sql, tenant)
-        if existing < len(part):
-            await conn.execute(insert_sql, tenant, highest)
-        counts.add(UpsertCounts(inserted=len(part) - existing, updated=existing))
-        highest += len(part) - existing
+            await conn.execute(update_sql, tenant, highest)
+        counts.add(UpsertCounts(inserted=inserted, updated=len(part) - inserted))
+        highest += inserted
     return counts
 
 
