@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -105,22 +106,26 @@ async def start(tenant: Tenant, **campaign: Any) -> tuple[str, str]:
 
 async def finished(tenant: Tenant, run_id: str, within: float = RUN_WITHIN) -> dict[str, Any]:
     """Poll GET /runs/{id} until the run is terminal; an answer that is not 200 (the API's own
-    database or Temporal coming back) is polled again, within the same bound."""
+    database or Temporal coming back) is polled again, within the same bound. The body carries
+    `not_ok`: how many polls were answered with something else, by status."""
     body: dict[str, Any] = {}
+    not_ok: Counter[int] = Counter()
 
     async def done() -> bool:
         nonlocal body
         try:
             response = await tenant.http.get(tenant.url(f"/runs/{run_id}"))
         except httpx.TransportError:
+            not_ok[0] += 1
             return False
         if response.status_code != 200:
+            not_ok[response.status_code] += 1
             return False
         body = response.json()
         return body.get("status") in ("completed", "cancelled", "failed")
 
     await until(done, within=within, what=f"run {run_id} to finish (last seen {body})", every=0.25)
-    return body
+    return {**body, "not_ok": dict(not_ok)}
 
 
 def growing(pool: asyncpg.Pool, tenant: str, run_id: str, beyond: int, alive: Callable[[], None]) -> Any:
@@ -236,7 +241,7 @@ async def test_temporal_restarted_on_its_database_file_mid_run_delivers_each_ema
         temporal.stop()
     print(
         f"\ntemporal restart: {FAULT_RECIPIENTS} recipients, down {outage:.1f}s from ledger rows {at_stop} "
-        f"(settled at {down}), "
+        f"(settled at {down}), API polls after restart not 200: {run['not_ok']}, "
         f"{emails} emails each stored once; run {time.monotonic() - seeded:.1f}s, test {time.monotonic() - began:.1f}s"
     )
 
@@ -316,6 +321,7 @@ async def test_postgres_restarted_mid_run_delivers_each_email_and_sms_once(
             texts = await assert_simulator_once(sim, pool, tenant.slug, run_id, "sms")
             print(
                 f"\npostgres restart: {TWO_CHANNEL_RECIPIENTS} recipients x 2 channels, down {outage:.1f}s, "
+                f"API polls after restart not 200: {run['not_ok']}, "
                 f"{texts} SMS each accepted once; run {took:.1f}s, test {time.monotonic() - began:.1f}s"
             )
             emails = await assert_sink_once(pool, workdir / "outbox", tenant.slug, run_id)
