@@ -2,8 +2,9 @@
 endpoint (`POST {PROVIDER_EVENTS_URL}/{email|sms|push}`, see core/provider_events.py).
 
 Emission never slows sending: `emit` only puts the event on a bounded queue (a full queue drops
-it, counted), and one background task posts what has gathered, email in small JSON batches and
-SMS/push one form-encoded status callback each, as the real providers do. Like a provider it
+it, counted), and one background task posts what has gathered as one JSON array per provider
+(the endpoint also takes Twilio's one-form-per-callback shape; arrays keep a large run's receipts
+from queueing behind each other for minutes). Like a provider it
 retries a refused connection, 429 and 5xx a few times with backoff, then gives up (counted).
 
 Events wait `delay_seconds` before they go, as a real provider reports after the fact: the
@@ -20,7 +21,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 
@@ -106,15 +106,12 @@ class EventEmitter:
                 while len(pending) < self.batch_size and not queue.empty():
                     pending.append(queue.get_nowait())
                 await asyncio.sleep(max(0.0, max(p.due for p in pending) - time.monotonic()))
-                emails = [p for p in pending if p.provider == "email"]
-                if emails:
-                    body = json.dumps([p.event for p in emails]).encode()
-                    await self._post(http, emails, body, "application/json")
-                for item in pending:
-                    if item.provider != "email":
-                        await self._post(
-                            http, [item], urlencode(item.event).encode(), "application/x-www-form-urlencoded"
-                        )
+                # One JSON array per provider and round: after a large run the receipts of tens of
+                # thousands of messages drain in seconds, not one request per message.
+                for provider in sorted({p.provider for p in pending}):
+                    items = [p for p in pending if p.provider == provider]
+                    body = json.dumps([p.event for p in items]).encode()
+                    await self._post(http, items, body, "application/json")
 
     async def _post(self, http: httpx.AsyncClient, items: list[_Pending], body: bytes, content_type: str) -> None:
         for attempt in range(self.attempts):
