@@ -330,7 +330,8 @@ def _leader(contenders: list[GroupResult], metric: Metric) -> Leader:
             significant=False, verdict="not yet significant (fewer than two groups to compare)",
         )  # fmt: skip
     best = max(tested, key=lambda g: _successes(g, metric)[0] / _successes(g, metric)[1])
-    cells = [_successes(g, metric) for g in tested]
+    # The leader first, so a two-group z is positive when it leads.
+    cells = [_successes(g, metric) for g in sorted(tested, key=lambda g: g is not best)]
     if len(tested) == 2:
         result = stats.two_proportion_z(cells[0][0], cells[0][1], cells[1][0], cells[1][1])
         test: Literal["two-proportion z-test", "chi-square test of homogeneity"] = "two-proportion z-test"
@@ -356,11 +357,8 @@ def _leader(contenders: list[GroupResult], metric: Metric) -> Leader:
     )
 
 
-def _comparisons(groups: list[GroupResult], order: Sequence[str]) -> tuple[str | None, list[Comparison]]:
-    variants = sorted(
-        (g for g in groups if g.kind == "variant"),
-        key=lambda g: (order.index(g.variant) if g.variant in order else len(order), g.variant or ""),
-    )
+def _comparisons(groups: list[GroupResult]) -> tuple[str | None, list[Comparison]]:
+    variants = [g for g in groups if g.kind == "variant"]  # in the campaign's order already
     by_key = {g.variant: g for g in groups}
     control = next((by_key[k] for k in (HOLDOUT, GLOBAL_CONTROL) if k in by_key), None)
     out = []
@@ -408,12 +406,13 @@ async def results(
     conversion_event: str = DEFAULT_CONVERSION_EVENT,
 ) -> ResultsRecord:
     """The results of `run_ids` (one run, or every run of a campaign) in one query; variants are
-    listed and compared in `variant_order` (the campaign's), then by key."""
+    listed and compared in `variant_order` (the campaign's), then by key. Sets planner options
+    for the rest of the transaction (`_PLANNER_SETTINGS`)."""
     ids = [uuid.UUID(str(r)) for r in run_ids]
     await conn.execute(_PLANNER_SETTINGS)
     rows = await conn.fetch(_RESULTS_SQL, tenant, ids, conversion_event)
     groups = sorted((_group(r) for r in rows), key=lambda g: _group_order(g.variant, variant_order))
-    control, comparisons = _comparisons(groups, variant_order)
+    control, comparisons = _comparisons(groups)
     return ResultsRecord(
         scope=scope,
         campaign_id=campaign_id,
@@ -435,7 +434,8 @@ async def series(
     variant_order: Sequence[str] = (),
     conversion_event: str = DEFAULT_CONVERSION_EVENT,
 ) -> SeriesRecord:
-    """Hourly sends, human opens and clicks, and conversion events per group, in one query."""
+    """Hourly sends, human opens and clicks, and conversion events per group, in one query; sets
+    planner options for the rest of the transaction (`_PLANNER_SETTINGS`)."""
     ids = [uuid.UUID(str(r)) for r in run_ids]
     by_group: dict[str | None, list[SeriesPoint]] = {}
     await conn.execute(_PLANNER_SETTINGS)

@@ -19,6 +19,7 @@ from tests.helpers.runs import create_campaign
 from tests.helpers.tenants import MakeTenant, Tenant
 
 T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
+CONTROLS = ("holdout", "global_control")  # set aside, sent nothing
 CAMPAIGN = {
     "variants": [{"key": "A", "template": "weekly_deals"}, {"key": "B", "template": "weekly_deals"}],
     "holdout_percent": 10,
@@ -84,7 +85,7 @@ async def seed_run(
                     ("failed", "rejected"),
                     ("skipped", "no_consent"),
                 ]
-                status, reason = ("skipped", "holdout") if group == "holdout" else rng.choices(outcomes, [90, 4, 6])[0]
+                status, reason = ("skipped", group) if group in CONTROLS else rng.choices(outcomes, [90, 4, 6])[0]
                 g[f"messages_{status}"] += 1
                 deliveries.append(
                     (tenant, run, customer, channel, group, status, reason, f"{run}:{customer}:{channel}", sent_at)
@@ -136,6 +137,7 @@ async def seed_run(
                     )
                     hour["conversions"] += 1
             if i % 5 == 0:
+                g["carters"] = g.get("carters", 0) + 1
                 # Not a conversion: another event type, attributed all the same.
                 purchases.append((tenant, f"{run}-{customer}-cart", customer, "add_to_cart", T0, None, run, group))
     # A purchase attributed to no run is nobody's result.
@@ -225,6 +227,12 @@ async def test_run_results_match_counts_made_from_the_rows(tenant: Tenant, pool:
         low, high = lift["ci95"]
         assert low < lift["difference"] < high
         assert lift["relative"] == pytest.approx(rate / base - 1)
+    # Another event type may be the conversion; revenue still sums purchases.
+    carts = (await tenant.http.get(tenant.url(f"/runs/{seeded.run_id}/results?conversion_event=add_to_cart"))).json()
+    for key, want in seeded.groups.items():
+        got = _group(carts, key)
+        assert got["conversions"] == got["conversion_events"] == want["carters"]
+        assert Decimal(got["revenue"]) == want["revenue"]
     # Opens and clicks: the holdout got nothing, so B is compared with A.
     for metric in ("open", "click"):
         comp = _comparison(body, metric)
@@ -359,3 +367,16 @@ async def test_another_tenants_key_gets_404(make_tenant: MakeTenant, tenant: Ten
         theirs = await other.http.get(other.url(path))
         assert mine.status_code == 404 and theirs.status_code == 404, (path, mine.text, theirs.text)
         assert (await tenant.http.get(tenant.url(path))).status_code == 200
+
+
+async def test_without_a_holdout_the_global_control_is_the_baseline(tenant: Tenant, pool: asyncpg.Pool) -> None:
+    campaign = await create_campaign(tenant, **CAMPAIGN)
+    seeded = await seed_run(pool, tenant.slug, campaign, {"A": (100, 12), "B": (100, 8), "global_control": (40, 2)})
+    body = (await tenant.http.get(tenant.url(f"/runs/{seeded.run_id}/results"))).json()
+    assert body["control"] == "global_control"
+    assert [(g["variant"], g["kind"]) for g in body["groups"]] == [
+        ("A", "variant"), ("B", "variant"), ("global_control", "global_control")
+    ]  # fmt: skip
+    lifts = _comparison(body, "conversion")["lifts"]
+    assert [(lift["variant"], lift["baseline"]) for lift in lifts] == [("A", "global_control"), ("B", "global_control")]
+    assert lifts[0]["difference"] == pytest.approx(12 / 100 - 2 / 40)
