@@ -6,12 +6,12 @@ import asyncio
 import os
 import sys
 
-from benchmarks import customers_import, propagation, throughput
+from benchmarks import customers_import, propagation, results_query, throughput
 
 
 async def main() -> None:
     """Run every benchmark in turn, each on a stack of its own."""
-    for bench in (propagation, throughput, customers_import):
+    for bench in (propagation, throughput, customers_import, results_query):
         await bench.run()
 
 
