@@ -94,6 +94,14 @@ async def test_upsert_inserts_then_a_partial_update_keeps_what_it_leaves_out(
     assert after["attributes"] == {"store": "Downtown", "vip": True}
     assert after["updated_at"] > ana["updated_at"]
 
+    # The same external id twice in one request: the later row applies on top of the earlier.
+    twice = await _upsert(
+        tenant, [{"external_id": "crm-3", "first_name": "Cy"}, {"external_id": "crm-3", "last_name": "Do"}]
+    )
+    assert (twice["inserted"], twice["updated"]) == (1, 1)
+    cy = (await _customers(pool, tenant.slug))["crm-3"]
+    assert (cy["id"], cy["first_name"], cy["last_name"]) == (6, "Cy", "Do")
+
 
 async def test_invalid_rows_are_reported_by_index_and_field_and_valid_rows_are_written(
     make_tenant: MakeTenant, pool: asyncpg.Pool
