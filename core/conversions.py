@@ -86,7 +86,6 @@ def _validate(rows: Sequence[Any], describe: Describe) -> tuple[list[tuple[int, 
     """The valid rows with their index and properties as JSON text, and a report of the rest."""
     report = EventsReport()
     valid: list[tuple[int, EventIn, str]] = []
-    seen: set[str] = set()
     for i, raw in enumerate(rows):
         try:
             event = EventIn.model_validate(raw)
@@ -99,11 +98,6 @@ def _validate(rows: Sequence[Any], describe: Describe) -> tuple[list[tuple[int, 
             report.rejected += 1
             report.errors.append(describe(i, "properties: contains a NUL character"))
             continue
-        if event.id in seen:
-            # The same id twice in one batch: the first counts, the second is its replay.
-            report.duplicates.append(event.id)
-            continue
-        seen.add(event.id)
         valid.append((i, event, properties))
     return valid, report
 
@@ -176,6 +170,7 @@ async def record_events(
     async with tenant_tx(pool, tenant) as conn:
         by_external, known = await _customer_ids(conn, tenant, valid)
         resolved: list[tuple[EventIn, int, str]] = []
+        seen: set[str] = set()
         for i, event, properties in valid:
             if event.external_id is not None:
                 customer = by_external.get(event.external_id)
@@ -187,7 +182,11 @@ async def record_events(
                     report.errors.append(describe(i, f"customer_id: no customer {event.customer_id}"))
             if customer is None:
                 report.rejected += 1
+            elif event.id in seen:
+                # The same id twice in one batch: the first counts, the later one is its replay.
+                report.duplicates.append(event.id)
             else:
+                seen.add(event.id)
                 resolved.append((event, customer, properties))
         if not resolved:
             return report
