@@ -142,6 +142,16 @@ async def list_runs(
     return [_record(r) for r in rows]
 
 
+async def campaign_run_ids(conn: Any, tenant: str, campaign_id: str | uuid.UUID) -> list[str]:
+    """The ids of every run of the campaign, oldest first."""
+    rows = await conn.fetch(
+        "SELECT id FROM runs WHERE tenant_id = $1 AND campaign_id = $2 ORDER BY created_at, id",
+        tenant,
+        as_uuid(campaign_id),
+    )
+    return [str(r["id"]) for r in rows]
+
+
 async def active_runs(conn: Any, tenant: str, campaign_id: str | uuid.UUID) -> list[RunRecord]:
     """The campaign's runs that still read its definition (scheduled, running or paused)."""
     rows = await conn.fetch(

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import CampaignDep, PoolDep, RunDep, TenantDep
 from api.schemas import Results, ResultSeries
-from core import results
+from core import results, run_store
 from core.campaign_store import get_campaign
 from core.db import tenant_tx
 from core.run_store import RunRecord
@@ -31,16 +31,6 @@ async def _variant_order(conn: Any, tenant: str, run: RunRecord) -> list[str]:
     """The variant keys of the run's campaign, in its order (for listing and the baseline)."""
     campaign = await get_campaign(conn, tenant, run.campaign_id)
     return [v.key for v in campaign.spec.variants] if campaign else []
-
-
-async def _campaign_runs(conn: Any, tenant: str, campaign_id: str) -> list[str]:
-    """Every run of the campaign, oldest first."""
-    rows = await conn.fetch(
-        "SELECT id FROM runs WHERE tenant_id = $1 AND campaign_id = $2::uuid ORDER BY created_at, id",
-        tenant,
-        campaign_id,
-    )
-    return [str(r["id"]) for r in rows]
 
 
 @router.get("/runs/{run_id}/results", response_model=Results)
@@ -70,7 +60,7 @@ async def campaign_results(
     """The results of every run of the campaign together: each run's recipients count once per
     run, so the figures are the sums of the runs'."""
     async with tenant_tx(pool, tenant) as conn:
-        run_ids = await _campaign_runs(conn, tenant, campaign.id)
+        run_ids = await run_store.campaign_run_ids(conn, tenant, campaign.id)
         found = await results.results(
             conn, tenant, scope="campaign", campaign_id=campaign.id, run_ids=run_ids,
             variant_order=[v.key for v in campaign.spec.variants], conversion_event=conversion_event,
@@ -101,7 +91,7 @@ async def campaign_series(
 ) -> ResultSeries:
     """The hourly series of every run of the campaign together."""
     async with tenant_tx(pool, tenant) as conn:
-        run_ids = await _campaign_runs(conn, tenant, campaign.id)
+        run_ids = await run_store.campaign_run_ids(conn, tenant, campaign.id)
         found = await results.series(
             conn, tenant, scope="campaign", campaign_id=campaign.id, run_ids=run_ids,
             variant_order=[v.key for v in campaign.spec.variants], conversion_event=conversion_event,
