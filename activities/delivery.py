@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
@@ -47,6 +48,18 @@ CHUNK = 50
 # How often a running batch heartbeats, whatever it is waiting on: a cancel reaches a batch only
 # through a heartbeat, so this (with the worker's heartbeat throttle) bounds how long it takes.
 HEARTBEAT_EVERY = 1.0
+# How long a batch waits for the database to come back before its ledger write gives up.
+LEDGER_OUTAGE_SECONDS = 120.0
+# What asyncpg raises while PostgreSQL restarts or cannot be reached (a unix socket that is
+# gone is a FileNotFoundError, a refused TCP connection a ConnectionRefusedError).
+_DATABASE_UNAVAILABLE = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
 # How often a batch looks at its run's status between chunks, to stop sending while paused.
 PAUSE_CHECK_EVERY = 1.0
 
@@ -109,6 +122,9 @@ class DeliveryActivities:
                 return await self._deliver(inp, config)
             except (ApplicationError, asyncio.CancelledError):
                 raise  # classified already, or the run is being cancelled
+            except _DATABASE_UNAVAILABLE as exc:
+                # Transient, like a provider outage: retried with backoff, not counted.
+                raise ApplicationError(f"database unavailable: {exc!r}", type="DatabaseUnavailable") from exc
             except Exception as exc:
                 attempt, limit = activity.info().attempt, config.execution.max_batch_attempts
                 cause = f"{type(exc).__name__}: {exc}"
@@ -292,26 +308,35 @@ class DeliveryActivities:
     async def _record(self, inp: DeliverBatchInput, rows: list[_LedgerRow], counts: Counts) -> None:
         if not rows:
             return
-        async with tenant_tx(self.pool, inp.tenant) as conn:
-            await conn.executemany(
-                _LEDGER_SQL,
-                [
-                    (
-                        inp.tenant,
-                        inp.run_id,
-                        r.customer_id,
-                        r.channel,
-                        r.variant,
-                        r.status,
-                        r.reason,
-                        r.address,
-                        r.key,
-                        r.provider_message_id,
-                        r.detail,
-                    )
-                    for r in rows
-                ],
+        values = [
+            (
+                inp.tenant,
+                inp.run_id,
+                r.customer_id,
+                r.channel,
+                r.variant,
+                r.status,
+                r.reason,
+                r.address,
+                r.key,
+                r.provider_message_id,
+                r.detail,
             )
+            for r in rows
+        ]
+        # What a provider has taken must reach the ledger: were this write to fail the batch, its
+        # retry would send these messages again (and an SMTP relay keeps no idempotency key). So
+        # a database that is restarting or unreachable is waited for here, heartbeats going on.
+        deadline = time.monotonic() + LEDGER_OUTAGE_SECONDS
+        for attempt in itertools.count():
+            try:
+                async with tenant_tx(self.pool, inp.tenant) as conn:
+                    await conn.executemany(_LEDGER_SQL, values)
+                break
+            except _DATABASE_UNAVAILABLE:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
         for r in rows:
             counts.tally(r.status, r.reason, r.variant, r.channel)
         count_messages(inp.tenant, ((r.channel, r.status, r.reason) for r in rows))
