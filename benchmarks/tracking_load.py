@@ -168,11 +168,11 @@ async def run(
         proc = _start_api(stack, port, stack.workdir / "tracking-api.log")
         try:
             load = Load()
-            cpu_before = _cpu_seconds(proc.pid)
+            cpu_before, own_before = _cpu_seconds(proc.pid), time.process_time()
             began = time.monotonic()
             await asyncio.gather(*(_client(port, paths, i * 7919, began + seconds, load) for i in range(concurrency)))
             elapsed = time.monotonic() - began
-            cpu_after = _cpu_seconds(proc.pid)
+            cpu_after, own_cpu = _cpu_seconds(proc.pid), time.process_time() - own_before
         finally:
             proc.terminate()
             proc.wait(30)
@@ -197,6 +197,7 @@ async def run(
         if cpu_before is not None and cpu_after is not None
         else float("nan"),
         "load_average": os.getloadavg()[0],
+        "generator_cpu_share": own_cpu / elapsed,
     }
     print(
         f"tracking load: {seconds:.0f} s, {concurrency} connections, {len(pixels)} pixels and "
@@ -207,6 +208,7 @@ async def run(
         f"lost {figures['lost']:,}   other answers {dict(load.refused) or 'none'}\n"
         f"  API process CPU {figures['api_cpu_ms_per_hit']:.3f} ms per hit "
         f"(at most {1000 / figures['api_cpu_ms_per_hit']:,.0f} hits/s on a core of its own); "
+        f"load generator {figures['generator_cpu_share']:.0%} of a CPU; "
         f"machine load average {figures['load_average']:.1f} on {os.cpu_count()} CPUs"
     )
     return figures
