@@ -48,6 +48,12 @@ CHUNK = 50
 # How often a running batch heartbeats, whatever it is waiting on: a cancel reaches a batch only
 # through a heartbeat, so this (with the worker's heartbeat throttle) bounds how long it takes.
 HEARTBEAT_EVERY = 1.0
+# Tries of a chunk in a row that settle nothing before the batch's attempt fails (provider
+# down); any try that settles some messages starts the count again. The wait before the next
+# try is a quarter second after progress, else doubles up to CHUNK_BACKOFF_MAX seconds, unless
+# the provider said Retry-After.
+CHUNK_RETRIES = 4
+CHUNK_BACKOFF_MAX = 4.0
 # How long a batch waits for the database to come back before its ledger write gives up.
 LEDGER_OUTAGE_SECONDS = 120.0
 # What asyncpg raises while PostgreSQL restarts or cannot be reached (a unix socket that is
@@ -222,11 +228,43 @@ class DeliveryActivities:
             await paused.wait_while_paused()
             if bucket is not None:
                 await bucket.acquire(len(chunk))
-            # A cancel must not cut a chunk short: what the provider took must reach the ledger,
-            # so the chunk in flight finishes (bounded by the provider timeout) and is recorded.
-            await _finish_then_cancel(self._send_chunk(inp, config, adapter, chunk, counts))
+            await self._send_chunk(inp, config, adapter, chunk, counts)
 
     async def _send_chunk(
+        self,
+        inp: DeliverBatchInput,
+        config: TenantConfig,
+        adapter: ChannelAdapter,
+        chunk: list[tuple[OutboundMessage, _LedgerRow]],
+        counts: Counts,
+    ) -> None:
+        """Send one chunk; a provider that fails part of it is retried here, a short wait at a
+        time, for as long as each try settles something. Only a provider that settles nothing
+        CHUNK_RETRIES times in a row fails the attempt, and Temporal's backoff takes over."""
+        pending, idle_tries = chunk, 0
+        while True:
+            try:
+                # A cancel must not cut a provider call short: what the provider took must reach
+                # the ledger, so the call in flight finishes (bounded by the provider timeout).
+                await _finish_then_cancel(self._attempt_chunk(inp, config, adapter, pending, counts))
+                return
+            except TransientChannelError as exc:
+                settled = {r.idempotency_key for r in exc.partial}
+                pending = [(m, row) for m, row in pending if m.idempotency_key not in settled]
+                if not pending:
+                    return
+                idle_tries = 0 if settled else idle_tries + 1
+                if idle_tries >= CHUNK_RETRIES:
+                    raise ApplicationError(
+                        str(exc),
+                        type="TransientChannelError",
+                        next_retry_delay=dt.timedelta(seconds=exc.retry_after_seconds)
+                        if exc.retry_after_seconds
+                        else None,
+                    ) from exc
+                await asyncio.sleep(exc.retry_after_seconds or min(CHUNK_BACKOFF_MAX, 0.25 * 2**idle_tries))
+
+    async def _attempt_chunk(
         self,
         inp: DeliverBatchInput,
         config: TenantConfig,
@@ -237,13 +275,9 @@ class DeliveryActivities:
         try:
             results = await adapter.send_batch(config, [m for m, _ in chunk])
         except TransientChannelError as exc:
-            # Record what was settled before the error so the retry does not send it again.
+            # Record what was settled before the error so no retry sends it again.
             await self._record(inp, _apply(chunk, exc.partial), counts)
-            raise ApplicationError(
-                str(exc),
-                type="TransientChannelError",
-                next_retry_delay=dt.timedelta(seconds=exc.retry_after_seconds) if exc.retry_after_seconds else None,
-            ) from exc
+            raise
         except ChannelConfigError as exc:
             raise ApplicationError(str(exc), type="ChannelConfigError", non_retryable=True) from exc
         await self._record(inp, _apply(chunk, results), counts)

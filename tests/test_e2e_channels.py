@@ -212,7 +212,9 @@ async def test_503s_and_429s_end_delivered_after_retries_with_each_key_delivered
     assert (run["counts"]["sent"], run["counts"]["failed"]) == (len(sent), 0)
     stats = await sim.stats()
     assert (stats["rate_limited"], stats["server_errors"]) == (1, 2)
-    assert max(await deliver_attempts(temporal_client, workflow_id)) >= 2
+    # The batch retried the provider itself, each chunk as soon as it was told to: no attempt of
+    # the batch failed for a flap that a second try mends.
+    assert await deliver_attempts(temporal_client, workflow_id) == [1]
     # Retry-After: 2 was honoured: no request reached the provider for ~2s after the 429.
     times = sorted(r["at"] for r in await sim.requests(contains=f":{run_id}:"))
     assert max(b - a for a, b in itertools.pairwise(times)) >= 1.9
@@ -234,7 +236,7 @@ async def test_a_lost_answer_is_retried_and_the_provider_sees_each_key_delivered
     stats = await sim.stats()
     assert stats["timeouts"] == 1
     assert stats["duplicates"] == len(sent), "the retried batch was answered from the provider's memory"
-    assert max(await deliver_attempts(temporal_client, workflow_id)) == 2
+    assert await deliver_attempts(temporal_client, workflow_id) == [1], "retried within the batch"
 
 
 async def test_permanent_failures_are_recorded_failed_and_never_retried(
