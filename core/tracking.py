@@ -481,6 +481,7 @@ class HitWriter:
         self.max_flushes = max_flushes
         self._pending: list[tuple[Hit, asyncio.Future[None]]] = []
         self._flushing = 0
+        self._collecting = False  # a flush is waiting for company: new hits join it
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def write(self, hit: Hit) -> None:
@@ -491,17 +492,22 @@ class HitWriter:
         await asyncio.shield(future)  # a client that hangs up does not take its hit out of a flush
 
     def _start_flush(self) -> None:
-        if self._pending and self._flushing < self.max_flushes:
+        if self._pending and not self._collecting and self._flushing < self.max_flushes:
             self._flushing += 1
+            self._collecting = True
             task = asyncio.create_task(self._flush())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _flush(self) -> None:
         try:
-            if self.linger and len(self._pending) < self.max_batch:
-                await asyncio.sleep(self.linger)  # let the hits arriving meanwhile share this commit
+            try:
+                if self.linger and len(self._pending) < self.max_batch:
+                    await asyncio.sleep(self.linger)  # let the hits arriving meanwhile share this commit
+            finally:
+                self._collecting = False
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            self._start_flush()  # more than one batch's worth waiting: the next flush starts now
             if not batch:
                 return
             try:
