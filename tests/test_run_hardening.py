@@ -13,7 +13,14 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from core.tenant_config import Channels, EmailChannel, Execution, Experiments, Policies
 from devstack.provider_simulator import SimulatorControl
-from tests.helpers.runs import assert_each_recipient_once, create_campaign, ledger_count, start_run, wait_for_run
+from tests.helpers.runs import (
+    EMAIL_CAMPAIGN,
+    assert_each_recipient_once,
+    create_campaign,
+    ledger_count,
+    start_run,
+    wait_for_run,
+)
 from tests.helpers.tenants import MakeTenant
 from tests.helpers.waiting import until
 
@@ -147,3 +154,20 @@ async def _settles(count: Any, quiet_for: float, within: float) -> int:
         if now != last:
             last, since = now, time.monotonic()
     return int(last)
+
+
+async def test_the_reported_templates_are_refused_at_create_naming_the_field(make_tenant: MakeTenant) -> None:
+    """Regressions: each of these was accepted at create and then wedged a run or a preview."""
+    tenant = await make_tenant(customers=3)
+    cases = {
+        "{% include 'x' %}": "'include' is not allowed",
+        "{{ 'a' * 100000000 }}": "repetition would make 100,000,000 characters, over the limit of 100,000",
+        "{{ range(10**9)|list }}": "range of 1,000,000,000 items is over the limit of 1,000",
+        "{% for i in range(100000000) %}x{% endfor %}": "range of 100,000,000 items is over the limit of 1,000",
+    }
+    for subject, reason in cases.items():
+        body = {**EMAIL_CAMPAIGN, "variants": [{"key": "A", "template": "weekly_deals", "subject": subject}]}
+        response = await tenant.http.post(tenant.url("/campaigns"), json=body)
+        assert response.status_code == 422, (subject, response.text)
+        assert response.json()["errors"][0].startswith("variants[0].subject: "), response.text
+        assert reason in response.json()["errors"][0], response.text
