@@ -44,6 +44,17 @@ status callback, signed, posted in the background to `{url}/sms` or `{url}/push`
 
 A repeated idempotency key is not delivered again, so it reports nothing again either.
 `GET /_sim/stats` counts them as `events_queued`, `events_sent`, `events_dropped`, …
+
+Memory stays bounded in what grows with traffic: `/_sim/messages` keeps the last
+`message_window` (100,000) messages per channel, and the request log the last 10,000
+requests. The counts stay exact: `/_sim/stats` counters, and `/_sim/keys`, which answers from
+one dict per channel of every idempotency key ever answered and its first status (the
+dedup record, kept as the keys themselves so `contains=` stays answerable: about 140 MB per
+million of Pennant's 60-character keys; it is the one part that still grows, at about a
+tenth of the per-message cost it replaces). A repeat gets its original answer
+while that answer is among the last `message_window` accepted on its channel (refusals are
+kept whole); after that, one rebuilt from the key (the same status and sid / message id, without
+the echoed to, body or token).
 """
 
 from __future__ import annotations
@@ -60,7 +71,7 @@ import socket
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
@@ -78,7 +89,11 @@ E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 # Real FCM registration tokens are long URL-safe strings; anything else is malformed.
 _TOKEN = re.compile(r"^[A-Za-z0-9_:\-]{16,4096}$")
 SimChannel = Literal["sms", "push", "webhook"]
+CHANNELS: tuple[SimChannel, ...] = ("sms", "push", "webhook")
 _REQUEST_LOG = 10_000
+# Messages (and accepted answers) kept per channel: a long run or a long `make run` does not
+# grow the simulator without end.
+MESSAGE_WINDOW = 100_000
 
 
 class RateLimit(BaseModel):
@@ -109,6 +124,27 @@ class Faults(BaseModel):
 
 def _digest(key: str, n: int) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:n]
+
+
+def _sms_sid(key: str) -> str:
+    return f"SM{_digest(key, 32)}"
+
+
+def _push_message_id(key: str) -> str:
+    return f"projects/pennant-sim/messages/{_digest(key, 20)}"
+
+
+def _webhook_id(key: str) -> str:
+    return f"wh_{_digest(key, 24)}"
+
+
+def _rebuilt_answer(channel: str, key: str, status: int) -> dict[str, Any]:
+    """An accepted answer no longer kept, made again from its key (same ids, no echoed fields)."""
+    if channel == "sms":
+        return {"sid": _sms_sid(key), "status": "queued"}
+    if channel == "push":
+        return {"idempotency_key": key, "message_id": _push_message_id(key)}
+    return {"received": True, "id": _webhook_id(key)}
 
 
 def _headers(request: Request) -> dict[str, str]:
@@ -151,9 +187,10 @@ def _status_callback(sid: str, status: tuple[str, str | None], **extra: str) -> 
 class SimState:
     """Everything the simulator remembers; touched only from its event loop."""
 
-    def __init__(self, events: EventEmitter | None = None) -> None:
+    def __init__(self, events: EventEmitter | None = None, message_window: int = MESSAGE_WINDOW) -> None:
         # Configuration, not state: a reset keeps it.
         self.events = events or EventEmitter()
+        self.message_window = message_window
         self.reset()
 
     def reset(self) -> None:
@@ -164,9 +201,17 @@ class SimState:
         self._timeout_left = 0
         self._pass_left = 0
         self._rng = random.Random(0)
-        self.messages: list[dict[str, Any]] = []
-        # (channel, idempotency key) -> the answer given the first time (status, body)
+        # The last `message_window` accepted messages of each channel, oldest first.
+        self.messages: dict[str, deque[dict[str, Any]]] = {c: deque(maxlen=self.message_window) for c in CHANNELS}
+        # Every idempotency key answered -> the status of its first answer, per channel: exact
+        # dedup and exact /_sim/keys counts (a key is delivered when that status is below 400).
+        self.outcomes: dict[str, dict[str, int]] = {c: {} for c in CHANNELS}
+        # Deliveries without an idempotency key (webhooks may omit one), per channel.
+        self.keyless: Counter[str] = Counter()
+        # (channel, idempotency key) -> the answer given the first time (status, body): every
+        # refusal, and the acceptances among the last `message_window` of their channel.
         self.answers: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        self._accepted: dict[str, deque[str]] = {c: deque() for c in CHANNELS}
         self.stats: Counter[str] = Counter()
         self.requests: deque[dict[str, Any]] = deque(maxlen=_REQUEST_LOG)
         self._seq = itertools.count(1)
@@ -247,19 +292,28 @@ class SimState:
 
     def remembered(self, channel: str, key: str) -> tuple[int, dict[str, Any]] | None:
         """The answer given before to this idempotency key, if any (counted as a duplicate)."""
-        answer = self.answers.get((channel, key))
-        if answer is not None:
-            self.stats["duplicates"] += 1
-        return answer
+        status = self.outcomes[channel].get(key)
+        if status is None:
+            return None
+        self.stats["duplicates"] += 1
+        return self.answers.get((channel, key)) or (status, _rebuilt_answer(channel, key, status))
 
     def remember(self, channel: str, key: str, status: int, body: dict[str, Any]) -> None:
         """Keep the answer to an idempotency key, so a retry gets the same one."""
+        self.outcomes[channel][key] = status
         self.answers[(channel, key)] = (status, body)
+        if status < 400:
+            accepted = self._accepted[channel]
+            accepted.append(key)
+            if len(accepted) > self.message_window:
+                self.answers.pop((channel, accepted.popleft()), None)
 
     def deliver(self, record: dict[str, Any]) -> None:
         """Record one accepted message."""
         record.setdefault("received_at", time.time())
-        self.messages.append(record)
+        self.messages[record["channel"]].append(record)
+        if not record.get("idempotency_key"):
+            self.keyless[record["channel"]] += 1
         self.stats["delivered"] += 1
         self.stats[f"delivered_{record['channel']}"] += 1
 
@@ -318,7 +372,7 @@ async def sms_send(request: Request) -> Response:
         elif to in state.faults.permanent_fail:
             answer = 400, {"code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400}
         else:
-            message_sid = f"SM{_digest(key, 32)}"
+            message_sid = _sms_sid(key)
             answer = 201, {"sid": message_sid, "account_sid": sid, "to": to, "from": sender, "body": body,
                            "status": "queued"}  # fmt: skip
             state.deliver({"channel": "sms", "idempotency_key": key, "sid": message_sid, "account_sid": sid,
@@ -362,7 +416,7 @@ async def push_batch(request: Request) -> Response:
             elif token in state.faults.permanent_fail:
                 answer = 404, {"token": token, "idempotency_key": key, "error": "UNREGISTERED"}
             else:
-                message_id = f"projects/pennant-sim/messages/{_digest(key, 20)}"
+                message_id = _push_message_id(key)
                 answer = 200, {"token": token, "idempotency_key": key, "message_id": message_id}
                 state.deliver({"channel": "push", "idempotency_key": key, "message_id": message_id, "token": token,
                                "title": message.get("title"), "body": message.get("body"),
@@ -398,7 +452,7 @@ async def webhook_receive(request: Request) -> Response:
             except ValueError:
                 answer = 400, {"code": "invalid_json", "message": "body is not JSON", "status": 400}
             else:
-                delivery_id = f"wh_{_digest(key or str(entry['seq']), 24)}"
+                delivery_id = _webhook_id(key or str(entry["seq"]))
                 answer = 200, {"received": True, "id": delivery_id}
                 state.deliver({"channel": "webhook", "idempotency_key": key or None, "id": delivery_id, "name": name,
                                "body": body, "raw_body": raw.decode(), "headers": _headers(request)})  # fmt: skip
@@ -431,12 +485,10 @@ async def sim_messages(request: Request) -> Response:
     state: SimState = request.app.state.sim
     channel = request.query_params.get("channel")
     contains = request.query_params.get("contains")
-    found = [
-        m
-        for m in state.messages
-        if (channel is None or m["channel"] == channel)
-        and (contains is None or contains in (m["idempotency_key"] or ""))
-    ]
+    kept: Iterable[dict[str, Any]] = state.messages[channel] if channel in state.messages else ()
+    if channel is None:  # every channel's, in the order they arrived
+        kept = sorted(itertools.chain(*state.messages.values()), key=lambda m: m["received_at"])
+    found = [m for m in kept if contains is None or contains in (m["idempotency_key"] or "")]
     return JSONResponse({"messages": found, "count": len(found)})
 
 
@@ -445,15 +497,20 @@ async def sim_keys(request: Request) -> Response:
     state: SimState = request.app.state.sim
     channel = request.query_params.get("channel")
     contains = request.query_params.get("contains")
-    # Counted here rather than by listing /_sim/messages: a 20,000-message run stays one small answer.
-    keys = Counter(
-        m["idempotency_key"]
-        for m in state.messages
-        if (channel is None or m["channel"] == channel)
-        and (contains is None or contains in (m["idempotency_key"] or ""))
-    )
-    repeated = sorted(k for k, n in keys.items() if n > 1)
-    return JSONResponse({"delivered": sum(keys.values()), "distinct": len(keys), "repeated": repeated[:100]})
+    # Counted from the dedup record rather than the messages (a window): exact however long the
+    # simulator has run, and one small answer for a 20,000-message run.
+    distinct = 0
+    for name in [channel] if channel is not None else CHANNELS:
+        outcomes = state.outcomes.get(name, {})
+        if contains is None:
+            distinct += sum(1 for status in outcomes.values() if status < 400)
+        else:
+            distinct += sum(1 for key, status in outcomes.items() if status < 400 and contains in key)
+    keyless = sum(n for name, n in state.keyless.items() if channel in (None, name)) if not contains else 0
+    # A keyed message is delivered at most once (a repeat gets the first answer), so only the
+    # keyless ones can repeat; they count as one key, as before.
+    return JSONResponse({"delivered": distinct + keyless, "distinct": distinct + (1 if keyless else 0),
+                         "repeated": []})  # fmt: skip
 
 
 async def sim_stats(request: Request) -> Response:
