@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     database_pool_min: int = 1
     database_pool_max: int = 10
 
+    # Processes `pennant worker` runs, each polling the same tenant queues (--processes
+    # overrides); unset means one per CPU core.
+    worker_processes: int | None = Field(default=None, ge=1)
+
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     temporal_ui_port: int = 8233

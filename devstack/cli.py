@@ -47,8 +47,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from workers.main import run
 
     tenants = [t for t in (args.tenants or "").split(",") if t] or None
-    run(get_settings(), tenants, args.shard)
-    return 0
+    return run(get_settings(), tenants, args.shard, args.processes)
 
 
 def cmd_smtp_sink(args: argparse.Namespace) -> int:
@@ -277,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="serve tenant task queues")
     worker.add_argument("--tenants", help="comma-separated tenant slugs (default: all)")
     worker.add_argument("--shard", help="serve the hash shard i/n of the tenants, e.g. 0/4")
+    worker.add_argument(
+        "--processes",
+        type=int,
+        help="worker processes polling the same queues (default: WORKER_PROCESSES, else one per CPU core)",
+    )
     worker.set_defaults(func=cmd_worker)
     sub.add_parser("smtp-sink", help="local SMTP server storing mail in the outbox").set_defaults(func=cmd_smtp_sink)
     sim = sub.add_parser("provider-sim", help="local SMS/push/webhook provider simulator")

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import time
 from collections.abc import Callable
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import asyncpg
@@ -106,28 +115,148 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 async def amain(settings: Settings, tenants: list[str] | None, shard: str | None) -> None:
-    """Connect to PostgreSQL and Temporal, then serve the selected tenants."""
+    """Connect to PostgreSQL and Temporal, then serve the selected tenants until SIGTERM or SIGINT."""
     from core.db import create_pool
     from core.temporal import connect
 
+    # A stop signal cancels this task: every tenant Worker shuts down (in-flight activities are
+    # cancelled and retried elsewhere) instead of the process vanishing mid-call.
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, main.cancel)
     selection = TenantSelection(frozenset(tenants) if tenants else None, parse_shard(shard))
     assert settings.database_url, "DATABASE_URL must be set for a worker"
     pool = await create_pool(settings.database_url, max_size=settings.database_pool_max)
     try:
         install_temporal_runtime(settings)  # before the client, which takes the default runtime
         client = await connect(settings.temporal_address, settings.temporal_namespace)
-        await serve(client, pool, settings, selection)
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve(client, pool, settings, selection)
     finally:
         await pool.close()
 
 
-def run(settings: Settings, tenants: list[str] | None = None, shard: str | None = None) -> None:
-    """Entry point of `pennant worker`: configure logging and serve until stopped."""
+def run(
+    settings: Settings, tenants: list[str] | None = None, shard: str | None = None, processes: int | None = None
+) -> int:
+    """Entry point of `pennant worker`: serve until stopped, in this process or (`processes`
+    above 1; default one per core) in that many child processes that poll the same queues.
+    The exit status."""
+    count = processes or settings.worker_processes or os.cpu_count() or 1
+    if count > 1:
+        return supervise(settings, tenants, shard, count)
+    _serve_process(settings, tenants, shard)
+    return 0
+
+
+def _serve_process(settings: Settings, tenants: list[str] | None, shard: str | None, index: int | None = None) -> None:
+    """Configure logging, telemetry and metrics, then serve in this process until stopped."""
     setup_logging(settings.log_format, settings.log_level)
+    if index is not None:
+        _tag_log_records(index)
     setup_telemetry(settings)  # activity spans, so each log line carries its trace id
     port = serve_metrics(settings)
     if port:
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
     if settings.temporal_metrics_port:
         log.info("Temporal SDK metrics on http://%s:%d/metrics", settings.metrics_host, settings.temporal_metrics_port)
-    asyncio.run(amain(settings, tenants, shard))
+    with contextlib.suppress(asyncio.CancelledError):  # stopped before it was serving
+        asyncio.run(amain(settings, tenants, shard))
+
+
+def _tag_log_records(index: int) -> None:
+    # Every line a child logs names the child (and its pid), so one log stream shows which
+    # process ran which batch.
+    pid = os.getpid()
+
+    def tag(record: logging.LogRecord) -> bool:
+        record.__dict__.update(worker_process=index, pid=pid)
+        return True
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(tag)
+
+
+# How long the parent waits for its children after forwarding SIGTERM, and at least how long
+# it waits before starting a child again that died (so a crash loop does not spin).
+STOP_GRACE_SECONDS = 30.0
+RESTART_BACKOFF_SECONDS = 1.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_main(settings: Settings, tenants: list[str] | None, shard: str | None, index: int) -> None:
+    """One child of `pennant worker --processes N`: its own event loop, pool and Temporal client."""
+    if sys.platform == "linux":
+        # Die with the parent, even when it is SIGKILLed and cannot forward anything: an
+        # orphaned child would go on serving queues nobody supervises.
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:
+            os._exit(1)  # the parent died before the line above
+    # Each child offsets the metrics ports by its index, so N processes on one host do not collide.
+    ports: dict[str, Any] = {}
+    if settings.worker_metrics_port:
+        ports["worker_metrics_port"] = settings.worker_metrics_port + index
+    if settings.temporal_metrics_port:
+        ports["temporal_metrics_port"] = settings.temporal_metrics_port + index
+    status = 0
+    try:
+        _serve_process(settings.model_copy(update=ports), tenants, shard, index)
+    except BaseException:
+        logging.getLogger("pennant.workers").exception("worker process %d failed", index)
+        status = 1
+    # Temporal's runtime can abort at interpreter exit (sdk-python#300): flush, then leave now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def supervise(settings: Settings, tenants: list[str] | None, shard: str | None, count: int) -> int:
+    """Run `count` worker processes (spawned, not forked: each starts its own Temporal runtime
+    and event loop), start again one that dies, and on SIGTERM or SIGINT forward SIGTERM and wait
+    for them; the exit status."""
+    setup_logging(settings.log_format, settings.log_level)
+    context = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    def start(index: int) -> BaseProcess:
+        child = context.Process(
+            target=_child_main, args=(settings, tenants, shard, index), name=f"pennant-worker-{index}", daemon=False
+        )
+        child.start()
+        log.info("worker process %d of %d started (pid %s)", index, count, child.pid)
+        return child
+
+    children = {index: start(index) for index in range(count)}
+    started = dict.fromkeys(children, time.monotonic())
+    while not stopping:
+        # A short wait so that a stop signal is noticed within a fraction of a second.
+        multiprocessing.connection.wait([c.sentinel for c in children.values()], timeout=0.2)
+        for index, child in list(children.items()):
+            if child.exitcode is None or stopping:
+                continue
+            log.error("worker process %d (pid %s) exited with %s; starting it again", index, child.pid, child.exitcode)
+            time.sleep(max(0.0, RESTART_BACKOFF_SECONDS - (time.monotonic() - started[index])))
+            children[index] = start(index)
+            started[index] = time.monotonic()
+    log.info("stopping %d worker processes", count)
+    for child in children.values():
+        if child.exitcode is None and child.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for child in children.values():
+        child.join(max(0.0, deadline - time.monotonic()))
+        if child.exitcode is None:
+            log.warning("worker process %s did not stop within %.0f s; killing it", child.pid, STOP_GRACE_SECONDS)
+            child.kill()
+            child.join()
+    return 0

@@ -41,17 +41,22 @@ def serve_metrics(settings: Settings) -> int | None:
 
 
 def install_temporal_runtime(settings: Settings) -> None:
-    """Make the Temporal SDK serve its worker metrics (task slots, schedule-to-start latency,
-    poll and task counts) at http://<metrics_host>:<temporal_metrics_port>/metrics.
+    """Give the process its one Temporal runtime: no per-Worker heartbeat, and (when
+    temporal_metrics_port is set) the SDK's worker metrics (task slots, schedule-to-start
+    latency, poll and task counts) at http://<metrics_host>:<temporal_metrics_port>/metrics.
 
     Must run before the process's first Temporal client connects: clients take the default runtime.
     """
-    if not settings.temporal_metrics_port:
-        return
-    prometheus = PrometheusConfig(
-        bind_address=f"{settings.metrics_host}:{settings.temporal_metrics_port}", durations_as_seconds=True
-    )
-    Runtime.set_default(Runtime(telemetry=TelemetryConfig(metrics=prometheus)), error_if_already_set=False)
+    # Worker heartbeating (on by default) starts a host-sampling thread in every Worker, one
+    # per tenant queue: half the threads of a 500-tenant process, for a worker list in the UI.
+    # The queue backlog metrics and the SDK's poll metrics say what operators need instead.
+    metrics = None
+    if settings.temporal_metrics_port:
+        metrics = PrometheusConfig(
+            bind_address=f"{settings.metrics_host}:{settings.temporal_metrics_port}", durations_as_seconds=True
+        )
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=metrics), worker_heartbeat_interval=None)
+    Runtime.set_default(runtime, error_if_already_set=False)
 
 
 class ActivityObserver(Interceptor):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import zlib
 from collections.abc import Callable, Sequence
@@ -23,6 +24,10 @@ from workflows.scheduled_run import ScheduledCampaignWorkflow
 from workflows.testsend import CampaignTestSendWorkflow
 
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
+# Threads of the process's one workflow-task executor. They are started only when activations
+# overlap, so an idle process holds none; the bound is generous because an activation waiting
+# for a thread counts against the SDK's 2 s deadlock timeout.
+WORKFLOW_TASK_THREADS = 64
 # What a database restart or outage raises: connection refused or gone, server shutting down.
 _DATABASE_UNAVAILABLE = (
     OSError,
@@ -63,6 +68,10 @@ def _open(conn: Any) -> bool:
         return False
 
 
+def _workflow_task_executor() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(max_workers=WORKFLOW_TASK_THREADS, thread_name_prefix="workflow-task")
+
+
 @dataclass
 class _Running:
     worker: Worker
@@ -75,6 +84,11 @@ class TenantWorkers:
 
     Changes arrive by LISTEN/NOTIFY (within milliseconds) with a slow poll as a safety net.
     A tenant whose execution limits changed gets its Worker rebuilt with the new limits.
+
+    Every tenant's Worker shares one workflow-task thread pool (the SDK otherwise gives each
+    Worker a pool of its own, which keeps a thread per tenant that has ever run a workflow),
+    the client and so the process's one Temporal runtime; all activities are async, so
+    there is no activity executor to share.
     """
 
     def __init__(
@@ -92,6 +106,7 @@ class TenantWorkers:
         self.poll_seconds = poll_seconds
         self._running: dict[str, _Running] = {}
         self._changed = asyncio.Event()
+        self._workflow_tasks = _workflow_task_executor()
 
     @property
     def tenants(self) -> list[str]:
@@ -99,12 +114,19 @@ class TenantWorkers:
         return sorted(self._running)
 
     def _start(self, tenant: str, execution: Execution) -> None:
-        # Autoscaling pollers: an idle tenant holds one poll per task type and nothing more.
+        # Autoscaling pollers: an idle tenant holds the minimum, one workflow poll (plus the
+        # sticky-queue poll of this process) and one activity poll, and nothing more.
         worker = Worker(
             self.client,
             task_queue=task_queue_for(tenant),
             workflows=[CampaignRunWorkflow, ScheduledCampaignWorkflow, CampaignTestSendWorkflow],
             activities=self.activities,
+            workflow_task_executor=self._workflow_tasks,
+            # Eager dispatch hands the activities a workflow task schedules to the process that
+            # ran it: a run's batches then all stay on one process (30 of 30 in
+            # tests/test_scale_out.py) however many poll the queue. Through the queue, every
+            # process polling it takes a share, at one matching round trip per activity.
+            disable_eager_activity_execution=True,
             max_concurrent_activities=execution.max_concurrent_activities,
             max_task_queue_activities_per_second=execution.activities_per_second,
             workflow_task_poller_behavior=PollerBehaviorAutoscaling(minimum=1, maximum=10, initial=1),
@@ -187,6 +209,10 @@ class TenantWorkers:
             log.warning("could not release the LISTEN connection (%s)", exc)
 
     async def shutdown(self) -> None:
-        """Stop every tenant's Worker."""
+        """Stop every tenant's Worker, then the threads they shared."""
         for tenant in list(self._running):
             await self._stop(tenant)
+        # Not waiting: a Worker that failed to stop may still hold an activation thread. A fresh
+        # pool (no threads until used) lets run() be called again.
+        self._workflow_tasks.shutdown(wait=False)
+        self._workflow_tasks = _workflow_task_executor()
