@@ -6,13 +6,14 @@ import asyncio
 import os
 import sys
 
-from benchmarks import customers_import, propagation, results_query, throughput
+from benchmarks import customers_import, many_tenants, propagation, results_query, throughput
 
 
 async def main() -> None:
     """Run every benchmark in turn, each on a stack of its own."""
     for bench in (propagation, throughput, customers_import, results_query):
         await bench.run()
+    await many_tenants.run(tenants=100, idle_seconds=10)  # the full size: --tenants 500 --idle-seconds 30
 
 
 if __name__ == "__main__":

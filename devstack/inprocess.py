@@ -30,7 +30,7 @@ from devstack.launcher import wait_for_port
 from devstack.postgres import ensure_database, start_embedded
 from devstack.temporal_server import start_local_environment
 from workers.main import build_activities
-from workers.tenant_workers import TenantWorkers
+from workers.tenant_workers import TenantSelection, TenantWorkers
 
 
 def free_port() -> int:
@@ -80,9 +80,14 @@ class LocalStack:
 
 @contextlib.asynccontextmanager
 async def local_stack(
-    tenant_configs_dir: Path = Path("tenant_configs"), provider_events: bool = True
+    tenant_configs_dir: Path = Path("tenant_configs"),
+    provider_events: bool = True,
+    selection: TenantSelection | None = None,
 ) -> AsyncIterator[LocalStack]:
-    """Start the whole stack on free ports in a temporary directory; stop it and remove the directory on exit."""
+    """Start the whole stack on free ports in a temporary directory; stop it and remove the directory on exit.
+
+    The in-process workers serve the tenants `selection` includes (all by default; a benchmark
+    that measures a worker process of its own passes `TenantSelection(frozenset())`)."""
     workdir = Path(tempfile.mkdtemp(prefix="pennant-local-"))
     workdir.chmod(0o755)
     pg = start_embedded(workdir / "pg", cleanup="delete")
@@ -126,7 +131,9 @@ async def local_stack(
         )
         pool = await create_pool(database_url, max_size=20)
         await migrate(pool)
-        workers = TenantWorkers(env.client, pool, build_activities(pool, settings), poll_seconds=1.0)
+        workers = TenantWorkers(
+            env.client, pool, build_activities(pool, settings), selection or TenantSelection(), poll_seconds=1.0
+        )
         workers_task = asyncio.create_task(workers.run())
         admin_key = new_key("adm")
         await store_key(pool, admin_key, None, "local stack admin")

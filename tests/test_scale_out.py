@@ -169,3 +169,16 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_the_processes_of_one_worker_command_share_a_tenants_rate_limit() -> None:
+    from activities.channels.rate_limit import RateLimits, set_process_share
+
+    set_process_share(1 / 2)
+    try:
+        bucket = RateLimits().bucket("t", "sms", 200.0)
+        assert bucket is not None and bucket.rate == 100.0
+    finally:
+        set_process_share(1.0)
+    bucket = RateLimits().bucket("t", "sms", 200.0)
+    assert bucket is not None and bucket.rate == 200.0

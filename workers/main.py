@@ -25,6 +25,7 @@ from activities.channels.base import ChannelAdapter
 from activities.channels.email_smtp import SmtpEmailAdapter
 from activities.channels.metered import MeteredAdapter
 from activities.channels.push_http import HttpPushAdapter
+from activities.channels.rate_limit import set_process_share
 from activities.channels.sms_http import HttpSmsAdapter
 from activities.channels.webhook_http import HttpWebhookAdapter
 from activities.config import ConfigActivities
@@ -186,7 +187,7 @@ RESTART_BACKOFF_SECONDS = 1.0
 _PR_SET_PDEATHSIG = 1
 
 
-def _child_main(settings: Settings, tenants: list[str] | None, shard: str | None, index: int) -> None:
+def _child_main(settings: Settings, tenants: list[str] | None, shard: str | None, index: int, count: int) -> None:
     """One child of `pennant worker --processes N`: its own event loop, pool and Temporal client."""
     if sys.platform == "linux":
         # Die with the parent, even when it is SIGKILLed and cannot forward anything: an
@@ -194,6 +195,8 @@ def _child_main(settings: Settings, tenants: list[str] | None, shard: str | None
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() == 1:
             os._exit(1)  # the parent died before the line above
+    # The children serve the same tenants: each sends at 1/count of a tenant's channel rate limit.
+    set_process_share(1 / count)
     # Each child offsets the metrics ports by its index, so N processes on one host do not collide.
     ports: dict[str, Any] = {}
     if settings.worker_metrics_port:
@@ -229,7 +232,10 @@ def supervise(settings: Settings, tenants: list[str] | None, shard: str | None, 
 
     def start(index: int) -> BaseProcess:
         child = context.Process(
-            target=_child_main, args=(settings, tenants, shard, index), name=f"pennant-worker-{index}", daemon=False
+            target=_child_main,
+            args=(settings, tenants, shard, index, count),
+            name=f"pennant-worker-{index}",
+            daemon=False,
         )
         child.start()
         log.info("worker process %d of %d started (pid %s)", index, count, child.pid)

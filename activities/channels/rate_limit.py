@@ -1,8 +1,11 @@
 """Per-tenant, per-channel send rate limits (`channels.<name>.rate_limit_per_second`).
 
 One token bucket per (tenant, channel) in each worker process, shared by every batch that
-process runs concurrently. With several worker processes serving the same tenant, each holds
-the rate on its own: shard tenants (`pennant worker --shard i/n`) so one process serves each.
+process runs concurrently. The N processes of one `pennant worker --processes N` each take
+1/N of the rate, so together they hold it (a process with no batch of that tenant leaves its
+share unused: the limit is never exceeded, at times not reached). Separate `pennant worker`
+commands serving the same tenant each hold the whole rate: shard tenants over hosts
+(`--shard i/n`) so one command serves each.
 """
 
 from __future__ import annotations
@@ -45,6 +48,18 @@ class TokenBucket:
                 waited += pause
 
 
+# The fraction of each configured rate this process may use (see the module docstring).
+_process_share = 1.0
+
+
+def set_process_share(share: float) -> None:
+    """Make every bucket of this process allow `share` (0 < share <= 1) of its configured rate."""
+    global _process_share
+    if not 0 < share <= 1:
+        raise ValueError(f"a process share of a rate is in (0, 1], not {share}")
+    _process_share = share
+
+
 class RateLimits:
     """The buckets of one worker process, rebuilt when a tenant's configured rate changes."""
 
@@ -55,7 +70,8 @@ class RateLimits:
         """The token bucket of (tenant, channel), or None when the channel has no limit."""
         if rate is None:
             return None
+        limit = rate * _process_share
         current = self._buckets.get((tenant, channel))
-        if current is None or current.rate != rate:
-            current = self._buckets[(tenant, channel)] = TokenBucket(rate, tenant, channel)
+        if current is None or current.rate != limit:
+            current = self._buckets[(tenant, channel)] = TokenBucket(limit, tenant, channel)
         return current
