@@ -267,6 +267,13 @@ def _stderr_console() -> Any:
     return Console(stderr=True)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `pennant` command and its subcommands."""
     parser = argparse.ArgumentParser(prog="pennant", description="Pennant campaign platform")
@@ -278,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--shard", help="serve the hash shard i/n of the tenants, e.g. 0/4")
     worker.add_argument(
         "--processes",
-        type=int,
+        type=_positive_int,
         help="worker processes polling the same queues (default: WORKER_PROCESSES, else one per CPU core)",
     )
     worker.set_defaults(func=cmd_worker)
