@@ -91,6 +91,8 @@ async def observed_run(
         "WORKER_METRICS_PORT": str(ports[0]),
         "TEMPORAL_METRICS_PORT": str(ports[1]),
         "LOG_FORMAT": "json",
+        # One process, so one scrape sees every activity of the run.
+        "WORKER_PROCESSES": "1",
     }
     procs = WorkerProcesses(env, workdir)
     proc = procs.start(slug)
@@ -110,6 +112,18 @@ async def observed_run(
             run_id = await start_run(tenant, await create_campaign(tenant))
             run = await wait_for_run(tenant, run_id)
             assert run["status"] == "completed", run
+
+            async def counted() -> bool:
+                # The worker counts the transition once the run's row says so: scrape after it.
+                text = await scrape(f"http://127.0.0.1:{ports[0]}/metrics")
+                return any(
+                    line.startswith("pennant_run_transitions_total{")
+                    and f'tenant="{slug}"' in line
+                    and 'status="completed"' in line
+                    for line in text.splitlines()
+                )
+
+            await until(counted, within=30, what="the worker to count the run's completion")
             yield {
                 "tenant": tenant,
                 "run": run,
