@@ -84,10 +84,15 @@ WHERE d.tenant_id = $1 AND d.run_id = $2::uuid
   AND d.customer_id >= $3 AND ($4::bigint IS NULL OR d.customer_id < $4)
   AND r.send_after IS NOT DISTINCT FROM $5::timestamptz
 """
+# One statement per chunk, however many rows: one round trip, and one firing of the
+# per-recipient results trigger (a statement trigger fires per row under executemany).
 _LEDGER_SQL = """
 INSERT INTO deliveries (tenant_id, run_id, customer_id, channel, variant, status, reason,
                         address, idempotency_key, provider_message_id, detail)
-VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+SELECT $1, $2::uuid, c, ch, v, st, rs, ad, k, pm, dt
+FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+            $10::text[], $11::text[]) AS t(c, ch, v, st, rs, ad, k, pm, dt)
+ORDER BY c, ch
 ON CONFLICT (tenant_id, run_id, customer_id, channel) DO NOTHING
 """
 
@@ -342,22 +347,17 @@ class DeliveryActivities:
     async def _record(self, inp: DeliverBatchInput, rows: list[_LedgerRow], counts: Counts) -> None:
         if not rows:
             return
-        values = [
-            (
-                inp.tenant,
-                inp.run_id,
-                r.customer_id,
-                r.channel,
-                r.variant,
-                r.status,
-                r.reason,
-                r.address,
-                r.key,
-                r.provider_message_id,
-                r.detail,
-            )
-            for r in rows
-        ]
+        columns = (
+            [r.customer_id for r in rows],
+            [r.channel for r in rows],
+            [r.variant for r in rows],
+            [r.status for r in rows],
+            [r.reason for r in rows],
+            [r.address for r in rows],
+            [r.key for r in rows],
+            [r.provider_message_id for r in rows],
+            [r.detail for r in rows],
+        )
         # What a provider has taken must reach the ledger: were this write to fail the batch, its
         # retry would send these messages again (and an SMTP relay keeps no idempotency key). So
         # a database that is restarting or unreachable is waited for here, heartbeats going on.
@@ -365,7 +365,7 @@ class DeliveryActivities:
         for attempt in itertools.count():
             try:
                 async with tenant_tx(self.pool, inp.tenant) as conn:
-                    await conn.executemany(_LEDGER_SQL, values)
+                    await conn.execute(_LEDGER_SQL, inp.tenant, inp.run_id, *columns)
                 break
             except _DATABASE_UNAVAILABLE:
                 if time.monotonic() > deadline:

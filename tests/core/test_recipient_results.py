@@ -1,6 +1,6 @@
 """The per-recipient results rollup (migration 045): its triggers keep it equal to what the ledger
 and the event tables say, whatever way the rows arrive — the delivery ledger's row-at-a-time
-executemany and its replays, multi-row event inserts, ledger rows changed or removed by hand —
+single-statement write and its replays, multi-row event inserts, ledger rows changed or removed by hand —
 and it is tenant-isolated like every tenant table."""
 
 from __future__ import annotations
@@ -45,6 +45,11 @@ def _ledger_row(tenant: str, run: uuid.UUID, customer: int, channel: str, varian
     return (tenant, str(run), customer, channel, variant, status, None, None, key, None, None)
 
 
+def _ledger_columns(rows: list[tuple[Any, ...]]) -> list[Any]:
+    """The ledger write's parameters: tenant, run, then one array per column."""
+    return [rows[0][0], rows[0][1], *([row[i] for row in rows] for i in range(2, 11))]
+
+
 async def _rollup(conn: Any, run: uuid.UUID) -> dict[int, dict[str, Any]]:
     rows = await conn.fetch("SELECT * FROM recipient_results WHERE run_id = $1", run)
     return {r["customer_id"]: dict(r) for r in rows}
@@ -59,10 +64,10 @@ async def test_the_rollup_follows_the_ledger_and_the_events(pool: asyncpg.Pool) 
         _ledger_row(tenant, run, 3, "email", "holdout", "skipped"),
     ]
     async with tenant_tx(pool, tenant) as conn:
-        await conn.executemany(_LEDGER_SQL, ledger)
+        await conn.execute(_LEDGER_SQL, *_ledger_columns(ledger))
     async with tenant_tx(pool, tenant) as conn:
         # A retried batch writes the same rows again: ON CONFLICT DO NOTHING, counted once.
-        await conn.executemany(_LEDGER_SQL, ledger)
+        await conn.execute(_LEDGER_SQL, *_ledger_columns(ledger))
         await conn.execute(
             _EVENTS_SQL, tenant, run,
             [1, 1, 1, 1, 1, 1, 1, 2, 99],
