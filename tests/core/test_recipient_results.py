@@ -1,7 +1,7 @@
 """The per-recipient results rollup (migration 045): its triggers keep it equal to what the ledger
-and the event tables say, whatever way the rows arrive — the delivery ledger's row-at-a-time
-single-statement write and its replays, multi-row event inserts, ledger rows changed or removed by hand —
-and it is tenant-isolated like every tenant table."""
+and the event tables say, whatever way the rows arrive — the delivery ledger's one-statement chunk
+write and its replays, multi-row event inserts, ledger rows changed or removed by hand — and it is
+tenant-isolated like every tenant table."""
 
 from __future__ import annotations
 
