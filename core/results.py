@@ -265,10 +265,14 @@ def _group(row: Any) -> GroupResult:
 
 
 def _successes(group: GroupResult, metric: Metric) -> tuple[int, int]:
-    """(successes, trials) of `metric` in `group`."""
+    """(successes, trials) of `metric` in `group`. Successes never exceed trials: an open or click
+    can arrive for a recipient whose send was not recorded as sent (a forwarded message, a
+    retried send the ledger recorded as failed), and a rate over 1 would break every test."""
     if metric == "conversion":
-        return group.conversions, group.recipients
-    return (group.clicks_unique if metric == "click" else group.opens_unique), group.sent
+        x, n = group.conversions, group.recipients
+    else:
+        x, n = (group.clicks_unique if metric == "click" else group.opens_unique), group.sent
+    return min(x, n), n
 
 
 def _lift(group: GroupResult, base: GroupResult, metric: Metric) -> Lift:
