@@ -103,9 +103,14 @@ async def assert_each_recipient_once(pool: asyncpg.Pool, tenant: str, run_id: st
              (SELECT count(*) FROM deliveries WHERE tenant_id = $1 AND run_id = $2::uuid) AS rows,
              (SELECT count(DISTINCT (customer_id, channel)) FROM deliveries
                WHERE tenant_id = $1 AND run_id = $2::uuid) AS distinct_rows,
-             (SELECT count(*) FROM run_recipients r WHERE r.tenant_id = $1 AND r.run_id = $2::uuid
-               AND (SELECT count(*) FROM deliveries d WHERE d.tenant_id = r.tenant_id AND d.run_id = r.run_id
-                      AND d.customer_id = r.customer_id) <> $3) AS gaps,
+             -- Set-based (one join, grouped): a per-recipient subquery can turn into a scan per
+             -- recipient when the planner's statistics predate a large run's rows.
+             (SELECT count(*) FROM (
+                SELECT r.customer_id FROM run_recipients r
+                LEFT JOIN deliveries d ON d.tenant_id = r.tenant_id AND d.run_id = r.run_id
+                                      AND d.customer_id = r.customer_id
+                WHERE r.tenant_id = $1 AND r.run_id = $2::uuid
+                GROUP BY r.customer_id HAVING count(d.customer_id) <> $3) AS g) AS gaps,
              (SELECT count(*) FROM deliveries d WHERE d.tenant_id = $1 AND d.run_id = $2::uuid
                AND NOT EXISTS (SELECT 1 FROM run_recipients r WHERE r.tenant_id = d.tenant_id
                                  AND r.run_id = d.run_id AND r.customer_id = d.customer_id)) AS strangers""",
