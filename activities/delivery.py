@@ -29,7 +29,7 @@ from activities.names import DELIVER_BATCH
 from core import links, run_store
 from core.campaigns import Variant, variant_assigner
 from core.channels import CHANNELS, message_key
-from core.db import tenant_tx
+from core.db import DATABASE_UNAVAILABLE, tenant_tx
 from core.experiments import GLOBAL_CONTROL, HOLDOUT
 from core.frequency import CapTracker
 from core.metrics import RENDER_DURATION, count_messages
@@ -56,16 +56,6 @@ CHUNK_RETRIES = 4
 CHUNK_BACKOFF_MAX = 4.0
 # How long a batch waits for the database to come back before its ledger write gives up.
 LEDGER_OUTAGE_SECONDS = 120.0
-# What asyncpg raises while PostgreSQL restarts or cannot be reached (a unix socket that is
-# gone is a FileNotFoundError, a refused TCP connection a ConnectionRefusedError).
-_DATABASE_UNAVAILABLE = (
-    OSError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-)
 # How often a batch looks at its run's status between chunks, to stop sending while paused.
 PAUSE_CHECK_EVERY = 1.0
 
@@ -133,7 +123,7 @@ class DeliveryActivities:
                 return await self._deliver(inp, config)
             except (ApplicationError, asyncio.CancelledError):
                 raise  # classified already, or the run is being cancelled
-            except _DATABASE_UNAVAILABLE as exc:
+            except DATABASE_UNAVAILABLE as exc:
                 # Transient, like a provider outage: retried with backoff, not counted.
                 raise ApplicationError(f"database unavailable: {exc!r}", type="DatabaseUnavailable") from exc
             except Exception as exc:
@@ -367,7 +357,7 @@ class DeliveryActivities:
                 async with tenant_tx(self.pool, inp.tenant) as conn:
                     await conn.execute(_LEDGER_SQL, inp.tenant, inp.run_id, *columns)
                 break
-            except _DATABASE_UNAVAILABLE:
+            except DATABASE_UNAVAILABLE:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(min(2.0, 0.1 * 2**attempt))

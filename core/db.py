@@ -77,3 +77,16 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_ID)
     return applied_now
+
+
+# What asyncpg raises while PostgreSQL restarts or cannot be reached: a unix socket that is gone
+# (FileNotFoundError), a refused connection, a dropped one, a server shutting down. Callers that
+# can wait out an outage catch these and retry; anything else is a real error.
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)

@@ -26,6 +26,7 @@ from temporalio.worker import (
 
 from activities.names import DELIVER_BATCH
 from core.config_store import TENANTS_CHANNEL, active_tenants
+from core.db import DATABASE_UNAVAILABLE
 from core.temporal import task_queue_for
 from core.tenant_config import Execution
 from workers.metrics import ActivityObserver
@@ -38,14 +39,6 @@ HEARTBEAT_THROTTLE = timedelta(seconds=1)
 # overlap, so an idle process holds none; the bound is generous because an activation waiting
 # for a thread counts against the SDK's 2 s deadlock timeout.
 WORKFLOW_TASK_THREADS = 64
-# What a database restart or outage raises: connection refused or gone, server shutting down.
-_DATABASE_UNAVAILABLE = (
-    OSError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-)
 log = logging.getLogger("pennant.workers")
 
 
@@ -224,7 +217,7 @@ class TenantWorkers:
                             raise
                         listener = conn
                     await self.sync()
-                except _DATABASE_UNAVAILABLE as exc:
+                except DATABASE_UNAVAILABLE as exc:
                     # The tenant Workers already running carry on (their activities retry on their
                     # own); leaving here would end the process over a database restart.
                     log.warning("tenant sync failed, database unavailable (%s); retrying", exc)
@@ -243,7 +236,7 @@ class TenantWorkers:
             if _open(listener):
                 await listener.remove_listener(TENANTS_CHANNEL, self._on_notify)
             await self.pool.release(listener)
-        except _DATABASE_UNAVAILABLE as exc:
+        except DATABASE_UNAVAILABLE as exc:
             log.warning("could not release the LISTEN connection (%s)", exc)
 
     async def shutdown(self) -> None:
