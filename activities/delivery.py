@@ -29,6 +29,7 @@ from activities.names import DELIVER_BATCH
 from core import links, run_store
 from core.campaigns import Variant, variant_assigner
 from core.channels import CHANNELS, message_key
+from core.cross_channel import NOT_CHOSEN, count_own_sends
 from core.db import DATABASE_UNAVAILABLE, tenant_tx
 from core.experiments import GLOBAL_CONTROL, HOLDOUT
 from core.frequency import CapTracker
@@ -141,17 +142,20 @@ class DeliveryActivities:
         args = (inp.tenant, inp.run_id, inp.first_id, inp.end_id, inp.wave_at)
         async with tenant_tx(self.pool, inp.tenant) as conn:
             spec = await campaign_spec(conn, inp.tenant, inp.campaign_id)
+            channels = inp.channels or list(spec.channels)  # a fallback batch names its channel
             customers = [dict(c) for c in await conn.fetch(_RECIPIENTS_SQL, *args)]
-            done_rows = await conn.fetch(_DONE_SQL, *args)
+            done_rows = [r for r in await conn.fetch(_DONE_SQL, *args) if r["channel"] in channels]
             suppressed = {
                 channel: await suppressed_addresses(
                     conn, inp.tenant, channel, [a for c in customers if (a := CHANNELS[channel].address(c))]
                 )
-                for channel in spec.channels
+                for channel in channels
             }
             caps = await CapTracker.load(
                 conn, inp.tenant, inp.run_id, config.policies.frequency_caps, [c["id"] for c in customers]
             )
+            if inp.channels:  # a later phase of the run: its earlier sends count against the caps
+                await count_own_sends(conn, inp.tenant, inp.run_id, [c["id"] for c in customers], channels, caps)
         done = {(r["customer_id"], r["channel"]) for r in done_rows}
         campaign_ctx = {"id": inp.campaign_id, "name": spec.name}
         assign = variant_assigner(spec, config, inp.tenant, inp.campaign_id)
@@ -166,19 +170,24 @@ class DeliveryActivities:
             counts.tally(r["status"], r["reason"], r["variant"], r["channel"])
         rows: list[_LedgerRow] = []
         outbound: dict[str, list[tuple[OutboundMessage, _LedgerRow]]] = {}
+        # first_available: a recipient gets the first listed channel they can receive. A retry
+        # finds the rows of the other channels written (they are recorded before any send).
+        first_available = spec.delivery == "first_available" and not inp.channels
         for cust in customers:
             variant = assign(cust["id"])
-            for channel in spec.channels:
+            chosen = False
+            for channel in channels:
                 if (cust["id"], channel) in done:
                     continue
                 entry = CHANNELS[channel]
                 key = message_key(inp.tenant, inp.run_id, cust["id"], channel)
                 address = entry.address(cust)
-                skip = self._skip_reason(config, channel, cust, variant, address)
+                skip = NOT_CHOSEN if chosen else self._skip_reason(config, channel, cust, variant, address)
                 if skip is None and address and entry.normalise(address) in suppressed[channel]:
                     skip = "suppressed"
                 if skip is None and caps.capped(cust["id"], channel):
                     skip = "capped"
+                chosen = chosen or (first_available and skip is None)
                 row = _LedgerRow(cust["id"], channel, variant, "skipped", skip, address, key)
                 if skip is not None:
                     rows.append(row)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.channels import CHANNELS
+from core.cross_channel import DeliveryMode, Fallback, check_cross_channel
 from core.experiments import GLOBAL_CONTROL, assign_variant, in_global_control
 from core.rendering import check_campaign_templates
 from core.segments import SegmentError, compile_segment
@@ -49,6 +50,12 @@ class CampaignSpec(BaseModel):
     )
     if_local_time_passed: Literal["send_now", "next_day"] = Field(
         default="next_day", description="where the local send time has already passed today"
+    )
+    delivery: DeliveryMode = Field(
+        default="all", description="all: every listed channel; first_available: the first each recipient can receive"
+    )
+    fallback: Fallback | None = Field(
+        default=None, description="a follow-up channel for recipients who did not engage with the first"
     )
 
     @field_validator("channels")
@@ -98,6 +105,7 @@ def check_campaign(spec: CampaignSpec, config: TenantConfig) -> list[str]:
             if CHANNELS[channel].template(tset) is None:
                 errors.append(f"variants[{i}].template: template '{variant.template}' has no {channel} part")
     errors += check_campaign_templates(spec, config)
+    errors += check_cross_channel(spec, config)
     return errors
 
 

@@ -111,6 +111,7 @@ class DeliverBatchInput(BaseModel):
     first_id: int
     end_id: int | None = None  # exclusive; None for the last batch
     wave_at: dt.datetime | None = None  # the wave the batch belongs to
+    channels: list[str] | None = None  # only these channels (a fallback); None: the campaign's
 
 
 STATUSES = ("sent", "failed", "skipped")
@@ -201,6 +202,7 @@ class RunCarry(BaseModel):
     execution: int = 2
     waves: list[Wave] = Field(default_factory=list)
     wave_index: int = 0
+    fallback: str | None = None  # the fallback channel once its phase has begun (core.cross_channel)
 
 
 class CampaignRunInput(BaseModel):
