@@ -96,6 +96,7 @@ class FallbackInput(BaseModel):
     run_id: str
     campaign_id: str
     config_version: int
+    batch_size: int
     # The workflow's clock: quiet hours are computed against workflow time.
     now: dt.datetime | None = None
 

@@ -29,6 +29,7 @@ from activities.channels.rate_limit import set_process_share
 from activities.channels.sms_http import HttpSmsAdapter
 from activities.channels.webhook_http import HttpWebhookAdapter
 from activities.config import ConfigActivities
+from activities.cross_channel import CrossChannelActivities
 from activities.delivery import DeliveryActivities
 from activities.run_status import RunStatusActivities
 from activities.testsend import TestSendActivities
@@ -83,6 +84,8 @@ def build_activities(
         AudienceActivities(pool).plan_audience,
         AudienceActivities(pool).list_batches,
         AudienceActivities(pool).skip_remaining,
+        CrossChannelActivities(pool).fallback_due,
+        CrossChannelActivities(pool).plan_fallback,
         delivery.deliver_batch,
         RunStatusActivities(pool).mark_run,
         RunStatusActivities(pool).register_run,

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.config import ConfigActivities
     from activities.delivery import DeliveryActivities
     from activities.run_status import RunStatusActivities
+    from core.cross_channel import FallbackInput
     from core.runs import (
         TERMINAL_STATUSES,
         AudiencePlan,
@@ -47,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         SkipRemainingInput,
         Wave,
     )
+from workflows.cross_channel import CROSS_CHANNEL_FALLBACK, fallback_phase
 
 _SHORT = timedelta(seconds=30)
 _RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
@@ -91,6 +93,7 @@ class CampaignRunWorkflow:
         # Local-time waves (one per group of time zones); the run delivers them in order.
         self._waves: list[Wave] = list(carry.waves) if carry else []
         self._wave_index = carry.wave_index if carry else 0
+        self._fallback: str | None = carry.fallback if carry else None  # its phase has begun
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: ActivityError | None = None
@@ -274,6 +277,9 @@ class CampaignRunWorkflow:
             self._wave_index += 1
             self._cursor, self._exhausted = None, False
         await self._drain()
+        if await self._begin_fallback(inp):
+            await self._deliver(inp)  # the fallback's waves, then the end of the run
+            return
         if self._cancel_requested:
             await self._finish_cancelled()
             return
@@ -336,6 +342,7 @@ class CampaignRunWorkflow:
             first_id=first_id,
             end_id=end_id,
             wave_at=wave_at,
+            channels=[self._fallback] if self._fallback else None,
         )
         task = asyncio.create_task(self._run_batch(batch, f"batch {self._batches_started}/{self._batches_total}"))
         self._tasks.add(task)
@@ -374,6 +381,31 @@ class CampaignRunWorkflow:
         await workflow.wait_condition(lambda: self._in_flight == 0)
         self._raise_failure()
 
+    async def _begin_fallback(self, inp: CampaignRunInput) -> bool:
+        """After the first delivery: wait, then plan the fallback to the recipients who did not
+        engage (workflows/cross_channel.py); True when its waves are to be delivered."""
+        if self._fallback is not None or self._cancel_requested or not workflow.patched(CROSS_CHANNEL_FALLBACK):
+            return False
+        assert self._pin is not None
+        plan = await fallback_phase(
+            FallbackInput(
+                tenant=inp.tenant,
+                run_id=inp.run_id,
+                campaign_id=inp.campaign_id,
+                config_version=self._pin.version,
+                batch_size=self._pin.batch_size,
+            ),
+            lambda: self._cancel_requested,
+            lambda: self._paused,
+        )
+        if plan is None:
+            return False
+        self._fallback = plan.channel
+        self._waves, self._wave_index = plan.waves, 0
+        self._cursor, self._exhausted = None, False
+        self._batches_total += sum(w.batches for w in plan.waves)
+        return True
+
     def _raise_failure(self) -> None:
         if self._failure is not None:
             raise self._failure
@@ -402,6 +434,7 @@ class CampaignRunWorkflow:
             execution=self._execution + 1,
             waves=self._waves,
             wave_index=self._wave_index,
+            fallback=self._fallback,
         )
         workflow.continue_as_new(inp.model_copy(update={"carry": carry}))
 

@@ -1,0 +1,51 @@
+"""The fallback phase of a run (workflow side): after the first delivery, a durable wait, then
+the plan of who gets the fallback channel. Deterministic; the I/O is in the activities."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.cross_channel import CrossChannelActivities
+    from core.cross_channel import FallbackDue, FallbackInput, FallbackPlan
+
+# Runs started before fallbacks existed replay without this phase.
+CROSS_CHANNEL_FALLBACK = "cross-channel-fallback"
+_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+
+
+async def fallback_phase(
+    inp: FallbackInput, cancelled: Callable[[], bool], paused: Callable[[], bool]
+) -> FallbackPlan | None:
+    """The run's fallback plan once its wait is over; None when the campaign has no fallback or
+    the run is cancelled meanwhile."""
+    due: FallbackDue = await workflow.execute_activity_method(
+        CrossChannelActivities.fallback_due, inp, start_to_close_timeout=timedelta(seconds=30), retry_policy=_RETRY
+    )
+    if due.channel is None or due.after is None:
+        return None
+    until = workflow.now() + due.after
+    workflow.set_current_details(f"fallback on {due.channel} at {until.isoformat()} to those who did not engage")
+    try:
+        # A durable timer, which a cancel cuts short.
+        await workflow.wait_condition(cancelled, timeout=due.after, timeout_summary=f"fallback on {due.channel}")
+    except TimeoutError:
+        pass
+    await workflow.wait_condition(lambda: cancelled() or not paused())
+    if cancelled():
+        return None
+    plan: FallbackPlan = await workflow.execute_activity_method(
+        CrossChannelActivities.plan_fallback,
+        inp.model_copy(update={"now": workflow.now()}),
+        start_to_close_timeout=timedelta(minutes=10),
+        retry_policy=_RETRY,
+    )
+    workflow.set_current_details(
+        f"fallback on {plan.channel}: {plan.recipients} recipients ({plan.engaged} engaged, "
+        f"{plan.not_reached} not reached by the first channel)"
+    )
+    return plan
