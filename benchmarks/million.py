@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import contextvars
 import functools
 import os
@@ -293,7 +294,7 @@ async def run(recipients: int = 10_000, only: str = "both") -> None:
                 flush=True,
             )
             raw_rate = None
-            async with tenant.http:
+            async with contextlib.aclosing(tenant.http):
                 if only in ("both", "raw"):
                     clock = StageClock()
                     elapsed, sent = await raw_loop(stack, tenant, clock)

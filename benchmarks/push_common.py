@@ -38,7 +38,7 @@ _INSERT_CUSTOMERS = """
 INSERT INTO customers (tenant_id, id, external_id, first_name, last_name, locale, time_zone,
                        loyalty_tier, push_token, consent_push)
 SELECT $1, g, 'cust-' || g, 'First' || g, 'Last' || g, 'en-US', 'America/Denver',
-       (ARRAY['none', 'bronze', 'silver', 'gold'])[1 + g % 4], 'push-token-' || g, true
+       (ARRAY['none', 'bronze', 'silver', 'gold'])[1 + g % 4], encode(sha256(g::text::bytea), 'hex'), true
 FROM generate_series(1, $2::bigint) AS g
 """
 
