@@ -6,7 +6,7 @@ import asyncio
 import os
 import sys
 
-from benchmarks import customers_import, many_tenants, propagation, results_query, throughput
+from benchmarks import customers_import, isolation, many_tenants, million, propagation, results_query, throughput
 
 
 async def main() -> None:
@@ -14,6 +14,8 @@ async def main() -> None:
     for bench in (propagation, throughput, customers_import, results_query):
         await bench.run()
     await many_tenants.run(tenants=100, idle_seconds=10)  # the full size: --tenants 500 --idle-seconds 30
+    await million.run(recipients=20_000)  # the full size: --recipients 1000000
+    await isolation.run(a_recipients=50_000, runs=5)  # the full size: --a-recipients 1000000 --b-runs 10
 
 
 if __name__ == "__main__":

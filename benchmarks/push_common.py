@@ -133,18 +133,32 @@ class RunOutcome:
     elapsed_s: float
 
 
-async def run_to_end(tenant: PushTenant, poll_seconds: float = 0.25) -> RunOutcome:
-    """Start a run of the tenant's campaign through the API and poll it until it finishes."""
+async def start_run(tenant: PushTenant) -> tuple[str, float, float]:
+    """Start a run of the tenant's campaign through the API: its id, POST latency (ms) and the
+    perf_counter instant the POST began."""
     t0 = time.perf_counter()
     started = await tenant.http.post(f"/campaigns/{tenant.campaign_id}/runs")
     post_ms = (time.perf_counter() - t0) * 1000
     assert started.status_code == 202, started.text
-    run_id = started.json()["run_id"]
+    return started.json()["run_id"], post_ms, t0
+
+
+async def wait_run(
+    tenant: PushTenant, run_id: str, t0: float, poll_seconds: float = 0.25
+) -> tuple[dict[str, Any], float]:
+    """Poll a run until it finishes: its final body and the seconds since `t0`."""
     while True:
         body = (await tenant.http.get(f"/runs/{run_id}")).json()
         if body["status"] in ("completed", "failed", "cancelled"):
-            return RunOutcome(run_id, body, post_ms, time.perf_counter() - t0)
+            return body, time.perf_counter() - t0
         await asyncio.sleep(poll_seconds)
+
+
+async def run_to_end(tenant: PushTenant, poll_seconds: float = 0.25) -> RunOutcome:
+    """Start a run of the tenant's campaign through the API and poll it until it finishes."""
+    run_id, post_ms, t0 = await start_run(tenant)
+    body, elapsed = await wait_run(tenant, run_id, t0, poll_seconds)
+    return RunOutcome(run_id, body, post_ms, elapsed)
 
 
 def rss_mb(pid: int | str = "self") -> tuple[float, float]:

@@ -1,0 +1,129 @@
+"""Isolation under load: tenant B's 1,000-recipient push runs on an idle stack, then again while
+tenant A's big push run sends, on the same worker process (the in-process stack):
+
+    python -m benchmarks.isolation --a-recipients 1000000 --b-runs 10
+
+Goal (issue 10): B's start → completed under load within 2x of B on the idle stack. Also
+printed: B's `POST …/runs` latency and how late this process's event loop ran (the workers'
+loop: the stack is in-process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import summary
+from benchmarks.push_common import (
+    PushTenant,
+    load_average,
+    provider_simulator,
+    push_tenant,
+    run_to_end,
+    start_run,
+    wait_run,
+)
+from devstack.inprocess import local_stack
+
+B_RECIPIENTS = 1000
+
+
+class LoopLag:
+    """How late this event loop wakes a 50 ms sleep, sampled until stopped."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+
+    async def watch(self) -> None:
+        """Sample until cancelled."""
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.05)
+            self.samples.append((time.perf_counter() - t0 - 0.05) * 1000)
+
+
+async def b_runs(tenant: PushTenant, count: int) -> tuple[list[float], list[float]]:
+    """`count` runs of B one after the other: start → completed and POST latencies, in ms."""
+    elapsed: list[float] = []
+    posts: list[float] = []
+    for _ in range(count):
+        outcome = await run_to_end(tenant, poll_seconds=0.01)
+        assert outcome.body["status"] == "completed", outcome.body
+        assert outcome.body["counts"]["sent"] == B_RECIPIENTS, outcome.body["counts"]
+        elapsed.append(outcome.elapsed_s * 1000)
+        posts.append(outcome.post_ms)
+    return elapsed, posts
+
+
+def _p95(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[max(0, round(0.95 * len(ordered)) - 1)]
+
+
+async def run(a_recipients: int = 20_000, runs: int = 5) -> None:
+    """Measure and print the figures (see the module docstring)."""
+    print(f"isolation    A {a_recipients:,} recipients, B {runs} x {B_RECIPIENTS:,}; {load_average()}", flush=True)
+    with provider_simulator(Path(tempfile.mkdtemp(prefix="pennant-sim-")) / "sim.log"):
+        async with local_stack(provider_events=False) as stack:
+            a = await push_tenant(stack, a_recipients, "iso-a")
+            b = await push_tenant(stack, B_RECIPIENTS, "iso-b")
+            async with contextlib.aclosing(a.http), contextlib.aclosing(b.http):
+                await b_runs(b, 1)  # warm-up: first run of a tenant compiles and caches
+                idle, idle_posts = await b_runs(b, runs)
+                print(f"isolation    B idle: start → completed {summary(idle)}; POST {summary(idle_posts)}", flush=True)
+
+                lag = LoopLag()
+                watcher = asyncio.create_task(lag.watch())
+                a_run, _, a_t0 = await start_run(a)
+                a_task = asyncio.create_task(wait_run(a, a_run, a_t0))
+                while not a_task.done():  # B starts once A is sending
+                    body = (await a.http.get(f"/runs/{a_run}")).json()
+                    if body["counts"]["sent"] > 0:
+                        break
+                    await asyncio.sleep(0.1)
+                loaded, loaded_posts = await b_runs(b, runs)
+                a_still_running = not a_task.done()
+                a_body, a_elapsed = await a_task
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+        print(
+            f"isolation    B while A sends{'' if a_still_running else ' (A FINISHED BEFORE B: raise --a-recipients)'}: "
+            f"start → completed {summary(loaded)}; POST {summary(loaded_posts)}",
+            flush=True,
+        )
+        ratio50 = statistics.median(loaded) / statistics.median(idle)
+        ratio95 = _p95(loaded) / _p95(idle)
+        print(
+            f"isolation    B loaded / idle: median {ratio50:.1f}x, p95 {ratio95:.1f}x (goal ≤ 2x); "
+            f"event loop late by median {statistics.median(lag.samples):.0f} ms, max {max(lag.samples):.0f} ms",
+            flush=True,
+        )
+        counts = a_body["counts"]
+        print(
+            f"isolation    A: {a_body['status']}, sent {counts['sent']:,} in {a_elapsed:.1f} s "
+            f"→ {a_recipients / a_elapsed:,.0f} recipients/s; {load_average()}",
+            flush=True,
+        )
+
+
+def main() -> None:
+    """Parse the command line and run the benchmark."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.isolation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--a-recipients", type=int, default=1_000_000)
+    parser.add_argument("--b-runs", type=int, default=10, help="B's 1,000-recipient runs, idle and under load")
+    args = parser.parse_args()
+    asyncio.run(run(args.a_recipients, args.b_runs))
+
+
+if __name__ == "__main__":
+    main()
+    sys.stdout.flush()
+    os._exit(0)  # Temporal's runtime can abort at interpreter exit (sdk-python#300)
