@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-from api import errors, idempotency, metrics, openapi
+from api import console, errors, idempotency, metrics, openapi
 from api.auth_limit import AuthFailureGuard, AuthFailureLimiter
 from api.input_guard import InputGuard
 from api.routes import (
@@ -17,6 +17,7 @@ from api.routes import (
     events,
     health,
     keys,
+    optimisation,
     provider_events,
     results,
     runs,
@@ -85,8 +86,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         provider_events,
         customers,
         events,
+        optimisation,
     ):
         app.include_router(module.router)
+    console.install(app)  # the marketer console at /console
     FastAPIInstrumentor.instrument_app(app)
     # Last: the open and click endpoints answer in front of the whole stack, tracing included.
     tracking.install(app)

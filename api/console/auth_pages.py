@@ -1,0 +1,85 @@
+"""Signing in and out of the console, and an admin's choice of tenant."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from api import deps
+from api.console import session as sessions
+from api.console.common import PREFIX, SessionDep, checked_form, first, form_data, page, redirect, set_session_cookie
+from api.routes import tenants as tenant_routes
+from core.auth import lookup_key
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+@router.get("", response_class=HTMLResponse)
+async def home(request: Request) -> Response:
+    """The campaigns page when signed in, else the sign-in page."""
+    return RedirectResponse(f"{PREFIX}/campaigns", status_code=303)
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request) -> HTMLResponse:
+    """The sign-in form."""
+    return page(request, "login.html")
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request) -> Response:
+    """Check the key as the API does; a tenant key opens its tenant, an admin key the picker.
+    Wrong keys count against the same per-address limit as wrong API keys."""
+    form = await form_data(request)
+    key = first(form, "key")
+    limiter = request.app.state.auth_limiter
+    wait = limiter.retry_after(_client(request))
+    if wait is not None:
+        return page(request, "login.html", 429, error=f"Too many wrong keys from this address; try again in {wait} s.")
+    if not key:
+        return page(request, "login.html", 422, error="key: paste your API key")
+    principal = await lookup_key(deps.get_pool(request), key)
+    if principal is None:
+        limiter.failed(_client(request))
+        return page(request, "login.html", 401, error="key: not a valid API key (unknown or revoked)")
+    session = sessions.new_session(principal)
+    response = redirect("/campaigns" if session.tenant else "/tenants")
+    set_session_cookie(response, request, session)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, session: SessionDep) -> Response:
+    """End the session: the cookie is cleared."""
+    await checked_form(request, session)
+    response = redirect("/login")
+    response.delete_cookie(sessions.COOKIE, path=PREFIX)
+    return response
+
+
+@router.get("/tenants", response_class=HTMLResponse)
+async def tenants_page(request: Request, session: SessionDep) -> Response:
+    """The tenants this session may work on (an admin's picker; a tenant key sees its own)."""
+    found = await tenant_routes.list_tenants(deps.get_pool(request), session.principal)
+    return page(request, "tenants.html", session=session, tenant=session.tenant, tenants=found)
+
+
+@router.post("/tenants")
+async def pick_tenant(request: Request, session: SessionDep) -> Response:
+    """Work on another tenant (admin keys only; a tenant key keeps its own)."""
+    form = await checked_form(request, session)
+    slug = first(form, "tenant")
+    visible = {t.slug for t in await tenant_routes.list_tenants(deps.get_pool(request), session.principal)}
+    if slug not in visible:
+        return page(
+            request, "tenants.html", 422, session=session, tenant=session.tenant,
+            tenants=await tenant_routes.list_tenants(deps.get_pool(request), session.principal),
+            error=f"tenant: no tenant '{slug}' you may open",
+        )  # fmt: skip
+    response = redirect("/campaigns")
+    set_session_cookie(response, request, session.with_tenant(slug))
+    return response

@@ -1,0 +1,252 @@
+"""Campaign pages: the list with each campaign's last run and live progress, the editor with
+its segment estimate and variant previews, test sends, starting runs and schedules. Every
+read and write goes through the API's own route functions, so the console shows and accepts
+exactly what the API does."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import ValidationError
+from temporalio.service import RPCError
+
+from api import deps
+from api.console import campaign_form
+from api.console.common import (
+    INVALID,
+    PREFIX,
+    Console,
+    ConsoleDep,
+    check_header_csrf,
+    checked_form,
+    first,
+    problems,
+    redirect,
+)
+from api.routes import campaigns as campaign_routes
+from api.routes import runs as run_routes
+from api.routes import schedules as schedule_routes
+from api.routes import segments as segment_routes
+from api.schemas import PreviewRequest, SegmentEstimateRequest, TestSendRequest
+from core.campaign_store import CampaignRecord
+from core.campaigns import CampaignSpec
+from core.runs import ACTIVE_STATUSES
+from core.schedules import RecurrenceSpec
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+
+async def _campaign(ctx: Console, campaign_id: str) -> CampaignRecord:
+    return await deps.get_path_campaign(ctx.tenant, ctx.pool, campaign_id)
+
+
+@router.get("/campaigns", response_class=HTMLResponse)
+async def campaigns_page(ctx: ConsoleDep) -> HTMLResponse:
+    """Every campaign with its status and last run (live progress while it is active)."""
+    campaigns = await campaign_routes.list_campaigns(ctx.tenant, ctx.pool)
+    page = await run_routes.list_runs(ctx.tenant, ctx.pool, status=None, campaign_id=None, limit=200, cursor=None)
+    last_run: dict[str, Any] = {}
+    for run in page.items:  # newest first: the first seen is the campaign's last
+        last_run.setdefault(run.campaign_id, run)
+    return ctx.render(
+        "campaigns.html", campaigns=campaigns, last_run=last_run, active={s.value for s in ACTIVE_STATUSES}
+    )
+
+
+async def _editor_context(ctx: Console) -> dict[str, Any]:
+    """What the editor offers: the tenant's named segments, templates and enabled channels."""
+    config = await deps.get_tenant_config(ctx.tenant, ctx.pool)
+    return {
+        "segments": sorted(config.segments),
+        "template_names": sorted(config.templates),
+        "enabled_channels": config.channels.enabled(),
+    }
+
+
+@router.get("/campaigns/new", response_class=HTMLResponse)
+async def new_campaign_page(ctx: ConsoleDep) -> HTMLResponse:
+    """An empty editor (one variant, email, the first named segment)."""
+    editor = await _editor_context(ctx)
+    values = campaign_form.form_values({})
+    values["channels"] = editor["enabled_channels"][:1]
+    values["segment_name"] = editor["segments"][0] if editor["segments"] else ""
+    values["tracking"] = True
+    return ctx.render("campaign_edit.html", campaign=None, values=values, errors=[], field_errors={}, **editor)
+
+
+async def _save(ctx: Console, campaign: CampaignRecord | None) -> Response:
+    form = await checked_form(ctx.request, ctx.session)
+    values = campaign_form.form_values(form)
+    data, errors = campaign_form.body(values)
+    if not errors:
+        try:
+            spec = CampaignSpec.model_validate(data)
+            config = await deps.get_tenant_config(ctx.tenant, ctx.pool)
+            if campaign is None:
+                saved = await campaign_routes.create_campaign(ctx.tenant, config, spec, ctx.pool)
+            else:
+                saved = await campaign_routes.update_campaign(ctx.tenant, campaign, config, spec, ctx.pool)
+            return redirect(f"/campaigns/{saved.id}?done=saved")
+        except INVALID as exc:
+            errors = problems(exc)
+    return ctx.render(
+        "campaign_edit.html",
+        422,
+        campaign=campaign,
+        values=values,
+        errors=errors,
+        field_errors=campaign_form.field_errors(errors),
+        **await _editor_context(ctx),
+    )
+
+
+@router.post("/campaigns", response_class=HTMLResponse)
+async def create_campaign(ctx: ConsoleDep) -> Response:
+    """Create a campaign from the editor; errors are shown at their fields."""
+    return await _save(ctx, None)
+
+
+_NOTICES = {
+    "saved": "Campaign saved.",
+    "scheduled": "Schedule saved.",
+    "unscheduled": "Schedule removed.",
+    "archived": "Campaign archived; it starts no new runs.",
+}
+
+
+async def _campaign_page(ctx: Console, campaign: CampaignRecord, status: int = 200, **extra: Any) -> HTMLResponse:
+    runs = await run_routes.list_runs(
+        ctx.tenant, ctx.pool, status=None, campaign_id=uuid.UUID(campaign.id), limit=50, cursor=None
+    )
+    try:
+        handle = await schedule_routes.existing_schedule(ctx.tenant, campaign, ctx.temporal)
+        schedule = await schedule_routes.get_schedule(handle, campaign)
+    except (HTTPException, RPCError):  # none, or Temporal cannot say right now
+        schedule = None
+    extra.setdefault("values", campaign_form.from_spec(campaign.spec))
+    extra.setdefault("errors", [])
+    extra.setdefault("field_errors", {})
+    return ctx.render(
+        "campaign.html",
+        status,
+        campaign=campaign,
+        runs=runs.items,
+        schedule=schedule,
+        active={s.value for s in ACTIVE_STATUSES},
+        notice=_NOTICES.get(ctx.request.query_params.get("done", "")),
+        **(await _editor_context(ctx)),
+        **extra,
+    )
+
+
+@router.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
+async def campaign_page(ctx: ConsoleDep, campaign_id: str) -> HTMLResponse:
+    """One campaign: its editor, previews, test send, start and schedule, and its runs."""
+    return await _campaign_page(ctx, await _campaign(ctx, campaign_id))
+
+
+@router.post("/campaigns/{campaign_id}", response_class=HTMLResponse)
+async def update_campaign(ctx: ConsoleDep, campaign_id: str) -> Response:
+    """Save the editor over the campaign (refused while a run of it is unfinished, as the API does)."""
+    return await _save(ctx, await _campaign(ctx, campaign_id))
+
+
+@router.post("/campaigns/{campaign_id}/archive", response_class=HTMLResponse)
+async def archive_campaign(ctx: ConsoleDep, campaign_id: str) -> Response:
+    """Archive the campaign."""
+    await checked_form(ctx.request, ctx.session)
+    campaign = await _campaign(ctx, campaign_id)
+    await campaign_routes.archive_campaign(ctx.tenant, campaign, ctx.pool)
+    return redirect(f"/campaigns/{campaign_id}?done=archived")
+
+
+@router.post("/campaigns/{campaign_id}/start", response_class=HTMLResponse)
+async def start_run(ctx: ConsoleDep, campaign_id: str) -> Response:
+    """Start a run (at the campaign's send time or local time if it has one); opens the run."""
+    await checked_form(ctx.request, ctx.session)
+    campaign = await _campaign(ctx, campaign_id)
+    try:
+        started = await run_routes.start_run(ctx.tenant, campaign, ctx.pool, ctx.temporal)
+    except HTTPException as exc:
+        return await _campaign_page(ctx, campaign, exc.status_code, action_error=str(exc.detail))
+    return redirect(f"/runs/{started.run_id}")
+
+
+@router.post("/campaigns/{campaign_id}/schedule", response_class=HTMLResponse)
+async def put_schedule(ctx: ConsoleDep, campaign_id: str) -> Response:
+    """Make the campaign recurring (cron or interval, in a time zone), or remove its schedule."""
+    form = await checked_form(ctx.request, ctx.session)
+    campaign = await _campaign(ctx, campaign_id)
+    try:
+        if first(form, "action") == "delete":
+            handle = await schedule_routes.existing_schedule(ctx.tenant, campaign, ctx.temporal)
+            await schedule_routes.delete_schedule(handle)
+            return redirect(f"/campaigns/{campaign_id}?done=unscheduled")
+        data: dict[str, Any] = {"time_zone": first(form, "time_zone") or "UTC"}
+        if first(form, "cron"):
+            data["cron"] = first(form, "cron")
+        if first(form, "interval_seconds"):
+            data["interval_seconds"] = first(form, "interval_seconds")
+        spec = RecurrenceSpec.model_validate(data)
+        await schedule_routes.put_schedule(ctx.tenant, campaign, spec, ctx.temporal, Response())
+    except INVALID as exc:
+        return await _campaign_page(ctx, campaign, 422, schedule_errors=problems(exc))
+    return redirect(f"/campaigns/{campaign_id}?done=scheduled")
+
+
+@router.post("/campaigns/{campaign_id}/test-send", response_class=HTMLResponse)
+async def test_send(ctx: ConsoleDep, campaign_id: str) -> Response:
+    """Email every variant (or one) to seed addresses, marked [TEST]."""
+    form = await checked_form(ctx.request, ctx.session)
+    campaign = await _campaign(ctx, campaign_id)
+    emails = [e.strip() for e in first(form, "emails").replace(";", ",").split(",") if e.strip()]
+    data: dict[str, Any] = {"emails": emails}
+    if first(form, "variant"):
+        data["variant"] = first(form, "variant")
+    if first(form, "customer_id"):
+        data["customer_id"] = first(form, "customer_id")
+    try:
+        body = TestSendRequest.model_validate(data)
+        config = await deps.get_tenant_config(ctx.tenant, ctx.pool)
+        result = await campaign_routes.test_send_campaign(
+            ctx.tenant, campaign, config, body, ctx.pool, ctx.temporal, ctx.settings
+        )
+    except INVALID as exc:
+        return await _campaign_page(ctx, campaign, 422, test_send_errors=problems(exc))
+    return await _campaign_page(ctx, campaign, test_send_result=result)
+
+
+def _json_errors(exc: Exception) -> JSONResponse:
+    status = exc.status_code if isinstance(exc, HTTPException) else 422
+    errors = problems(exc)
+    return JSONResponse({"detail": "; ".join(errors), "errors": errors}, status_code=status)
+
+
+@router.post("/segments/estimate")
+async def estimate(ctx: ConsoleDep, request: Request) -> JSONResponse:
+    """The live audience estimate of the editor's segment (the API's estimate)."""
+    check_header_csrf(request, ctx.session)
+    try:
+        body = SegmentEstimateRequest.model_validate_json(await request.body())
+        config = await deps.get_tenant_config(ctx.tenant, ctx.pool)
+        found = await segment_routes.estimate_segment(ctx.tenant, config, body, ctx.pool)
+    except INVALID as exc:
+        return _json_errors(exc)
+    return JSONResponse(found.model_dump(mode="json"))
+
+
+@router.post("/campaigns/{campaign_id}/preview")
+async def preview(ctx: ConsoleDep, campaign_id: str, request: Request) -> JSONResponse:
+    """A variant rendered on a channel for a customer, exactly as a run would (the API's preview)."""
+    check_header_csrf(request, ctx.session)
+    try:
+        campaign = await _campaign(ctx, campaign_id)
+        body = PreviewRequest.model_validate_json(await request.body())
+        config = await deps.get_tenant_config(ctx.tenant, ctx.pool)
+        found = await campaign_routes.preview_campaign(ctx.tenant, campaign, config, ctx.pool, ctx.settings, body)
+    except (*INVALID, ValidationError) as exc:
+        return _json_errors(exc)
+    return JSONResponse(found.model_dump(mode="json"))

@@ -1,0 +1,76 @@
+"""Small inline SVG charts for the results: a line per group over time, and bars of a rate per
+group. Server-drawn, so they need no script and print as they look."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+
+from markupsafe import Markup
+
+from core.results import GroupSeries
+
+# Colour-blind-safe palette (Okabe-Ito), dark enough on white for graphics contrast (3:1).
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#7A5C00", "#56707F")
+_W, _H, _PAD = 320, 140, 28
+
+
+def _colour(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def cumulative_lines(groups: Sequence[GroupSeries], metric: str, title: str) -> Markup:
+    """Cumulative `metric` (sends, opens, clicks or conversions) per group by hour, as SVG."""
+    series = []
+    for g in groups:
+        total, points = 0, []
+        for p in g.points:
+            total += int(getattr(p, metric))
+            points.append((p.hour.timestamp(), total))
+        series.append((g.variant or g.kind, points))
+    xs = [x for _, pts in series for x, _ in pts]
+    top = max([y for _, pts in series for _, y in pts] + [1])
+    lo, hi = (min(xs), max(xs)) if xs else (0.0, 1.0)
+    span = (hi - lo) or 1.0
+
+    def at(x: float, y: float) -> str:
+        return f"{_PAD + (x - lo) / span * (_W - 2 * _PAD):.1f},{_H - _PAD - y / top * (_H - 2 * _PAD):.1f}"
+
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {_W} {_H}" role="img" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
+        f'<line x1="{_PAD}" y1="{_H - _PAD}" x2="{_W - _PAD}" y2="{_H - _PAD}" class="axis"/>',
+        f'<text x="{_PAD}" y="14" class="label">{escape(title)} (max {top})</text>',
+    ]
+    for i, (name, pts) in enumerate(series):
+        if not pts:
+            continue
+        if len(pts) == 1:  # one hour so far: a flat line from the axis start shows the level
+            pts = [(lo - span, 0), pts[0]] if span == 1.0 else pts
+        path = " ".join(at(x, y) for x, y in pts)
+        parts.append(f'<polyline points="{path}" fill="none" stroke="{_colour(i)}" stroke-width="2"/>')
+        parts.append(
+            f'<text x="{_W - _PAD + 2}" y="{22 + 12 * i}" class="legend" fill="{_colour(i)}">{escape(name)}</text>'
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def rate_bars(rows: Sequence[tuple[str, float | None]], title: str) -> Markup:
+    """One horizontal bar per group for a rate in [0, 1], labelled with its percentage."""
+    height = 24 + 22 * len(rows)
+    top = max([r or 0.0 for _, r in rows] + [0.0001])
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {_W} {height}" role="img" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
+        f'<text x="0" y="14" class="label">{escape(title)}</text>',
+    ]
+    for i, (name, rate) in enumerate(rows):
+        y = 22 + 22 * i
+        width = (rate or 0.0) / top * (_W - 150)
+        shown = "n/a" if rate is None else f"{rate * 100:.2f}%"
+        parts.append(f'<text x="0" y="{y + 13}" class="legend">{escape(name)}</text>')
+        parts.append(f'<rect x="90" y="{y}" width="{width:.1f}" height="16" fill="{_colour(i)}"/>')
+        parts.append(f'<text x="{94 + width:.1f}" y="{y + 13}" class="legend">{shown}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
