@@ -13,7 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.lookups import campaign_spec, pinned_config
 from activities.names import LIST_BATCHES, PLAN_AUDIENCE, SKIP_REMAINING
-from core.campaigns import CampaignSpec, variant_assigner
+from core.campaigns import CampaignSpec
 from core.channels import message_key
 from core.db import tenant_tx
 from core.policies import wave_instant
@@ -21,6 +21,7 @@ from core.runs import AudiencePlan, BatchPage, BatchPageInput, Counts, PlanAudie
 from core.segments import SegmentError, compile_segment
 from core.telemetry import tag_current_span
 from core.tenant_config import TenantConfig
+from core.winner_selection import ExperimentAssignment
 
 # Batch boundaries of one page: every batch_size-th customer id of the frozen audience from the
 # cursor on, in id order; one more than asked for, which is the next page's cursor.
@@ -179,7 +180,7 @@ class AudienceActivities:
         async with tenant_tx(self.pool, inp.tenant) as conn:
             spec = await campaign_spec(conn, inp.tenant, inp.campaign_id)
         config = await pinned_config(self.pool, inp.tenant, inp.config_version)
-        variant_of = variant_assigner(spec, config, inp.tenant, inp.campaign_id)
+        variant_of = ExperimentAssignment(spec, config, inp.tenant, inp.campaign_id, inp.experiment).ledger_variant
 
         channels = list(spec.channels)
         cursor = -(2**63)

@@ -27,7 +27,7 @@ from activities.channels.rate_limit import RateLimits
 from activities.lookups import campaign_spec, pinned_config
 from activities.names import DELIVER_BATCH
 from core import links, run_store
-from core.campaigns import Variant, variant_assigner
+from core.campaigns import Variant
 from core.channels import CHANNELS, message_key
 from core.cross_channel import NOT_CHOSEN, count_own_sends
 from core.db import DATABASE_UNAVAILABLE, tenant_tx
@@ -40,6 +40,7 @@ from core.suppressions import suppressed_addresses
 from core.telemetry import tag_current_span
 from core.tenant_config import TenantConfig
 from core.tracking import RunTracking, record_links
+from core.winner_selection import ExperimentAssignment
 
 T = TypeVar("T")
 
@@ -158,7 +159,9 @@ class DeliveryActivities:
                 await count_own_sends(conn, inp.tenant, inp.run_id, [c["id"] for c in customers], channels, caps)
         done = {(r["customer_id"], r["channel"]) for r in done_rows}
         campaign_ctx = {"id": inp.campaign_id, "name": spec.name}
-        assign = variant_assigner(spec, config, inp.tenant, inp.campaign_id)
+        assignment = ExperimentAssignment(spec, config, inp.tenant, inp.campaign_id, inp.experiment)
+        assign = assignment.variant
+        done_rows = [r for r in done_rows if assignment.in_batch(r["customer_id"])]  # a winner test's part
         variants = {v.key: v for v in spec.variants}
         eng = config.engagement
         tracked = spec.tracking and (eng.track_opens or eng.track_clicks or eng.track_sms_links or eng.track_push_links)
@@ -174,6 +177,8 @@ class DeliveryActivities:
         # finds the rows of the other channels written (they are recorded before any send).
         first_available = spec.delivery == "first_available" and not inp.channels
         for cust in customers:
+            if not assignment.in_batch(cust["id"]):
+                continue  # the other part of a winner test's audience (core/winner_selection.py)
             variant = assign(cust["id"])
             chosen = False
             for channel in channels:

@@ -13,6 +13,7 @@ from core.campaign_store import CampaignRecord, CampaignStatus
 from core.campaigns import CampaignSpec
 from core.conversions import MAX_EVENTS
 from core.customers import MAX_BATCH
+from core.experiment_runs import RunExperiment
 from core.results import ResultsRecord, SeriesRecord
 from core.run_store import DeliveryRecord, RunRecord
 from core.runs import Counts, RunStatus
@@ -128,6 +129,9 @@ class Run(RunSummary):
     counts_source: Literal["workflow", "ledger"] = "ledger"
     batches_total: int | None = None
     batches_done: int | None = None
+    experiment: RunExperiment | None = Field(
+        default=None, description="the run's winner test (decision and statistics) or adaptive weights"
+    )
 
 
 class RunPage(BaseModel):

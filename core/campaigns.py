@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from core.channels import CHANNELS
 from core.cross_channel import DeliveryMode, Fallback, check_cross_channel
+from core.experiment_spec import ExperimentSpec, check_experiment
 from core.experiments import GLOBAL_CONTROL, assign_variant, in_global_control
 from core.rendering import check_campaign_templates
 from core.segments import SegmentError, compile_segment
@@ -56,6 +57,9 @@ class CampaignSpec(BaseModel):
     )
     fallback: Fallback | None = Field(
         default=None, description="a follow-up channel for recipients who did not engage with the first"
+    )
+    experiment: ExperimentSpec | None = Field(
+        default=None, description="winner: test variants on a slice, the winner to the rest; adaptive: split by results"
     )
 
     @field_validator("channels")
@@ -106,6 +110,7 @@ def check_campaign(spec: CampaignSpec, config: TenantConfig) -> list[str]:
                 errors.append(f"variants[{i}].template: template '{variant.template}' has no {channel} part")
     errors += check_campaign_templates(spec, config)
     errors += check_cross_channel(spec, config)
+    errors += check_experiment(spec.experiment, [v.key for v in spec.variants])
     return errors
 
 

@@ -7,6 +7,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field, field_validator
 
+from core.experiment_runs import BatchExperiment, ExperimentState
+
 
 class RunStatus(StrEnum):
     """A run's status: what its row stores, the API reports and the workflow's validators check."""
@@ -99,6 +101,7 @@ class SkipRemainingInput(BaseModel):
     campaign_id: str
     reason: str = "cancelled"
     config_version: int | None = None  # the run's pinned version (None: the current one)
+    experiment: BatchExperiment | None = None  # a winner test's rest get no variant until it decides
 
 
 class DeliverBatchInput(BaseModel):
@@ -112,6 +115,7 @@ class DeliverBatchInput(BaseModel):
     end_id: int | None = None  # exclusive; None for the last batch
     wave_at: dt.datetime | None = None  # the wave the batch belongs to
     channels: list[str] | None = None  # only these channels (a fallback); None: the campaign's
+    experiment: BatchExperiment | None = None  # a winner test's part of the audience, adaptive weights
 
 
 STATUSES = ("sent", "failed", "skipped")
@@ -202,6 +206,7 @@ class RunCarry(BaseModel):
     execution: int = 2
     waves: list[Wave] = Field(default_factory=list)
     wave_index: int = 0
+    experiment: ExperimentState | None = None
     fallback: str | None = None  # the fallback channel once its phase has begun (core.cross_channel)
 
 

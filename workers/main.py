@@ -31,6 +31,7 @@ from activities.channels.webhook_http import HttpWebhookAdapter
 from activities.config import ConfigActivities
 from activities.cross_channel import CrossChannelActivities
 from activities.delivery import DeliveryActivities
+from activities.experiments import ExperimentActivities
 from activities.run_status import RunStatusActivities
 from activities.testsend import TestSendActivities
 from core.logs import setup_logging
@@ -87,6 +88,9 @@ def build_activities(
         CrossChannelActivities(pool).fallback_due,
         CrossChannelActivities(pool).plan_fallback,
         delivery.deliver_batch,
+        ExperimentActivities(pool).prepare_experiment,
+        ExperimentActivities(pool).record_decide_at,
+        ExperimentActivities(pool).decide_winner,
         RunStatusActivities(pool).mark_run,
         RunStatusActivities(pool).register_run,
         TestSendActivities(pool, adapters["email"], settings.public_base_url).test_send,

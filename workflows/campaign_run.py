@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         Wave,
     )
 from workflows.cross_channel import CROSS_CHANNEL_FALLBACK, fallback_phase
+from workflows.winner_selection import WinnerSelection
 
 _SHORT = timedelta(seconds=30)
 _RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
@@ -68,7 +69,7 @@ RUN_STATE_CONFLICT = "RunStateConflict"
 
 
 @workflow.defn(name="CampaignRunWorkflow")
-class CampaignRunWorkflow:
+class CampaignRunWorkflow(WinnerSelection):
     """Carries one campaign run to every recipient exactly once."""
 
     @workflow.init
@@ -94,6 +95,7 @@ class CampaignRunWorkflow:
         self._waves: list[Wave] = list(carry.waves) if carry else []
         self._wave_index = carry.wave_index if carry else 0
         self._fallback: str | None = carry.fallback if carry else None  # its phase has begun
+        self._init_experiment(carry.experiment if carry else None)  # workflows/winner_selection.py
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: ActivityError | None = None
@@ -251,6 +253,7 @@ class CampaignRunWorkflow:
         self._batches_total = plan.batches
         self._waves = plan.waves
         await self._sync_status(planned=plan.planned)
+        await self._plan_experiment(self._pin.version)
 
     async def _deliver(self, inp: CampaignRunInput) -> None:
         pin = self._pin
@@ -277,6 +280,10 @@ class CampaignRunWorkflow:
             self._wave_index += 1
             self._cursor, self._exhausted = None, False
         await self._drain()
+        if not self._cancel_requested and await self._next_experiment_phase(pin.version):
+            self._wave_index, self._cursor, self._exhausted = 0, None, False
+            await self._deliver(inp)  # the winner to the rest of the audience, then the end of the run
+            return
         if await self._begin_fallback(inp):
             await self._deliver(inp)  # the fallback's waves, then the end of the run
             return
@@ -343,6 +350,7 @@ class CampaignRunWorkflow:
             end_id=end_id,
             wave_at=wave_at,
             channels=[self._fallback] if self._fallback else None,
+            experiment=self._batch_experiment(),
         )
         task = asyncio.create_task(self._run_batch(batch, f"batch {self._batches_started}/{self._batches_total}"))
         self._tasks.add(task)
@@ -435,6 +443,7 @@ class CampaignRunWorkflow:
             waves=self._waves,
             wave_index=self._wave_index,
             fallback=self._fallback,
+            experiment=self._experiment,
         )
         workflow.continue_as_new(inp.model_copy(update={"carry": carry}))
 
@@ -447,6 +456,7 @@ class CampaignRunWorkflow:
                     run_id=self._inp.run_id,
                     campaign_id=self._inp.campaign_id,
                     config_version=self._pin.version if self._pin else None,
+                    experiment=self._batch_experiment(),
                 ),
                 start_to_close_timeout=timedelta(minutes=10),
                 heartbeat_timeout=timedelta(seconds=60),

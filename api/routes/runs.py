@@ -23,13 +23,15 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.cursors import decode_cursor, next_cursor
 from api.deps import CampaignDep, PoolDep, RunDep, TemporalDep, TenantDep, get_tenant_config
 from api.schemas import Delivery, DeliveryPage, Run, RunCounts, RunPage, RunStarted, RunSummary
-from core import run_store
+from core import experiment_store, run_store
 from core.db import tenant_tx
+from core.experiment_runs import ExtendTestInput, PickWinnerInput
 from core.run_store import RunRecord
 from core.runs import STORED_STATUSES, TERMINAL_STATUSES, CampaignRunInput, RescheduleInput, RunProgress, RunStatus
 from core.temporal import campaign_search_attributes, run_workflow_id, task_queue_for
 from core.tenant_config import ChannelName
 from workflows.campaign_run import RUN_STATE_CONFLICT, CampaignRunWorkflow
+from workflows.winner_selection import EXPERIMENT_CONFLICT, UNKNOWN_VARIANT
 
 router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["runs"])
 
@@ -144,6 +146,8 @@ async def _view(tenant: str, run: RunRecord, pool: PoolDep, temporal: Client) ->
     else:
         async with tenant_tx(pool, tenant) as conn:
             counts = RunCounts.of(await run_store.ledger_counts(conn, tenant, run.id), run.planned)
+    async with tenant_tx(pool, tenant) as conn:
+        experiment = await experiment_store.get(conn, tenant, run.id)
     return Run(
         **run.model_dump(exclude={"status"}),
         status=status,
@@ -151,6 +155,7 @@ async def _view(tenant: str, run: RunRecord, pool: PoolDep, temporal: Client) ->
         counts_source="workflow" if progress is not None else "ledger",
         batches_total=progress.batches_total if progress is not None else None,
         batches_done=progress.batches_done if progress is not None else None,
+        experiment=experiment,
     )
 
 
@@ -199,6 +204,8 @@ async def _control(tenant: str, run: RunRecord, action: str, pool: PoolDep, temp
         "resume": CampaignRunWorkflow.resume,
         "cancel": CampaignRunWorkflow.cancel,
         "reschedule": CampaignRunWorkflow.reschedule,
+        "pick-winner": CampaignRunWorkflow.pick_winner,
+        "extend-test": CampaignRunWorkflow.extend_test,
     }[action]
     args = [] if arg is None else [arg]
     handle = temporal.get_workflow_handle(run.workflow_id)
@@ -219,8 +226,10 @@ async def _control(tenant: str, run: RunRecord, action: str, pool: PoolDep, temp
             pass  # accepted: it carries on in the workflow, and GET shows where it stands
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
-        if isinstance(cause, ApplicationError) and cause.type == RUN_STATE_CONFLICT:
+        if isinstance(cause, ApplicationError) and cause.type in (RUN_STATE_CONFLICT, EXPERIMENT_CONFLICT):
             raise HTTPException(409, cause.message) from exc
+        if isinstance(cause, ApplicationError) and cause.type == UNKNOWN_VARIANT:
+            raise HTTPException(422, cause.message) from exc
         # Accepted, then failed inside the workflow: the run's state is the answer, not a 5xx.
         raise HTTPException(409, f"could not {action} the run: {cause or exc}") from exc
     except RPCError as exc:
@@ -268,3 +277,22 @@ async def reschedule_run(
     """Move the send time of a run still waiting for it; a time in the past sends now.
     409 once the run has started delivering."""
     return await _control(tenant, run, "reschedule", pool, temporal, change)
+
+
+@router.post("/runs/{run_id}:pick-winner", response_model=Run)
+async def pick_winner(
+    tenant: TenantDep, run: RunDep, pick: PickWinnerInput, pool: PoolDep, temporal: TemporalDep
+) -> Run:
+    """Decide a winner test now, for `variant`: the decision (with the statistics so far) is
+    recorded and the rest of the audience gets that variant. 409 unless the run's test is
+    waiting for its decision; 422 for a variant the run does not test."""
+    return await _control(tenant, run, "pick-winner", pool, temporal, pick)
+
+
+@router.post("/runs/{run_id}:extend-test", response_model=Run)
+async def extend_test(
+    tenant: TenantDep, run: RunDep, change: ExtendTestInput, pool: PoolDep, temporal: TemporalDep
+) -> Run:
+    """Decide a winner test later: `{"by": "2h"}` (or seconds) moves its decision time that much
+    further out. 409 unless the run's test is waiting for its decision."""
+    return await _control(tenant, run, "extend-test", pool, temporal, change)
