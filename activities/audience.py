@@ -16,9 +16,10 @@ from activities.names import LIST_BATCHES, PLAN_AUDIENCE, SKIP_REMAINING
 from core.campaigns import CampaignSpec
 from core.channels import message_key
 from core.db import tenant_tx
-from core.policies import wave_instant
+from core.policies import quiet_hours_for, wave_instant
 from core.runs import AudiencePlan, BatchPage, BatchPageInput, Counts, PlanAudienceInput, SkipRemainingInput, Wave
 from core.segments import SegmentError, compile_segment
+from core.send_times import assign_run_send_times
 from core.telemetry import tag_current_span
 from core.tenant_config import TenantConfig
 from core.winner_selection import ExperimentAssignment
@@ -136,12 +137,16 @@ class AudienceActivities:
     async def _assign_waves(self, conn: Any, inp: PlanAudienceInput, spec: CampaignSpec, config: TenantConfig) -> None:
         """Give each recipient the instant it may be sent from, by its time zone: the campaign's
         local send time, moved past the tenant's quiet hours when the run uses a quiet channel."""
-        quiet = config.policies.quiet_hours
-        if quiet is not None and not set(quiet.channels) & set(spec.channels):
-            quiet = None
+        quiet = quiet_hours_for(config.policies.quiet_hours, list(spec.channels))
+        now = inp.now or dt.datetime.now(dt.UTC)
+        if spec.send_time is not None:  # each recipient's best local hour (core/send_times.py)
+            await assign_run_send_times(
+                conn, inp.tenant, inp.run_id, spec.send_time, now=now, quiet=quiet,
+                default_zone=config.brand.default_time_zone,
+            )  # fmt: skip
+            return
         if spec.local_send_time is None and quiet is None:
             return
-        now = inp.now or dt.datetime.now(dt.UTC)
         zones, instants = [], []
         for row in await conn.fetch(_TIME_ZONES_SQL, inp.tenant, inp.run_id):
             zone = row["time_zone"] if _known_zone(row["time_zone"]) else config.brand.default_time_zone

@@ -17,6 +17,8 @@ from core.experiment_runs import RunExperiment
 from core.results import ResultsRecord, SeriesRecord
 from core.run_store import DeliveryRecord, RunRecord
 from core.runs import Counts, RunStatus
+from core.send_times import SendTime, SendTimePreview
+from core.suggestions import SuggestionsRecord
 from core.tenant_config import ChannelName, EmailAddress
 
 # --- campaigns
@@ -161,6 +163,42 @@ class Results(ResultsRecord):
 
 class ResultSeries(SeriesRecord):
     """Hourly sends, human opens and clicks and conversions per group, for charts."""
+
+
+# --- optimisation: send times and suggestions
+
+
+class SendTimesRequest(BaseModel):
+    """What to preview; by default the campaign's own send_time, else `optimal` with its defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    send_time: SendTime | None = Field(default=None, description="preview these settings instead of the campaign's")
+
+
+class SendTimes(SendTimePreview):
+    """The chosen local hours, the fallbacks and the waves a run of the campaign started now would have."""
+
+    campaign_id: str
+
+
+class SuggestRequest(BaseModel):
+    """What to suggest for; every field has a default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: Literal["email", "sms"] | None = Field(
+        default=None, description="email subjects or SMS bodies; default email if the campaign sends it, else sms"
+    )
+    variant: str | None = Field(default=None, description="suggest for this variant's text; default every variant's")
+    engine: Literal["results", "provider"] | None = Field(
+        default=None, description="default: the tenant's suggestions.provider when configured, else results"
+    )
+    limit: int = Field(default=5, ge=1, le=20)
+
+
+class Suggestions(SuggestionsRecord):
+    """Ranked suggestions with a reason each; advisory: the campaign is not changed."""
 
 
 # --- segments and suppressions

@@ -14,6 +14,7 @@ from core.experiment_spec import ExperimentSpec, check_experiment
 from core.experiments import GLOBAL_CONTROL, assign_variant, in_global_control
 from core.rendering import check_campaign_templates
 from core.segments import SegmentError, compile_segment
+from core.send_times import SendTime, check_send_time
 from core.tenant_config import ChannelName, TenantConfig
 
 
@@ -57,6 +58,11 @@ class CampaignSpec(BaseModel):
     )
     fallback: Fallback | None = Field(
         default=None, description="a follow-up channel for recipients who did not engage with the first"
+    )
+    send_time: SendTime | None = Field(
+        default=None,
+        description="'optimal' (or {mode: optimal, within_hours, fallback_local_time}): each recipient at "
+        "the local hour they most often open or click",
     )
     experiment: ExperimentSpec | None = Field(
         default=None, description="winner: test variants on a slice, the winner to the rest; adaptive: split by results"
@@ -110,6 +116,7 @@ def check_campaign(spec: CampaignSpec, config: TenantConfig) -> list[str]:
                 errors.append(f"variants[{i}].template: template '{variant.template}' has no {channel} part")
     errors += check_campaign_templates(spec, config)
     errors += check_cross_channel(spec, config)
+    errors += check_send_time(spec)
     errors += check_experiment(spec.experiment, [v.key for v in spec.variants])
     return errors
 

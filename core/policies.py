@@ -74,3 +74,8 @@ def wave_instant(
     moved past quiet hours when it falls inside them."""
     instant = local_send_instant(now, zone_name, local_time, passed) if local_time else now
     return quiet_hours_end(instant, zone_name, quiet) if quiet else instant
+
+
+def quiet_hours_for(quiet: QuietHours | None, channels: list[str]) -> QuietHours | None:
+    """The tenant's quiet hours when they apply to any of a run's `channels`, else None."""
+    return quiet if quiet is not None and set(quiet.channels) & set(channels) else None

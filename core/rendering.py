@@ -113,6 +113,11 @@ def _sample_ctx(brand: Brand | None, config: TenantConfig | None = None) -> dict
     return render_context(sample_customer(config), brand, SAMPLE_CAMPAIGN, "A", SAMPLE_UNSUBSCRIBE_URL)
 
 
+def check_text(source: str, path: str, part: Part, config: TenantConfig) -> list[str]:
+    """One template string (a suggested subject or SMS body) checked as a saved campaign's would be."""
+    return check_part(source, path, part, _sample_ctx(config.brand, config))
+
+
 def check_template_set(name: str, tset: TemplateSet, brand: Brand | None, prefix: str = "templates") -> list[str]:
     """Every problem in one named template, across channels and locales (empty if none)."""
     ctx = _sample_ctx(brand)

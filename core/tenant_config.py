@@ -263,6 +263,24 @@ class TemplateSet(TemplateContent):
     locales: dict[Locale, TemplateContent] = Field(default_factory=dict)
 
 
+class ChatProvider(Strict):
+    """A language model behind the widely used chat-completions HTTP API (OpenAI-style)."""
+
+    endpoint: str = Field(
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        description="the API base URL (e.g. https://api.openai.com/v1); /chat/completions is added unless given",
+    )
+    api_key: SecretRef = Field(description="env:NAME of the bearer key")
+    model: str = Field(min_length=1, max_length=200)
+    timeout_seconds: float = Field(default=20.0, gt=0, le=120)
+
+
+class Suggestions(Strict):
+    """Advisory subject-line and SMS-body suggestions: from the tenant's own results, or a provider."""
+
+    provider: ChatProvider | None = None
+
+
 class TenantConfig(Strict):
     """One tenant's complete behaviour. Stored as immutable, checksummed versions."""
 
@@ -276,6 +294,7 @@ class TenantConfig(Strict):
     templates: dict[str, TemplateSet] = Field(default_factory=dict)
     experiments: Experiments = Experiments()
     engagement: Engagement = Engagement()
+    suggestions: Suggestions = Suggestions()
 
     @field_validator("slug")
     @classmethod

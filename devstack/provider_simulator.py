@@ -11,6 +11,8 @@ Provider APIs (what the channel adapters speak):
   message, `{"token", "message_id"}` or `{"token", "error": "UNREGISTERED" | "INVALID_ARGUMENT"}`.
 - Webhook receiver: `POST /webhook/{name}` records the JSON body (raw bytes too, so signatures
   can be checked) and the headers.
+- Chat completions (OpenAI-style, for the suggestions provider): `POST /v1/chat/completions`,
+  see devstack/chat_simulator.py.
 
 Like a real provider it de-duplicates by idempotency key (`Idempotency-Key` header; per message
 `idempotency_key` for push): a repeated key gets the original answer and is not delivered again.
@@ -83,6 +85,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from devstack.chat_simulator import chat_completions
 from devstack.event_emitter import EventEmitter
 
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
@@ -551,6 +554,7 @@ def create_app(state: SimState | None = None) -> Starlette:
             Route("/sms/2010-04-01/Accounts/{sid}/Messages.json", sms_send, methods=["POST"]),
             Route("/push/v1/batch", push_batch, methods=["POST"]),
             Route("/webhook/{name}", webhook_receive, methods=["POST"]),
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/_sim/faults", sim_faults, methods=["GET", "POST"]),
             Route("/_sim/reset", sim_reset, methods=["POST"]),
             Route("/_sim/messages", sim_messages),
