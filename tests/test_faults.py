@@ -12,10 +12,13 @@ disturbs no other test.
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +85,11 @@ async def people(pool: asyncpg.Pool) -> list[asyncpg.Record]:
     return await seeded_people(pool, RECIPIENTS)
 
 
+StartWorkers = Callable[[dict[str, str]], WorkerProcesses]
+
+
 @pytest.fixture
-def workers_started(workdir: Path) -> Any:
+def workers_started(workdir: Path) -> Iterator[StartWorkers]:
     """workers_started(env) → a WorkerProcesses; every process started is killed after the test."""
     made: list[WorkerProcesses] = []
 
@@ -95,6 +101,13 @@ def workers_started(workdir: Path) -> Any:
     yield make
     for procs in made:
         procs.close()
+
+
+@pytest.fixture
+def workers(settings: Settings, temporal_client: Client, workers_started: StartWorkers) -> WorkerProcesses:
+    """`pennant worker` processes on the session's PostgreSQL and Temporal servers."""
+    target = temporal_client.service_client.config.target_host
+    return workers_started(worker_env(settings, target, temporal_client.namespace))
 
 
 async def start(tenant: Tenant, **campaign: Any) -> tuple[str, str]:
@@ -129,121 +142,146 @@ async def finished(tenant: Tenant, run_id: str, within: float = RUN_WITHIN) -> d
     return {**body, "not_ok": dict(not_ok)}
 
 
-def growing(pool: asyncpg.Pool, tenant: str, run_id: str, beyond: int, alive: Callable[[], None]) -> Any:
-    """A check that the run's ledger has more than `beyond` rows (and `alive` still holds)."""
-
-    async def check() -> bool:
-        alive()
-        return await ledger_count(pool, tenant, run_id) > beyond
-
-    return check
-
-
 def steady(pool: asyncpg.Pool, tenant: str, run_id: str, quiet: float) -> Callable[[], Awaitable[bool]]:
     """A check that the run's ledger has not changed for `quiet` seconds."""
-    last: list[Any] = [None, time.monotonic()]
+    last_count: int | None = None
+    changed_at = time.monotonic()
 
     async def check() -> bool:
+        nonlocal last_count, changed_at
         n = await ledger_count(pool, tenant, run_id)
-        if n != last[0]:
-            last[:] = [n, time.monotonic()]
-        return time.monotonic() - last[1] >= quiet
+        if n != last_count:
+            last_count, changed_at = n, time.monotonic()
+        return time.monotonic() - changed_at >= quiet
 
     return check
+
+
+@dataclass
+class FaultRun:
+    """A run on an isolated tenant, served by one worker process the test may kill and restart."""
+
+    pool: asyncpg.Pool
+    tenant: Tenant
+    run_id: str
+    procs: WorkerProcesses
+    worker: subprocess.Popen[bytes]
+    seeded: float
+
+    def alive(self) -> None:
+        """Fail the test if the current worker process has exited."""
+        self.procs.assert_alive(self.worker)
+
+    def growing(self, beyond: int) -> Callable[[], Awaitable[bool]]:
+        """A check that the run's ledger has more than `beyond` rows (and the worker is alive)."""
+
+        async def check() -> bool:
+            self.alive()
+            return await self.ledger_rows() > beyond
+
+        return check
+
+    async def ledger_rows(self) -> int:
+        """How many ledger rows the run has."""
+        return await ledger_count(self.pool, self.tenant.slug, self.run_id)
+
+    async def finished(self) -> dict[str, Any]:
+        """The run's final body once it is terminal (see `finished`)."""
+        return await finished(self.tenant, self.run_id)
+
+
+@asynccontextmanager
+async def fault_run(
+    procs: WorkerProcesses,
+    pool: asyncpg.Pool,
+    api: str,
+    slug: str,
+    people: list[asyncpg.Record],
+    execution: Execution,
+    campaign: dict[str, Any],
+) -> AsyncIterator[FaultRun]:
+    """Seed an isolated `slug` tenant with `people`, start one worker for it and start a run of
+    `campaign` through the API at `api`."""
+    async with isolated_tenant(pool, api, slug, people, execution) as tenant:
+        seeded = time.monotonic()
+        worker = procs.start(tenant.slug)
+        run_id, _ = await start(tenant, **campaign)
+        yield FaultRun(pool, tenant, run_id, procs, worker, seeded)
 
 
 async def test_worker_killed_three_times_mid_run_delivers_each_push_once(
-    settings: Settings,
-    temporal_client: Client,
-    pool: asyncpg.Pool,
-    api_url: str,
-    sim: SimulatorControl,
-    people: list[asyncpg.Record],
-    workers_started: Any,
+    pool: asyncpg.Pool, api_url: str, sim: SimulatorControl, people: list[asyncpg.Record], workers: WorkerProcesses
 ) -> None:
     began = time.monotonic()
-    target = temporal_client.service_client.config.target_host
-    procs: WorkerProcesses = workers_started(worker_env(settings, target, temporal_client.namespace))
-    async with isolated_tenant(pool, api_url, "quickstop", people, EXECUTION) as tenant:
-        seeded = time.monotonic()
-        worker = procs.start(tenant.slug)
-        run_id, _ = await start(tenant, **PUSH_CAMPAIGN)
-
-        def alive() -> None:
-            procs.assert_alive(worker)
-
+    procs = workers
+    async with fault_run(procs, pool, api_url, "quickstop", people, EXECUTION, PUSH_CAMPAIGN) as run:
         at_kill: list[int] = []
         seen = 0
         for _ in range(3):
             # Kill only once this worker has recorded something: each kill interrupts real work.
-            await until(growing(pool, tenant.slug, run_id, seen, alive), within=60, what="the worker to deliver")
-            procs.kill(worker)
-            seen = await ledger_count(pool, tenant.slug, run_id)
+            await until(run.growing(seen), within=60, what="the worker to deliver")
+            procs.kill(run.worker)
+            seen = await run.ledger_rows()
             at_kill.append(seen)
             assert seen < RECIPIENTS, f"the run ended before kill {len(at_kill)}"
-            worker = procs.start(tenant.slug)
-        run = await finished(tenant, run_id)
-        assert run["status"] == "completed", run
+            run.worker = procs.start(run.tenant.slug)
+        body = await run.finished()
+        assert body["status"] == "completed", body
 
-        assert await assert_each_recipient_once(pool, tenant.slug, run_id) == RECIPIENTS
-        delivered = await assert_simulator_once(sim, pool, tenant.slug, run_id, "push")
+        assert await assert_each_recipient_once(pool, run.tenant.slug, run.run_id) == RECIPIENTS
+        delivered = await assert_simulator_once(sim, pool, run.tenant.slug, run.run_id, "push")
         assert delivered > 0
         stats = await sim.stats()
     print(
         f"\nworker kill: {RECIPIENTS} recipients, 3 SIGKILLs at ledger rows {at_kill}, {delivered} pushes "
         f"each accepted once ({stats['duplicates']} repeated keys answered from the simulator's memory); "
-        f"run {time.monotonic() - seeded:.1f}s, test {time.monotonic() - began:.1f}s"
+        f"run {time.monotonic() - run.seeded:.1f}s, test {time.monotonic() - began:.1f}s"
     )
 
 
 async def test_temporal_restarted_on_its_database_file_mid_run_delivers_each_email_once(
-    settings: Settings, pool: asyncpg.Pool, workdir: Path, people: list[asyncpg.Record], workers_started: Any
+    settings: Settings, pool: asyncpg.Pool, workdir: Path, people: list[asyncpg.Record], workers_started: StartWorkers
 ) -> None:
     began = time.monotonic()
     temporal = TemporalDevServer(workdir / f"temporal-{uuid.uuid4().hex[:8]}.db", workdir / "temporal-fault.log")
     await temporal.start()
     try:
         app_settings = settings.model_copy(update={"temporal_address": temporal.address})
-        procs: WorkerProcesses = workers_started(worker_env(settings, temporal.address))
+        procs = workers_started(worker_env(settings, temporal.address))
         async with (
             serve_api(app_settings) as api,
-            isolated_tenant(pool, api, "freshmart", people[:FAULT_RECIPIENTS], EXECUTION) as tenant,
+            fault_run(procs, pool, api, "freshmart", people[:FAULT_RECIPIENTS], EXECUTION, {}) as run,
         ):
-            seeded = time.monotonic()
-            worker = procs.start(tenant.slug)
-
-            def alive() -> None:
-                procs.assert_alive(worker)
-
-            run_id, _ = await start(tenant)
-            await until(growing(pool, tenant.slug, run_id, 1_000, alive), within=60, what="the run to be under way")
+            slug, run_id = run.tenant.slug, run.run_id
+            await until(run.growing(1_000), within=60, what="the run to be under way")
             temporal.stop()
             stopped = time.monotonic()
-            at_stop = await ledger_count(pool, tenant.slug, run_id)
+            at_stop = await run.ledger_rows()
             # Keep Temporal down for the outage, and until the batches in flight have done what they
             # can without it.
-            settled = steady(pool, tenant.slug, run_id, 1.0)
+            settled = steady(pool, slug, run_id, 1.0)
 
             async def outage_over() -> bool:
                 return await settled() and time.monotonic() - stopped >= TEMPORAL_OUTAGE
 
             await until(outage_over, within=30, what="the in-flight batches to settle")
-            down = await ledger_count(pool, tenant.slug, run_id)
+            down = await run.ledger_rows()
             assert down < FAULT_RECIPIENTS, "the run finished before Temporal was stopped"
             outage = time.monotonic() - stopped
             await temporal.start()
-            alive()  # the worker rode out the outage
-            run = await finished(tenant, run_id)
-            assert run["status"] == "completed", run
+            run.alive()  # the worker rode out the outage
+            body = await run.finished()
+            assert body["status"] == "completed", body
 
-            assert await assert_each_recipient_once(pool, tenant.slug, run_id) == FAULT_RECIPIENTS
-            emails = await assert_sink_once(pool, workdir / "outbox", tenant.slug, run_id)
+            assert await assert_each_recipient_once(pool, slug, run_id) == FAULT_RECIPIENTS
+            emails = await assert_sink_once(pool, workdir / "outbox", slug, run_id)
     finally:
         temporal.stop()
     print(
         f"\ntemporal restart: {FAULT_RECIPIENTS} recipients, down {outage:.1f}s from ledger rows {at_stop} "
-        f"(settled at {down}), API polls after restart not 200: {run['not_ok']}, "
-        f"{emails} emails each stored once; run {time.monotonic() - seeded:.1f}s, test {time.monotonic() - began:.1f}s"
+        f"(settled at {down}), API polls after restart not 200: {body['not_ok']}, "
+        f"{emails} emails each stored once; run {time.monotonic() - run.seeded:.1f}s, "
+        f"test {time.monotonic() - began:.1f}s"
     )
 
 
@@ -257,77 +295,97 @@ async def own_postgres(workdir: Path) -> AsyncIterator[tuple[Any, str]]:
         server.cleanup()
 
 
-async def test_postgres_restarted_mid_run_delivers_each_email_and_sms_once(
-    settings: Settings,
-    temporal_client: Client,
-    own_postgres: tuple[Any, str],
-    sim: SimulatorControl,
-    people: list[asyncpg.Record],
-    workdir: Path,
-    workers_started: Any,
-) -> None:
-    began = time.monotonic()
+@dataclass
+class PostgresOutage:
+    """A run taken through a PostgreSQL outage: the run (its pool is on the restarted server), how
+    long the database was down and the run's final body."""
+
+    run: FaultRun
+    outage: float
+    body: dict[str, Any]
+
+
+PostgresOutageRun = Callable[
+    [str, list[asyncpg.Record], Execution, dict[str, Any], int, float], AbstractAsyncContextManager[PostgresOutage]
+]
+
+
+@pytest.fixture
+def postgres_outage(
+    settings: Settings, temporal_client: Client, own_postgres: tuple[Any, str], workers_started: StartWorkers
+) -> PostgresOutageRun:
+    """postgres_outage(slug, people, execution, campaign, under_way, down_for): a run taken through
+    an outage of the test's own PostgreSQL. It starts a run there, stops the server once the ledger
+    holds more than `under_way` rows, keeps it down `down_for` seconds and until the worker's tenant
+    sync has met the outage, starts it again and waits for the run to end; the pool and tenant stay
+    open inside."""
     server, url = own_postgres
     target = temporal_client.service_client.config.target_host
     app_settings = settings.model_copy(update={"database_url": url, "temporal_address": target})
-    procs: WorkerProcesses = workers_started(worker_env(app_settings, target, temporal_client.namespace))
-    pool = await create_pool(url, max_size=4)
-    try:
-        await migrate(pool)
-        async with (
-            serve_api(app_settings) as api,
-            isolated_tenant(pool, api, "freshmart", people[:TWO_CHANNEL_RECIPIENTS], EXECUTION) as tenant,
-        ):
-            seeded = time.monotonic()
-            worker = procs.start(tenant.slug)
 
-            def alive() -> None:
-                procs.assert_alive(worker)
+    @asynccontextmanager
+    async def run_through(
+        slug: str,
+        people: list[asyncpg.Record],
+        execution: Execution,
+        campaign: dict[str, Any],
+        under_way: int,
+        down_for: float,
+    ) -> AsyncIterator[PostgresOutage]:
+        procs = workers_started(worker_env(app_settings, target, temporal_client.namespace))
+        pool = await create_pool(url, max_size=4)
+        try:
+            await migrate(pool)
+            async with (
+                serve_api(app_settings) as api,
+                fault_run(procs, pool, api, slug, people, execution, campaign) as run,
+            ):
+                await until(run.growing(under_way), within=60, what="the run to be under way")
+                stop_postgres(server)
+                stopped = time.monotonic()
 
-            run_id, _ = await start(tenant, channels=["email", "sms"])
-            await until(growing(pool, tenant.slug, run_id, 2_000, alive), within=60, what="the run to be under way")
-            stop_postgres(server)
-            stopped = time.monotonic()
+                async def felt() -> bool:
+                    # Down for `down_for` at least (the fault under test), and until the worker's own
+                    # tenant sync has met it; batches in flight meanwhile wait, or fail and retry.
+                    synced = run.worker.poll() is not None or "tenant sync failed" in procs.log_text(run.worker)
+                    return synced and time.monotonic() - stopped >= down_for
 
-            async def felt() -> bool:
-                # Down for OUTAGE_SECONDS at least (the fault under test), and until the worker's own
-                # tenant sync has met it; batches in flight meanwhile wait to write their ledger rows.
-                synced = worker.poll() is not None or "tenant sync failed" in procs.log_text(worker)
-                return synced and time.monotonic() - stopped >= OUTAGE_SECONDS
+                await until(felt, within=30, what="the worker's tenant sync to fail on the stopped database")
+                outage = time.monotonic() - stopped
+                start_postgres(server)
+                run.alive()
+                yield PostgresOutage(run, outage, await run.finished())
+        finally:
+            await pool.close()
 
-            await until(felt, within=30, what="the worker's tenant sync to fail on the stopped database")
-            outage = time.monotonic() - stopped
-            start_postgres(server)
-            alive()
-            run = await finished(tenant, run_id)
-            assert run["status"] == "completed", run
-            took = time.monotonic() - seeded
+    return run_through
 
-            assert await assert_each_recipient_once(pool, tenant.slug, run_id, channels=2) == TWO_CHANNEL_RECIPIENTS
-            texts = await assert_simulator_once(sim, pool, tenant.slug, run_id, "sms")
-            print(
-                f"\npostgres restart: {TWO_CHANNEL_RECIPIENTS} recipients x 2 channels, down {outage:.1f}s, "
-                f"API polls after restart not 200: {run['not_ok']}, "
-                f"{texts} SMS each accepted once; run {took:.1f}s, test {time.monotonic() - began:.1f}s"
-            )
-            emails = await assert_sink_once(pool, workdir / "outbox", tenant.slug, run_id)
-            print(f"postgres restart: {emails} emails each stored once")
-    finally:
-        await pool.close()
+
+async def test_postgres_restarted_mid_run_delivers_each_email_and_sms_once(
+    postgres_outage: PostgresOutageRun, sim: SimulatorControl, people: list[asyncpg.Record], workdir: Path
+) -> None:
+    began = time.monotonic()
+    recipients, channels = people[:TWO_CHANNEL_RECIPIENTS], {"channels": ["email", "sms"]}
+    async with postgres_outage("freshmart", recipients, EXECUTION, channels, 2_000, OUTAGE_SECONDS) as fault:
+        pool, slug, run_id, body = fault.run.pool, fault.run.tenant.slug, fault.run.run_id, fault.body
+        assert body["status"] == "completed", body
+        took = time.monotonic() - fault.run.seeded
+
+        assert await assert_each_recipient_once(pool, slug, run_id, channels=2) == TWO_CHANNEL_RECIPIENTS
+        texts = await assert_simulator_once(sim, pool, slug, run_id, "sms")
+        print(
+            f"\npostgres restart: {TWO_CHANNEL_RECIPIENTS} recipients x 2 channels, down {fault.outage:.1f}s, "
+            f"API polls after restart not 200: {body['not_ok']}, "
+            f"{texts} SMS each accepted once; run {took:.1f}s, test {time.monotonic() - began:.1f}s"
+        )
+        emails = await assert_sink_once(pool, workdir / "outbox", slug, run_id)
+        print(f"postgres restart: {emails} emails each stored once")
 
 
 async def test_provider_5xx_and_429_bursts_deliver_each_push_once(
-    settings: Settings,
-    temporal_client: Client,
-    pool: asyncpg.Pool,
-    api_url: str,
-    sim: SimulatorControl,
-    people: list[asyncpg.Record],
-    workers_started: Any,
+    pool: asyncpg.Pool, api_url: str, sim: SimulatorControl, people: list[asyncpg.Record], workers: WorkerProcesses
 ) -> None:
     began = time.monotonic()
-    target = temporal_client.service_client.config.target_host
-    procs: WorkerProcesses = workers_started(worker_env(settings, target, temporal_client.namespace))
     bursts = 3
 
     async def faults(burst: int) -> None:
@@ -336,29 +394,24 @@ async def test_provider_5xx_and_429_bursts_deliver_each_push_once(
             error_rate_5xx=0.2, seed=burst, rate_limit={"count": 4, "retry_after": 1}, channels=["push"]
         )
 
-    async with isolated_tenant(
-        pool, api_url, "quickstop", people[:FAULT_RECIPIENTS], PROVIDER_FAULT_EXECUTION
-    ) as tenant:
-        seeded = time.monotonic()
-        worker = procs.start(tenant.slug)
-
-        def alive() -> None:
-            procs.assert_alive(worker)
-
-        await faults(1)
-        run_id, _ = await start(tenant, **PUSH_CAMPAIGN)
+    # Armed before the tenant is seeded and its worker started: nothing is sent until the run starts.
+    await faults(1)
+    recipients = people[:FAULT_RECIPIENTS]
+    async with fault_run(
+        workers, pool, api_url, "quickstop", recipients, PROVIDER_FAULT_EXECUTION, PUSH_CAMPAIGN
+    ) as run:
         for burst in range(2, bursts + 1):
             beyond = FAULT_RECIPIENTS * (burst - 1) // (bursts + 1)
-            await until(growing(pool, tenant.slug, run_id, beyond, alive), within=90, what="the run to progress")
+            await until(run.growing(beyond), within=90, what="the run to progress")
             await faults(burst)
-        run = await finished(tenant, run_id)
-        assert run["status"] == "completed", run
-        took = time.monotonic() - seeded
+        body = await run.finished()
+        assert body["status"] == "completed", body
+        took = time.monotonic() - run.seeded
         stats = await sim.stats()
         await sim.set_faults()
 
-        assert await assert_each_recipient_once(pool, tenant.slug, run_id) == FAULT_RECIPIENTS
-        delivered = await assert_simulator_once(sim, pool, tenant.slug, run_id, "push")
+        assert await assert_each_recipient_once(pool, run.tenant.slug, run.run_id) == FAULT_RECIPIENTS
+        delivered = await assert_simulator_once(sim, pool, run.tenant.slug, run.run_id, "push")
     assert stats["rate_limited"] == 4 * bursts, stats
     assert stats["server_errors"] > 0, stats
     print(
@@ -369,53 +422,18 @@ async def test_provider_5xx_and_429_bursts_deliver_each_push_once(
 
 
 async def test_postgres_down_longer_than_the_batch_attempts_last_resumes_the_run(
-    settings: Settings,
-    temporal_client: Client,
-    own_postgres: tuple[Any, str],
-    sim: SimulatorControl,
-    people: list[asyncpg.Record],
-    workers_started: Any,
+    postgres_outage: PostgresOutageRun, sim: SimulatorControl, people: list[asyncpg.Record]
 ) -> None:
     began = time.monotonic()
-    server, url = own_postgres
-    target = temporal_client.service_client.config.target_host
-    app_settings = settings.model_copy(update={"database_url": url, "temporal_address": target})
-    procs: WorkerProcesses = workers_started(worker_env(app_settings, target, temporal_client.namespace))
     # Two attempts per batch make "longer than the attempts last" a few seconds rather than fifteen.
     execution = Execution(batch_size=100, max_concurrent_batches=4, activities_per_second=None, max_batch_attempts=2)
-    pool = await create_pool(url, max_size=4)
-    try:
-        await migrate(pool)
-        async with (
-            serve_api(app_settings) as api,
-            isolated_tenant(pool, api, "quickstop", people[:SHORT_RECIPIENTS], execution) as tenant,
-        ):
-            worker = procs.start(tenant.slug)
-
-            def alive() -> None:
-                procs.assert_alive(worker)
-
-            run_id, _ = await start(tenant, **PUSH_CAMPAIGN)
-            await until(growing(pool, tenant.slug, run_id, 100, alive), within=60, what="the run to be under way")
-            stop_postgres(server)
-            stopped = time.monotonic()
-
-            async def outlasted() -> bool:
-                # Down well past two attempts' backoff (1 s, then 2 s), and until the worker's own
-                # tenant sync has met the outage: batches fail and retry, or wait, as they choose.
-                sync_failed = worker.poll() is not None or "tenant sync failed" in procs.log_text(worker)
-                return sync_failed and time.monotonic() - stopped >= LONG_POSTGRES_OUTAGE
-
-            await until(outlasted, within=30, what="the long outage")
-            outage = time.monotonic() - stopped
-            start_postgres(server)
-            alive()
-            run = await finished(tenant, run_id)
-            assert run["status"] == "completed", (f"down {outage:.1f}s", run)
-            assert await assert_each_recipient_once(pool, tenant.slug, run_id) == SHORT_RECIPIENTS
-            pushes = await assert_simulator_once(sim, pool, tenant.slug, run_id, "push")
-    finally:
-        await pool.close()
+    # Down well past two attempts' backoff (1 s, then 2 s): batches fail and retry, or wait, as they choose.
+    recipients = people[:SHORT_RECIPIENTS]
+    async with postgres_outage("quickstop", recipients, execution, PUSH_CAMPAIGN, 100, LONG_POSTGRES_OUTAGE) as fault:
+        pool, slug, run_id, outage = fault.run.pool, fault.run.tenant.slug, fault.run.run_id, fault.outage
+        assert fault.body["status"] == "completed", (f"down {outage:.1f}s", fault.body)
+        assert await assert_each_recipient_once(pool, slug, run_id) == SHORT_RECIPIENTS
+        pushes = await assert_simulator_once(sim, pool, slug, run_id, "push")
     print(
         f"\npostgres long outage: {SHORT_RECIPIENTS} recipients, down {outage:.1f}s, {pushes} pushes each accepted "
         f"once; test {time.monotonic() - began:.1f}s"
