@@ -1,0 +1,199 @@
+"""The marketer console in a real Chromium against the real stack: sign in, create an A/B
+campaign, preview both variants, start a run and watch it complete, read its results, edit
+the config with an error and then a fix, and never see another tenant's data."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.async_api import BrowserContext, Page
+
+from tests.helpers.browser import artifact
+from tests.helpers.tenants import MakeTenant, Tenant
+from tests.helpers.waiting import until
+
+
+async def sign_in(page: Page, api_url: str, key: str) -> None:
+    """Open the console (which asks to sign in) and sign in with `key`."""
+    await page.goto(f"{api_url}/console")
+    assert page.url.endswith("/console/login")
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_load_state()
+
+
+async def text_of(page: Page, selector: str) -> str:
+    """The text of the first element matching `selector` ('' when there is none)."""
+    found = page.locator(selector)
+    return (await found.first.inner_text()) if await found.count() else ""
+
+
+async def test_marketer_tour_in_the_browser(
+    context: BrowserContext, api_url: str, make_tenant: MakeTenant
+) -> None:
+    tenant = await make_tenant("freshmart", customers=120)
+    page = await context.new_page()
+    await sign_in(page, api_url, tenant.key)
+    assert page.url.endswith("/console/campaigns")
+    assert "No campaigns yet" in await page.inner_text("main")
+    await page.screenshot(path=artifact("01-campaigns-empty"), full_page=True)
+
+    # Create an A/B campaign; the first try has a typo in B's subject, named at its field.
+    await page.get_by_role("link", name="New campaign").click()
+    await page.get_by_label("Name", exact=True).fill("Gold weekly deals")
+    await page.get_by_label("Segment", exact=True).select_option("gold_members")
+    await until(lambda: page.is_visible("text=/\\d+ customers/"), what="the live audience estimate")
+    await page.get_by_label("Key", exact=True).first.fill("A")
+    await page.get_by_role("button", name="Add variant").click()
+    await page.locator("#variant_key_1").fill("B")
+    await page.locator("#variant_subject_1").fill("Deals for you, {{ frist_name }}")
+    await page.screenshot(path=artifact("02-campaign-editor"), full_page=True)
+    await page.get_by_role("button", name="Create campaign").click()
+    errors = await page.inner_text("#form-errors")
+    assert "variants[1].subject" in errors and "frist_name" in errors, errors
+    assert "variants[1].subject" in await page.inner_text("[data-variant]:nth-child(2)")
+    await page.locator("#variant_subject_1").fill("Deals for you, {{ first_name }}")
+    await page.get_by_role("button", name="Create campaign").click()
+    assert "Campaign saved." in await page.inner_text("main")
+    campaign_id = page.url.split("/campaigns/")[1].split("?")[0]
+
+    # Preview both variants: each renders through the API's preview.
+    preview = page.locator("[data-preview]")
+    await until(lambda: preview.get_attribute("data-rendered"), what="the first preview")
+    assert await preview.get_attribute("data-rendered") == "A:email"
+    assert "fresh deals" in await page.inner_text("[data-preview-subject]")
+    await page.get_by_role("region", name="Preview").get_by_label("Variant").select_option("B")
+
+    async def shows_b() -> bool:
+        return await preview.get_attribute("data-rendered") == "B:email"
+
+    await until(shows_b, what="variant B's preview")
+    assert "Deals for you" in await page.inner_text("[data-preview-subject]")
+    assert "FreshMart" in (await page.locator("[data-preview-frame]").get_attribute("srcdoc") or "")
+    await page.screenshot(path=artifact("03-campaign-preview"), full_page=True)
+
+    # Start a run and watch it complete live; the page then shows results and deliveries.
+    await page.get_by_role("button", name="Start a run").click()
+    assert "/console/runs/" in page.url
+    run_id = page.url.rsplit("/", 1)[1]
+    await until(
+        lambda: page.locator("[data-run-live=done]").count(), within=120, what="the run to complete in the page"
+    )
+    assert await text_of(page, "[data-field=status]") == "completed"
+    assert "Workflow in the Temporal UI" in await page.inner_text("main")
+    href = await page.get_by_role("link", name=re.compile("Temporal UI")).get_attribute("href") or ""
+    assert f"run%3A{tenant.slug}%3A{campaign_id}%3A{run_id}" in href
+    run = (await tenant.http.get(tenant.url(f"/runs/{run_id}"))).json()
+    assert int(await text_of(page, "[data-count=sent]")) == run["counts"]["sent"] > 0
+    results = await page.inner_text("[data-results]")
+    assert re.search(r"^A\s+\d+", results, re.M) and re.search(r"^B\s+\d+", results, re.M), results
+    assert await page.locator("svg.chart").count() >= 2
+    assert await page.locator("[data-deliveries] tbody tr").count() > 0
+    await page.screenshot(path=artifact("04-run-completed"), full_page=True)
+    await page.get_by_label("Status").select_option("skipped")
+    await page.get_by_role("button", name="Filter").click()
+    statuses = await page.locator("[data-deliveries] tbody td:nth-child(4)").all_inner_texts()
+    assert statuses and set(statuses) == {"skipped"} or "No deliveries match" in await page.inner_text("main")
+
+    # The list shows the campaign's last run.
+    await page.get_by_role("link", name="Campaigns", exact=True).click()
+    assert "completed" in await page.inner_text("table")
+
+    # The config: an unknown variable is shown at its line; a fix shows a diff, then saves v2.
+    await page.get_by_role("link", name="Configuration").click()
+    yaml_box = page.get_by_label("Tenant configuration (YAML)")
+    original = await yaml_box.input_value()
+    broken = original.replace("{{ first_name }}, this week", "{{ frist_name }}, this week", 1)
+    assert broken != original
+    await yaml_box.fill(broken)
+    await page.get_by_role("button", name="Check and show changes").click()
+    error_box = await page.inner_text("#config-errors")
+    assert "unknown variable 'frist_name'" in error_box, error_box
+    line = int(re.search(r"Line (\d+)", error_box).group(1))  # type: ignore[union-attr]
+    assert "frist_name" in broken.splitlines()[line - 1]
+    assert "0 problems" not in error_box
+    await page.screenshot(path=artifact("05-config-error"), full_page=True)
+    fixed = original.replace("display_name: FreshMart", "display_name: FreshMart Console", 1)
+    await page.get_by_label("Tenant configuration (YAML)").fill(fixed)
+    await page.get_by_role("button", name="Check and show changes").click()
+    assert "display_name" in await page.inner_text("[data-diff]")
+    await page.screenshot(path=artifact("06-config-diff"), full_page=True)
+    await page.get_by_role("button", name="Save as v2").click()
+    assert "saved as a new version" in await page.inner_text("main")
+    assert "v2 current" in await page.inner_text("[data-versions]")
+    current = (await tenant.http.get(tenant.url("/config"))).json()
+    assert current["version"] == 2 and current["config"]["display_name"] == "FreshMart Console Grocery"
+
+    # Narrow screens: the run page at 390 px.
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.goto(f"{api_url}/console/runs/{run_id}")
+    await page.screenshot(path=artifact("07-run-390px"), full_page=True)
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390 + 1, f"the run page scrolls sideways at 390 px ({width} px)"
+
+    # Sign out: the console asks to sign in again.
+    await page.get_by_role("button", name="Sign out").click()
+    await page.goto(f"{api_url}/console/campaigns")
+    assert page.url.endswith("/console/login")
+
+
+async def _campaign(tenant: Tenant, name: str) -> str:
+    body = {"name": name, "segment": "gold_members", "channels": ["email"], "variants": [{"key": "A", "template": "weekly_deals"}]}
+    created = await tenant.http.post(tenant.url("/campaigns"), json=body)
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+async def test_another_tenants_data_never_shows(
+    context: BrowserContext, api_url: str, make_tenant: MakeTenant, admin_key: str
+) -> None:
+    mine, theirs = await make_tenant("freshmart", customers=20), await make_tenant("freshmart", customers=20)
+    await _campaign(mine, "Mine only")
+    their_campaign = await _campaign(theirs, "Theirs only")
+    started = await theirs.http.post(theirs.url(f"/campaigns/{their_campaign}/runs"))
+    their_run = started.json()["run_id"]
+
+    page = await context.new_page()
+    await sign_in(page, api_url, mine.key)
+    listing = await page.inner_text("main")
+    assert "Mine only" in listing and "Theirs only" not in listing
+    csrf = await page.get_attribute("body", "data-csrf")
+    for path in (f"/campaigns/{their_campaign}", f"/runs/{their_run}"):
+        response = await page.goto(f"{api_url}/console{path}")
+        assert response is not None and response.status == 404
+        assert "Theirs only" not in await page.content()
+    progress = await page.request.get(f"{api_url}/console/runs/{their_run}/progress")
+    assert progress.status == 404
+    # A tenant key cannot switch to another tenant.
+    switched = await page.request.post(
+        f"{api_url}/console/tenants", form={"csrf": csrf or "", "tenant": theirs.slug}, max_redirects=0
+    )
+    assert switched.status == 422
+    await page.goto(f"{api_url}/console/campaigns")
+    assert "Theirs only" not in await page.inner_text("main")
+    await page.screenshot(path=artifact("08-isolation"), full_page=True)
+
+    # Forms without the session's CSRF token are refused; nothing starts.
+    forged = await page.request.post(
+        f"{api_url}/console/campaigns/{their_campaign}/start", form={"csrf": "forged"}, max_redirects=0
+    )
+    assert forged.status == 403
+
+    # An admin key picks a tenant, then sees that tenant's campaigns only.
+    admin = await context.browser.new_context()  # type: ignore[union-attr]
+    admin_page = await admin.new_page()
+    await sign_in(admin_page, api_url, admin_key)
+    assert admin_page.url.endswith("/console/tenants")
+    await admin_page.get_by_role("button", name=re.compile(theirs.slug)).click()
+    listing = await admin_page.inner_text("main")
+    assert "Theirs only" in listing and "Mine only" not in listing
+    await admin.close()
+
+
+async def test_wrong_key_is_refused_naming_the_field(context: BrowserContext, api_url: str) -> None:
+    page = await context.new_page()
+    await sign_in(page, api_url, "tk_not_a_real_key")
+    assert page.url.endswith("/console/login")
+    assert "key: not a valid API key" in await page.inner_text("[role=alert]")
+    cookies = await context.cookies()
+    assert not any(c["name"] == "pennant_console" for c in cookies)
