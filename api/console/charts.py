@@ -23,7 +23,8 @@ def cumulative_lines(groups: Sequence[GroupSeries], metric: str, title: str) -> 
     """Cumulative `metric` (sends, opens, clicks or conversions) per group by hour, as SVG."""
     series = []
     for g in groups:
-        total, points = 0, []
+        # Each line starts at zero an hour before its first hour, so one hour still draws a rise.
+        total, points = 0, [(g.points[0].hour.timestamp() - 3600, 0)] if g.points else []
         for p in g.points:
             total += int(getattr(p, metric))
             points.append((p.hour.timestamp(), total))
@@ -45,8 +46,6 @@ def cumulative_lines(groups: Sequence[GroupSeries], metric: str, title: str) -> 
     for i, (name, pts) in enumerate(series):
         if not pts:
             continue
-        if len(pts) == 1:  # one hour so far: a flat line from the axis start shows the level
-            pts = [(lo - span, 0), pts[0]] if span == 1.0 else pts
         path = " ".join(at(x, y) for x, y in pts)
         parts.append(f'<polyline points="{path}" fill="none" stroke="{_colour(i)}" stroke-width="2"/>')
         parts.append(
