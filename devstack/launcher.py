@@ -240,6 +240,7 @@ def _banner(settings: Settings, creds: dict[str, Any], data: Path, env: dict[str
     lines = [
         "",
         "Pennant is running.",
+        f"  Console      {api}/console   (sign in with a key below)",
         f"  API          {api}   (docs: {api}/docs)",
         f"  Temporal UI  http://127.0.0.1:{settings.temporal_ui_port}",
         f"  Temporal     {settings.temporal_address}",
