@@ -47,6 +47,10 @@ T = TypeVar("T")
 # Ledger rows are written after every chunk, so a crash re-sends at most one chunk, and the
 # provider-side idempotency key (Message-ID for SMTP) makes even that recognisable.
 CHUNK = 50
+# Channels whose provider takes many messages per request and honours each message's key send
+# bigger chunks: one request and one ledger write per chunk. At 50, push requests and ledger
+# writes took 43% of a 100k push run's worker samples (py-spy), at 500 they take 19%.
+CHUNK_BY_CHANNEL = {"push": 500}
 # How often a running batch heartbeats, whatever it is waiting on: a cancel reaches a batch only
 # through a heartbeat, so this (with the worker's heartbeat throttle) bounds how long it takes.
 HEARTBEAT_EVERY = 1.0
@@ -230,7 +234,8 @@ class DeliveryActivities:
         adapter = self.adapters[name]
         bucket = self.rate_limits.bucket(inp.tenant, name, getattr(config.channels, name).rate_limit_per_second)
         # Under a rate limit, send no more than a bucketful at once, or a chunk would burst.
-        size = min(CHUNK, int(bucket.capacity)) if bucket else CHUNK
+        limit = CHUNK_BY_CHANNEL.get(name, CHUNK)
+        size = min(limit, int(bucket.capacity)) if bucket else limit
         paused = _PauseCheck(self.pool, inp)
         for start in range(0, len(pending), size):
             chunk = pending[start : start + size]

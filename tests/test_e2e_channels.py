@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 from temporalio.client import Client
 
-from activities.delivery import CHUNK
+from activities.delivery import CHUNK, CHUNK_BY_CHANNEL
 from core.config_store import load_config_file
 from core.db import tenant_tx
 from core.tenant_config import Experiments, Policies, TemplateSet, WebhookChannel
@@ -139,7 +139,7 @@ async def test_push_campaign_sends_many_tokens_per_request_and_records_bad_token
         assert message["data"] == {"deep_link": "quickstop://offers/coffee"}
     # Many tokens per request: one request per chunk of the batch, never one per token.
     requests = await sim.requests(contains=f":{run_id}:")
-    assert len(requests) == math.ceil(len(reachable) / CHUNK)
+    assert len(requests) == math.ceil(len(reachable) / CHUNK_BY_CHANNEL.get("push", CHUNK))
     assert sum(len(r["keys"]) for r in requests) == len(reachable)
     # Bad tokens are permanent: nothing was retried.
     assert await deliver_attempts(temporal_client, workflow_id) == [1]
