@@ -21,23 +21,19 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.names import DELIVER_BATCH, LIST_BATCHES, LOAD_CONFIG, MARK_RUN, PLAN_AUDIENCE, SKIP_REMAINING
-from core.runs import (
-    AudiencePlan,
-    BatchPage,
-    BatchPageInput,
-    CampaignRunInput,
-    ConfigPin,
-    Counts,
-    DeliverBatchInput,
-    LoadConfigInput,
-    MarkRunInput,
-    PlanAudienceInput,
-    RescheduleInput,
-    RunProgress,
-    SkipRemainingInput,
-    Wave,
+from activities.names import (
+    DELIVER_BATCH,
+    FALLBACK_DUE,
+    LIST_BATCHES,
+    LOAD_CONFIG,
+    MARK_RUN,
+    PLAN_AUDIENCE,
+    PREPARE_EXPERIMENT,
+    SKIP_REMAINING,
 )
+from core import runs
+from core.cross_channel import FallbackDue, FallbackInput
+from core.experiment_runs import ExperimentPlan, PrepareExperimentInput
 from workflows.campaign_run import RUN_STATE_CONFLICT, CampaignRunWorkflow
 
 BATCH = 10
@@ -76,41 +72,53 @@ class StubActivities:
         self.marks: list[str] = []
 
     @activity.defn(name=LOAD_CONFIG)
-    async def load_config(self, inp: LoadConfigInput) -> ConfigPin:
+    async def load_config(self, inp: runs.LoadConfigInput) -> runs.ConfigPin:
         """Pin version 1: batches of ten, one at a time."""
-        return ConfigPin(version=1, batch_size=BATCH, max_concurrent_batches=1)
+        return runs.ConfigPin(version=1, batch_size=BATCH, max_concurrent_batches=1)
 
     @activity.defn(name=MARK_RUN)
-    async def mark_run(self, inp: MarkRunInput) -> None:
+    async def mark_run(self, inp: runs.MarkRunInput) -> None:
         """Remember each status written; hold the write of `hold_status` until released."""
         self.marks.append(inp.status)
         if inp.status == self.hold_status:
             await _held(self.mark_gate)
 
     @activity.defn(name=PLAN_AUDIENCE)
-    async def plan_audience(self, inp: PlanAudienceInput) -> AudiencePlan:
+    async def plan_audience(self, inp: runs.PlanAudienceInput) -> runs.AudiencePlan:
         """Thirty recipients in one wave that may go at once."""
-        return AudiencePlan(planned=PLANNED, batches=len(STARTS), waves=[Wave(recipients=PLANNED, batches=len(STARTS))])
+        return runs.AudiencePlan(
+            planned=PLANNED, batches=len(STARTS), waves=[runs.Wave(recipients=PLANNED, batches=len(STARTS))]
+        )
+
+    @activity.defn(name=PREPARE_EXPERIMENT)
+    async def prepare_experiment(self, inp: PrepareExperimentInput) -> ExperimentPlan:
+        """No experiment: one delivery phase."""
+        return ExperimentPlan()
+
+    @activity.defn(name=FALLBACK_DUE)
+    async def fallback_due(self, inp: FallbackInput) -> FallbackDue:
+        """No cross-channel fallback."""
+        return FallbackDue()
 
     @activity.defn(name=LIST_BATCHES)
-    async def list_batches(self, inp: BatchPageInput) -> BatchPage:
+    async def list_batches(self, inp: runs.BatchPageInput) -> runs.BatchPage:
         """Every batch boundary in one page."""
-        return BatchPage(starts=STARTS, next_first_id=None)
+        return runs.BatchPage(starts=STARTS, next_first_id=None)
 
     @activity.defn(name=DELIVER_BATCH)
-    async def deliver_batch(self, inp: DeliverBatchInput) -> Counts:
+    async def deliver_batch(self, inp: runs.DeliverBatchInput) -> runs.Counts:
         """Send a batch of ten once the batch gate is open."""
         self.batches += 1
         self.batch_started.set()
         await _held(self.batch_gate)
-        return Counts(sent=BATCH)
+        return runs.Counts(sent=BATCH)
 
     @activity.defn(name=SKIP_REMAINING)
-    async def skip_remaining(self, inp: SkipRemainingInput) -> Counts:
+    async def skip_remaining(self, inp: runs.SkipRemainingInput) -> runs.Counts:
         """Record whoever is left as skipped once the skip gate is open."""
         self.skips += 1
         await _held(self.skip_gate)
-        return Counts(skipped=BATCH, skipped_by_reason={inp.reason: BATCH})
+        return runs.Counts(skipped=BATCH, skipped_by_reason={inp.reason: BATCH})
 
     def all(self) -> list[Any]:
         """Every stub, for the Worker."""
@@ -118,6 +126,8 @@ class StubActivities:
             self.load_config,
             self.mark_run,
             self.plan_audience,
+            self.prepare_experiment,
+            self.fallback_due,
             self.list_batches,
             self.deliver_batch,
             self.skip_remaining,
@@ -127,7 +137,7 @@ class StubActivities:
 class Run:
     """One run of the real workflow against the stubs, on a task queue of its own."""
 
-    def __init__(self, env: WorkflowEnvironment, stubs: StubActivities, handle: WorkflowHandle[Any, RunProgress]):
+    def __init__(self, env: WorkflowEnvironment, stubs: StubActivities, handle: WorkflowHandle[Any, runs.RunProgress]):
         self.env = env
         self.stubs = stubs
         self.handle = handle
@@ -143,10 +153,21 @@ class Run:
         expected = message or f"a run that is {status} "
         assert expected in cause.message, (expected, cause.message)
 
-    async def accepted(self, update: Any, *args: Any) -> RunProgress:
+    async def accepted(self, update: Any, *args: Any) -> runs.RunProgress:
         """The update is accepted and completes; the progress it returns."""
-        result: RunProgress = await self.handle.execute_update(update, *args)
+        result: runs.RunProgress = await self.handle.execute_update(update, *args)
         return result
+
+    async def refuses_every_control(self, status: str, reschedule: bool = True) -> None:
+        """Cancel, pause, resume and (unless `reschedule` is False) a reschedule are refused naming `status`."""
+        for update in (CampaignRunWorkflow.cancel, CampaignRunWorkflow.pause, CampaignRunWorkflow.resume):
+            await self.refused(update, status)
+        if reschedule:
+            await self.refused(CampaignRunWorkflow.reschedule, status, await self.soon())
+
+    async def soon(self) -> runs.RescheduleInput:
+        """A reschedule to an hour from the server's now."""
+        return runs.RescheduleInput(send_at=await self.env.get_current_time() + dt.timedelta(hours=1))
 
     async def marked(self, status: str) -> None:
         """Wait until the workflow has written `status` to the run's row."""
@@ -167,7 +188,9 @@ async def start_run(time_skipping_env: WorkflowEnvironment) -> AsyncIterator[Any
         )
         handle = await time_skipping_env.client.start_workflow(
             CampaignRunWorkflow.run,
-            CampaignRunInput(tenant="logic", campaign_id=str(uuid.uuid4()), run_id=str(uuid.uuid4()), send_at=send_at),
+            runs.CampaignRunInput(
+                tenant="logic", campaign_id=str(uuid.uuid4()), run_id=str(uuid.uuid4()), send_at=send_at
+            ),
             id=f"run-logic-{uuid.uuid4()}",
             task_queue=queue,
         )
@@ -188,7 +211,7 @@ async def test_a_waiting_run_pauses_and_resumes_only_from_the_right_status(
     await run.refused(CampaignRunWorkflow.pause, "paused")
     # A run paused before its send time has not started delivering: it may still be moved.
     later = send_at + dt.timedelta(days=1)
-    assert (await run.accepted(CampaignRunWorkflow.reschedule, RescheduleInput(send_at=later))).status == "paused"
+    assert (await run.accepted(CampaignRunWorkflow.reschedule, runs.RescheduleInput(send_at=later))).status == "paused"
     assert (await run.accepted(CampaignRunWorkflow.resume)).status == "scheduled"
     await run.refused(CampaignRunWorkflow.resume, "scheduled")
 
@@ -205,7 +228,7 @@ async def test_a_delivering_run_refuses_a_reschedule_and_resumes_only_when_pause
     await asyncio.wait_for(stubs.batch_started.wait(), WITHIN)
 
     started_delivering = "cannot reschedule a run that has started delivering"
-    soon = RescheduleInput(send_at=await run.env.get_current_time() + dt.timedelta(hours=1))
+    soon = await run.soon()
     await run.refused(CampaignRunWorkflow.reschedule, "running", soon)
     await run.refused(CampaignRunWorkflow.resume, "running")
     assert (await run.accepted(CampaignRunWorkflow.pause)).status == "paused"
@@ -225,11 +248,7 @@ async def test_a_completed_run_refuses_every_control(start_run: Any) -> None:
     run = await start_run(stubs)
     await run.marked("completed")  # the run is completed and still open, writing its row
 
-    await run.refused(CampaignRunWorkflow.cancel, "completed")
-    await run.refused(CampaignRunWorkflow.pause, "completed")
-    await run.refused(CampaignRunWorkflow.resume, "completed")
-    soon = RescheduleInput(send_at=await run.env.get_current_time() + dt.timedelta(hours=1))
-    await run.refused(CampaignRunWorkflow.reschedule, "completed", soon)
+    await run.refuses_every_control("completed")
 
     stubs.mark_gate.set()
     assert (await run.handle.result()).status == "completed"
@@ -244,11 +263,7 @@ async def test_a_cancel_while_a_batch_is_in_flight_is_cancelling_until_done(star
 
     cancel = await run.handle.start_update(CampaignRunWorkflow.cancel, wait_for_stage=WorkflowUpdateStage.ACCEPTED)
     # Accepted, not finished: the batch in flight (or its cancellation) and the skipping are pending.
-    await run.refused(CampaignRunWorkflow.cancel, "cancelling")
-    await run.refused(CampaignRunWorkflow.pause, "cancelling")
-    await run.refused(CampaignRunWorkflow.resume, "cancelling")
-    soon = RescheduleInput(send_at=await run.env.get_current_time() + dt.timedelta(hours=1))
-    await run.refused(CampaignRunWorkflow.reschedule, "cancelling", soon)
+    await run.refuses_every_control("cancelling")
 
     stubs.batch_gate.set()
     async with asyncio.timeout(WITHIN):  # still cancelling while everyone left is being skipped
@@ -275,9 +290,7 @@ async def test_a_cancelled_run_refuses_every_control(start_run: Any) -> None:
     stubs.batch_gate.set()
     await run.marked("cancelled")  # the run is cancelled and still open, writing its row
 
-    await run.refused(CampaignRunWorkflow.cancel, "cancelled")
-    await run.refused(CampaignRunWorkflow.pause, "cancelled")
-    await run.refused(CampaignRunWorkflow.resume, "cancelled")
+    await run.refuses_every_control("cancelled", reschedule=False)
 
     stubs.mark_gate.set()
     assert (await cancel.result()).status == "cancelled"
