@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -184,19 +185,37 @@ def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
     return temporal_env.client
 
 
+@dataclass(frozen=True)
 class _SharedTenants(TenantSelection):
-    """Every tenant but the isolated ones (ISOLATED_PREFIX), which tests serve themselves."""
+    """Every tenant but the isolated ones (ISOLATED_PREFIX), which tests serve themselves, and
+    those whose test has ended (`retired`)."""
+
+    # The session's worker would otherwise serve every tenant the suite ever made: hundreds of
+    # Workers polling by the end, which made late tests several times slower than alone.
+    retired: set[str] = field(default_factory=set)
 
     def includes(self, tenant: str, execution: Execution | None = None) -> bool:
-        return not tenant.startswith(ISOLATED_PREFIX) and super().includes(tenant, execution)
+        return (
+            not tenant.startswith(ISOLATED_PREFIX)
+            and tenant not in self.retired
+            and super().includes(tenant, execution)
+        )
 
 
 @pytest.fixture(scope="session")
-async def workers(temporal_client: Client, pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[TenantWorkers]:
-    """The in-process workers serving every tenant but the isolated ones."""
+def shared_tenants() -> _SharedTenants:
+    """The session worker's tenant selection."""
+    return _SharedTenants()
+
+
+@pytest.fixture(scope="session")
+async def workers(
+    temporal_client: Client, pool: asyncpg.Pool, settings: Settings, shared_tenants: _SharedTenants
+) -> AsyncIterator[TenantWorkers]:
+    """The in-process workers serving every tenant but the isolated and the retired ones."""
     async with provider_http_client(PROVIDER_TIMEOUT_SECONDS) as http:
         workers = TenantWorkers(temporal_client, pool, build_activities(pool, settings, http), poll_seconds=1.0)
-        workers.selection = _SharedTenants()
+        workers.selection = shared_tenants
         task = asyncio.create_task(workers.run())
         yield workers
         task.cancel()
@@ -222,12 +241,17 @@ async def admin_key(pool: asyncpg.Pool) -> str:
 
 
 @pytest.fixture
-async def make_tenant(pool: asyncpg.Pool, api_url: str, workers: TenantWorkers) -> AsyncIterator[MakeTenant]:
-    """make_tenant(template='freshmart', customers=200) → a fresh tenant with its own slug."""
+async def make_tenant(
+    pool: asyncpg.Pool, api_url: str, workers: TenantWorkers, shared_tenants: _SharedTenants
+) -> AsyncIterator[MakeTenant]:
+    """make_tenant(template='freshmart', customers=200) → a fresh tenant with its own slug,
+    served by the session's worker until the test ends."""
+    made: list[str] = []
     async with contextlib.AsyncExitStack() as clients:
 
         async def make(template: str = "freshmart", customers: int = 200, **overrides: Any) -> Tenant:
             slug = await store_tenant(pool, f"{template[:20]}-", template, customers, **overrides)
+            made.append(slug)
             tenant = await clients.enter_async_context(api_tenant(pool, api_url, slug))
 
             async def served() -> bool:
@@ -237,3 +261,6 @@ async def make_tenant(pool: asyncpg.Pool, api_url: str, workers: TenantWorkers) 
             return tenant
 
         yield make
+    # Runs the test left behind (schedules, waits) stay in Temporal, unserved: nothing reads them.
+    shared_tenants.retired.update(made)
+    workers.refresh()

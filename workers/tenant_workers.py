@@ -178,8 +178,10 @@ class TenantWorkers:
     async def sync(self) -> None:
         """Start workers for new tenants, rebuild changed ones, stop those removed."""
         wanted = {t: e for t, e in (await active_tenants(self.pool)).items() if self.selection.includes(t, e)}
-        for tenant in sorted(set(self._running) - set(wanted)):
-            await self._stop(tenant)
+        removed = sorted(set(self._running) - set(wanted))
+        # Stopped together: each stop waits for its pollers to end, which adds up one by one.
+        await asyncio.gather(*(self._stop(tenant) for tenant in removed))
+        for tenant in removed:
             log.info("dropped task queue %s", task_queue_for(tenant))
         for tenant, execution in sorted(wanted.items()):
             running = self._running.get(tenant)
@@ -196,6 +198,10 @@ class TenantWorkers:
                 log.info("serving task queue %s", task_queue_for(tenant))
 
     def _on_notify(self, *_: object) -> None:
+        self._changed.set()
+
+    def refresh(self) -> None:
+        """Sync with the tenants table now (as a NOTIFY does), e.g. after the selection changed."""
         self._changed.set()
 
     async def run(self) -> None:
