@@ -5,8 +5,12 @@ the config with an error and then a fix, and never see another tenant's data."""
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from playwright.async_api import BrowserContext, Page
+import asyncpg
+from playwright.async_api import BrowserContext, Locator, Page
+from playwright.async_api import Error as PlaywrightError
 
 from tests.helpers.browser import artifact
 from tests.helpers.tenants import MakeTenant, Tenant
@@ -18,8 +22,14 @@ async def sign_in(page: Page, api_url: str, key: str) -> None:
     await page.goto(f"{api_url}/console")
     assert page.url.endswith("/console/login")
     await page.get_by_label("API key").fill(key)
-    await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_load_state()
+    await navigate(page, page.get_by_role("button", name="Sign in"))
+
+
+async def navigate(page: Page, target: Locator, **wait: Any) -> None:
+    """Click a link or submit button and wait for the page it leads to (`wait`: expect_navigation's
+    options, e.g. wait_until="commit" for a page that may reload itself while loading)."""
+    async with page.expect_navigation(**wait):
+        await target.click()
 
 
 async def text_of(page: Page, selector: str) -> str:
@@ -28,7 +38,9 @@ async def text_of(page: Page, selector: str) -> str:
     return (await found.first.inner_text()) if await found.count() else ""
 
 
-async def test_marketer_tour_in_the_browser(context: BrowserContext, api_url: str, make_tenant: MakeTenant) -> None:
+async def test_marketer_tour_in_the_browser(
+    context: BrowserContext, api_url: str, make_tenant: MakeTenant, pool: asyncpg.Pool
+) -> None:
     tenant = await make_tenant("freshmart", customers=120)
     page = await context.new_page()
     await sign_in(page, api_url, tenant.key)
@@ -37,7 +49,7 @@ async def test_marketer_tour_in_the_browser(context: BrowserContext, api_url: st
     await page.screenshot(path=artifact("01-campaigns-empty"), full_page=True)
 
     # Create an A/B campaign; the first try has a typo in B's subject, named at its field.
-    await page.get_by_role("link", name="New campaign").click()
+    await navigate(page, page.get_by_role("link", name="New campaign"))
     await page.get_by_label("Name", exact=True).fill("Gold weekly deals")
     await page.get_by_label("Segment", exact=True).select_option("gold_members")
     await until(lambda: page.is_visible("text=/\\d+ customers/"), what="the live audience estimate")
@@ -46,41 +58,53 @@ async def test_marketer_tour_in_the_browser(context: BrowserContext, api_url: st
     await page.locator("#variant_key_1").fill("B")
     await page.locator("#variant_subject_1").fill("Deals for you, {{ frist_name }}")
     await page.screenshot(path=artifact("02-campaign-editor"), full_page=True)
-    await page.get_by_role("button", name="Create campaign").click()
+    await navigate(page, page.get_by_role("button", name="Create campaign"))
     errors = await page.inner_text("#form-errors")
     assert "variants[1].subject" in errors and "frist_name" in errors, errors
     assert "variants[1].subject" in await page.inner_text("[data-variant]:nth-child(2)")
     await page.locator("#variant_subject_1").fill("Deals for you, {{ first_name }}")
-    await page.get_by_role("button", name="Create campaign").click()
+    await navigate(page, page.get_by_role("button", name="Create campaign"))
     assert "Campaign saved." in await page.inner_text("main")
     campaign_id = page.url.split("/campaigns/")[1].split("?")[0]
 
-    # Preview both variants: each renders through the API's preview.
+    # Preview both variants for an English-speaking member: each renders through the API's preview.
+    customer = await pool.fetchval(
+        """SELECT id FROM customers WHERE tenant_id = $1 AND locale <> 'fr-CA'
+           AND loyalty_tier IN ('gold', 'platinum') ORDER BY id LIMIT 1""",
+        tenant.slug,
+    )
     preview = page.locator("[data-preview]")
+    preview_region = page.get_by_role("region", name="Preview")
+    await preview_region.get_by_label("Customer id").fill(str(customer))
 
-    async def rendered() -> bool:
-        return bool(await preview.get_attribute("data-rendered"))
+    def shows(expected: str) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return await preview.get_attribute("data-rendered") == expected
 
-    await until(rendered, what="the first preview")
-    assert await preview.get_attribute("data-rendered") == "A:email"
+        return check
+
+    await until(shows(f"A:email:{customer}"), what="variant A's preview")
     assert "fresh deals" in await page.inner_text("[data-preview-subject]")
-    await page.get_by_role("region", name="Preview").get_by_label("Variant").select_option("B")
-
-    async def shows_b() -> bool:
-        return await preview.get_attribute("data-rendered") == "B:email"
-
-    await until(shows_b, what="variant B's preview")
+    await preview_region.get_by_label("Variant").select_option("B")
+    await until(shows(f"B:email:{customer}"), what="variant B's preview")
     assert "Deals for you" in await page.inner_text("[data-preview-subject]")
-    assert "FreshMart" in (await page.locator("[data-preview-frame]").get_attribute("srcdoc") or "")
+    email_body = page.frame_locator("[data-preview-frame]").locator("body")
+    await email_body.get_by_text("See the deals").wait_for()
+    assert "FreshMart" in await email_body.inner_text()
     await page.screenshot(path=artifact("03-campaign-preview"), full_page=True)
+    await preview_region.screenshot(path=artifact("03-preview-variant-b"))
 
     # Start a run and watch it complete live; the page then shows results and deliveries.
-    await page.get_by_role("button", name="Start a run").click()
+    # A live run page reloads itself once the run ends, which may be before its first load.
+    await navigate(page, page.get_by_role("button", name="Start a run"), wait_until="commit")
     assert "/console/runs/" in page.url
     run_id = page.url.rsplit("/", 1)[1]
 
     async def shows_completed() -> bool:
-        return await page.locator("[data-run-live=done]").count() > 0
+        try:
+            return await page.locator("[data-run-live=done]").count() > 0
+        except PlaywrightError:  # the page is reloading
+            return False
 
     await until(shows_completed, within=120, what="the run to complete in the page")
     assert await text_of(page, "[data-field=status]") == "completed"
@@ -94,23 +118,24 @@ async def test_marketer_tour_in_the_browser(context: BrowserContext, api_url: st
     assert await page.locator("svg.chart").count() >= 2
     assert await page.locator("[data-deliveries] tbody tr").count() > 0
     await page.screenshot(path=artifact("04-run-completed"), full_page=True)
+    await page.screenshot(path=artifact("04-run-top"), clip={"x": 0, "y": 0, "width": 1280, "height": 820})
     await page.get_by_label("Status").select_option("sent")
-    await page.get_by_role("button", name="Filter").click()
+    await navigate(page, page.get_by_role("button", name="Filter"))
     statuses = await page.locator("[data-deliveries] tbody td:nth-child(4)").all_inner_texts()
     assert statuses and set(statuses) == {"sent"}, statuses
 
     # The list shows the campaign's last run.
-    await page.get_by_role("link", name="Campaigns", exact=True).click()
+    await navigate(page, page.get_by_role("link", name="Campaigns", exact=True))
     assert "completed" in await page.inner_text("table")
 
     # The config: an unknown variable is shown at its line; a fix shows a diff, then saves v2.
-    await page.get_by_role("link", name="Configuration").click()
+    await navigate(page, page.get_by_role("link", name="Configuration"))
     yaml_box = page.get_by_label("Tenant configuration (YAML)")
     original = await yaml_box.input_value()
     broken = original.replace("{{ first_name }}, this week", "{{ frist_name }}, this week", 1)
     assert broken != original
     await yaml_box.fill(broken)
-    await page.get_by_role("button", name="Check and show changes").click()
+    await navigate(page, page.get_by_role("button", name="Check and show changes"))
     error_box = await page.inner_text("#config-errors")
     assert "unknown variable 'frist_name'" in error_box, error_box
     line = int(re.search(r"Line (\d+)", error_box).group(1))  # type: ignore[union-attr]
@@ -119,10 +144,10 @@ async def test_marketer_tour_in_the_browser(context: BrowserContext, api_url: st
     await page.screenshot(path=artifact("05-config-error"), full_page=True)
     fixed = original.replace("display_name: FreshMart", "display_name: FreshMart Console", 1)
     await page.get_by_label("Tenant configuration (YAML)").fill(fixed)
-    await page.get_by_role("button", name="Check and show changes").click()
+    await navigate(page, page.get_by_role("button", name="Check and show changes"))
     assert "display_name" in await page.inner_text("[data-diff]")
     await page.screenshot(path=artifact("06-config-diff"), full_page=True)
-    await page.get_by_role("button", name="Save as v2").click()
+    await navigate(page, page.get_by_role("button", name="Save as v2"))
     assert "saved as a new version" in await page.inner_text("main")
     assert "v2 current" in await page.inner_text("[data-versions]")
     current = (await tenant.http.get(tenant.url("/config"))).json()
@@ -136,7 +161,7 @@ async def test_marketer_tour_in_the_browser(context: BrowserContext, api_url: st
     assert width <= 390 + 1, f"the run page scrolls sideways at 390 px ({width} px)"
 
     # Sign out: the console asks to sign in again.
-    await page.get_by_role("button", name="Sign out").click()
+    await navigate(page, page.get_by_role("button", name="Sign out"))
     await page.goto(f"{api_url}/console/campaigns")
     assert page.url.endswith("/console/login")
 
@@ -189,7 +214,7 @@ async def test_another_tenants_data_never_shows(
     admin_page = await admin.new_page()
     await sign_in(admin_page, api_url, admin_key)
     assert admin_page.url.endswith("/console/tenants")
-    await admin_page.get_by_role("button", name=re.compile(theirs.slug)).click()
+    await navigate(admin_page, admin_page.get_by_role("button", name=re.compile(theirs.slug)))
     listing = await admin_page.inner_text("main")
     assert "Theirs only" in listing and "Mine only" not in listing
     await admin.close()

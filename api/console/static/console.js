@@ -127,7 +127,7 @@
       subject.textContent = data.subject ? "Subject: " + data.subject : "";
       if (data.html) { frame.hidden = false; text.hidden = true; frame.srcdoc = data.html; }
       else { frame.hidden = true; text.hidden = false; text.textContent = data.text || data.body || JSON.stringify(data, null, 2); }
-      box.dataset.rendered = payload.variant + ":" + payload.channel;
+      box.dataset.rendered = `${data.variant}:${data.channel}:${data.customer ? data.customer.id : ""}`;
     }, 250);
     box.querySelectorAll("select, input").forEach((el) => el.addEventListener(el.tagName === "INPUT" ? "input" : "change", render));
     render();
