@@ -57,6 +57,7 @@ async def test_marketer_tour_in_the_browser(
     await page.get_by_role("button", name="Add variant").click()
     await page.locator("#variant_key_1").fill("B")
     await page.locator("#variant_subject_1").fill("Deals for you, {{ frist_name }}")
+    await page.get_by_label("Holdout").fill("20")
     await page.screenshot(path=artifact("02-campaign-editor"), full_page=True)
     await navigate(page, page.get_by_role("button", name="Create campaign"))
     errors = await page.inner_text("#form-errors")
@@ -114,7 +115,8 @@ async def test_marketer_tour_in_the_browser(
     run = (await tenant.http.get(tenant.url(f"/runs/{run_id}"))).json()
     assert int(await text_of(page, "[data-count=sent]")) == run["counts"]["sent"] > 0
     results = await page.inner_text("[data-results]")
-    assert re.search(r"^A\s+\d+", results, re.M) and re.search(r"^B\s+\d+", results, re.M), results
+    for group in ("A", "B", "holdout"):
+        assert re.search(rf"^{group}\s+\d+", results, re.M), results
     assert await page.locator("svg.chart").count() >= 2
     assert await page.locator("[data-deliveries] tbody tr").count() > 0
     await page.screenshot(path=artifact("04-run-completed"), full_page=True)
