@@ -40,6 +40,7 @@ from core.suppressions import suppressed_addresses
 from core.telemetry import tag_current_span
 from core.tenant_config import TenantConfig
 from core.tracking import RunTracking, record_links
+from core.unnest_params import unnest_columns
 from core.winner_selection import ExperimentAssignment
 
 T = TypeVar("T")
@@ -91,6 +92,8 @@ FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::te
 ORDER BY c, ch
 ON CONFLICT (tenant_id, run_id, customer_id, channel) DO NOTHING
 """
+# The _LedgerRow fields _LEDGER_SQL unnests, in its order.
+_LEDGER_FIELDS = "customer_id channel variant status reason address key provider_message_id detail".split()
 
 
 @dataclass
@@ -356,17 +359,7 @@ class DeliveryActivities:
     async def _record(self, inp: DeliverBatchInput, rows: list[_LedgerRow], counts: Counts) -> None:
         if not rows:
             return
-        columns = (
-            [r.customer_id for r in rows],
-            [r.channel for r in rows],
-            [r.variant for r in rows],
-            [r.status for r in rows],
-            [r.reason for r in rows],
-            [r.address for r in rows],
-            [r.key for r in rows],
-            [r.provider_message_id for r in rows],
-            [r.detail for r in rows],
-        )
+        columns = unnest_columns(rows, *_LEDGER_FIELDS)
         # What a provider has taken must reach the ledger: were this write to fail the batch, its
         # retry would send these messages again (and an SMTP relay keeps no idempotency key). So
         # a database that is restarting or unreachable is waited for here, heartbeats going on.

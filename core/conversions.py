@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, NamedTuple, Self
 
 import asyncpg
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -23,6 +23,7 @@ from pydantic_core import to_json
 from core.customers import Describe, field_errors
 from core.db import tenant_tx
 from core.experiments import GLOBAL_CONTROL, HOLDOUT
+from core.unnest_params import unnest_columns
 
 MAX_EVENTS = 10_000
 PURCHASE = "purchase"
@@ -169,7 +170,7 @@ async def record_events(
         return report
     async with tenant_tx(pool, tenant) as conn:
         by_external, known = await _customer_ids(conn, tenant, valid)
-        resolved: list[tuple[EventIn, int, str]] = []
+        resolved: list[_Resolved] = []
         seen: set[str] = set()
         for i, event, properties in valid:
             if event.external_id is not None:
@@ -187,33 +188,31 @@ async def record_events(
                 report.duplicates.append(event.id)
             else:
                 seen.add(event.id)
-                resolved.append((event, customer, properties))
+                resolved.append(_Resolved(event, customer, properties))
         if not resolved:
             return report
         if any(e.type == PURCHASE for e, _, _ in resolved):
             # Writers of one tenant's purchases take turns: ids are max(id) + n.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('pennant.purchase_ids'), hashtext($1))", tenant)
         events = [e for e, _, _ in resolved]
-        rows_in = await conn.fetch(
-            _INSERT,
-            tenant,
-            [e.id for e in events],
-            [c for _, c, _ in resolved],
-            [e.type for e in events],
-            [e.at for e in events],
-            [e.amount for e in events],
-            [e.currency for e in events],
-            [e.sku for e in events],
-            [e.category for e in events],
-            [p for _, _, p in resolved],
-            [_product_name(e) for e in events],
-            window_days * 86_400,
-        )
+        columns = unnest_columns(
+            resolved, "event.id", "customer_id", "event.type", "event.at", "event.amount", "event.currency",
+            "event.sku", "event.category", "properties", lambda r: _product_name(r.event),
+        )  # fmt: skip
+        rows_in = await conn.fetch(_INSERT, tenant, *columns, window_days * 86_400)
     inserted = {r["event_id"] for r in rows_in}
     report.accepted = len(inserted)
     report.attributed = sum(1 for r in rows_in if r["attributed"])
     report.duplicates.extend(e.id for e in events if e.id not in inserted)
     return report
+
+
+class _Resolved(NamedTuple):
+    """An event to insert, with its customer's id and its properties as JSON."""
+
+    event: EventIn
+    customer_id: int
+    properties: str
 
 
 def _product_name(event: EventIn) -> str | None:
