@@ -31,6 +31,7 @@ import asyncpg
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.asgi_io import read_body, replaying, send_response
 from api.input_guard import PathTemplates
 from core.auth import lookup_key
 from core.db import tenant_tx
@@ -125,21 +126,6 @@ def fingerprint(method: str, path: str, query: bytes, body: bytes) -> str:
     return digest.hexdigest()
 
 
-async def _send_json(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *(extra or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 def _error(message: str) -> bytes:
     problem = f"header.{HEADER}: {message}"
     return json.dumps({"detail": problem, "errors": [problem]}).encode()
@@ -174,7 +160,7 @@ class IdempotencyKeys:
             await self.app(scope, receive, send)
             return
         if problem := key_problem(key):
-            await _send_json(send, 422, _error(problem))
+            await send_response(send, 422, _error(problem))
             return
         pool: asyncpg.Pool = scope["app"].state.pool
         scheme, _, token = headers.get("authorization", "").partition(" ")
@@ -183,7 +169,9 @@ class IdempotencyKeys:
         if principal is None or principal.key_id is None:  # the route answers 401; nothing is claimed
             await self.app(scope, receive, send)
             return
-        body = await _read_body(receive)
+        body = await read_body(receive)
+        if body is None:  # the client went away
+            return
         claim = _Claim(
             scope_id=principal.tenant or _ADMIN_SCOPE,
             api_key_id=uuid.UUID(principal.key_id),
@@ -204,27 +192,17 @@ class IdempotencyKeys:
             if existing is None:  # released or expired between the two statements: claim again
                 continue
             if existing["fingerprint"] != claim.digest:
-                await _send_json(
+                await send_response(
                     send, 422, _error("already used with a different request (route or body); send a new key")
                 )
                 return
             if existing["status"] is not None:
                 stored = seal(existing["body"], claim.secret, claim.key, existing["nonce"])
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": existing["status"],
-                        "headers": [
-                            (b"content-type", (existing["content_type"] or "application/json").encode("latin-1")),
-                            (b"content-length", str(len(stored)).encode()),
-                            (b"idempotent-replayed", b"true"),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": stored})
+                content_type = (existing["content_type"] or "application/json").encode("latin-1")
+                await send_response(send, existing["status"], stored, content_type, [(b"idempotent-replayed", b"true")])
                 return
             if time.monotonic() > deadline:
-                await _send_json(send, 409, _error("a request with this key is still in progress; retry later"))
+                await send_response(send, 409, _error("a request with this key is still in progress; retry later"))
                 return
             # The first request is still running: wait for its response rather than run twice.
             await asyncio.sleep(0.05)
@@ -236,14 +214,6 @@ class IdempotencyKeys:
         content_type = "application/json"
         chunks: list[bytes] = []
         size = 0
-        delivered = False
-
-        async def replay() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # only a disconnect can follow
 
         async def capture(message: Message) -> None:
             nonlocal status, content_type, size
@@ -259,7 +229,7 @@ class IdempotencyKeys:
             await send(message)
 
         try:
-            await self.app(scope, replay, capture)
+            await self.app(scope, replaying(body, receive), capture)
         except BaseException:
             await _quietly(self._release(pool, claim))
             raise
@@ -282,18 +252,6 @@ class IdempotencyKeys:
             return
         self._next_cleanup = now + _CLEANUP_EVERY_SECONDS
         await pool.execute("DELETE FROM idempotency_keys WHERE expires_at <= now()")
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 async def _quietly(work: Any) -> None:

@@ -21,7 +21,9 @@ from urllib.parse import parse_qsl
 
 import yaml
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.asgi_io import BodyTooLarge, read_body, replaying, send_response
 
 BIGINT_MAX = 2**63 - 1
 BIGINT_MIN = -(2**63)
@@ -198,22 +200,6 @@ def params_problems(templates: PathTemplates, scope: Scope) -> list[str]:
     return problems
 
 
-async def _json_response(send: Send, status: int, content: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
-    body = json.dumps(content).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 class InputGuard:
     """ASGI middleware: 413 for bodies over `max_request_bytes`, 422 for unstorable input."""
 
@@ -225,7 +211,8 @@ class InputGuard:
     async def _too_large(self, send: Send) -> None:
         detail = f"request body larger than {self.max_request_bytes} bytes (setting MAX_REQUEST_BYTES)"
         # The unread rest of the body is not drained: close the connection instead.
-        await _json_response(send, 413, {"detail": detail, "errors": [f"body: {detail}"]}, [(b"connection", b"close")])
+        content = json.dumps({"detail": detail, "errors": [f"body: {detail}"]}).encode()
+        await send_response(send, 413, content, headers=[(b"connection", b"close")])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -236,32 +223,15 @@ class InputGuard:
         if declared.isdigit() and int(declared) > self.max_request_bytes:
             await self._too_large(send)
             return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_request_bytes:
-                await self._too_large(send)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
+        try:
+            body = await read_body(receive, self.max_request_bytes)
+        except BodyTooLarge:
+            await self._too_large(send)
+            return
+        if body is None:  # the client went away
+            return
         problems = params_problems(self.templates, scope) + body_problems(body, headers.get("content-type"))
         if problems:
-            await _json_response(send, 422, {"detail": "; ".join(problems), "errors": problems}, [])
+            await send_response(send, 422, json.dumps({"detail": "; ".join(problems), "errors": problems}).encode())
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)
