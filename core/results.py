@@ -15,7 +15,7 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Required, TypedDict, Unpack
 
 from pydantic import BaseModel, Field
 
@@ -192,13 +192,43 @@ class Comparison(BaseModel):
     leader: Leader
 
 
-class ResultsRecord(BaseModel):
-    """Results of a run or of every run of a campaign, per group, with comparisons."""
+class Query(TypedDict, total=False):
+    """What `results` and `series` read: one run, or every run of a campaign (`run_ids`), with
+    its variants listed in `variant_order` (the campaign's), then by key."""
+
+    scope: Required[Literal["run", "campaign"]]
+    campaign_id: Required[str]
+    run_ids: Required[Sequence[str | uuid.UUID]]
+    variant_order: Sequence[str]
+    conversion_event: str
+
+
+class ScopeRecord(BaseModel):
+    """What a results or series answer covers: a run or a campaign, its runs, the conversion event."""
 
     scope: Literal["run", "campaign"]
     campaign_id: str
     run_ids: list[str]
     conversion_event: str
+
+    @classmethod
+    def of(cls, query: Query) -> ScopeRecord:
+        """The scope of `query`, its run ids as canonical UUID strings."""
+        return ScopeRecord(
+            scope=query["scope"],
+            campaign_id=query["campaign_id"],
+            run_ids=[str(uuid.UUID(str(r))) for r in query["run_ids"]],
+            conversion_event=query.get("conversion_event", DEFAULT_CONVERSION_EVENT),
+        )
+
+    def run_uuids(self) -> list[uuid.UUID]:
+        """The run ids as the SQL's uuid[] parameter."""
+        return [uuid.UUID(r) for r in self.run_ids]
+
+
+class ResultsRecord(ScopeRecord):
+    """Results of a run or of every run of a campaign, per group, with comparisons."""
+
     control: str | None = Field(description="the group conversions are compared with: holdout, else global_control")
     groups: list[GroupResult]
     comparisons: list[Comparison]
@@ -222,13 +252,9 @@ class GroupSeries(BaseModel):
     points: list[SeriesPoint]
 
 
-class SeriesRecord(BaseModel):
+class SeriesRecord(ScopeRecord):
     """Hourly series per group of a run or of every run of a campaign."""
 
-    scope: Literal["run", "campaign"]
-    campaign_id: str
-    run_ids: list[str]
-    conversion_event: str
     groups: list[GroupSeries]
 
 
@@ -376,60 +402,29 @@ def _group_order(variant: str | None, order: Sequence[str]) -> tuple[int, int, s
     return (rank, order.index(variant) if variant in order else len(order), variant or "")
 
 
-async def results(
-    conn: Any,
-    tenant: str,
-    *,
-    scope: Literal["run", "campaign"],
-    campaign_id: str,
-    run_ids: Sequence[str | uuid.UUID],
-    variant_order: Sequence[str] = (),
-    conversion_event: str = DEFAULT_CONVERSION_EVENT,
-) -> ResultsRecord:
+async def results(conn: Any, tenant: str, **query: Unpack[Query]) -> ResultsRecord:
     """The results of `run_ids` (one run, or every run of a campaign) in one query; variants are
     listed and compared in `variant_order` (the campaign's), then by key. Turns JIT off for
     the rest of the transaction (`_RESULTS_SETTINGS`)."""
-    ids = [uuid.UUID(str(r)) for r in run_ids]
+    scope, variant_order = ScopeRecord.of(query), query.get("variant_order", ())
     await conn.execute(_RESULTS_SETTINGS)
-    rows = await conn.fetch(_RESULTS_SQL, tenant, ids, conversion_event)
+    rows = await conn.fetch(_RESULTS_SQL, tenant, scope.run_uuids(), scope.conversion_event)
     groups = sorted((_group(r) for r in rows), key=lambda g: _group_order(g.variant, variant_order))
     control, comparisons = _comparisons(groups)
-    return ResultsRecord(
-        scope=scope,
-        campaign_id=campaign_id,
-        run_ids=[str(i) for i in ids],
-        conversion_event=conversion_event,
-        control=control,
-        groups=groups,
-        comparisons=comparisons,
-    )
+    return ResultsRecord(**scope.model_dump(), control=control, groups=groups, comparisons=comparisons)
 
 
-async def series(
-    conn: Any,
-    tenant: str,
-    *,
-    scope: Literal["run", "campaign"],
-    campaign_id: str,
-    run_ids: Sequence[str | uuid.UUID],
-    variant_order: Sequence[str] = (),
-    conversion_event: str = DEFAULT_CONVERSION_EVENT,
-) -> SeriesRecord:
+async def series(conn: Any, tenant: str, **query: Unpack[Query]) -> SeriesRecord:
     """Hourly sends, human opens and clicks, and conversion events per group, in one query; sets
     planner options for the rest of the transaction (`_PLANNER_SETTINGS`)."""
-    ids = [uuid.UUID(str(r)) for r in run_ids]
+    scope, variant_order = ScopeRecord.of(query), query.get("variant_order", ())
     by_group: dict[str | None, list[SeriesPoint]] = {}
     await conn.execute(_PLANNER_SETTINGS)
-    for r in await conn.fetch(_SERIES_SQL, tenant, ids, conversion_event):
+    for r in await conn.fetch(_SERIES_SQL, tenant, scope.run_uuids(), scope.conversion_event):
         point = SeriesPoint(
             hour=r["hour"], sends=r["sends"], opens=r["opens"], clicks=r["clicks"], conversions=r["conversions"]
         )
         by_group.setdefault(r["variant"], []).append(point)
     keys = sorted(by_group, key=lambda v: _group_order(v, variant_order))
-    return SeriesRecord(
-        scope=scope,
-        campaign_id=campaign_id,
-        run_ids=[str(i) for i in ids],
-        conversion_event=conversion_event,
-        groups=[GroupSeries(variant=k, kind=_kind(k), points=by_group[k]) for k in keys],
-    )
+    groups = [GroupSeries(variant=k, kind=_kind(k), points=by_group[k]) for k in keys]
+    return SeriesRecord(**scope.model_dump(), groups=groups)
