@@ -238,19 +238,28 @@ class Suppression(SuppressionIn):
 # --- customers and events in
 
 
+def _rows(max_length: int, description: str) -> Any:
+    """A body's list of rows, JSON objects the route validates one by one: 1 to `max_length`."""
+    return Field(min_length=1, max_length=max_length, description=description)
+
+
+_CUSTOMER_ROWS = (
+    "rows of external_id (required), email, phone (E.164), push_token, first_name, last_name, locale, "
+    "time_zone (IANA), loyalty_tier, city, country, birth_date, consent {email, sms, push}, attributes {…}. "
+    "A field left out keeps its stored value; attributes merge and a key set to null is removed"
+)
+_EVENT_ROWS = (
+    "rows of id (required, idempotency), customer_id or external_id, type ('purchase' or a custom name), "
+    "at (ISO 8601 with offset), amount (required for a purchase), currency, sku, category, properties {…}"
+)
+
+
 class CustomersUpsert(BaseModel):
     """Customers to insert or update by `external_id`; each row is validated on its own."""
 
     model_config = ConfigDict(extra="forbid")
 
-    customers: list[dict[str, Any]] = Field(
-        min_length=1,
-        max_length=MAX_BATCH,
-        description="rows of external_id (required), email, phone (E.164), push_token, first_name, last_name, "
-        "locale, time_zone (IANA), loyalty_tier, city, country, birth_date, consent {email, sms, push}, "
-        "attributes {…}. A field left out keeps its stored value; attributes merge and a key set to null "
-        "is removed",
-    )
+    customers: list[dict[str, Any]] = _rows(MAX_BATCH, _CUSTOMER_ROWS)
 
 
 class RowErrors(BaseModel):
@@ -272,13 +281,7 @@ class EventsIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    events: list[dict[str, Any]] = Field(
-        min_length=1,
-        max_length=MAX_EVENTS,
-        description="rows of id (required, idempotency), customer_id or external_id, type ('purchase' or a "
-        "custom name), at (ISO 8601 with offset), amount (required for a purchase), currency, sku, category, "
-        "properties {…}",
-    )
+    events: list[dict[str, Any]] = _rows(MAX_EVENTS, _EVENT_ROWS)
 
 
 class EventsAccepted(RowErrors):
@@ -287,6 +290,19 @@ class EventsAccepted(RowErrors):
     accepted: int = Field(description="new events stored")
     attributed: int = Field(description="of the accepted, those attributed to a run's message or holdout")
     duplicates: list[str] = Field(description="event ids already stored (or repeated in this batch): unchanged")
+
+
+class ProviderEventsAnswer(BaseModel):
+    """What became of a provider's request's events."""
+
+    received: int
+    stored: int
+    duplicates: int
+    ignored: int
+    unmatched: int
+    unsupported: int
+    suppressed: int
+    unmatched_ids: list[str]
 
 
 # --- tenants and their configuration

@@ -24,10 +24,4 @@ async def post_events(tenant: TenantDep, body: EventsIn, pool: PoolDep) -> Event
     report = await record_events(
         pool, tenant, body.events, lambda i, error: f"events[{i}].{error}", engagement.attribution_window_days
     )
-    return EventsAccepted(
-        accepted=report.accepted,
-        attributed=report.attributed,
-        duplicates=report.duplicates,
-        rejected=report.rejected,
-        errors=report.errors,
-    )
+    return EventsAccepted.model_validate(report, from_attributes=True)

@@ -15,9 +15,10 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from api.deps import PoolDep, SettingsDep
+from api.schemas import ProviderEventsAnswer
 from core.provider_events import (
     MAX_EVENTS,
     EmailEvent,
@@ -34,19 +35,6 @@ router = APIRouter(prefix="/v1/provider-events", tags=["provider events"])
 
 _EMAIL = TypeAdapter(Annotated[list[EmailEvent], Field(max_length=MAX_EVENTS)])
 _STATUS = TypeAdapter(Annotated[list[StatusCallback], Field(max_length=MAX_EVENTS)])
-
-
-class ProviderEventsAnswer(BaseModel):
-    """What became of the request's events."""
-
-    received: int
-    stored: int
-    duplicates: int
-    ignored: int
-    unmatched: int
-    unsupported: int
-    suppressed: int
-    unmatched_ids: list[str]
 
 
 def _invalid(exc: ValidationError, wrap: bool = False) -> RequestValidationError:
@@ -112,13 +100,4 @@ async def receive_provider_events(
     if refusal is not None:
         raise HTTPException(401, refusal)
     outcome = await record(pool, provider, _events(provider, body, request.headers.get("content-type", "").lower()))
-    return ProviderEventsAnswer(
-        received=outcome.received,
-        stored=outcome.stored,
-        duplicates=outcome.duplicates,
-        ignored=outcome.ignored,
-        unmatched=outcome.unmatched,
-        unsupported=outcome.unsupported,
-        suppressed=outcome.suppressed,
-        unmatched_ids=outcome.unmatched_ids,
-    )
+    return ProviderEventsAnswer.model_validate(outcome, from_attributes=True)
