@@ -15,6 +15,7 @@ import asyncpg
 from temporalio.client import Client
 
 from activities.delivery import CHUNK, CHUNK_BY_CHANNEL
+from core.channels import CHANNELS
 from core.config_store import load_config_file
 from core.db import tenant_tx
 from core.tenant_config import Experiments, Policies, TemplateSet, WebhookChannel
@@ -65,6 +66,24 @@ async def deliver_attempts(client: Client, workflow_id: str) -> list[int]:
     ]
 
 
+async def bad_addresses(
+    pool: asyncpg.Pool, sim: SimulatorControl, tenant: Tenant, channel: str, malformed: str
+) -> tuple[dict[int, asyncpg.Record], list[int], int, int]:
+    """The tenant's customers (as they were), those reachable on `channel` (consent and an
+    address), sorted, and two of them: the first given the address `malformed`, the second's
+    address refused for good by the provider simulator."""
+    column = CHANNELS[channel].address_column
+    people = await customers(pool, tenant)
+    reachable = sorted(cid for cid, c in people.items() if CHANNELS[channel].consented(dict(c)) and c[column])
+    bad, refused = reachable[0], reachable[1]
+    async with tenant_tx(pool, tenant.slug) as conn:
+        await conn.execute(
+            f"UPDATE customers SET {column} = $3 WHERE tenant_id = $1 AND id = $2", tenant.slug, bad, malformed
+        )
+    await sim.set_faults(permanent_fail=[people[refused][column]])
+    return people, reachable, bad, refused
+
+
 def once_each(messages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The simulator's messages by idempotency key, asserting none arrived twice."""
     keys = [m["idempotency_key"] for m in messages]
@@ -104,14 +123,8 @@ async def test_push_campaign_sends_many_tokens_per_request_and_records_bad_token
     make_tenant: MakeTenant, pool: asyncpg.Pool, sim: SimulatorControl, temporal_client: Client
 ) -> None:
     tenant = await make_tenant("quickstop", customers=60, **NO_POLICIES)
-    people = await customers(pool, tenant)
-    reachable = sorted(cid for cid, c in people.items() if c["consent_push"] and c["push_token"])
+    people, reachable, malformed, unregistered = await bad_addresses(pool, sim, tenant, "push", "not a token")
     assert len(reachable) >= 5
-    unregistered, malformed = reachable[0], reachable[1]
-    async with tenant_tx(pool, tenant.slug) as conn:
-        await conn.execute("UPDATE customers SET push_token = 'not a token' WHERE tenant_id = $1 AND id = $2",
-                           tenant.slug, malformed)  # fmt: skip
-    await sim.set_faults(permanent_fail=[people[unregistered]["push_token"]])
 
     run_id, workflow_id, run = await run_campaign(tenant, ["push"], "coffee_morning")
     assert run["status"] == "completed", run
@@ -243,13 +256,7 @@ async def test_permanent_failures_are_recorded_failed_and_never_retried(
     make_tenant: MakeTenant, pool: asyncpg.Pool, sim: SimulatorControl, temporal_client: Client
 ) -> None:
     tenant = await make_tenant("freshmart", customers=40, **NO_POLICIES)
-    people = await customers(pool, tenant)
-    reachable = sorted(cid for cid, c in people.items() if c["consent_sms"] and c["phone"])
-    invalid, refused = reachable[0], reachable[1]
-    async with tenant_tx(pool, tenant.slug) as conn:
-        await conn.execute("UPDATE customers SET phone = '555-0100' WHERE tenant_id = $1 AND id = $2",
-                           tenant.slug, invalid)  # fmt: skip
-    await sim.set_faults(permanent_fail=[people[refused]["phone"]])
+    _, reachable, invalid, refused = await bad_addresses(pool, sim, tenant, "sms", "555-0100")
 
     run_id, workflow_id, run = await run_campaign(tenant, ["sms"], "weekly_deals")
     assert run["status"] == "completed", run

@@ -13,6 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
+from core.channels import CHANNELS
 from core.db import tenant_tx
 from core.provider_events import signed_headers
 from core.settings import Settings
@@ -37,10 +38,11 @@ async def run_once(tenant: Tenant, campaign_id: str) -> str:
 
 async def set_addresses(pool: asyncpg.Pool, slug: str, channel: str, addresses: dict[int, str]) -> None:
     """Give customers these addresses on `channel` (email, sms or push), with consent."""
-    column = {"email": "email", "sms": "phone", "push": "push_token"}[channel]
+    facts = CHANNELS[channel]
+    address, consent = facts.address_column, facts.consent_column
     async with tenant_tx(pool, slug) as conn:
         await conn.executemany(
-            f"UPDATE customers SET {column} = $3, consent_{channel} = true WHERE tenant_id = $1 AND id = $2",
+            f"UPDATE customers SET {address} = $3, {consent} = true WHERE tenant_id = $1 AND id = $2",
             [(slug, cid, address) for cid, address in addresses.items()],
         )
 

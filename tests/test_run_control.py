@@ -24,7 +24,7 @@ from tests.helpers.runs import (
     wait_for_run,
 )
 from tests.helpers.stack import ROOT
-from tests.helpers.tenants import MakeTenant
+from tests.helpers.tenants import MakeTenant, Tenant
 from tests.helpers.waiting import until
 from workflows.campaign_run import CampaignRunWorkflow
 
@@ -36,20 +36,41 @@ async def _row_status(pool: asyncpg.Pool, tenant: str, run_id: str) -> str:
     return str(await pool.fetchval("SELECT status FROM runs WHERE tenant_id = $1 AND id = $2::uuid", tenant, run_id))
 
 
+async def _delivering(make_tenant: MakeTenant, pool: asyncpg.Pool, customers: int, **config: Any) -> tuple[Tenant, str]:
+    """A tenant with `customers` and SLOW execution, and a run of it that has recorded its first batch."""
+    tenant = await make_tenant(customers=customers, execution=SLOW, **config)
+    run_id = await start_run(tenant, await create_campaign(tenant))
+    await until(lambda: _has_rows(pool, tenant.slug, run_id), what="the first batch")
+    return tenant, run_id
+
+
+async def _control(tenant: Tenant, run_id: str, action: str, status: str | None = None) -> dict[str, Any]:
+    """POST /runs/{id}:{action}, which must be 200 (with the run in `status`, when given); the run."""
+    response = await tenant.http.post(tenant.url(f"/runs/{run_id}:{action}"))
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    assert status is None or body["status"] == status, body
+    return body
+
+
+async def _refuses_every_control(tenant: Tenant, run_id: str, status: str) -> None:
+    """Pause, resume and cancel are each 409 naming the run's `status`."""
+    for action in ("pause", "resume", "cancel"):
+        refused = await tenant.http.post(tenant.url(f"/runs/{run_id}:{action}"))
+        assert refused.status_code == 409, (action, refused.text)
+        assert refused.json()["detail"] == f"cannot {action} a run that is {status}"
+
+
 async def test_pause_stops_new_batches_and_resume_finishes_the_run(
     make_tenant: MakeTenant, pool: asyncpg.Pool, temporal_client: Client
 ) -> None:
-    tenant = await make_tenant(customers=160, execution=SLOW)
-    run_id = await start_run(tenant, await create_campaign(tenant))
-    await until(lambda: _has_rows(pool, tenant.slug, run_id), what="the first batch")
+    tenant, run_id = await _delivering(make_tenant, pool, 160)
 
-    paused = await tenant.http.post(tenant.url(f"/runs/{run_id}:pause"))
-    assert paused.status_code == 200, paused.text
-    assert paused.json()["status"] == "paused"
+    paused = await _control(tenant, run_id, "pause", "paused")
     assert await _row_status(pool, tenant.slug, run_id) == "paused"
 
     # The batch in flight finishes; no new one starts.
-    await until_no_activity_pending(temporal_client, paused.json()["workflow_id"])
+    await until_no_activity_pending(temporal_client, paused["workflow_id"])
     settled = await ledger_count(pool, tenant.slug, run_id)
     await asyncio.sleep(1.0)  # an observation window: the behaviour under test is that nothing happens in it
     assert await ledger_count(pool, tenant.slug, run_id) == settled < 160
@@ -61,33 +82,23 @@ async def test_pause_stops_new_batches_and_resume_finishes_the_run(
     again = await tenant.http.post(tenant.url(f"/runs/{run_id}:pause"))
     assert again.status_code == 409 and "paused" in again.json()["detail"]
 
-    resumed = await tenant.http.post(tenant.url(f"/runs/{run_id}:resume"))
-    assert resumed.status_code == 200, resumed.text
-    assert resumed.json()["status"] == "running"
+    await _control(tenant, run_id, "resume", "running")
     assert await _row_status(pool, tenant.slug, run_id) == "running"
 
     run = await wait_for_run(tenant, run_id)
     assert run["status"] == "completed" and run["counts_source"] == "ledger"
     assert await assert_each_recipient_once(pool, tenant.slug, run_id) == 160
     assert run["counts"]["sent"] + run["counts"]["skipped"] == 160
-
-    for action in ("resume", "pause", "cancel"):
-        refused = await tenant.http.post(tenant.url(f"/runs/{run_id}:{action}"))
-        assert refused.status_code == 409, (action, refused.text)
-        assert refused.json()["detail"] == f"cannot {action} a run that is completed"
+    await _refuses_every_control(tenant, run_id, "completed")
 
 
 async def test_cancel_records_everyone_never_attempted_as_cancelled(
     make_tenant: MakeTenant, pool: asyncpg.Pool, temporal_client: Client
 ) -> None:
-    tenant = await make_tenant(customers=300, execution=SLOW)
-    run_id = await start_run(tenant, await create_campaign(tenant))
-    await until(lambda: _has_rows(pool, tenant.slug, run_id), what="the first batch")
+    tenant, run_id = await _delivering(make_tenant, pool, 300)
 
-    cancelled = await tenant.http.post(tenant.url(f"/runs/{run_id}:cancel"))
-    assert cancelled.status_code == 200, cancelled.text
-    body = cancelled.json()
-    assert body["status"] == "cancelled" and body["counts_source"] == "ledger"
+    body = await _control(tenant, run_id, "cancel", "cancelled")
+    assert body["counts_source"] == "ledger"
     assert await _row_status(pool, tenant.slug, run_id) == "cancelled"
 
     # Everyone is accounted for exactly once: attempted before the cancel, or cancelled.
@@ -108,27 +119,18 @@ async def test_cancel_records_everyone_never_attempted_as_cancelled(
     assert (await handle.result()).status == "cancelled"
     await asyncio.sleep(0.5)  # an observation window: nothing trickles in afterwards (the behaviour under test)
     assert await ledger_count(pool, tenant.slug, run_id) == 300
-
-    for action in ("pause", "resume", "cancel"):
-        refused = await tenant.http.post(tenant.url(f"/runs/{run_id}:{action}"))
-        assert refused.status_code == 409, (action, refused.text)
-        assert refused.json()["detail"] == f"cannot {action} a run that is cancelled"
+    await _refuses_every_control(tenant, run_id, "cancelled")
 
 
 async def test_a_paused_run_can_be_cancelled(
     make_tenant: MakeTenant, pool: asyncpg.Pool, temporal_client: Client
 ) -> None:
-    tenant = await make_tenant(customers=200, execution=SLOW)
-    run_id = await start_run(tenant, await create_campaign(tenant))
-    await until(lambda: _has_rows(pool, tenant.slug, run_id), what="the first batch")
-    paused = await tenant.http.post(tenant.url(f"/runs/{run_id}:pause"))
-    assert paused.status_code == 200, paused.text
-    await until_no_activity_pending(temporal_client, paused.json()["workflow_id"])
+    tenant, run_id = await _delivering(make_tenant, pool, 200)
+    paused = await _control(tenant, run_id, "pause")
+    await until_no_activity_pending(temporal_client, paused["workflow_id"])
     attempted = await ledger_count(pool, tenant.slug, run_id)
 
-    cancelled = await tenant.http.post(tenant.url(f"/runs/{run_id}:cancel"))
-    assert cancelled.status_code == 200, cancelled.text
-    assert cancelled.json()["status"] == "cancelled"
+    await _control(tenant, run_id, "cancel", "cancelled")
     assert await assert_each_recipient_once(pool, tenant.slug, run_id) == 200
     assert await ledger_count(pool, tenant.slug, run_id, "reason = 'cancelled'") == 200 - attempted
 
@@ -150,18 +152,14 @@ async def test_a_run_waiting_for_its_send_time_can_be_paused_resumed_and_cancell
         )
 
     await until(waiting, what="the run to pin its config and wait")
-    paused = await tenant.http.post(tenant.url(f"/runs/{run_id}:pause"))
-    assert paused.status_code == 200 and paused.json()["status"] == "paused", paused.text
-    resumed = await tenant.http.post(tenant.url(f"/runs/{run_id}:resume"))
-    assert resumed.status_code == 200 and resumed.json()["status"] == "scheduled", resumed.text
+    await _control(tenant, run_id, "pause", "paused")
+    await _control(tenant, run_id, "resume", "scheduled")
 
-    cancelled = await tenant.http.post(tenant.url(f"/runs/{run_id}:cancel"))
-    assert cancelled.status_code == 200, cancelled.text
-    assert cancelled.json()["status"] == "cancelled"
-    assert cancelled.json()["counts"]["planned"] == 0
+    cancelled = await _control(tenant, run_id, "cancel", "cancelled")
+    assert cancelled["counts"]["planned"] == 0
     # Nobody was planned, so nobody is in the ledger; the timer was cut short.
     assert await ledger_count(pool, tenant.slug, run_id) == 0
-    handle = temporal_client.get_workflow_handle(cancelled.json()["workflow_id"])
+    handle = temporal_client.get_workflow_handle(cancelled["workflow_id"])
     events = [e.event_type for e in (await handle.fetch_history()).events]
     assert EventType.EVENT_TYPE_TIMER_STARTED in events and EventType.EVENT_TYPE_TIMER_CANCELED in events
     assert EventType.EVENT_TYPE_TIMER_FIRED not in events
@@ -179,28 +177,18 @@ async def test_unknown_runs_are_404_and_another_tenants_runs_are_invisible(
         response = await a.http.post(a.url(f"/runs/{missing}:{action}"))
         assert response.status_code == 404 and response.json()["detail"] == f"run '{missing}' not found"
 
+    async def all_404(on: Tenant, requests: list[tuple[str, str]], detail: str) -> None:
+        for method, path in requests:
+            response = await b.http.request(method, on.url(path))
+            assert response.status_code == 404, (method, path, response.text)
+            assert response.json()["detail"] == detail
+
+    run_paths = [("GET", f"/runs/{run_id}"), ("GET", f"/runs/{run_id}/deliveries")]
+    controls = [("POST", f"/runs/{run_id}:{action}") for action in ("pause", "resume", "cancel")]
     # B's key, on A's tenant: the tenant itself does not exist for B.
-    for method, path in [
-        ("GET", f"/runs/{run_id}"),
-        ("GET", f"/runs/{run_id}/deliveries"),
-        ("GET", "/runs"),
-        ("POST", f"/runs/{run_id}:pause"),
-        ("POST", f"/runs/{run_id}:resume"),
-        ("POST", f"/runs/{run_id}:cancel"),
-    ]:
-        response = await b.http.request(method, a.url(path))
-        assert response.status_code == 404, (method, path, response.text)
-        assert response.json()["detail"] == f"tenant '{a.slug}' not found"
+    await all_404(a, [*run_paths, ("GET", "/runs"), *controls], f"tenant '{a.slug}' not found")
     # B's key, on its own tenant, naming A's run: no such run.
-    for method, path in [
-        ("GET", f"/runs/{run_id}"),
-        ("GET", f"/runs/{run_id}/deliveries"),
-        ("POST", f"/runs/{run_id}:pause"),
-        ("POST", f"/runs/{run_id}:cancel"),
-    ]:
-        response = await b.http.request(method, b.url(path))
-        assert response.status_code == 404, (method, path, response.text)
-        assert response.json()["detail"] == f"run '{run_id}' not found"
+    await all_404(b, [*run_paths, *controls], f"run '{run_id}' not found")
     assert (await b.http.get(b.url("/runs"))).json() == {"items": [], "next_cursor": None}
     assert (await a.http.get(a.url("/runs"))).json()["items"][0]["id"] == run_id
 
@@ -226,8 +214,7 @@ async def test_control_and_progress_carry_across_continue_as_new(
     await until(continued, within=60, what="the run to continue as new")
 
     async def pause_and_settle() -> dict[str, Any]:
-        paused = await tenant.http.post(tenant.url(f"/runs/{run_id}:pause"))
-        assert paused.status_code == 200 and paused.json()["status"] == "paused", paused.text
+        await _control(tenant, run_id, "pause", "paused")
         await until_no_activity_pending(temporal_client, workflow_id)  # the batches in flight finish
         live: dict[str, Any] = (await tenant.http.get(tenant.url(f"/runs/{run_id}"))).json()
         return live
@@ -243,10 +230,9 @@ async def test_control_and_progress_carry_across_continue_as_new(
     assert (await tenant.http.post(tenant.url(f"/runs/{run_id}:resume"))).status_code == 200
     await until(lambda: _grew(pool, tenant.slug, run_id, recorded), what="the resumed run to deliver")
     await pause_and_settle()
-    cancelled = await tenant.http.post(tenant.url(f"/runs/{run_id}:cancel"))
-    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled", cancelled.text
+    cancelled = await _control(tenant, run_id, "cancel", "cancelled")
     assert await assert_each_recipient_once(pool, tenant.slug, run_id) == 1200
-    assert cancelled.json()["counts"]["skipped_by_reason"]["cancelled"] > 0
+    assert cancelled["counts"]["skipped_by_reason"]["cancelled"] > 0
     executions = (await handle.result()).execution
     assert executions >= 2
 
@@ -281,12 +267,9 @@ async def test_cancelled_rows_carry_the_assignment_a_send_would_have_had(
 ) -> None:
     # A tenant-wide control group on top of the campaign's own split.
     base = load_config_file(ROOT / "tenant_configs" / "freshmart.yaml")
-    tenant = await make_tenant(
-        customers=200, execution=SLOW, policies=base.policies.model_copy(update={"holdout_percent": 30})
-    )
-    run_id = await start_run(tenant, await create_campaign(tenant))
-    await until(lambda: _has_rows(pool, tenant.slug, run_id), what="the first batch")
-    assert (await tenant.http.post(tenant.url(f"/runs/{run_id}:cancel"))).status_code == 200
+    policies = base.policies.model_copy(update={"holdout_percent": 30})
+    tenant, run_id = await _delivering(make_tenant, pool, 200, policies=policies)
+    await _control(tenant, run_id, "cancel")
 
     rows = await pool.fetch(
         "SELECT customer_id, variant, reason FROM deliveries WHERE tenant_id = $1 AND run_id = $2::uuid",
@@ -300,20 +283,9 @@ async def test_cancelled_rows_carry_the_assignment_a_send_would_have_had(
 
 
 async def test_reschedule_through_the_api(make_tenant: MakeTenant) -> None:
-    import datetime as dt
-
     tenant = await make_tenant(customers=10)
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=6)
-    campaign = await tenant.http.post(
-        tenant.url("/campaigns"),
-        json={
-            "name": "Later",
-            "channels": ["email"],
-            "variants": [{"key": "A", "template": "weekly_deals"}],
-            "send_at": later.isoformat(),
-        },
-    )
-    run_id = (await tenant.http.post(tenant.url(f"/campaigns/{campaign.json()['id']}/runs"))).json()["run_id"]
+    run_id = await start_run(tenant, await create_campaign(tenant, name="Later", send_at=later.isoformat()))
     path = tenant.url(f"/runs/{run_id}:reschedule")
     naive = await tenant.http.post(path, json={"send_at": "2030-01-01T10:00:00"})
     assert naive.status_code == 422 and "body.send_at: must include a time zone offset" in naive.json()["detail"]

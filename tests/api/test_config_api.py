@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from devstack.smtp_sink import read_outbox
-from tests.helpers.runs import wait_for_run
+from tests.helpers.runs import create_campaign, start_run, wait_for_run
 from tests.helpers.stack import ROOT
 from tests.helpers.tenants import MakeTenant, Tenant
 from tests.helpers.waiting import until
@@ -177,17 +177,8 @@ async def test_a_run_keeps_its_pinned_version_while_a_new_one_is_saved(
     tenant = await make_tenant(customers=30)
     v1 = await _current(tenant)
     send_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3)
-    campaign = await tenant.http.post(
-        tenant.url("/campaigns"),
-        json={
-            "name": "Pinned",
-            "channels": ["email"],
-            "variants": [{"key": "A", "template": "weekly_deals"}],
-            "send_at": send_at.isoformat(),
-        },
-    )
-    campaign_id = campaign.json()["id"]
-    first = (await tenant.http.post(tenant.url(f"/campaigns/{campaign_id}/runs"))).json()["run_id"]
+    campaign_id = await create_campaign(tenant, name="Pinned", send_at=send_at.isoformat())
+    first = await start_run(tenant, campaign_id)
 
     async def pinned_version_is(version: int) -> bool:
         return bool(await pool.fetchval("SELECT config_version FROM runs WHERE id = $1::uuid", first) == version)
@@ -201,7 +192,7 @@ async def test_a_run_keeps_its_pinned_version_while_a_new_one_is_saved(
     assert done["status"] == "completed" and done["config_version"] == 1
 
     # The campaign's send time has passed by now, so the second run goes at once, on version 2.
-    second = (await tenant.http.post(tenant.url(f"/campaigns/{campaign_id}/runs"))).json()["run_id"]
+    second = await start_run(tenant, campaign_id)
     assert (await wait_for_run(tenant, second))["config_version"] == 2
 
     subjects = {
