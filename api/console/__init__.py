@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from api.console import auth_pages, campaign_pages, config_pages, run_pages
+from api.console import session as sessions
 from api.console.common import PREFIX, CsrfRefused, Redirect, SignInNeeded, page, redirect
 
 
@@ -52,6 +53,11 @@ def install(app: FastAPI) -> None:
         if not request.url.path.startswith(PREFIX) or _wants_json(request):
             answer = api_handler(request, exc)
             return answer if isinstance(answer, Response) else await answer
-        return page(request, "error.html", exc.status_code, title=f"Error {exc.status_code}", message=str(exc.detail))
+        # The layout's navigation only: the cookie is not trusted for anything else here.
+        found = sessions.decode(request.cookies.get(sessions.COOKIE), sessions.signing_key(request.app.state.settings))
+        return page(
+            request, "error.html", exc.status_code, title=f"Error {exc.status_code}", message=str(exc.detail),
+            session=found, tenant=found.tenant if found else None,
+        )  # fmt: skip
 
     app.exception_handlers[HTTPException] = http_error

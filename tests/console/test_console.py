@@ -224,8 +224,56 @@ async def test_another_tenants_data_never_shows(
 
 async def test_wrong_key_is_refused_naming_the_field(context: BrowserContext, api_url: str) -> None:
     page = await context.new_page()
-    await sign_in(page, api_url, "tk_not_a_real_key")
+    await page.goto(f"{api_url}/console/login")
+    # Keyboard only: the key field has focus on arrival, Enter submits.
+    assert await page.evaluate("document.activeElement.id") == "key"
+    await page.keyboard.type("tk_not_a_real_key")
+    async with page.expect_navigation():
+        await page.keyboard.press("Enter")
     assert page.url.endswith("/console/login")
     assert "key: not a valid API key" in await page.inner_text("[role=alert]")
     cookies = await context.cookies()
     assert not any(c["name"] == "pennant_console" for c in cookies)
+
+
+async def test_schedule_and_suppressions_from_the_console(
+    context: BrowserContext, api_url: str, make_tenant: MakeTenant
+) -> None:
+    tenant = await make_tenant("freshmart", customers=10)
+    campaign_id = await _campaign(tenant, "Monday deals")
+    page = await context.new_page()
+    await sign_in(page, api_url, tenant.key)
+    await page.goto(f"{api_url}/console/campaigns/{campaign_id}")
+
+    # A schedule with a bad time zone is refused naming the field; a good one is made in Temporal.
+    await page.get_by_label("Cron (minute hour day month weekday)").fill("0 10 * * MON")
+    await page.get_by_label("Time zone", exact=True).fill("Mars/Olympus")
+    await navigate(page, page.get_by_role("button", name="Make recurring"))
+    assert "time_zone" in await page.inner_text("[role=alert]")
+    await page.get_by_label("Cron (minute hour day month weekday)").fill("0 10 * * MON")
+    await page.get_by_label("Time zone", exact=True).fill("America/Chicago")
+    await navigate(page, page.get_by_role("button", name="Make recurring"))
+    assert "Schedule saved." in await page.inner_text("main")
+    schedule = (await tenant.http.get(tenant.url(f"/campaigns/{campaign_id}/schedule"))).json()
+    # (Temporal keeps a cron expression as calendar specs, so the API reports next runs, not the cron.)
+    assert schedule["time_zone"] == "America/Chicago" and schedule["next_runs"], schedule
+    assert "Next: " in await page.inner_text("main")
+    await navigate(page, page.get_by_role("button", name="Remove schedule"))
+    assert (await tenant.http.get(tenant.url(f"/campaigns/{campaign_id}/schedule"))).status_code == 404
+
+    # Suppressions: added (normalised as the API stores it), listed, lifted; a bad address is named.
+    await page.goto(f"{api_url}/console/config")
+    assert "Nobody is suppressed" in await page.inner_text("#suppressions")
+    await page.get_by_label("Address").fill("Someone@Example.COM")
+    await navigate(page, page.get_by_role("button", name="Suppress"))
+    assert "someone@example.com" in await page.inner_text("#suppressions")
+    listed = (await tenant.http.get(tenant.url("/suppressions"))).json()
+    assert [s["address"] for s in listed] == ["someone@example.com"]
+    await navigate(page, page.get_by_role("button", name="Lift the suppression of someone@example.com"))
+    assert (await tenant.http.get(tenant.url("/suppressions"))).json() == []
+
+    # An unknown page answers 404 as a page, with the console's navigation.
+    response = await page.goto(f"{api_url}/console/runs/00000000-0000-0000-0000-000000000000")
+    assert response is not None and response.status == 404
+    assert "run '00000000-0000-0000-0000-000000000000' not found" in await page.inner_text("main")
+    assert await page.get_by_role("link", name="Configuration").count() == 1
