@@ -4,6 +4,7 @@ the config with an error and then a fix, and never see another tenant's data."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -277,3 +278,39 @@ async def test_schedule_and_suppressions_from_the_console(
     assert response is not None and response.status == 404
     assert "run '00000000-0000-0000-0000-000000000000' not found" in await page.inner_text("main")
     assert await page.get_by_role("link", name="Configuration").count() == 1
+
+
+async def test_run_controls_and_live_status(context: BrowserContext, api_url: str, make_tenant: MakeTenant) -> None:
+    tenant = await make_tenant("freshmart", customers=10)
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    body = {
+        "name": "Tomorrow's deals", "segment": "everyone", "channels": ["email"], "send_at": later,
+        "variants": [{"key": "A", "template": "weekly_deals"}],
+    }  # fmt: skip
+    created = await tenant.http.post(tenant.url("/campaigns"), json=body)
+    assert created.status_code == 201, created.text
+    page = await context.new_page()
+    await sign_in(page, api_url, tenant.key)
+    await navigate(page, page.get_by_role("link", name="Tomorrow's deals"))
+    assert "A run waits until" in await page.inner_text("main")
+    await navigate(page, page.get_by_role("button", name="Start a run"))
+    run_id = page.url.rsplit("/", 1)[1]
+
+    def status_is(expected: str) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return await text_of(page, "[data-field=status]") == expected
+
+        return check
+
+    # The page polls the run: its status is the workflow's, live.
+    await until(status_is("scheduled"), what="the run page to show the run waiting")
+    assert await page.locator("[data-run-live=live]").count() == 1
+    for action, status in (("Pause", "paused"), ("Resume", "scheduled"), ("Cancel", "cancelled")):
+        await navigate(page, page.get_by_role("button", name=action, exact=True))
+        await until(status_is(status), what=f"the run to be {status} after {action}")
+    run = (await tenant.http.get(tenant.url(f"/runs/{run_id}"))).json()
+    assert run["status"] == "cancelled"
+    assert await page.get_by_role("button", name="Pause").count() == 0  # a finished run has no controls
+    # The campaigns list shows it as the campaign's last run.
+    await navigate(page, page.get_by_role("link", name="Campaigns", exact=True))
+    assert "cancelled" in await page.inner_text("table")
