@@ -25,6 +25,12 @@ from core.templating import TemplateError
 from core.validation import error_lines
 
 PREFIX = "/console"
+# Scripts and styles only from the console itself; previews (srcdoc iframes, which inherit this)
+# may show inline-styled email with images from anywhere, and run no script (sandboxed).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src * data:; style-src 'self' 'unsafe-inline'; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
+)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 
@@ -72,9 +78,11 @@ def page(request: Request, name: str, status_code: int = 200, **context: Any) ->
     """Render a page template (`prefix` and `now` are always there)."""
     context.setdefault("session", None)
     context.setdefault("tenant", None)
-    return templates.TemplateResponse(
+    response = templates.TemplateResponse(
         request, name, {"prefix": PREFIX, "now": dt.datetime.now(dt.UTC), **context}, status_code=status_code
     )
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    return response
 
 
 async def current_session(request: Request) -> sessions.Session:

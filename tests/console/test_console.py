@@ -188,6 +188,8 @@ async def test_another_tenants_data_never_shows(
 
     page = await context.new_page()
     await sign_in(page, api_url, mine.key)
+    (cookie,) = [c for c in await context.cookies() if c["name"] == "pennant_console"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and mine.key not in cookie["value"]
     listing = await page.inner_text("main")
     assert "Mine only" in listing and "Theirs only" not in listing
     csrf = await page.get_attribute("body", "data-csrf")
@@ -225,7 +227,8 @@ async def test_another_tenants_data_never_shows(
 
 async def test_wrong_key_is_refused_naming_the_field(context: BrowserContext, api_url: str) -> None:
     page = await context.new_page()
-    await page.goto(f"{api_url}/console/login")
+    login = await page.goto(f"{api_url}/console/login")
+    assert login is not None and "default-src 'self'" in (await login.all_headers())["content-security-policy"]
     # Keyboard only: the key field has focus on arrival, Enter submits.
     assert await page.evaluate("document.activeElement.id") == "key"
     await page.keyboard.type("tk_not_a_real_key")
