@@ -317,3 +317,17 @@ async def test_run_controls_and_live_status(context: BrowserContext, api_url: st
     # The campaigns list shows it as the campaign's last run.
     await navigate(page, page.get_by_role("link", name="Campaigns", exact=True))
     assert "cancelled" in await page.inner_text("table")
+
+
+async def test_revoking_the_key_ends_its_console_sessions(
+    context: BrowserContext, api_url: str, make_tenant: MakeTenant
+) -> None:
+    tenant = await make_tenant("freshmart", customers=5)
+    page = await context.new_page()
+    await sign_in(page, api_url, tenant.key)
+    assert page.url.endswith("/console/campaigns")
+    (key,) = (await tenant.http.get(tenant.url("/keys"))).json()
+    revoked = await tenant.http.delete(tenant.url(f"/keys/{key['id']}"))
+    assert revoked.status_code == 204
+    await page.goto(f"{api_url}/console/campaigns")
+    assert page.url.endswith("/console/login")
