@@ -42,7 +42,7 @@ async def text_of(page: Page, selector: str) -> str:
 async def test_marketer_tour_in_the_browser(
     context: BrowserContext, api_url: str, make_tenant: MakeTenant, pool: asyncpg.Pool
 ) -> None:
-    tenant = await make_tenant("freshmart", customers=120)
+    tenant = await make_tenant("freshmart", customers=400)
     page = await context.new_page()
     await sign_in(page, api_url, tenant.key)
     assert page.url.endswith("/console/campaigns")
