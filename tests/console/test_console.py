@@ -308,6 +308,11 @@ async def test_run_controls_and_live_status(context: BrowserContext, api_url: st
     # The page polls the run: its status is the workflow's, live.
     await until(status_is("scheduled"), what="the run page to show the run waiting")
     assert await page.locator("[data-run-live=live]").count() == 1
+    # The campaigns list follows the active run too.
+    await navigate(page, page.get_by_role("link", name="Campaigns", exact=True))
+    await until(status_is("scheduled"), what="the campaigns list to show the run's live status")
+    assert await page.locator("tbody [data-run-progress]").count() == 1
+    await page.goto(f"{api_url}/console/runs/{run_id}")
     for action, status in (("Pause", "paused"), ("Resume", "scheduled"), ("Cancel", "cancelled")):
         await navigate(page, page.get_by_role("button", name=action, exact=True))
         await until(status_is(status), what=f"the run to be {status} after {action}")
