@@ -24,7 +24,7 @@ test: $(STAMP) chromium
 
 # The console's browser tests drive Debian's chromium; as root (CI), install it when missing.
 chromium:
-	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -qq && apt-get install -y -qq chromium)
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
