@@ -1,9 +1,10 @@
-"""Helpers shared by the benchmarks: a tenant with a key, and waiting on the outbox."""
+"""Helpers shared by the benchmarks: a tenant with a key, waiting on the outbox, stopping a child process."""
 
 from __future__ import annotations
 
 import asyncio
 import statistics
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -28,6 +29,16 @@ async def make_tenant(stack: LocalStack, customers: int, **overrides: object) ->
         await asyncio.sleep(0.01)
     http = httpx.AsyncClient(base_url=f"{stack.api_url}/v1/tenants/{slug}", headers={"Authorization": f"Bearer {key}"})
     return slug, http
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+    """SIGTERM a child process and wait up to `grace` seconds for it; SIGKILL it if it is still there."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 async def wait_for_subject(outbox: Path, marker: str, seen: set[str], limit_s: float = 30.0) -> float:

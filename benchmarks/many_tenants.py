@@ -28,13 +28,14 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from benchmarks.common import summary
+from benchmarks.common import stop_process, summary
 from core.auth import new_key, store_key
 from core.config_store import load_config_file, save_config
 from core.temporal import task_queue_for
 from core.tenant_config import Execution, Experiments, Policies, TenantConfig
 from devstack.demo_data import seed_customers
 from devstack.inprocess import LocalStack, local_stack
+from devstack.worker_env import worker_env as stack_worker_env
 from workers.tenant_workers import TenantSelection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,20 +116,8 @@ async def create_tenants(pool: asyncpg.Pool, base: TenantConfig, count: int, pre
 
 def worker_env(stack: LocalStack) -> dict[str, str]:
     """The environment of a `pennant worker` process on the stack's servers."""
-    settings = stack.settings
-    return {
-        **os.environ,
-        "DATABASE_URL": settings.database_url or "",
-        "TEMPORAL_ADDRESS": settings.temporal_address,
-        "SMTP_HOST": settings.smtp_host,
-        "SMTP_PORT": str(settings.smtp_port),
-        "PUBLIC_BASE_URL": settings.public_base_url,
-        "LINK_SIGNING_SECRET": settings.link_signing_secret or "",
-        "PROVIDER_BASE_URL": settings.provider_base_url,
-        "OTEL_EXPORTER": "none",
-        "LOG_FORMAT": "json",
-        "WORKER_PROCESSES": "1",  # one process: the figure is per process
-    }
+    # One process: the figure is per process.
+    return stack_worker_env(stack.settings, LOG_FORMAT="json", WORKER_PROCESSES="1")
 
 
 @contextlib.contextmanager
@@ -146,12 +135,7 @@ def worker_process(stack: LocalStack, tree: Path, log_path: Path) -> Iterator[su
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
 
 
 async def wait_serving(proc: subprocess.Popen[bytes], log_path: Path, slugs: list[str], within: float) -> float:

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from benchmarks.common import stop_process
 from core.auth import new_key, store_key
 from core.config_store import load_config_file, save_config
 from core.db import tenant_tx
@@ -64,12 +65,7 @@ def provider_simulator(log_path: Path) -> Iterator[tuple[str, int]]:
         os.environ[PUSH_KEY_VARIABLE] = "bench-push-key"
         yield url, proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
 
 
 @dataclass

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import signal
 import subprocess
@@ -32,6 +31,7 @@ from core.tenant_config import Execution, Experiments, Policies
 from devstack.demo_data import seed_customers
 from devstack.provider_simulator import SimulatorControl
 from devstack.temporal_server import dev_server_command
+from devstack.worker_env import worker_env as stack_worker_env
 from tests.helpers.stack import ISOLATED_PREFIX, TENANT_CONFIGS, free_port
 from tests.helpers.tenants import Tenant
 
@@ -40,19 +40,8 @@ _MESSAGE_ID = re.compile(rb"^Message-ID:\s*<([^>]+)>", re.MULTILINE | re.IGNOREC
 
 
 def worker_env(settings: Settings, temporal_address: str, namespace: str = "default") -> dict[str, str]:
-    """The environment of a `pennant worker` process that uses `settings`' servers."""
-    return {
-        **os.environ,
-        "DATABASE_URL": settings.database_url or "",
-        "TEMPORAL_ADDRESS": temporal_address,
-        "TEMPORAL_NAMESPACE": namespace,
-        "SMTP_HOST": settings.smtp_host,
-        "SMTP_PORT": str(settings.smtp_port),
-        "PUBLIC_BASE_URL": settings.public_base_url,
-        "LINK_SIGNING_SECRET": settings.link_signing_secret or "",
-        "PROVIDER_BASE_URL": settings.provider_base_url,
-        "OTEL_EXPORTER": "none",
-    }
+    """The environment of a `pennant worker` process that uses `settings`' servers and this Temporal."""
+    return stack_worker_env(settings, TEMPORAL_ADDRESS=temporal_address, TEMPORAL_NAMESPACE=namespace)
 
 
 class WorkerProcesses:
