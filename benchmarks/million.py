@@ -244,8 +244,9 @@ def instrument_delivery(clock: StageClock) -> None:
         return found
 
     delivery.DeliveryActivities._deliver = timed_deliver  # type: ignore[method-assign,assignment]
-    delivery.suppressed_addresses = _timed(clock, "policy", suppressed_addresses)  # type: ignore[assignment]
-    delivery.CapTracker = type("TimedCapTracker", (CapTracker,), {"load": staticmethod(timed_caps)})  # type: ignore[misc,assignment]
+    # Module globals the activity looks up at call time: replaced through the module's namespace.
+    vars(delivery)["suppressed_addresses"] = _timed(clock, "policy", suppressed_addresses)
+    vars(delivery)["CapTracker"] = type("TimedCapTracker", (CapTracker,), {"load": staticmethod(timed_caps)})
     delivery.DeliveryActivities._skip_reason = _timed_sync(clock, "policy", delivery.DeliveryActivities._skip_reason)  # type: ignore[method-assign]
     delivery.DeliveryActivities._render = _timed_sync(clock, "render", delivery.DeliveryActivities._render)  # type: ignore[method-assign]
     delivery.DeliveryActivities._record = _timed(clock, "ledger", delivery.DeliveryActivities._record)  # type: ignore[method-assign,assignment]

@@ -25,11 +25,14 @@ from hypothesis import HealthCheck, Phase
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
+
+from tests.helpers.tenants import MakeTenant
 
 # Examples per operation, per generation mode (valid, invalid), per key.
 EXAMPLES = 6
@@ -96,6 +99,8 @@ def _fuzz(api_url: str, token: str, real: dict[str, str], figures: Figures) -> N
     schema.config.generation.update(with_security_parameters=False)
     session = requests.Session()
     for result in schema.get_all_operations():
+        if isinstance(result, Err):
+            raise result.err()
         operation = result.ok()
         figures.operations += 1
         names = set(re.findall(r"\{(\w+)\}", operation.path)) - NEVER_REAL
@@ -106,7 +111,7 @@ def _fuzz(api_url: str, token: str, real: dict[str, str], figures: Figures) -> N
 
 @pytest.mark.slow
 async def test_fuzz_every_operation_with_a_tenant_key_and_the_admin_key(
-    make_tenant, api_url: str, admin_key: str
+    make_tenant: MakeTenant, api_url: str, admin_key: str
 ) -> None:
     tenant = await make_tenant(customers=5)
     campaign = await tenant.http.post(

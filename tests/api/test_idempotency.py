@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 
 from devstack.smtp_sink import read_outbox
 from tests.helpers.stack import ROOT
+from tests.helpers.tenants import MakeTenant, Tenant
 
 CAMPAIGN = {
     "name": "Deals",
@@ -26,13 +28,14 @@ def _key() -> dict[str, str]:
     return {"Idempotency-Key": f"test-{uuid.uuid4()}"}
 
 
-async def _runs_of(tenant, campaign: str) -> list[dict]:
+async def _runs_of(tenant: Tenant, campaign: str) -> list[dict[str, Any]]:
     response = await tenant.http.get(tenant.url("/runs"), params={"campaign_id": campaign})
     assert response.status_code == 200, response.text
-    return response.json()["items"]
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
 
 
-async def test_a_retried_run_start_returns_the_first_response_and_starts_one_run(make_tenant) -> None:
+async def test_a_retried_run_start_returns_the_first_response_and_starts_one_run(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant(customers=3)
     campaign = (await tenant.http.post(tenant.url("/campaigns"), json=CAMPAIGN)).json()["id"]
     key = _key()
@@ -50,7 +53,7 @@ async def test_a_retried_run_start_returns_the_first_response_and_starts_one_run
     assert len(await _runs_of(tenant, campaign)) == 2
 
 
-async def test_concurrent_duplicates_run_once(make_tenant) -> None:
+async def test_concurrent_duplicates_run_once(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant(customers=3)
     campaign = (await tenant.http.post(tenant.url("/campaigns"), json=CAMPAIGN)).json()["id"]
     key = _key()
@@ -70,7 +73,7 @@ async def test_concurrent_duplicates_run_once(make_tenant) -> None:
     assert created[0].json()["errors"] == [MISMATCH]
 
 
-async def test_the_same_key_with_a_different_body_is_422_naming_the_header(make_tenant) -> None:
+async def test_the_same_key_with_a_different_body_is_422_naming_the_header(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant(customers=0)
     key = _key()
     first = await tenant.http.post(tenant.url("/campaigns"), json=CAMPAIGN, headers=key)
@@ -94,7 +97,7 @@ async def test_the_same_key_with_a_different_body_is_422_naming_the_header(make_
         assert response.json()["errors"] == ["header.Idempotency-Key: must be 1 to 255 characters"]
 
 
-async def test_rejected_and_failed_requests_are_not_kept(make_tenant) -> None:
+async def test_rejected_and_failed_requests_are_not_kept(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant(customers=0)
     key = _key()
     invalid = await tenant.http.post(tenant.url("/campaigns"), json={**CAMPAIGN, "channels": []}, headers=key)
@@ -113,7 +116,7 @@ async def test_rejected_and_failed_requests_are_not_kept(make_tenant) -> None:
     assert replayed.headers["idempotent-replayed"] == "true"
 
 
-async def test_keys_are_scoped_per_api_key_and_tenant(make_tenant) -> None:
+async def test_keys_are_scoped_per_api_key_and_tenant(make_tenant: MakeTenant) -> None:
     a = await make_tenant(customers=0)
     b = await make_tenant(customers=0)
     key = _key()
@@ -151,7 +154,7 @@ async def test_admin_creations_are_idempotent_and_secrets_are_not_stored_in_clea
     assert issued.json()["key"].encode() not in bytes(bodies[0]["body"])
 
 
-async def test_a_retried_test_send_emails_once(make_tenant, workdir: Path) -> None:
+async def test_a_retried_test_send_emails_once(make_tenant: MakeTenant, workdir: Path) -> None:
     tenant = await make_tenant(customers=3)
     campaign = (await tenant.http.post(tenant.url("/campaigns"), json=CAMPAIGN)).json()["id"]
     seed = f"idem-{uuid.uuid4().hex[:8]}@example.com"
@@ -170,7 +173,7 @@ async def test_a_retried_test_send_emails_once(make_tenant, workdir: Path) -> No
 
 
 async def test_a_key_is_free_again_after_24_hours_and_an_abandoned_claim_is_taken_over(
-    make_tenant, pool: asyncpg.Pool
+    make_tenant: MakeTenant, pool: asyncpg.Pool
 ) -> None:
     tenant = await make_tenant(customers=0)
     key = _key()

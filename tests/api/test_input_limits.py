@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+
+from core.settings import Settings
+from tests.helpers.tenants import MakeTenant
 
 CAMPAIGN = {
     "name": "Deals",
@@ -28,7 +33,9 @@ OPERATORS = [
 
 @pytest.mark.parametrize(("op", "value"), OPERATORS)
 @pytest.mark.parametrize("attribute", ["attributes.x", "first_name"])
-async def test_a_nul_in_a_segment_value_is_422_in_every_operator(make_tenant, attribute: str, op: str, value) -> None:
+async def test_a_nul_in_a_segment_value_is_422_in_every_operator(
+    make_tenant: MakeTenant, attribute: str, op: str, value: Any
+) -> None:
     """Regression: these answered 500 (PostgreSQL refuses NUL in text and jsonb)."""
     tenant = await make_tenant(customers=3)
     segment = {"attribute": attribute, "op": op, "value": value}
@@ -38,7 +45,7 @@ async def test_a_nul_in_a_segment_value_is_422_in_every_operator(make_tenant, at
     assert response.json()["errors"] == [f"{where}: contains a NUL character"]
 
 
-async def test_unpaired_surrogates_nul_keys_and_many_places_are_all_named(make_tenant) -> None:
+async def test_unpaired_surrogates_nul_keys_and_many_places_are_all_named(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant(customers=0)
     # A lone surrogate can only be written as a JSON escape: raw bytes, not httpx's encoder.
     raw = (
@@ -58,7 +65,7 @@ async def test_unpaired_surrogates_nul_keys_and_many_places_are_all_named(make_t
     assert body["detail"] == "; ".join(body["errors"])
 
 
-async def test_unstorable_input_on_other_routes_is_422(make_tenant) -> None:
+async def test_unstorable_input_on_other_routes_is_422(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant(customers=2)
     named = await tenant.http.post(tenant.url("/campaigns"), json={**CAMPAIGN, "name": "Deals\u0000"})
     assert named.status_code == 422
@@ -92,7 +99,7 @@ async def test_unstorable_input_on_other_routes_is_422(make_tenant) -> None:
     assert suppression.json()["errors"] == ["body.address: contains a NUL character"]
 
 
-async def test_config_bodies_in_json_and_yaml_are_checked(make_tenant) -> None:
+async def test_config_bodies_in_json_and_yaml_are_checked(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant(customers=0)
     current = (await tenant.http.get(tenant.url("/config"))).json()["config"]
     current["display_name"] = "Fresh\u0000Mart"
@@ -108,7 +115,7 @@ async def test_config_bodies_in_json_and_yaml_are_checked(make_tenant) -> None:
     assert as_yaml.json()["errors"] == ["body.display_name: contains an unpaired surrogate (not valid Unicode)"]
 
 
-async def test_absurd_nesting_is_422(make_tenant) -> None:
+async def test_absurd_nesting_is_422(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant(customers=0)
     # Deeper than json.loads can recurse: must not become a RecursionError (500).
     raw = b'{"segment": ' + b'{"not": ' * 5000 + b"{}" + b"}" * 5000 + b"}"
@@ -126,7 +133,7 @@ async def test_absurd_nesting_is_422(make_tenant) -> None:
     assert "nested too deeply (more than 64 levels)" in response.json()["detail"]
 
 
-async def test_request_bodies_over_the_limit_are_413(make_tenant, settings) -> None:
+async def test_request_bodies_over_the_limit_are_413(make_tenant: MakeTenant, settings: Settings) -> None:
     tenant = await make_tenant(customers=0)
     limit = settings.max_request_bytes
     big = {**CAMPAIGN, "name": "x" * limit}
@@ -134,7 +141,7 @@ async def test_request_bodies_over_the_limit_are_413(make_tenant, settings) -> N
     assert response.status_code == 413
     assert response.json()["detail"] == f"request body larger than {limit} bytes (setting MAX_REQUEST_BYTES)"
 
-    async def chunked():  # no Content-Length: the limit holds while streaming too
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: the limit holds while streaming too
         for _ in range(limit // 65536 + 2):
             yield b" " * 65536
 
@@ -146,7 +153,7 @@ async def test_request_bodies_over_the_limit_are_413(make_tenant, settings) -> N
     assert (await tenant.http.post(tenant.url("/campaigns"), json=CAMPAIGN)).status_code == 201
 
 
-async def test_a_yaml_alias_bomb_is_refused_before_it_expands(make_tenant) -> None:
+async def test_a_yaml_alias_bomb_is_refused_before_it_expands(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant(customers=0)
     current = (await tenant.http.get(tenant.url("/config"))).json()["config"]
     # A few hundred bytes that expand to 10^11 segment nodes once aliases are followed.
@@ -161,7 +168,7 @@ async def test_a_yaml_alias_bomb_is_refused_before_it_expands(make_tenant) -> No
     assert response.json()["errors"] == ["body: expands to more than 200000 values (YAML aliases)"]
 
 
-async def test_a_forged_page_cursor_with_unstorable_values_is_422(make_tenant) -> None:
+async def test_a_forged_page_cursor_with_unstorable_values_is_422(make_tenant: MakeTenant) -> None:
     tenant = await make_tenant(customers=0)
     campaign = (await tenant.http.post(tenant.url("/campaigns"), json=CAMPAIGN)).json()["id"]
     run = (await tenant.http.post(tenant.url(f"/campaigns/{campaign}/runs"))).json()["run_id"]

@@ -8,6 +8,8 @@ import asyncpg
 import httpx
 
 from core.auth import new_key, store_key
+from core.settings import Settings
+from tests.helpers.tenants import MakeTenant
 
 SECRET_FIELDS = {"key", "key_hash", "hash", "secret"}
 
@@ -28,7 +30,7 @@ def _random_loopback() -> str:
 
 
 async def test_keys_are_listed_without_their_secret_and_revoked_keys_are_refused(
-    make_tenant, api_url: str, admin_key: str
+    make_tenant: MakeTenant, api_url: str, admin_key: str
 ) -> None:
     tenant = await make_tenant(customers=0)
     other = await make_tenant(customers=0)
@@ -111,7 +113,7 @@ async def test_an_admin_key_can_be_revoked(api_url: str, admin_key: str, pool: a
 
 
 async def test_repeated_authentication_failures_are_slowed_for_that_client_only(
-    make_tenant, api_url: str, settings
+    make_tenant: MakeTenant, api_url: str, settings: Settings
 ) -> None:
     tenant = await make_tenant(customers=0)
     guesser_address, neighbour_address = _random_loopback(), _random_loopback()

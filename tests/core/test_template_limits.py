@@ -4,6 +4,7 @@ output stops a render with a message that names the limit, quickly."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ from core.tenant_config import Brand, TemplateSet
 BRAND = Brand(name="Fresh & Co", from_email="deals@fresh.example.com")
 
 
-def ctx() -> dict:
+def ctx() -> dict[str, Any]:
     return render_context(sample_customer(), BRAND, {"id": "c1", "name": "Spring"}, "A", "https://u.example/u/t")
 
 

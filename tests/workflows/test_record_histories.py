@@ -20,22 +20,20 @@ import pytest
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.names import DELIVER_BATCH
 from core.campaigns import CampaignSpec
 from core.config_store import load_config_file, save_config
-from core.runs import CampaignRunInput, RescheduleInput, RunProgress
+from core.runs import RescheduleInput, RunProgress
 from core.settings import Settings
-from core.temporal import run_workflow_id, schedule_id, task_queue_for
+from core.temporal import schedule_id
 from core.tenant_config import Execution, Policies
 from devstack.demo_data import seed_customers
 from tests.helpers.histories import HISTORIES, SCENARIOS, write_history
-from tests.helpers.runs import EMAIL_CAMPAIGN, create_campaign, insert_campaign_and_run
+from tests.helpers.runs import EMAIL_CAMPAIGN, create_campaign, direct_run
 from tests.helpers.stack import TENANT_CONFIGS
 from tests.helpers.tenants import Tenant
 from tests.helpers.waiting import until
-from workers.main import build_activities
 from workflows.campaign_run import HISTORY_EVENT_LIMIT, CampaignRunWorkflow
 
 pytestmark = pytest.mark.skipif(
@@ -90,31 +88,13 @@ async def _direct_tenant(pool: asyncpg.Pool, prefix: str, customers: int, **over
     return slug
 
 
-async def _direct_run(
-    env: WorkflowEnvironment, pool: asyncpg.Pool, settings: Settings, slug: str, spec: CampaignSpec
-) -> tuple[WorkflowHandle[Any, RunProgress], Worker]:
-    campaign_id, run_id = await insert_campaign_and_run(pool, slug, spec)
-    queue = task_queue_for(slug)
-    worker = Worker(
-        env.client, task_queue=queue, workflows=[CampaignRunWorkflow], activities=build_activities(pool, settings)
-    )
-    handle = await env.client.start_workflow(
-        CampaignRunWorkflow.run,
-        CampaignRunInput(tenant=slug, campaign_id=campaign_id, run_id=run_id, send_at=spec.send_at),
-        id=run_workflow_id(slug, campaign_id, run_id),
-        task_queue=queue,
-    )
-    return handle, worker
-
-
 async def test_record_send_at_timer(
     time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool, settings: Settings
 ) -> None:
     slug = await _direct_tenant(pool, "rec-timer", 20)
     send_at = await time_skipping_env.get_current_time() + dt.timedelta(days=1, hours=2)
-    spec = CampaignSpec(name="Send at", send_at=send_at, **EMAIL)  # type: ignore[arg-type]
-    handle, worker = await _direct_run(time_skipping_env, pool, settings, slug, spec)
-    async with worker:
+    spec = CampaignSpec(name="Send at", send_at=send_at, **EMAIL)
+    async with direct_run(time_skipping_env, pool, settings, slug, spec) as (_, handle):
         assert (await handle.result()).status == "completed"
     assert EventType.EVENT_TYPE_TIMER_FIRED in _event_types(await handle.fetch_history())
     await _record("send_at_timer", time_skipping_env.client, handle.id)
@@ -125,9 +105,8 @@ async def test_record_rescheduled(
 ) -> None:
     slug = await _direct_tenant(pool, "rec-resched", 10)
     start = await time_skipping_env.get_current_time()
-    spec = CampaignSpec(name="Rescheduled", send_at=start + dt.timedelta(days=2), **EMAIL)  # type: ignore[arg-type]
-    handle, worker = await _direct_run(time_skipping_env, pool, settings, slug, spec)
-    async with worker:
+    spec = CampaignSpec(name="Rescheduled", send_at=start + dt.timedelta(days=2), **EMAIL)
+    async with direct_run(time_skipping_env, pool, settings, slug, spec) as (_, handle):
         with time_skipping_env.auto_time_skipping_disabled():
 
             async def waiting() -> bool:
@@ -153,9 +132,8 @@ async def test_record_local_time_waves(
         slug,
         ZONES,
     )
-    spec = CampaignSpec(name="Ten o'clock local", local_send_time=dt.time(10, 0), **EMAIL)  # type: ignore[arg-type]
-    handle, worker = await _direct_run(time_skipping_env, pool, settings, slug, spec)
-    async with worker:
+    spec = CampaignSpec(name="Ten o'clock local", local_send_time=dt.time(10, 0), **EMAIL)
+    async with direct_run(time_skipping_env, pool, settings, slug, spec) as (_, handle):
         result = await handle.result()
     assert result.status == "completed" and result.planned == 40
     timers = _event_types(await handle.fetch_history()).count(EventType.EVENT_TYPE_TIMER_FIRED)
@@ -173,7 +151,7 @@ async def _start(tenant: Tenant, temporal_client: Client, campaign_id: str) -> t
     return str(body["run_id"]), temporal_client.get_workflow_handle_for(CampaignRunWorkflow.run, body["workflow_id"])
 
 
-async def _pending_batches(handle: WorkflowHandle) -> int:
+async def _pending_batches(handle: WorkflowHandle[Any, Any]) -> int:
     """deliver_batch activities started and not yet finished."""
     pending = (await handle.describe()).raw_description.pending_activities
     return sum(

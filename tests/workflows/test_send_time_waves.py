@@ -78,7 +78,7 @@ async def test_optimal_send_times_land_in_each_customers_wave_and_quiet_hours_wi
     spec = CampaignSpec(
         name="Best hour",
         channels=["email"],
-        variants=[{"key": "A", "template": "weekly_deals"}],  # type: ignore[list-item]
+        variants=[{"key": "A", "template": "weekly_deals"}],
         send_time=OptimalSendTime(within_hours=24, fallback_local_time=dt.time(10, 0)),
     )
     await env.sleep(start - now)  # skip the test server's clock to the start instant
