@@ -22,6 +22,7 @@ from pathlib import Path
 
 from benchmarks.common import summary
 from benchmarks.push_common import (
+    BENCH_EXECUTION,
     PushTenant,
     load_average,
     provider_simulator,
@@ -49,12 +50,19 @@ class LoopLag:
             self.samples.append((time.perf_counter() - t0 - 0.05) * 1000)
 
 
-async def b_runs(tenant: PushTenant, count: int) -> tuple[list[float], list[float]]:
-    """`count` runs of B one after the other: start → completed and POST latencies, in ms."""
+async def b_runs(
+    tenant: PushTenant, count: int, until: asyncio.Task[object] | None = None
+) -> tuple[list[float], list[float]]:
+    """`count` runs of B one after the other (fewer if `until` ends first; a run under way then
+    is not counted): start → completed and POST latencies, in ms."""
     elapsed: list[float] = []
     posts: list[float] = []
     for _ in range(count):
+        if until is not None and until.done():
+            break
         outcome = await run_to_end(tenant, poll_seconds=0.01)
+        if until is not None and until.done():
+            break
         assert outcome.body["status"] == "completed", outcome.body
         assert outcome.body["counts"]["sent"] == B_RECIPIENTS, outcome.body["counts"]
         elapsed.append(outcome.elapsed_s * 1000)
@@ -67,12 +75,20 @@ def _p95(samples: list[float]) -> float:
     return ordered[max(0, round(0.95 * len(ordered)) - 1)]
 
 
-async def run(a_recipients: int = 20_000, runs: int = 5) -> None:
+async def run(a_recipients: int = 20_000, runs: int = 5, a_batches: int | None = None) -> None:
     """Measure and print the figures (see the module docstring)."""
-    print(f"isolation    A {a_recipients:,} recipients, B {runs} x {B_RECIPIENTS:,}; {load_average()}", flush=True)
+    print(
+        f"isolation    A {a_recipients:,} recipients "
+        f"({a_batches or BENCH_EXECUTION.max_concurrent_batches} batches in flight), "
+        f"B {runs} x {B_RECIPIENTS:,}; {load_average()}",
+        flush=True,
+    )
     with provider_simulator(Path(tempfile.mkdtemp(prefix="pennant-sim-")) / "sim.log"):
         async with local_stack(provider_events=False) as stack:
-            a = await push_tenant(stack, a_recipients, "iso-a")
+            a_execution = BENCH_EXECUTION
+            if a_batches is not None:  # A's per-tenant concurrency, from its config
+                a_execution = a_execution.model_copy(update={"max_concurrent_batches": a_batches})
+            a = await push_tenant(stack, a_recipients, "iso-a", a_execution)
             b = await push_tenant(stack, B_RECIPIENTS, "iso-b")
             async with contextlib.aclosing(a.http), contextlib.aclosing(b.http):
                 await b_runs(b, 1)  # warm-up: first run of a tenant compiles and caches
@@ -88,17 +104,20 @@ async def run(a_recipients: int = 20_000, runs: int = 5) -> None:
                     if body["counts"]["sent"] > 0:
                         break
                     await asyncio.sleep(0.1)
-                loaded, loaded_posts = await b_runs(b, runs)
-                a_still_running = not a_task.done()
+                loaded, loaded_posts = await b_runs(b, runs, until=a_task)
                 a_body, a_elapsed = await a_task
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
         print(
-            f"isolation    B while A sends{'' if a_still_running else ' (A FINISHED BEFORE B: raise --a-recipients)'}: "
+            f"isolation    B while A sends ({len(loaded)} of {runs} finished before A; "
+            "raise --a-recipients for all): "
             f"start → completed {summary(loaded)}; POST {summary(loaded_posts)}",
             flush=True,
         )
+        if not loaded:
+            print("isolation    no B run finished while A sent: raise --a-recipients", flush=True)
+            return
         ratio50 = statistics.median(loaded) / statistics.median(idle)
         ratio95 = _p95(loaded) / _p95(idle)
         print(
@@ -119,8 +138,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.isolation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--a-recipients", type=int, default=1_000_000)
     parser.add_argument("--b-runs", type=int, default=10, help="B's 1,000-recipient runs, idle and under load")
+    parser.add_argument("--a-batches", type=int, help="A's execution.max_concurrent_batches (default 8)")
     args = parser.parse_args()
-    asyncio.run(run(args.a_recipients, args.b_runs))
+    asyncio.run(run(args.a_recipients, args.b_runs, args.a_batches))
 
 
 if __name__ == "__main__":

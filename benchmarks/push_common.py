@@ -85,9 +85,12 @@ async def insert_customers(pool: asyncpg.Pool, slug: str, count: int) -> None:
         await conn.execute("ANALYZE customers")
 
 
-async def push_tenant(stack: LocalStack, customers: int, prefix: str = "push") -> PushTenant:
+async def push_tenant(
+    stack: LocalStack, customers: int, prefix: str = "push", execution: Execution = BENCH_EXECUTION
+) -> PushTenant:
     """QuickStop's config under a fresh slug: push only, no rate limit, quiet hours, caps or
-    holdout (a run sends at once and measures the pipeline), batches of 1,000, 8 in flight; a push
+    holdout (a run sends at once and measures the pipeline), batches of 1,000, 8 in flight unless
+    `execution` says otherwise; a push
     campaign created through the API."""
     base = load_config_file(stack.settings.tenant_configs_dir / "quickstop.yaml")
     slug = f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -101,7 +104,7 @@ async def push_tenant(stack: LocalStack, customers: int, prefix: str = "push") -
             "channels": base.channels.model_copy(update={"push": push}),
             "policies": Policies(),
             "experiments": Experiments(),
-            "execution": BENCH_EXECUTION,
+            "execution": execution,
         }
     )
     await save_config(stack.pool, config, "benchmark")
