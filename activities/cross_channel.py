@@ -33,7 +33,7 @@ class CrossChannelActivities:
             spec = await campaign_spec(conn, inp.tenant, inp.campaign_id)
         if spec.fallback is None:
             return FallbackDue()
-        return FallbackDue(channel=spec.fallback.channel, after=spec.fallback.after)
+        return FallbackDue(channel=spec.fallback.channel, after=spec.fallback.after_delta)
 
     @activity.defn(name=PLAN_FALLBACK)
     async def plan_fallback(self, inp: FallbackInput) -> FallbackPlan:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.channels import CHANNELS
+from core.experiment_spec import _check_duration, duration_seconds
 from core.experiments import GLOBAL_CONTROL, HOLDOUT
 from core.rendering import check_campaign_templates
 from core.runs import Wave
@@ -36,9 +37,6 @@ NOT_CHOSEN = "not_chosen"
 ENGAGED = "engaged"
 NOT_REACHED = "not_reached"
 
-# The longest wait a fallback may ask for.
-MAX_FALLBACK_AFTER = dt.timedelta(days=30)
-
 
 class Fallback(BaseModel):
     """A follow-up on another channel for the recipients who did not engage with the first."""
@@ -49,7 +47,17 @@ class Fallback(BaseModel):
     unless: Literal["opened", "clicked"] = Field(
         description="who is left out: recipients with a human open (or click) of the first message, or a click"
     )
-    after: dt.timedelta = Field(description="how long after the first send to wait (ISO 8601 duration or seconds)")
+    after: float | str = Field(description="how long after the first send to wait: seconds, or '30m', '4h', '2d'")
+
+    @field_validator("after")
+    @classmethod
+    def _duration(cls, v: float | str) -> float | str:
+        return _check_duration(v)  # the same durations (and bound) as an experiment's decide_after
+
+    @property
+    def after_delta(self) -> dt.timedelta:
+        """`after` as a timedelta."""
+        return dt.timedelta(seconds=duration_seconds(self.after))
 
 
 def check_cross_channel(spec: CampaignSpec, config: TenantConfig) -> list[str]:
@@ -62,8 +70,6 @@ def check_cross_channel(spec: CampaignSpec, config: TenantConfig) -> list[str]:
         errors.append(f"fallback.channel: '{fallback.channel}' is already one of the campaign's channels")
     if fallback.channel not in config.channels.enabled():
         errors.append(f"fallback.channel: channel '{fallback.channel}' is not enabled for this tenant")
-    if not dt.timedelta(0) < fallback.after <= MAX_FALLBACK_AFTER:
-        errors.append(f"fallback.after: must be more than 0 and at most {MAX_FALLBACK_AFTER.days} days")
     errors += _engagement_errors(spec, fallback, config)
     for i, variant in enumerate(spec.variants):
         tset = config.templates.get(variant.template)
