@@ -94,6 +94,14 @@ def resolve_segment(spec: CampaignSpec) -> dict[str, Any]:
     return {"segment": spec.segment} if isinstance(spec.segment, str) else spec.segment
 
 
+async def run_waves(conn: Any, inp: PlanAudienceInput) -> list[Wave]:
+    """The run's recipients grouped by the instant they may be sent from, in order."""
+    return [
+        Wave(at=r["send_after"], recipients=r["n"], batches=-(-r["n"] // inp.batch_size))
+        for r in await conn.fetch(_WAVES_SQL, inp.tenant, inp.run_id)
+    ]
+
+
 class AudienceActivities:
     """Audience planning: freeze recipients, page batch boundaries, skip the rest on cancel."""
 
@@ -127,10 +135,7 @@ class AudienceActivities:
                     *compiled.params,
                 )
                 await self._assign_waves(conn, inp, spec, config)
-            waves = [
-                Wave(at=r["send_after"], recipients=r["n"], batches=-(-r["n"] // inp.batch_size))
-                for r in await conn.fetch(_WAVES_SQL, inp.tenant, inp.run_id)
-            ]
+            waves = await run_waves(conn, inp)
         planned = sum(w.recipients for w in waves)
         return AudiencePlan(planned=planned, batches=sum(w.batches for w in waves), waves=waves)
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncpg
 from temporalio import activity
 
-from activities.audience import _WAVES_SQL, AudienceActivities
+from activities.audience import AudienceActivities, run_waves
 from activities.lookups import campaign_spec, pinned_config
 from activities.names import FALLBACK_DUE, PLAN_FALLBACK
-from core.cross_channel import FallbackDue, FallbackInput, FallbackPlan, exclude_engaged
+from core.cross_channel import FallbackDue, FallbackPlan, exclude_engaged
 from core.db import tenant_tx
-from core.runs import PlanAudienceInput, Wave
+from core.runs import PlanAudienceInput
 from core.telemetry import tag_current_span
 
 # The fallback's waves replace the run's first ones (that delivery is over by now).
@@ -26,7 +26,7 @@ class CrossChannelActivities:
         self.pool = pool
 
     @activity.defn(name=FALLBACK_DUE)
-    async def fallback_due(self, inp: FallbackInput) -> FallbackDue:
+    async def fallback_due(self, inp: PlanAudienceInput) -> FallbackDue:
         """The campaign's fallback channel and wait, or an empty answer when it has none."""
         tag_current_span(tenant=inp.tenant, campaign=inp.campaign_id, run=inp.run_id)
         async with tenant_tx(self.pool, inp.tenant) as conn:
@@ -36,7 +36,7 @@ class CrossChannelActivities:
         return FallbackDue(channel=spec.fallback.channel, after=spec.fallback.after_delta)
 
     @activity.defn(name=PLAN_FALLBACK)
-    async def plan_fallback(self, inp: FallbackInput) -> FallbackPlan:
+    async def plan_fallback(self, inp: PlanAudienceInput) -> FallbackPlan:
         """Record who is not to get the fallback (engaged, or never reached), and group the run's
         recipients into waves by the fallback channel's quiet hours; idempotent."""
         tag_current_span(tenant=inp.tenant, campaign=inp.campaign_id, run=inp.run_id)
@@ -48,19 +48,8 @@ class CrossChannelActivities:
             await conn.execute(_CLEAR_WAVES_SQL, inp.tenant, inp.run_id)
             # The same quiet-hours waves a run on the fallback channel alone would get, from now.
             alone = spec.model_copy(update={"channels": [spec.fallback.channel], "local_send_time": None})
-            plan_input = PlanAudienceInput(
-                tenant=inp.tenant,
-                run_id=inp.run_id,
-                campaign_id=inp.campaign_id,
-                config_version=inp.config_version,
-                batch_size=inp.batch_size,
-                now=inp.now,
-            )
-            await AudienceActivities(self.pool)._assign_waves(conn, plan_input, alone, config)
-            waves = [
-                Wave(at=r["send_after"], recipients=r["n"], batches=-(-r["n"] // inp.batch_size))
-                for r in await conn.fetch(_WAVES_SQL, inp.tenant, inp.run_id)
-            ]
+            await AudienceActivities(self.pool)._assign_waves(conn, inp, alone, config)
+            waves = await run_waves(conn, inp)
         recipients = sum(w.recipients for w in waves) - engaged - not_reached
         return FallbackPlan(
             channel=spec.fallback.channel, recipients=recipients, engaged=engaged, not_reached=not_reached, waves=waves

@@ -95,18 +95,6 @@ def _engagement_errors(spec: CampaignSpec, fallback: Fallback, config: TenantCon
     return []
 
 
-class FallbackInput(BaseModel):
-    """Look up, or plan, the fallback of one run."""
-
-    tenant: str
-    run_id: str
-    campaign_id: str
-    config_version: int
-    batch_size: int
-    # The workflow's clock: quiet hours are computed against workflow time.
-    now: dt.datetime | None = None
-
-
 class FallbackDue(BaseModel):
     """Whether the run has a fallback, on which channel and after how long."""
 

@@ -28,7 +28,7 @@ from core.settings import Settings
 from core.templating import RenderedEmail
 from core.tenant_config import Engagement, Experiments, Policies
 from devstack.provider_simulator import SimulatorControl
-from devstack.smtp_sink import read_outbox
+from tests.helpers.engagement import run_emails
 from tests.helpers.faults import ROOT, worker_env
 from tests.helpers.runs import create_campaign, run_campaign, start_run, wait_for_run
 from tests.helpers.stack import free_port
@@ -53,16 +53,6 @@ TWO_VARIANTS: dict[str, Any] = {
 NO_POLICIES: dict[str, Any] = {"policies": Policies(), "experiments": Experiments()}
 _CLICK = re.compile(r'href="(http://pennant\.test/t/c/[A-Za-z0-9_-]+)"')
 _PIXEL = re.compile(r'<img src="(http://pennant\.test/t/o/[A-Za-z0-9_-]+)" width="1" height="1" alt="">')
-
-
-def _messages(workdir: Path, run_id: str) -> dict[int, Any]:
-    """The run's emails in the SMTP sink by customer id."""
-    found = {}
-    for message in read_outbox(workdir / "outbox"):
-        key = message["X-Pennant-Idempotency-Key"] or ""
-        if f":{run_id}:" in key:
-            found[int(key.split(":")[2])] = message
-    return found
 
 
 def _html(message: Any) -> str:
@@ -192,7 +182,7 @@ async def test_open_and_click_are_recorded_for_the_run_variant_and_customer(
     run_id = await start_run(tenant, campaign_id)
     assert (await wait_for_run(tenant, run_id))["status"] == "completed"
 
-    messages = _messages(workdir, run_id)
+    messages = run_emails(workdir, run_id)
     variants = {
         r["customer_id"]: r["variant"]
         for r in await pool.fetch(
@@ -245,7 +235,7 @@ async def test_forged_altered_and_unknown_links_are_refused_without_a_redirect(
 ) -> None:
     tenant = await make_tenant(customers=10, **NO_POLICIES)
     run_id = str((await run_campaign(tenant, name="Refusals"))["id"])
-    html = _html(next(iter(_messages(workdir, run_id).values())))
+    html = _html(next(iter(run_emails(workdir, run_id).values())))
     good = _path(_CLICK.findall(html)[0]).rsplit("/", 1)[1]
     token = tracking.verify(good, settings.link_signing_secret or "", "click")
     assert token is not None
@@ -292,7 +282,7 @@ async def test_machine_hits_are_flagged_never_dropped(
     }
     for tenant, window in ((human_window, 0), (long_window, 3600)):
         run_id = str((await run_campaign(tenant, name=f"Machines {window}"))["id"])
-        pixel = _PIXEL.search(_html(next(iter(_messages(workdir, run_id).values()))))
+        pixel = _PIXEL.search(_html(next(iter(run_emails(workdir, run_id).values()))))
         assert pixel is not None
         async with httpx.AsyncClient(base_url=api_url) as public:
             for agent in agents:
@@ -315,7 +305,7 @@ async def test_tracking_off_for_the_tenant_or_the_campaign_leaves_links_untouche
     tenant_on = await make_tenant(customers=10, **NO_POLICIES)
     for tenant, changes in ((tenant_off, {}), (tenant_on, {"tracking": False})):
         run_id = str((await run_campaign(tenant, name="Untracked", **changes))["id"])
-        messages = _messages(workdir, run_id)
+        messages = run_emails(workdir, run_id)
         assert messages
         for message in messages.values():
             html = _html(message)

@@ -28,7 +28,6 @@ with workflow.unsafe.imports_passed_through():
     from activities.config import ConfigActivities
     from activities.delivery import DeliveryActivities
     from activities.run_status import RunStatusActivities
-    from core.cross_channel import FallbackInput
     from core.runs import (
         TERMINAL_STATUSES,
         AudiencePlan,
@@ -396,7 +395,7 @@ class CampaignRunWorkflow(WinnerSelection):
             return False
         assert self._pin is not None
         plan = await fallback_phase(
-            FallbackInput(
+            PlanAudienceInput(  # the fallback is planned like the audience, from workflow time
                 tenant=inp.tenant,
                 run_id=inp.run_id,
                 campaign_id=inp.campaign_id,

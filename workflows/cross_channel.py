@@ -11,7 +11,8 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.cross_channel import CrossChannelActivities
-    from core.cross_channel import FallbackDue, FallbackInput, FallbackPlan
+    from core.cross_channel import FallbackDue, FallbackPlan
+    from core.runs import PlanAudienceInput
 
 # Runs started before fallbacks existed replay without this phase.
 CROSS_CHANNEL_FALLBACK = "cross-channel-fallback"
@@ -19,7 +20,7 @@ _RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=tim
 
 
 async def fallback_phase(
-    inp: FallbackInput, cancelled: Callable[[], bool], paused: Callable[[], bool]
+    inp: PlanAudienceInput, cancelled: Callable[[], bool], paused: Callable[[], bool]
 ) -> FallbackPlan | None:
     """The run's fallback plan once its wait is over; None when the campaign has no fallback or
     the run is cancelled meanwhile."""
