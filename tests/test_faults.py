@@ -104,8 +104,8 @@ def workers_started(workdir: Path) -> Iterator[StartWorkers]:
 
 
 @pytest.fixture
-def workers(settings: Settings, temporal_client: Client, workers_started: StartWorkers) -> WorkerProcesses:
-    """`pennant worker` processes on the session's PostgreSQL and Temporal servers."""
+def iso_workers(settings: Settings, temporal_client: Client, workers_started: StartWorkers) -> WorkerProcesses:
+    """`pennant worker` processes for `iso-` tenants, on the session's PostgreSQL and Temporal servers."""
     target = temporal_client.service_client.config.target_host
     return workers_started(worker_env(settings, target, temporal_client.namespace))
 
@@ -210,10 +210,10 @@ async def fault_run(
 
 
 async def test_worker_killed_three_times_mid_run_delivers_each_push_once(
-    pool: asyncpg.Pool, api_url: str, sim: SimulatorControl, people: list[asyncpg.Record], workers: WorkerProcesses
+    pool: asyncpg.Pool, api_url: str, sim: SimulatorControl, people: list[asyncpg.Record], iso_workers: WorkerProcesses
 ) -> None:
     began = time.monotonic()
-    procs = workers
+    procs = iso_workers
     async with fault_run(procs, pool, api_url, "quickstop", people, EXECUTION, PUSH_CAMPAIGN) as run:
         at_kill: list[int] = []
         seen = 0
@@ -383,7 +383,7 @@ async def test_postgres_restarted_mid_run_delivers_each_email_and_sms_once(
 
 
 async def test_provider_5xx_and_429_bursts_deliver_each_push_once(
-    pool: asyncpg.Pool, api_url: str, sim: SimulatorControl, people: list[asyncpg.Record], workers: WorkerProcesses
+    pool: asyncpg.Pool, api_url: str, sim: SimulatorControl, people: list[asyncpg.Record], iso_workers: WorkerProcesses
 ) -> None:
     began = time.monotonic()
     bursts = 3
@@ -398,7 +398,7 @@ async def test_provider_5xx_and_429_bursts_deliver_each_push_once(
     await faults(1)
     recipients = people[:FAULT_RECIPIENTS]
     async with fault_run(
-        workers, pool, api_url, "quickstop", recipients, PROVIDER_FAULT_EXECUTION, PUSH_CAMPAIGN
+        iso_workers, pool, api_url, "quickstop", recipients, PROVIDER_FAULT_EXECUTION, PUSH_CAMPAIGN
     ) as run:
         for burst in range(2, bursts + 1):
             beyond = FAULT_RECIPIENTS * (burst - 1) // (bursts + 1)
