@@ -26,6 +26,7 @@ SCENARIOS = (
     "scheduled_occurrence",
     "test_send",
     "failed_run",
+    "cross_channel_fallback",  # recorded by tests/workflows/test_fallback.py
 )
 
 

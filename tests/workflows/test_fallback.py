@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from core.settings import Settings
 from core.tenant_config import Engagement, Experiments, FrequencyCap, Policies, QuietHours
 from devstack.provider_simulator import SimulatorControl
 from tests.helpers.engagement import click_email, open_email, run_emails
+from tests.helpers.histories import write_history
 from tests.helpers.runs import assert_each_recipient_once, direct_run, ledger_count
 from tests.helpers.tenants import store_tenant
 from tests.helpers.waiting import until
@@ -127,6 +129,8 @@ async def test_the_fallback_reaches_exactly_the_recipients_who_did_not_engage(
     follow = [t for t, inp in batches if inp.get("channels") == ["sms"]]
     assert first and follow
     assert min(follow) - max(first) >= AFTER, (first, follow)
+    if os.environ.get("PENNANT_RECORD_HISTORIES") == "1":  # the replay test's fallback scenario
+        write_history("cross_channel_fallback", handle.id, await handle.fetch_history())
 
 
 async def test_the_fallback_holds_caps_across_channels_and_waits_out_its_quiet_hours(
