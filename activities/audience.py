@@ -192,7 +192,7 @@ class AudienceActivities:
         config = await pinned_config(self.pool, inp.tenant, inp.config_version)
         variant_of = ExperimentAssignment(spec, config, inp.tenant, inp.campaign_id, inp.experiment).ledger_variant
 
-        channels = list(spec.channels)
+        channels = [*spec.channels, *([inp.fallback] if inp.fallback else [])]
         cursor = -(2**63)
         while True:
             async with tenant_tx(self.pool, inp.tenant) as conn:

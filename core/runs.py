@@ -102,6 +102,7 @@ class SkipRemainingInput(BaseModel):
     reason: str = "cancelled"
     config_version: int | None = None  # the run's pinned version (None: the current one)
     experiment: BatchExperiment | None = None  # a winner test's rest get no variant until it decides
+    fallback: str | None = None  # a fallback channel whose delivery had begun: its rest too
 
 
 class DeliverBatchInput(BaseModel):

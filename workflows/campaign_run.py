@@ -456,6 +456,7 @@ class CampaignRunWorkflow(WinnerSelection):
                     campaign_id=self._inp.campaign_id,
                     config_version=self._pin.version if self._pin else None,
                     experiment=self._batch_experiment(),
+                    fallback=self._fallback,
                 ),
                 start_to_close_timeout=timedelta(minutes=10),
                 heartbeat_timeout=timedelta(seconds=60),

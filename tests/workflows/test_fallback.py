@@ -27,6 +27,7 @@ from tests.helpers.histories import write_history
 from tests.helpers.runs import assert_each_recipient_once, direct_run, ledger_count
 from tests.helpers.tenants import store_tenant
 from tests.helpers.waiting import until
+from workflows.campaign_run import CampaignRunWorkflow
 
 UTC = dt.UTC
 GMAIL_PROXY = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
@@ -171,3 +172,33 @@ async def test_the_fallback_holds_caps_across_channels_and_waits_out_its_quiet_h
         dt.timezone(dt.timedelta(hours=-4))
     ).time() == dt.time(8, 0), wave
     assert all(t >= wave for t, inp in follow if inp.get("wave_at"))
+
+
+async def test_a_cancel_during_the_fallback_records_its_unsent_recipients_as_cancelled(
+    time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    quiet = QuietHours(start="21:00", end="08:00", channels=["sms"])
+    slug = await _tenant(pool, 20, Policies(quiet_hours=quiet))
+    await pool.execute(
+        """UPDATE customers SET time_zone = CASE WHEN id % 2 = 0 THEN 'Asia/Tokyo' ELSE 'America/New_York' END
+           WHERE tenant_id = $1""",
+        slug,
+    )
+    now = await time_skipping_env.get_current_time()
+    start = dt.datetime.combine((now + dt.timedelta(days=2)).date(), dt.time(5, 0), UTC)
+    await time_skipping_env.sleep(start - now)
+    async with direct_run(time_skipping_env, pool, settings, slug, _spec()) as (run_id, handle):
+
+        async def sent(channel: str, n: int) -> bool:
+            return await ledger_count(pool, slug, run_id, f"channel = '{channel}' AND status = 'sent'") == n
+
+        await until(lambda: sent("email", 20), within=60, what="the email to be delivered")
+        await time_skipping_env.sleep(AFTER + dt.timedelta(minutes=1))  # the fallback's wait
+        await until(lambda: sent("sms", 10), within=60, what="the fallback to Tokyo (New York is in quiet hours)")
+        cancelled: RunProgress = await handle.execute_update(CampaignRunWorkflow.cancel)
+
+    assert cancelled.status == "cancelled", cancelled
+    assert await assert_each_recipient_once(pool, slug, run_id, channels=2) == 20
+    sms = await _ledger(pool, slug, run_id, "sms")
+    assert {c for c, o in sms.items() if o == ("sent", None)} == set(range(2, 21, 2))
+    assert {c for c, o in sms.items() if o == ("skipped", "cancelled")} == set(range(1, 21, 2))
