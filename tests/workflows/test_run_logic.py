@@ -32,7 +32,7 @@ from activities.names import (
     SKIP_REMAINING,
 )
 from core import runs
-from core.cross_channel import FallbackDue, FallbackInput
+from core.cross_channel import FallbackDue
 from core.experiment_runs import ExperimentPlan, PrepareExperimentInput
 from workflows.campaign_run import RUN_STATE_CONFLICT, CampaignRunWorkflow
 
@@ -96,7 +96,7 @@ class StubActivities:
         return ExperimentPlan()
 
     @activity.defn(name=FALLBACK_DUE)
-    async def fallback_due(self, inp: FallbackInput) -> FallbackDue:
+    async def fallback_due(self, inp: runs.PlanAudienceInput) -> FallbackDue:
         """No cross-channel fallback."""
         return FallbackDue()
 
