@@ -65,6 +65,14 @@ async def _tenant(pool: asyncpg.Pool, customers: int, policies: Policies) -> str
     return slug
 
 
+async def _skip_to_five_utc(env: WorkflowEnvironment) -> dt.datetime:
+    """Skip the server's clock to 05:00 UTC two days on (quiet in New York, not in Tokyo)."""
+    now = await env.get_current_time()
+    start = dt.datetime.combine((now + dt.timedelta(days=2)).date(), dt.time(5, 0), UTC)
+    await env.sleep(start - now)
+    return start
+
+
 async def _ledger(pool: asyncpg.Pool, slug: str, run_id: str, channel: str) -> dict[int, tuple[str, str | None]]:
     rows = await pool.fetch(
         """SELECT customer_id, status, reason FROM deliveries
@@ -152,9 +160,7 @@ async def test_the_fallback_holds_caps_across_channels_and_waits_out_its_quiet_h
     )
     # 05:00 UTC: the email goes at once (quiet hours are the text's); the text would be due at
     # 07:00 UTC, 16:00 in Tokyo but 02:00/03:00 in New York, which waits for 08:00 there.
-    now = await time_skipping_env.get_current_time()
-    start = dt.datetime.combine((now + dt.timedelta(days=2)).date(), dt.time(5, 0), UTC)
-    await time_skipping_env.sleep(start - now)
+    start = await _skip_to_five_utc(time_skipping_env)
     async with direct_run(time_skipping_env, pool, settings, slug, _spec()) as (run_id, handle):
         result: RunProgress = await handle.result()
 
@@ -184,9 +190,7 @@ async def test_a_cancel_during_the_fallback_records_its_unsent_recipients_as_can
            WHERE tenant_id = $1""",
         slug,
     )
-    now = await time_skipping_env.get_current_time()
-    start = dt.datetime.combine((now + dt.timedelta(days=2)).date(), dt.time(5, 0), UTC)
-    await time_skipping_env.sleep(start - now)
+    await _skip_to_five_utc(time_skipping_env)
     async with direct_run(time_skipping_env, pool, settings, slug, _spec()) as (run_id, handle):
 
         async def sent(channel: str, n: int) -> bool:
