@@ -285,7 +285,8 @@ async def history_chain(client: Client, workflow_id: str) -> tuple[list[int], fl
 
 async def run(recipients: int = 10_000, only: str = "both") -> None:
     """Measure and print the figures (see the module docstring)."""
-    print(f"million      {recipients:,} push recipients; {load_average()}", flush=True)
+    chunk = delivery.CHUNK_BY_CHANNEL.get("push", delivery.CHUNK)
+    print(f"million      {recipients:,} push recipients, pipeline chunks of {chunk}; {load_average()}", flush=True)
     with provider_simulator(Path(tempfile.mkdtemp(prefix="pennant-sim-")) / "sim.log") as (_, sim_pid):
         async with local_stack(provider_events=False) as stack:
             t0 = time.perf_counter()
@@ -357,7 +358,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.million", description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipients", type=int, default=1_000_000)
     parser.add_argument("--only", choices=("both", "pipeline", "raw"), default="both")
+    parser.add_argument("--push-chunk", type=int, help="messages per push request and ledger write (before/after)")
     args = parser.parse_args()
+    if args.push_chunk:
+        delivery.CHUNK_BY_CHANNEL["push"] = args.push_chunk
     asyncio.run(run(args.recipients, args.only))
 
 
