@@ -177,6 +177,22 @@ async def test_pick_winner_early_and_extend_the_test(make_tenant: MakeTenant, po
         if not in_test_slice(campaign_id, row["customer_id"], 50):
             assert row["variant"] == "A", dict(row)
 
+    # A cancel cuts the wait short: the rest are recorded as cancelled, with no variant.
+    cancelled_id = await start_run(tenant, campaign_id)
+    await until(lambda: _deciding(tenant, cancelled_id), within=60, what="the second run to wait for its decision")
+    assert (await _post(tenant, f"/runs/{cancelled_id}:cancel")).status_code == 200
+    assert (await wait_for_run(tenant, cancelled_id))["status"] == "cancelled"
+    await assert_each_recipient_once(pool, tenant.slug, cancelled_id)
+    for row in await _ledger(pool, tenant.slug, cancelled_id):
+        if not in_test_slice(campaign_id, row["customer_id"], 50):
+            assert row["status"] == "skipped" and row["variant"] is None, dict(row)
+
+
+async def _deciding(tenant: Tenant, run_id: str) -> bool:
+    """Whether the run's winner test is waiting for its decision (its decision time is set)."""
+    body = (await tenant.http.get(tenant.url(f"/runs/{run_id}"))).json()
+    return bool((body.get("experiment") or {}).get("decide_at"))
+
 
 async def test_adaptive_weights_move_toward_the_better_variant(make_tenant: MakeTenant, pool: asyncpg.Pool) -> None:
     tenant = await make_tenant(customers=200, policies=POLICIES)
