@@ -195,26 +195,44 @@ async def _deciding(tenant: Tenant, run_id: str) -> bool:
 
 
 async def test_adaptive_weights_move_toward_the_better_variant(make_tenant: MakeTenant, pool: asyncpg.Pool) -> None:
+    """Three occurrences of a recurring campaign on its Temporal Schedule: after each, people
+    click B twice as often as A (and a bot clicks every A), and the next occurrence's split,
+    drawn from the earlier occurrences' human clicks, leans to B."""
     tenant = await make_tenant(customers=200, policies=POLICIES)
     await _reachable(pool, tenant.slug)
     campaign_id = await create_campaign(
         tenant, variants=VARIANTS, experiment={"mode": "adaptive", "metric": "click", "floor": 0.1}
     )
-    weights: list[dict[str, float]] = []
+    schedule = tenant.url(f"/campaigns/{campaign_id}/schedule")
+    # Far enough apart that each occurrence's clicks are in before the next one starts.
+    assert (await tenant.http.put(schedule, json={"interval_seconds": 10})).status_code == 201
+    runs: list[dict[str, Any]] = []
     sent: list[dict[str, list[int]]] = []
-    for _ in range(3):
-        run_id = await start_run(tenant, campaign_id)
-        run = await wait_for_run(tenant, run_id)
-        assert run["status"] == "completed", run
-        weights.append(run["experiment"]["weights"])
-        by_variant = await sent_by_variant(pool, tenant.slug, run_id)
+    while len(runs) < 3:
+        page: list[dict[str, Any]] = []
+
+        async def next_completed() -> bool:
+            nonlocal page
+            body = (await tenant.http.get(tenant.url(f"/runs?campaign_id={campaign_id}&status=completed"))).json()
+            page = sorted(body["items"], key=lambda r: r["created_at"])
+            return len(page) > len(runs)
+
+        await until(next_completed, within=60, what=f"occurrence {len(runs) + 1} to complete")
+        run = (await tenant.http.get(tenant.url(f"/runs/{page[len(runs)]['id']}"))).json()
+        runs.append(run)
+        by_variant = await sent_by_variant(pool, tenant.slug, run["id"])
         sent.append(by_variant)
-        # People click B twice as often as A; bots click everything (never counted).
         for key, share in (("B", 0.5), ("A", 0.25)):
             ids = by_variant.get(key, [])
-            await record_hits(pool, tenant.slug, run_id, ids[: int(len(ids) * share)], "click")
-        await record_hits(pool, tenant.slug, run_id, by_variant.get("A", []), "click", machine=True)
-    assert abs(weights[0]["B"] - 0.5) < 0.05, weights  # nothing known yet: an even split
-    assert weights[1]["B"] > 0.6 and weights[2]["B"] >= weights[1]["B"] - 0.02, weights
+            await record_hits(pool, tenant.slug, run["id"], ids[: int(len(ids) * share)], "click")
+        await record_hits(pool, tenant.slug, run["id"], by_variant.get("A", []), "click", machine=True)
+    assert (await tenant.http.delete(schedule)).status_code == 204
+
+    weights = [r["experiment"]["weights"] for r in runs]
+    priors = [{p["variant"]: p for p in r["experiment"]["prior"]} for r in runs]
+    assert priors[0]["B"]["trials"] == 0 and abs(weights[0]["B"] - 0.5) < 0.05, weights  # nothing known yet
+    last = priors[-1]
+    assert last["B"]["trials"] > 0 and last["A"]["successes"] < last["A"]["trials"], last  # bot clicks not counted
+    assert weights[-1]["B"] > 0.6 and weights[-1]["B"] > weights[0]["B"], weights
     assert all(w["A"] >= 0.1 for w in weights), weights  # the floor keeps A measured
-    assert len(sent[2]["B"]) > len(sent[2]["A"]), {k: len(v) for k, v in sent[2].items()}
+    assert len(sent[-1]["B"]) > len(sent[-1]["A"]), {k: len(v) for k, v in sent[-1].items()}
