@@ -6,10 +6,12 @@ campaign's weights move toward the variant that is clicked more, run after run."
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Any
 
 import asyncpg
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from core import experiment_store
@@ -21,6 +23,7 @@ from core.settings import Settings
 from core.tenant_config import Policies
 from core.winner_selection import in_test_slice
 from tests.helpers.asserts import not_none
+from tests.helpers.histories import write_history
 from tests.helpers.hits import record_hits, sent_by_variant
 from tests.helpers.runs import assert_each_recipient_once, create_campaign, direct_run, start_run, wait_for_run
 from tests.helpers.tenants import MakeTenant, Tenant, store_tenant
@@ -79,6 +82,8 @@ async def test_winner_test_sends_the_winner_to_exactly_the_rest(
         await record_hits(pool, slug, run_id, tested["A"], "open", machine=True)
         result = await handle.result()  # the time-skipping server jumps the 4 h wait
         history = await handle.fetch_history()
+    if os.environ.get("PENNANT_RECORD_HISTORIES") == "1":  # the replay test's winner scenario
+        write_history("winner_test", handle.id, history)
     assert result.status == "completed", result
     planned = await assert_each_recipient_once(pool, slug, run_id)
     assert planned == 300 and result.counts.sent + result.counts.skipped == 300
@@ -120,7 +125,9 @@ async def _post(tenant: Tenant, path: str, body: dict[str, Any] | None = None) -
     return await tenant.http.post(tenant.url(path), json=body)
 
 
-async def test_pick_winner_early_and_extend_the_test(make_tenant: MakeTenant, pool: asyncpg.Pool) -> None:
+async def test_pick_winner_early_and_extend_the_test(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, temporal_client: Client
+) -> None:
     tenant = await make_tenant(customers=120, policies=POLICIES)
     await _reachable(pool, tenant.slug)
     # Saved campaigns are checked: one variant has nothing to test, durations need a unit.
@@ -170,6 +177,9 @@ async def test_pick_winner_early_and_extend_the_test(make_tenant: MakeTenant, po
     assert decision["winner"] == "A" and decision["how"] == "picked", decision
     assert {v["variant"] for v in decision["variants"]} == {"A", "B"}
     assert (await _post(tenant, f"/runs/{run_id}:pick-winner", {"variant": "B"})).status_code == 409
+    if os.environ.get("PENNANT_RECORD_HISTORIES") == "1":  # the replay test's pick-winner scenario
+        picked_history = await temporal_client.get_workflow_handle(run["workflow_id"]).fetch_history()
+        write_history("winner_picked", run["workflow_id"], picked_history)
 
     await assert_each_recipient_once(pool, tenant.slug, run_id)
     campaign_id = run["campaign_id"]

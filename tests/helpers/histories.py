@@ -27,6 +27,8 @@ SCENARIOS = (
     "test_send",
     "failed_run",
     "cross_channel_fallback",  # recorded by tests/workflows/test_fallback.py
+    "winner_test",  # recorded by tests/test_winner_selection.py, as is winner_picked
+    "winner_picked",
 )
 
 
