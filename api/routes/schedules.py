@@ -9,9 +9,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
+import temporalio.converter
 from fastapi import APIRouter, Depends, HTTPException, Response
+from temporalio.api.common.v1 import Payload
 from temporalio.client import (
     Schedule,
+    ScheduleAction,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
     ScheduleHandle,
@@ -31,6 +34,8 @@ from core.schedules import RecurrenceSpec, ScheduledRunInput
 from core.temporal import campaign_search_attributes, schedule_id, scheduled_workflow_id, task_queue_for
 from workflows.scheduled_run import ScheduledCampaignWorkflow
 
+CRON_MEMO = "pennant_cron"
+
 router = APIRouter(prefix="/v1/tenants/{tenant}/campaigns/{campaign_id}/schedule", tags=["schedules"])
 
 
@@ -43,6 +48,9 @@ def _schedule(tenant: str, campaign_id: str, name: str, spec: RecurrenceSpec) ->
             task_queue=task_queue_for(tenant),
             typed_search_attributes=campaign_search_attributes(tenant, campaign_id),
             static_summary=f"{name} (recurring) · {tenant}",
+            # Temporal keeps a cron expression only as the calendar it compiles to; the memo
+            # keeps what the marketer wrote, so reading the schedule answers it back.
+            memo={CRON_MEMO: spec.cron} if spec.cron else None,
         ),
         spec=ScheduleSpec(
             cron_expressions=[spec.cron] if spec.cron else [],
@@ -56,6 +64,14 @@ def _schedule(tenant: str, campaign_id: str, name: str, spec: RecurrenceSpec) ->
     )
 
 
+def _cron_from_memo(action: ScheduleAction) -> list[str]:
+    memo = action.memo if isinstance(action, ScheduleActionStartWorkflow) else None
+    raw = memo.get(CRON_MEMO) if memo else None
+    if isinstance(raw, Payload):
+        return [temporalio.converter.default().payload_converter.from_payload(raw, str)]
+    return [raw] if isinstance(raw, str) else []
+
+
 async def _describe(handle: ScheduleHandle, campaign_id: str) -> ScheduleInfo:
     try:
         desc = await handle.describe()
@@ -66,7 +82,7 @@ async def _describe(handle: ScheduleHandle, campaign_id: str) -> ScheduleInfo:
     spec = desc.schedule.spec
     return ScheduleInfo(
         schedule_id=desc.id,
-        cron=list(spec.cron_expressions),
+        cron=list(spec.cron_expressions) or _cron_from_memo(desc.schedule.action),
         interval_seconds=[int(i.every.total_seconds()) for i in spec.intervals],
         time_zone=spec.time_zone_name or "UTC",
         paused=desc.schedule.state.paused,

@@ -84,3 +84,18 @@ async def test_schedule_bad_input_is_rejected_with_the_field_named(make_tenant: 
     )
     assert missing.status_code == 404
     assert (await tenant.http.post(f"{path}:pause")).status_code == 404
+
+
+async def test_a_cron_schedule_reads_back_as_written(make_tenant: MakeTenant) -> None:
+    tenant = await make_tenant(customers=0)
+    campaign_id = (await tenant.http.post(tenant.url("/campaigns"), json=CAMPAIGN)).json()["id"]
+    path = tenant.url(f"/campaigns/{campaign_id}/schedule")
+    created = await tenant.http.put(path, json={"cron": "0 10 * * MON", "time_zone": "Europe/Paris"})
+    assert created.status_code == 201, created.text
+    # Temporal stores the expression as a calendar; the API still answers what was written.
+    assert created.json()["cron"] == ["0 10 * * MON"]
+    changed = await tenant.http.put(path, json={"cron": "30 9 * * *", "time_zone": "Europe/Paris"})
+    assert changed.status_code == 200 and changed.json()["cron"] == ["30 9 * * *"]
+    assert (await tenant.http.get(path)).json()["cron"] == ["30 9 * * *"]
+    assert (await tenant.http.put(path, json={"interval_seconds": 3600})).json()["cron"] == []
+    assert (await tenant.http.delete(path)).status_code == 204
