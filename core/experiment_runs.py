@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from core.experiment_spec import ExperimentMetric, ExperimentMode, duration_seconds
 
-# winner: test → waiting (for the decision) → rest (the winner to everyone else) → done.
-Phase = Literal["test", "waiting", "rest", "done"]
+# winner: test → waiting (for the decision) → deciding → rest (the winner to everyone else) → done.
+Phase = Literal["test", "waiting", "deciding", "rest", "done"]
 
 
 class BatchExperiment(BaseModel):

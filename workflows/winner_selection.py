@@ -63,7 +63,10 @@ class WinnerSelection:
         assert self._experiment is not None
         self._experiment.picked = pick.variant
         await workflow.wait_condition(
-            lambda: self._cancel_requested or (self._experiment is not None and self._experiment.phase != "waiting")
+            lambda: (
+                self._cancel_requested
+                or (self._experiment is not None and self._experiment.phase not in ("waiting", "deciding"))
+            )
         )
         return self._experiment
 
@@ -95,7 +98,8 @@ class WinnerSelection:
             raise ApplicationError(f"cannot {action} a run without a winner test", type=EXPERIMENT_CONFLICT,
                                    non_retryable=True)  # fmt: skip
         if state.phase != "waiting" or state.picked is not None or self._cancel_requested:
-            what = "decided" if state.phase in ("rest", "done") or state.picked else "sending its test"
+            what = "sending its test" if state.phase == "test" and state.picked is None else "decided"
+            what = "being cancelled" if self._cancel_requested else what
             raise ApplicationError(
                 f"cannot {action} a run whose test is {what} (only while it waits for the decision)",
                 state.phase,
@@ -177,6 +181,7 @@ class WinnerSelection:
                 break
         if self._cancel_requested:
             return False
+        state.phase = "deciding"  # a pick or an extension from now on would come too late
         self._decision = await workflow.execute_activity_method(
             ExperimentActivities.decide_winner,
             DecideWinnerInput(
