@@ -85,13 +85,14 @@ async def test_results_engine_learns_what_won_and_suggests_valid_subjects(
     stored = (await tenant.http.get(tenant.url(f"/campaigns/{campaign_id}"))).json()
     assert stored["variants"][0]["subject"] == current
 
-    for bad, field in [
+    bad_bodies: list[tuple[dict[str, Any], str]] = [
         ({"channel": "push"}, "body.channel"),
         ({"channel": "sms"}, "channel: the campaign does not send on 'sms'"),
         ({"variant": "Z"}, "variant: unknown variant 'Z'"),
         ({"engine": "provider"}, "engine: the tenant has no suggestions.provider configured"),
         ({"limit": 0}, "body.limit"),
-    ]:
+    ]
+    for bad, field in bad_bodies:
         response = await _suggest(tenant, campaign_id, **bad)
         assert response.status_code == 422, (bad, response.text)
         assert response.json()["errors"][0].startswith(field), (bad, response.json())
