@@ -6,13 +6,9 @@ and customers without history get the fallback local time."""
 from __future__ import annotations
 
 import datetime as dt
-import json
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
-from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from core.campaigns import CampaignSpec
@@ -20,6 +16,7 @@ from core.send_times import OptimalSendTime
 from core.settings import Settings
 from core.tenant_config import Policies, QuietHours
 from tests.helpers.engagement_history import seed_hour_habits, set_time_zones
+from tests.helpers.run_history import fired_timers, scheduled_batches
 from tests.helpers.runs import direct_run
 from tests.helpers.tenants import store_tenant
 
@@ -48,19 +45,6 @@ def _expected(start: dt.datetime, zone_name: str, hour: int) -> dt.datetime:
         morning = instant.astimezone(zone).date() + dt.timedelta(days=1 if hour >= 21 else 0)
         instant = dt.datetime.combine(morning, dt.time(8), zone).astimezone(UTC)
     return instant
-
-
-async def _batch_waves(handle: WorkflowHandle[Any, Any]) -> list[tuple[str, dt.datetime]]:
-    """(wave_at of its input, when it was scheduled) of each deliver_batch."""
-    out = []
-    for e in (await handle.fetch_history()).events:
-        if e.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            continue
-        attrs = e.activity_task_scheduled_event_attributes
-        if attrs.activity_type.name == "deliver_batch":
-            wave = json.loads(attrs.input.payloads[0].data).get("wave_at") or "now"
-            out.append((wave, e.event_time.ToDatetime(tzinfo=UTC)))
-    return out
 
 
 async def test_optimal_send_times_land_in_each_customers_wave_and_quiet_hours_win(
@@ -117,15 +101,10 @@ async def test_optimal_send_times_land_in_each_customers_wave_and_quiet_hours_wi
 
     # The run delivers those waves: one timer per future wave, each batch no earlier than its wave.
     waves = sorted({at for at in planned.values() if at > start})
-    events = (await handle.fetch_history()).events
-    fired = sorted(
-        e.event_time.ToDatetime(tzinfo=UTC) + e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
-        for e in events
-        if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
-    )
+    fired = await fired_timers(handle)
     assert len(fired) == len(waves) and all(abs((f - w).total_seconds()) < 2 for f, w in zip(fired, waves, strict=True))
-    batches = await _batch_waves(handle)
-    assert {dt.datetime.fromisoformat(w) for w, _ in batches if w != "now"} == set(waves)
-    for wave, scheduled in batches:
-        if wave != "now":
+    batches = [(at, inp.get("wave_at")) for at, inp in await scheduled_batches(handle)]
+    assert {dt.datetime.fromisoformat(w) for _, w in batches if w} == set(waves)
+    for scheduled, wave in batches:
+        if wave:
             assert scheduled >= dt.datetime.fromisoformat(wave) - dt.timedelta(seconds=1), (wave, scheduled)
