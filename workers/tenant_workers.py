@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import zlib
@@ -227,10 +228,11 @@ class TenantWorkers:
                     # The tenant Workers already running carry on (their activities retry on their
                     # own); leaving here would end the process over a database restart.
                     log.warning("tenant sync failed, database unavailable (%s); retrying", exc)
-                try:
-                    await asyncio.wait_for(self._changed.wait(), timeout=self.poll_seconds)
-                except TimeoutError:
-                    pass
+                # Not asyncio.wait_for: on 3.11 it returns normally when a cancel arrives as the
+                # event is set (refresh() right before shutdown), and this loop then never ends.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.poll_seconds):
+                        await self._changed.wait()
         finally:
             await self._unlisten(listener)
             await self.shutdown()
