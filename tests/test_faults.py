@@ -64,11 +64,13 @@ TEMPORAL_OUTAGE = 5.0
 LONG_POSTGRES_OUTAGE = 8.0
 # A long database outage needs only a run that is under way when it starts.
 SHORT_RECIPIENTS = 1_000
-# Batches of 500 (ten provider chunks each), several at a time: a run lasts seconds, not
+# Batches of 500 (ten email/SMS chunks, one push request each), several at a time: a run lasts seconds, not
 # minutes, and a fault always lands with batches in flight.
 EXECUTION = Execution(batch_size=500, max_concurrent_batches=6, activities_per_second=None)
 # Under 5xx every failed batch backs off; smaller batches, more of them at once, overlap those waits.
-PROVIDER_FAULT_EXECUTION = Execution(batch_size=250, max_concurrent_batches=12, activities_per_second=None)
+# A push batch is one provider request (push chunks hold 500), so batches of 50 make the hundred
+# requests that three 429 bursts of four need to land within the run.
+PROVIDER_FAULT_EXECUTION = Execution(batch_size=50, max_concurrent_batches=12, activities_per_second=None)
 PUSH_CAMPAIGN: dict[str, Any] = {
     "name": "Coffee morning",
     "channels": ["push"],
