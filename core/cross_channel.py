@@ -13,10 +13,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from core.channels import CHANNELS
-from core.experiment_spec import _check_duration, duration_seconds
+from core.channels import CHANNELS, message_key
+from core.durations import Duration, duration_seconds
 from core.experiments import GLOBAL_CONTROL, HOLDOUT
 from core.rendering import check_campaign_templates
 from core.runs import Wave
@@ -47,12 +47,7 @@ class Fallback(BaseModel):
     unless: Literal["opened", "clicked"] = Field(
         description="who is left out: recipients with a human open (or click) of the first message, or a click"
     )
-    after: float | str = Field(description="how long after the first send to wait: seconds, or '30m', '4h', '2d'")
-
-    @field_validator("after")
-    @classmethod
-    def _duration(cls, v: float | str) -> float | str:
-        return _check_duration(v)  # the same durations (and bound) as an experiment's decide_after
+    after: Duration = Field(description="how long after the first send to wait: seconds, or '30m', '4h', '2d'")
 
     @property
     def after_delta(self) -> dt.timedelta:
@@ -112,27 +107,34 @@ class FallbackPlan(BaseModel):
     waves: list[Wave] = Field(default_factory=list)
 
 
-# Write `skipped` rows on the fallback channel for every recipient who is not to get it: no
-# message was sent to them on the first channel(s), or they engaged (a human event of the kinds
-# given, on the run, by then). Everyone left without a row is the fallback's audience, which
-# the ordinary batches then deliver (consent, suppression, caps and quiet hours as always).
-EXCLUDE_SQL = """
-INSERT INTO deliveries (tenant_id, run_id, customer_id, channel, variant, status, reason, idempotency_key)
-SELECT r.tenant_id, r.run_id, r.customer_id, $3, first.variant, 'skipped',
-       CASE WHEN first.variant = ANY($8::text[]) THEN first.variant
-            WHEN first.sent THEN $7 ELSE $6 END,
-       $1 || ':' || r.run_id::text || ':' || r.customer_id::text || ':' || $3
+# Who is not to get the fallback, a page at a time after the cursor: no message was sent to them
+# on the first channel(s) (`not_reached`), they engaged (a human event of the kinds given, on
+# the run, by then), or they are held out. Each gets a `skipped` row on the fallback channel;
+# everyone left without a row is the fallback's audience, which the ordinary batches then
+# deliver (consent, suppression, caps and quiet hours as always).
+_EXCLUDE_PAGE = 5_000
+_EXCLUDE_PAGE_SQL = """
+SELECT r.customer_id, first.variant,
+       CASE WHEN first.variant = ANY($7::text[]) THEN first.variant
+            WHEN first.sent THEN $6 ELSE $5 END AS reason
 FROM run_recipients r
 CROSS JOIN LATERAL (
     SELECT max(d.variant) AS variant, coalesce(bool_or(d.status = 'sent'), false) AS sent FROM deliveries d
     WHERE d.tenant_id = r.tenant_id AND d.run_id = r.run_id AND d.customer_id = r.customer_id
-      AND d.channel = ANY($4::text[])
+      AND d.channel = ANY($3::text[])
 ) first
-WHERE r.tenant_id = $1 AND r.run_id = $2::uuid
+WHERE r.tenant_id = $1 AND r.run_id = $2::uuid AND r.customer_id > $8
   AND (NOT first.sent OR EXISTS (
         SELECT 1 FROM message_events e
         WHERE e.tenant_id = r.tenant_id AND e.run_id = r.run_id AND e.customer_id = r.customer_id
-          AND e.channel = ANY($4::text[]) AND e.kind = ANY($5::text[]) AND NOT e.machine))
+          AND e.channel = ANY($3::text[]) AND e.kind = ANY($4::text[]) AND NOT e.machine))
+ORDER BY r.customer_id LIMIT $9
+"""
+# The message key of each row comes from core.channels.message_key, its one definition.
+_EXCLUDE_SQL = """
+INSERT INTO deliveries (tenant_id, run_id, customer_id, channel, variant, status, reason, idempotency_key)
+SELECT $1, $2::uuid, c, $3, v, 'skipped', reason, k
+FROM unnest($4::bigint[], $5::text[], $6::text[], $7::text[]) AS t(c, v, reason, k)
 ON CONFLICT (tenant_id, run_id, customer_id, channel) DO NOTHING
 """
 _EXCLUDED_SQL = """
@@ -152,9 +154,13 @@ async def exclude_engaged(conn: Any, tenant: str, run_id: str, spec: CampaignSpe
     fallback = spec.fallback
     assert fallback is not None
     args = (tenant, run_id, fallback.channel)
-    kinds = engagement_kinds(fallback)
-    held_out = [HOLDOUT, GLOBAL_CONTROL]
-    await conn.execute(EXCLUDE_SQL, *args, list(spec.channels), kinds, NOT_REACHED, ENGAGED, held_out)
+    first = (list(spec.channels), engagement_kinds(fallback), NOT_REACHED, ENGAGED, [HOLDOUT, GLOBAL_CONTROL])
+    cursor = -(2**63)
+    while rows := await conn.fetch(_EXCLUDE_PAGE_SQL, tenant, run_id, *first, cursor, _EXCLUDE_PAGE):
+        ids = [r["customer_id"] for r in rows]
+        keys = [message_key(tenant, run_id, c, fallback.channel) for c in ids]
+        await conn.execute(_EXCLUDE_SQL, *args, ids, [r["variant"] for r in rows], [r["reason"] for r in rows], keys)
+        cursor = ids[-1]
     counts = {r["reason"]: r["n"] for r in await conn.fetch(_EXCLUDED_SQL, *args, [ENGAGED, NOT_REACHED])}
     return counts.get(ENGAGED, 0), counts.get(NOT_REACHED, 0)
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
-from core.experiment_spec import ExperimentMetric, ExperimentMode, duration_seconds
+from core.durations import Duration
+from core.experiment_spec import ExperimentMetric, ExperimentMode
 
 # winner: test → waiting (for the decision) → deciding → rest (the winner to everyone else) → done.
 Phase = Literal["test", "waiting", "deciding", "rest", "done"]
@@ -97,14 +98,7 @@ class PickWinnerInput(BaseModel):
 class ExtendTestInput(BaseModel):
     """Wait this much longer before deciding (seconds, or '30m', '4h', '2d')."""
 
-    by: float | str
-
-    @field_validator("by")
-    @classmethod
-    def _duration(cls, v: float | str) -> float | str:
-        if duration_seconds(v) <= 0:
-            raise ValueError("must be more than 0")
-        return v
+    by: Duration
 
 
 class RecordDecideAtInput(BaseModel):

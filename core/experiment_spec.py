@@ -4,34 +4,14 @@ its save-time checks; what a run does with it is in core/winner_selection.py."""
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.durations import Duration, duration_seconds
 
 ExperimentMode = Literal["winner", "adaptive"]
 ExperimentMetric = Literal["open", "click", "conversion"]
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-# The longest a test may wait for its decision (and an extension may add in one call).
-MAX_WAIT_SECONDS = 30 * 86400
-
-
-def duration_seconds(value: float | str) -> float:
-    """Seconds of a duration given as a number of seconds or as '<n>s|m|h|d' (e.g. '90m', '4h')."""
-    if isinstance(value, int | float):
-        return float(value)
-    match = _DURATION.match(value.strip())
-    if match is None:
-        raise ValueError("must be a number of seconds or a duration like '30m', '4h' or '2d'")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
-
-def _check_duration(value: float | str) -> float | str:
-    seconds = duration_seconds(value)
-    if not 0 < seconds <= MAX_WAIT_SECONDS:
-        raise ValueError(f"must be more than 0 and at most {MAX_WAIT_SECONDS // 86400} days")
-    return value
 
 
 class ExperimentSpec(BaseModel):
@@ -49,7 +29,7 @@ class ExperimentSpec(BaseModel):
     test_percent: float = Field(
         default=20.0, gt=0, lt=100, description="winner: the share of the audience (holdout apart) that tests"
     )
-    decide_after: float | str = Field(
+    decide_after: Duration = Field(
         default="4h", description="winner: how long after the test sends to decide; seconds or '30m', '4h', '2d'"
     )
     confidence: float = Field(default=0.95, ge=0.5, lt=1, description="winner: 1 - the test's significance level")
@@ -62,11 +42,6 @@ class ExperimentSpec(BaseModel):
     floor: float = Field(
         default=0.1, ge=0, lt=1, description="adaptive: the smallest share of a run's traffic each variant keeps"
     )
-
-    @field_validator("decide_after")
-    @classmethod
-    def _duration(cls, v: float | str) -> float | str:
-        return _check_duration(v)
 
     @property
     def decide_after_seconds(self) -> float:

@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.audience import AudienceActivities
     from activities.experiments import ExperimentActivities
+    from core.durations import duration_seconds
     from core.experiment_runs import (
         BatchExperiment,
         DecideWinnerInput,
@@ -26,7 +27,6 @@ with workflow.unsafe.imports_passed_through():
         PrepareExperimentInput,
         RecordDecideAtInput,
     )
-    from core.experiment_spec import duration_seconds
     from core.runs import CampaignRunInput, Counts, SkipRemainingInput
 
 _SHORT = timedelta(seconds=30)

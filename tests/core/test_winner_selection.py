@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from core.experiment_runs import VariantStat
-from core.experiment_spec import ExperimentSpec, check_experiment, duration_seconds
+from core.cross_channel import Fallback
+from core.durations import duration_seconds
+from core.experiment_runs import ExtendTestInput, VariantStat
+from core.experiment_spec import ExperimentSpec, check_experiment
 from core.winner_selection import decide, in_test_slice, thompson_weights
 
 
@@ -63,6 +65,16 @@ def test_durations_and_save_time_checks() -> None:
     assert duration_seconds("90m") == 5400 and duration_seconds(30) == 30 and duration_seconds("2d") == 172_800
     with pytest.raises(ValueError, match="duration like"):
         duration_seconds("4 hours")
+    # One duration type: a decision, an extension and a fallback's wait accept and refuse alike.
+    for bad in ("31d", 0, "4 hours"):
+        for build in (
+            lambda v: ExperimentSpec(mode="winner", decide_after=v),
+            lambda v: ExtendTestInput(by=v),
+            lambda v: Fallback(channel="sms", unless="clicked", after=v),
+        ):
+            with pytest.raises(ValueError):
+                build(bad)
+    assert Fallback(channel="sms", unless="clicked", after="30d").after_delta.days == 30
     assert check_experiment(_spec(), ["A"]) == [
         "experiment.mode: winner needs at least 2 variants (the campaign has 1)"
     ]
