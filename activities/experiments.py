@@ -57,7 +57,10 @@ class ExperimentActivities:
             if experiment.mode == "winner":
                 await experiment_store.start(conn, inp.tenant, inp.run_id, inp.campaign_id, experiment)
                 return ExperimentPlan(
-                    mode="winner", variants=order, decide_after_seconds=experiment.decide_after_seconds
+                    mode="winner",
+                    variants=order,
+                    decide_after_seconds=experiment.decide_after_seconds,
+                    experiment=experiment,
                 )
             runs = await run_store.campaign_run_ids(conn, inp.tenant, inp.campaign_id)
             earlier = runs[: runs.index(inp.run_id)] if inp.run_id in runs else runs
@@ -66,7 +69,7 @@ class ExperimentActivities:
             stored = await experiment_store.start(
                 conn, inp.tenant, inp.run_id, inp.campaign_id, experiment, weights=weights, prior=prior
             )
-        return ExperimentPlan(mode="adaptive", variants=order, weights=stored.weights)
+        return ExperimentPlan(mode="adaptive", variants=order, weights=stored.weights, experiment=experiment)
 
     @activity.defn(name=RECORD_DECIDE_AT)
     async def record_decide_at(self, inp: RecordDecideAtInput) -> None:
@@ -77,13 +80,15 @@ class ExperimentActivities:
     @activity.defn(name=DECIDE_WINNER)
     async def decide_winner(self, inp: DecideWinnerInput) -> Decision:
         """Decide the run's winner test from the test slice's engagement (only the slice has been
-        sent so far), or record a marketer's pick with the statistics at that moment."""
+        sent so far), or record a marketer's pick with the statistics at that moment; by the
+        experiment pinned at run start, whatever the campaign says now."""
         tag_current_span(tenant=inp.tenant, campaign=inp.campaign_id, run=inp.run_id)
         async with tenant_tx(self.pool, inp.tenant) as conn:
             spec = await campaign_spec(conn, inp.tenant, inp.campaign_id)
-            if spec.experiment is None:
+            experiment = inp.experiment or spec.experiment
+            if experiment is None:  # only a run started before experiments were pinned
                 raise ApplicationError("the campaign no longer has an experiment", non_retryable=True)
             order = [v.key for v in spec.variants]
-            cells = await _metric_stats(conn, inp.tenant, inp.campaign_id, [inp.run_id], spec.experiment, order)
-            decision = decide(spec.experiment, cells, inp.picked)
+            cells = await _metric_stats(conn, inp.tenant, inp.campaign_id, [inp.run_id], experiment, order)
+            decision = decide(experiment, cells, inp.picked)
             return await experiment_store.record_decision(conn, inp.tenant, inp.run_id, decision)

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from core.durations import Duration
-from core.experiment_spec import ExperimentMetric, ExperimentMode
+from core.experiment_spec import ExperimentMetric, ExperimentMode, ExperimentSpec
 
 # winner: test → waiting (for the decision) → deciding → rest (the winner to everyone else) → done.
 Phase = Literal["test", "waiting", "deciding", "rest", "done"]
@@ -22,6 +22,9 @@ class BatchExperiment(BaseModel):
     phase: Literal["test", "rest"] | None = None  # None: the whole audience (adaptive)
     winner: str | None = None
     weights: dict[str, float] | None = None
+    # A winner test's slice as pinned at run start (None in runs started before it was pinned:
+    # the campaign's experiment then tells it).
+    test_percent: float | None = None
 
 
 class PrepareExperimentInput(BaseModel):
@@ -40,6 +43,9 @@ class ExperimentPlan(BaseModel):
     variants: list[str] = Field(default_factory=list)
     decide_after_seconds: float = 0.0
     weights: dict[str, float] | None = None
+    # The campaign's experiment when the run started: the run decides by it even if the
+    # campaign's definition changes meanwhile (None in runs started before it was pinned).
+    experiment: ExperimentSpec | None = None
 
 
 class ExperimentState(BaseModel):
@@ -87,6 +93,7 @@ class DecideWinnerInput(BaseModel):
     run_id: str
     campaign_id: str
     picked: str | None = None
+    experiment: ExperimentSpec | None = None  # pinned at run start; None: the campaign's current one
 
 
 class PickWinnerInput(BaseModel):

@@ -42,6 +42,8 @@ class ExperimentAssignment:
         self.control = config.policies.holdout_percent
         winner_test = spec.experiment is not None and spec.experiment.mode == "winner"
         self.test_percent = spec.experiment.test_percent if spec.experiment is not None and winner_test else None
+        if exp is not None and exp.test_percent is not None:  # the run's own, pinned at its start
+            self.test_percent = exp.test_percent
 
     def _split(self, customer_id: int) -> str:
         if in_global_control(self.tenant, customer_id, self.control):

@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -28,9 +27,9 @@ with workflow.unsafe.imports_passed_through():
         RecordDecideAtInput,
     )
     from core.runs import CampaignRunInput, Counts, SkipRemainingInput
+from workflows.activity_options import RETRY as _RETRY
+from workflows.activity_options import SHORT as _SHORT
 
-_SHORT = timedelta(seconds=30)
-_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 # Runs started before experiments replay without the prepare_experiment activity.
 EXPERIMENTS = "experiments"
 # The types of the ApplicationErrors the controls' validators raise (the API's 409 and 422).
@@ -140,10 +139,12 @@ class WinnerSelection:
             return None
         if state.plan.mode == "adaptive":
             return BatchExperiment(weights=state.plan.weights)
+        pinned = state.plan.experiment
+        test_percent = pinned.test_percent if pinned is not None else None
         if self._fallback is not None:  # a fallback channel follows both parts up
-            return BatchExperiment(winner=state.winner)
+            return BatchExperiment(winner=state.winner, test_percent=test_percent)
         phase = "rest" if state.phase in ("rest", "done") else "test"
-        return BatchExperiment(phase=phase, winner=state.winner)
+        return BatchExperiment(phase=phase, winner=state.winner, test_percent=test_percent)
 
     async def _record_decide_at(self) -> None:
         assert self._experiment is not None and self._experiment.decide_at is not None
@@ -186,7 +187,7 @@ class WinnerSelection:
             ExperimentActivities.decide_winner,
             DecideWinnerInput(
                 tenant=self._inp.tenant, run_id=self._inp.run_id, campaign_id=self._inp.campaign_id,
-                picked=state.picked,
+                picked=state.picked, experiment=state.plan.experiment,
             ),
             start_to_close_timeout=timedelta(minutes=2),
             retry_policy=_RETRY,

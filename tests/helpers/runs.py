@@ -137,14 +137,22 @@ async def until_no_activity_pending(client: Client, workflow_id: str, within: fl
 
 @contextlib.asynccontextmanager
 async def direct_run(
-    env: WorkflowEnvironment, pool: asyncpg.Pool, settings: Settings, slug: str, spec: CampaignSpec
+    env: WorkflowEnvironment,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    slug: str,
+    spec: CampaignSpec,
+    **worker_options: Any,
 ) -> AsyncIterator[tuple[str, WorkflowHandle[CampaignRunWorkflow, RunProgress]]]:
     """A run of `spec` started straight on `env` (no API: the time-skipping server), served by a
-    worker on the tenant's queue while the block runs; its run id and workflow handle."""
+    worker on the tenant's queue (with `worker_options`) while the block runs; its run id and
+    workflow handle."""
     campaign_id, run_id = await insert_campaign_and_run(pool, slug, spec)
     queue = task_queue_for(slug)
     activities = build_activities(pool, settings)
-    async with Worker(env.client, task_queue=queue, workflows=[CampaignRunWorkflow], activities=activities):
+    async with Worker(
+        env.client, task_queue=queue, workflows=[CampaignRunWorkflow], activities=activities, **worker_options
+    ):
         handle = await env.client.start_workflow(
             CampaignRunWorkflow.run,
             CampaignRunInput(tenant=slug, campaign_id=campaign_id, run_id=run_id, send_at=spec.send_at),
