@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 from temporalio.workflow import ActivityCancellationType
 
@@ -47,11 +46,11 @@ with workflow.unsafe.imports_passed_through():
         SkipRemainingInput,
         Wave,
     )
+from workflows.activity_options import RETRY as _RETRY
+from workflows.activity_options import SHORT as _SHORT
 from workflows.cross_channel import CROSS_CHANNEL_FALLBACK, fallback_phase
 from workflows.winner_selection import WinnerSelection
 
-_SHORT = timedelta(seconds=30)
-_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 # A batch heartbeats after every chunk it sends; a worker that died mid-batch is noticed after
 # this long and the batch is retried elsewhere, skipping what the ledger already holds.
 BATCH_HEARTBEAT = timedelta(seconds=20)

@@ -7,16 +7,16 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.cross_channel import CrossChannelActivities
     from core.cross_channel import FallbackDue, FallbackPlan
     from core.runs import PlanAudienceInput
+from workflows.activity_options import RETRY as _RETRY
+from workflows.activity_options import SHORT as _SHORT
 
 # Runs started before fallbacks existed replay without this phase.
 CROSS_CHANNEL_FALLBACK = "cross-channel-fallback"
-_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 
 
 async def fallback_phase(
@@ -25,7 +25,7 @@ async def fallback_phase(
     """The run's fallback plan once its wait is over; None when the campaign has no fallback or
     the run is cancelled meanwhile."""
     due: FallbackDue = await workflow.execute_activity_method(
-        CrossChannelActivities.fallback_due, inp, start_to_close_timeout=timedelta(seconds=30), retry_policy=_RETRY
+        CrossChannelActivities.fallback_due, inp, start_to_close_timeout=_SHORT, retry_policy=_RETRY
     )
     if due.channel is None or due.after is None:
         return None
