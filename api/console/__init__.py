@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from api.console import auth_pages, campaign_pages, config_pages, run_pages
+from api.console import auth_pages, campaign_pages, config_pages, optimisation_pages, run_pages
 from api.console import session as sessions
 from api.console.common import PREFIX, CsrfRefused, Redirect, SignInNeeded, page, redirect
 
@@ -23,7 +23,8 @@ def _wants_json(request: Request) -> bool:
 def install(app: FastAPI) -> None:
     """Serve the console under /console (pages, static files and their error pages)."""
     app.mount(f"{PREFIX}/static", StaticFiles(directory=Path(__file__).parent / "static"), name="console-static")
-    for module in (auth_pages, campaign_pages, run_pages, config_pages):
+    # Optimisation routes before run_pages, whose /runs/{id}/{action} would take their paths.
+    for module in (auth_pages, campaign_pages, optimisation_pages, run_pages, config_pages):
         app.include_router(module.router)
 
     async def sign_in(request: Request, _: Exception) -> Response:

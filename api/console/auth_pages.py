@@ -24,10 +24,25 @@ async def home(request: Request) -> Response:
     return RedirectResponse(f"{PREFIX}/campaigns", status_code=303)
 
 
+def _login_form(request: Request, status_code: int = 200, error: str | None = None) -> HTMLResponse:
+    """The sign-in form with its login-CSRF token, also set as the pre-session cookie."""
+    key = sessions.signing_key(request.app.state.settings)
+    token = request.cookies.get(sessions.LOGIN_COOKIE)
+    if not sessions.login_token_valid(token, key):
+        token = sessions.new_login_token(key)
+    assert token is not None
+    response = page(request, "login.html", status_code, error=error, login_token=token)
+    response.set_cookie(
+        sessions.LOGIN_COOKIE, token, max_age=sessions.LOGIN_LIFETIME_SECONDS, path=PREFIX,
+        httponly=True, samesite="strict", secure=request.url.scheme == "https",
+    )  # fmt: skip
+    return response
+
+
 @router.get("/login", response_class=HTMLResponse)
 async def login_page(request: Request) -> HTMLResponse:
     """The sign-in form."""
-    return page(request, "login.html")
+    return _login_form(request)
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -35,20 +50,24 @@ async def login(request: Request) -> Response:
     """Check the key as the API does; a tenant key opens its tenant, an admin key the picker.
     Wrong keys count against the same per-address limit as wrong API keys."""
     form = await form_data(request)
+    signing = sessions.signing_key(request.app.state.settings)
+    if not sessions.login_token_ok(request.cookies.get(sessions.LOGIN_COOKIE), first(form, "csrf") or None, signing):
+        return _login_form(request, 403, "This sign-in form has expired or is not the console's; sign in again.")
     key = first(form, "key")
     limiter = request.app.state.auth_limiter
     wait = limiter.retry_after(_client(request))
     if wait is not None:
-        return page(request, "login.html", 429, error=f"Too many wrong keys from this address; try again in {wait} s.")
+        return _login_form(request, 429, f"Too many wrong keys from this address; try again in {wait} s.")
     if not key:
-        return page(request, "login.html", 422, error="key: paste your API key")
+        return _login_form(request, 422, "key: paste your API key")
     principal = await lookup_key(deps.get_pool(request), key)
     if principal is None:
         limiter.failed(_client(request))
-        return page(request, "login.html", 401, error="key: not a valid API key (unknown or revoked)")
+        return _login_form(request, 401, "key: not a valid API key (unknown or revoked)")
     session = sessions.new_session(principal)
     response = redirect("/campaigns" if session.tenant else "/tenants")
     set_session_cookie(response, request, session)
+    response.delete_cookie(sessions.LOGIN_COOKIE, path=PREFIX)
     return response
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from api.console import optimisation_form
 from core.campaigns import CampaignSpec
 
 VARIANT_FIELDS = ("key", "template", "weight", "subject")
@@ -37,6 +38,7 @@ def form_values(form: dict[str, list[str]]) -> dict[str, Any]:
         "local_send_time": one("local_send_time"),
         "if_local_time_passed": one("if_local_time_passed") or "next_day",
         "tracking": bool(form.get("tracking")),
+        **optimisation_form.form_values(form),
     }
 
 
@@ -68,13 +70,14 @@ def body(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     elif values["when"] == "local":
         out["local_send_time"] = values["local_send_time"] or None
         out["if_local_time_passed"] = values["if_local_time_passed"]
+    out |= optimisation_form.body(values)
     return out, errors
 
 
 def from_spec(spec: CampaignSpec) -> dict[str, Any]:
     """The editor's values for a stored campaign."""
     named = isinstance(spec.segment, str)
-    when = "at" if spec.send_at else "local" if spec.local_send_time else "now"
+    when = "optimal" if spec.send_time else "at" if spec.send_at else "local" if spec.local_send_time else "now"
     return {
         "name": spec.name,
         "segment_mode": "named" if named else "inline",
@@ -96,6 +99,7 @@ def from_spec(spec: CampaignSpec) -> dict[str, Any]:
         "local_send_time": spec.local_send_time.strftime("%H:%M") if spec.local_send_time else "",
         "if_local_time_passed": spec.if_local_time_passed,
         "tracking": spec.tracking,
+        **optimisation_form.from_spec(spec),
     }
 
 
@@ -104,7 +108,7 @@ def field_errors(errors: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for line in errors:
         path = line.split(":", 1)[0].removeprefix("body.")
-        head = path.split(".", 1)[0]
+        head = optimisation_form.error_field(path) or path.split(".", 1)[0]
         if head.startswith("variants[") or head.startswith("channels["):
             head = head.split("]", 1)[0] + "]" if head.startswith("variants[") else "channels"
         out.setdefault(head, []).append(line)

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from temporalio.service import RPCError
 
 from api import deps
-from api.console import campaign_form
+from api.console import campaign_form, optimisation_pages
 from api.console.common import (
     INVALID,
     PREFIX,
@@ -138,6 +138,7 @@ async def _campaign_page(ctx: Console, campaign: CampaignRecord, status: int = 2
         active={s.value for s in ACTIVE_STATUSES},
         notice=_NOTICES.get(ctx.request.query_params.get("done", "")),
         **(await _editor_context(ctx)),
+        **(await optimisation_pages.campaign_panels(ctx, campaign)),
         **extra,
     )
 

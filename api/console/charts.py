@@ -73,3 +73,27 @@ def rate_bars(rows: Sequence[tuple[str, float | None]], title: str) -> Markup:
         parts.append(f'<text x="{94 + width:.1f}" y="{y + 13}" class="legend">{shown}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def count_columns(rows: Sequence[tuple[str, int]], title: str) -> Markup:
+    """One vertical bar per labelled count (e.g. recipients per hour 00-23), every label shown below."""
+    top = max([n for _, n in rows] + [1])
+    step = (_W - 8) / max(len(rows), 1)
+    base = _H - 20
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {_W} {_H}" role="img" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
+        f'<text x="0" y="14" class="label">{escape(title)} (max {top})</text>',
+        f'<line x1="0" y1="{base}" x2="{_W}" y2="{base}" class="axis"/>',
+    ]
+    for i, (label, n) in enumerate(rows):
+        x = 4 + i * step
+        height = n / top * (base - 24)
+        parts.append(
+            f'<rect x="{x + 1:.1f}" y="{base - height:.1f}" width="{step - 2:.1f}" height="{height:.1f}" '
+            f'fill="{PALETTE[0]}"><title>{escape(label)}: {n}</title></rect>'
+        )
+        if i % 3 == 0:
+            parts.append(f'<text x="{x:.1f}" y="{_H - 6}" class="legend">{escape(label)}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))

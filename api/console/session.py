@@ -117,3 +117,34 @@ async def key_still_valid(pool: asyncpg.Pool, session: Session) -> bool:
         return False
     row = await pool.fetchrow("SELECT tenant_id, revoked_at FROM api_keys WHERE id = $1", uid)
     return row is not None and row["revoked_at"] is None and row["tenant_id"] == session.key_tenant
+
+
+# Login CSRF: the sign-in form carries a token that must equal a pre-session cookie set with
+# the form (double submit, signed so a cookie planted from elsewhere does not verify).
+LOGIN_COOKIE = "pennant_console_login"
+LOGIN_LIFETIME_SECONDS = 3600
+
+
+def _login_mac(nonce: str, key: bytes) -> str:
+    return _b64(hmac.new(key, b"pennant-console-login\0" + nonce.encode(), hashlib.sha256).digest())
+
+
+def new_login_token(key: bytes) -> str:
+    """A fresh sign-in form token: a random nonce and its HMAC."""
+    nonce = secrets.token_urlsafe(18)
+    return f"{nonce}.{_login_mac(nonce, key)}"
+
+
+def login_token_valid(token: str | None, key: bytes) -> bool:
+    """Whether `token` is one this console signed."""
+    if not token or token.count(".") != 1:
+        return False
+    nonce, mac = token.split(".")
+    return hmac.compare_digest(mac, _login_mac(nonce, key))
+
+
+def login_token_ok(cookie: str | None, presented: str | None, key: bytes) -> bool:
+    """Whether the sign-in form's token is the pre-session cookie's, and signed by this console."""
+    if not cookie or not presented or not login_token_valid(cookie, key):
+        return False
+    return hmac.compare_digest(cookie.encode(), presented.encode())

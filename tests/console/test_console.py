@@ -7,30 +7,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import asyncpg
-from playwright.async_api import BrowserContext, Locator, Page
+from playwright.async_api import BrowserContext, Page
 from playwright.async_api import Error as PlaywrightError
 
-from tests.helpers.browser import artifact
+from tests.helpers.browser import artifact, navigate, sign_in
 from tests.helpers.tenants import MakeTenant, Tenant
 from tests.helpers.waiting import until
-
-
-async def sign_in(page: Page, api_url: str, key: str) -> None:
-    """Open the console (which asks to sign in) and sign in with `key`."""
-    await page.goto(f"{api_url}/console")
-    assert page.url.endswith("/console/login")
-    await page.get_by_label("API key").fill(key)
-    await navigate(page, page.get_by_role("button", name="Sign in"))
-
-
-async def navigate(page: Page, target: Locator, **wait: Any) -> None:
-    """Click a link or submit button and wait for the page it leads to (`wait`: expect_navigation's
-    options, e.g. wait_until="commit" for a page that may reload itself while loading)."""
-    async with page.expect_navigation(**wait):
-        await target.click()
 
 
 async def text_of(page: Page, selector: str) -> str:

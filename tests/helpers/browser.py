@@ -8,6 +8,9 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
+
+from playwright.async_api import Locator, Page
 
 from tests.helpers.stack import ROOT
 
@@ -45,3 +48,18 @@ def artifact(name: str) -> Path:
     """Where the screenshot `name` goes (the folder is made on first use)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS / f"{name}.png"
+
+
+async def sign_in(page: Page, api_url: str, key: str) -> None:
+    """Open the console (which asks to sign in) and sign in with `key`."""
+    await page.goto(f"{api_url}/console")
+    assert page.url.endswith("/console/login")
+    await page.get_by_label("API key").fill(key)
+    await navigate(page, page.get_by_role("button", name="Sign in"))
+
+
+async def navigate(page: Page, target: Locator, **wait: Any) -> None:
+    """Click a link or submit button and wait for the page it leads to (`wait`: expect_navigation's
+    options, e.g. wait_until="commit" for a page that may reload itself while loading)."""
+    async with page.expect_navigation(**wait):
+        await target.click()

@@ -161,6 +161,16 @@
     }));
   });
 
+  // Suggestions: copy one into the chosen variant's subject in the editor (not saved until Save).
+  document.querySelectorAll("[data-copy-suggestion]").forEach((button) => button.addEventListener("click", () => {
+    const item = button.closest("[data-suggestion]");
+    const index = item.querySelector("[data-copy-variant]").value;
+    const field = document.getElementById(`variant_subject_${index}`);
+    if (!field) return;
+    field.value = button.dataset.copySuggestion;
+    field.focus();
+  }));
+
   const errors = document.getElementById("form-errors");
   if (errors) errors.focus();
 })();
