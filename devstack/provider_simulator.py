@@ -125,29 +125,23 @@ class Faults(BaseModel):
     after_n: int = Field(default=0, ge=0)
 
 
-def _digest(key: str, n: int) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:n]
+# The id each channel's provider gives an accepted message: a prefix, then so many hex digits
+# of the SHA-256 of its idempotency key (so a retried message gets the same id).
+_MESSAGE_IDS = {"sms": ("SM", 32), "push": ("projects/pennant-sim/messages/", 20), "webhook": ("wh_", 24)}
 
 
-def _sms_sid(key: str) -> str:
-    return f"SM{_digest(key, 32)}"
-
-
-def _push_message_id(key: str) -> str:
-    return f"projects/pennant-sim/messages/{_digest(key, 20)}"
-
-
-def _webhook_id(key: str) -> str:
-    return f"wh_{_digest(key, 24)}"
+def _message_id(channel: str, key: str) -> str:
+    prefix, digits = _MESSAGE_IDS[channel]
+    return prefix + hashlib.sha256(key.encode()).hexdigest()[:digits]
 
 
 def _rebuilt_answer(channel: str, key: str, status: int) -> dict[str, Any]:
     """An accepted answer no longer kept, made again from its key (same ids, no echoed fields)."""
     if channel == "sms":
-        return {"sid": _sms_sid(key), "status": "queued"}
+        return {"sid": _message_id("sms", key), "status": "queued"}
     if channel == "push":
-        return {"idempotency_key": key, "message_id": _push_message_id(key)}
-    return {"received": True, "id": _webhook_id(key)}
+        return {"idempotency_key": key, "message_id": _message_id("push", key)}
+    return {"received": True, "id": _message_id("webhook", key)}
 
 
 def _headers(request: Request) -> dict[str, str]:
@@ -375,7 +369,7 @@ async def sms_send(request: Request) -> Response:
         elif to in state.faults.permanent_fail:
             answer = 400, {"code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400}
         else:
-            message_sid = _sms_sid(key)
+            message_sid = _message_id("sms", key)
             answer = 201, {"sid": message_sid, "account_sid": sid, "to": to, "from": sender, "body": body,
                            "status": "queued"}  # fmt: skip
             state.deliver({"channel": "sms", "idempotency_key": key, "sid": message_sid, "account_sid": sid,
@@ -419,7 +413,7 @@ async def push_batch(request: Request) -> Response:
             elif token in state.faults.permanent_fail:
                 answer = 404, {"token": token, "idempotency_key": key, "error": "UNREGISTERED"}
             else:
-                message_id = _push_message_id(key)
+                message_id = _message_id("push", key)
                 answer = 200, {"token": token, "idempotency_key": key, "message_id": message_id}
                 state.deliver({"channel": "push", "idempotency_key": key, "message_id": message_id, "token": token,
                                "title": message.get("title"), "body": message.get("body"),
@@ -455,7 +449,7 @@ async def webhook_receive(request: Request) -> Response:
             except ValueError:
                 answer = 400, {"code": "invalid_json", "message": "body is not JSON", "status": 400}
             else:
-                delivery_id = _webhook_id(key or str(entry["seq"]))
+                delivery_id = _message_id("webhook", key or str(entry["seq"]))
                 answer = 200, {"received": True, "id": delivery_id}
                 state.deliver({"channel": "webhook", "idempotency_key": key or None, "id": delivery_id, "name": name,
                                "body": body, "raw_body": raw.decode(), "headers": _headers(request)})  # fmt: skip

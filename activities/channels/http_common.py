@@ -49,6 +49,21 @@ def endpoint(config: TenantConfig, channel: str, default: str) -> str:
     return (channel_config(config, channel).endpoint or default).rstrip("/")
 
 
+class HttpAdapter:
+    """What every HTTP channel adapter holds: the worker's shared HTTP client and the platform's
+    provider base URL, under which its channel's default endpoint is `<base>/<channel>`."""
+
+    channel: str
+
+    def __init__(self, http: httpx.AsyncClient, default_base_url: str):
+        self.http = http
+        self.default_base_url = default_base_url.rstrip("/")
+
+    def url(self, config: TenantConfig, path: str) -> str:
+        """`path` under the tenant's endpoint for the channel, else under the platform default."""
+        return endpoint(config, self.channel, f"{self.default_base_url}/{self.channel}") + path
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Retry-After as seconds: either delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
     if not value:

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from activities.channels.base import OutboundMessage, SendResult, TransientChannelError
-from activities.channels.http_common import credential, endpoint, post, provider_reason
+from activities.channels.http_common import HttpAdapter, credential, post, provider_reason
 from core.templating import RenderedPush
 from core.tenant_config import TenantConfig
 
@@ -24,20 +24,19 @@ def batch_key(messages: list[OutboundMessage]) -> str:
     return f"batch:{digest[:40]}"
 
 
-class HttpPushAdapter:
+class HttpPushAdapter(HttpAdapter):
     """Sends up to `max_per_request` notifications per request; each carries its own key."""
 
     channel = "push"
 
     def __init__(self, http: httpx.AsyncClient, default_base_url: str, max_per_request: int = 500):
-        self.http = http
-        self.default_endpoint = f"{default_base_url.rstrip('/')}/push"
+        super().__init__(http, default_base_url)
         self.max_per_request = max_per_request
 
     async def send_batch(self, config: TenantConfig, messages: list[OutboundMessage]) -> list[SendResult]:
         """Send the notifications in requests of up to `max_per_request`."""
         server_key = credential(config, "push", "server_key")
-        url = f"{endpoint(config, 'push', self.default_endpoint)}/v1/batch"
+        url = self.url(config, "/v1/batch")
         results: list[SendResult] = []
         for start in range(0, len(messages), self.max_per_request):
             group = messages[start : start + self.max_per_request]

@@ -8,21 +8,20 @@ import re
 import httpx
 
 from activities.channels.base import OutboundMessage, SendResult
-from activities.channels.http_common import channel_config, credential, endpoint, one_result, post, send_each
+from activities.channels.http_common import HttpAdapter, channel_config, credential, one_result, post, send_each
 from core.templating import RenderedSms
 from core.tenant_config import TenantConfig
 
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 
 
-class HttpSmsAdapter:
+class HttpSmsAdapter(HttpAdapter):
     """Sends each SMS as its own request; the message's idempotency key rides in a header."""
 
     channel = "sms"
 
     def __init__(self, http: httpx.AsyncClient, default_base_url: str, concurrency: int = 10):
-        self.http = http
-        self.default_endpoint = f"{default_base_url.rstrip('/')}/sms"
+        super().__init__(http, default_base_url)
         self.concurrency = concurrency
 
     async def send_batch(self, config: TenantConfig, messages: list[OutboundMessage]) -> list[SendResult]:
@@ -30,7 +29,7 @@ class HttpSmsAdapter:
         sender = channel_config(config, "sms").sender
         sid = credential(config, "sms", "account_sid")
         token = credential(config, "sms", "auth_token")
-        url = f"{endpoint(config, 'sms', self.default_endpoint)}/2010-04-01/Accounts/{sid}/Messages.json"
+        url = self.url(config, f"/2010-04-01/Accounts/{sid}/Messages.json")
         auth = httpx.BasicAuth(sid, token)
 
         async def send_one(msg: OutboundMessage) -> SendResult:

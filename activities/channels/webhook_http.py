@@ -14,7 +14,7 @@ import time
 import httpx
 
 from activities.channels.base import OutboundMessage, SendResult
-from activities.channels.http_common import credential, endpoint, one_result, post, send_each
+from activities.channels.http_common import HttpAdapter, credential, endpoint, one_result, post, send_each
 from core.templating import RenderedWebhook
 from core.tenant_config import TenantConfig
 
@@ -34,14 +34,13 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str, tolerance_s
     return fresh and hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
-class HttpWebhookAdapter:
+class HttpWebhookAdapter(HttpAdapter):
     """POSTs each rendered payload, signed, with the message's idempotency key."""
 
     channel = "webhook"
 
     def __init__(self, http: httpx.AsyncClient, default_base_url: str, concurrency: int = 10):
-        self.http = http
-        self.default_base_url = default_base_url.rstrip("/")
+        super().__init__(http, default_base_url)
         self.concurrency = concurrency
 
     async def send_batch(self, config: TenantConfig, messages: list[OutboundMessage]) -> list[SendResult]:
