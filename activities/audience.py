@@ -7,12 +7,12 @@ import datetime as dt
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.lookups import campaign_spec, pinned_config
 from activities.names import LIST_BATCHES, PLAN_AUDIENCE, SKIP_REMAINING
+from activities.pooled import PooledActivities
 from core.campaigns import CampaignSpec
 from core.channels import message_key
 from core.db import tenant_tx
@@ -102,11 +102,8 @@ async def run_waves(conn: Any, inp: PlanAudienceInput) -> list[Wave]:
     ]
 
 
-class AudienceActivities:
+class AudienceActivities(PooledActivities):
     """Audience planning: freeze recipients, page batch boundaries, skip the rest on cancel."""
-
-    def __init__(self, pool: asyncpg.Pool):
-        self.pool = pool
 
     @activity.defn(name=PLAN_AUDIENCE)
     async def plan_audience(self, inp: PlanAudienceInput) -> AudiencePlan:

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.names import LOAD_CONFIG
+from activities.pooled import PooledActivities
 from core.config_store import get_config
 from core.runs import ConfigPin, LoadConfigInput
 from core.telemetry import tag_current_span
 
 
-class ConfigActivities:
+class ConfigActivities(PooledActivities):
     """Config loading for runs."""
-
-    def __init__(self, pool: asyncpg.Pool):
-        self.pool = pool
 
     @activity.defn(name=LOAD_CONFIG)
     async def load_config(self, inp: LoadConfigInput) -> ConfigPin:

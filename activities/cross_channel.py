@@ -4,12 +4,12 @@ fallback channel's quiet hours, as waves)."""
 
 from __future__ import annotations
 
-import asyncpg
 from temporalio import activity
 
 from activities.audience import AudienceActivities, run_waves
 from activities.lookups import campaign_spec, pinned_config
 from activities.names import FALLBACK_DUE, PLAN_FALLBACK
+from activities.pooled import PooledActivities
 from core.cross_channel import FallbackDue, FallbackPlan, exclude_engaged
 from core.db import tenant_tx
 from core.runs import PlanAudienceInput
@@ -19,11 +19,8 @@ from core.telemetry import tag_current_span
 _CLEAR_WAVES_SQL = "UPDATE run_recipients SET send_after = NULL WHERE tenant_id = $1 AND run_id = $2::uuid"
 
 
-class CrossChannelActivities:
+class CrossChannelActivities(PooledActivities):
     """The fallback of a run: is there one, and plan it (recipients and waves)."""
-
-    def __init__(self, pool: asyncpg.Pool):
-        self.pool = pool
 
     @activity.defn(name=FALLBACK_DUE)
     async def fallback_due(self, inp: PlanAudienceInput) -> FallbackDue:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.names import MARK_RUN, REGISTER_RUN
+from activities.pooled import PooledActivities
 from core import run_store
 from core.campaign_store import get_campaign
 from core.db import tenant_tx
@@ -16,11 +16,8 @@ from core.schedules import RegisterRunInput
 from core.telemetry import tag_current_span
 
 
-class RunStatusActivities:
+class RunStatusActivities(PooledActivities):
     """Activities that keep a run's row current as its workflow goes."""
-
-    def __init__(self, pool: asyncpg.Pool):
-        self.pool = pool
 
     @activity.defn(name=MARK_RUN)
     async def mark_run(self, inp: MarkRunInput) -> None:

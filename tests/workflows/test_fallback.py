@@ -6,14 +6,11 @@ channel, with caps across channels and the second channel's quiet hours respecte
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from core.campaigns import CampaignSpec
@@ -24,6 +21,7 @@ from core.tenant_config import Engagement, Experiments, FrequencyCap, Policies, 
 from devstack.provider_simulator import SimulatorControl
 from tests.helpers.engagement import click_email, open_email, run_emails
 from tests.helpers.histories import write_history
+from tests.helpers.run_history import scheduled_batches
 from tests.helpers.runs import assert_each_recipient_once, direct_run, ledger_count
 from tests.helpers.tenants import store_tenant
 from tests.helpers.waiting import until
@@ -84,18 +82,6 @@ async def _ledger(pool: asyncpg.Pool, slug: str, run_id: str, channel: str) -> d
     return {r["customer_id"]: (r["status"], r["reason"]) for r in rows}
 
 
-async def _batches(handle: WorkflowHandle[Any, Any]) -> list[tuple[dt.datetime, dict[str, Any]]]:
-    """When each deliver_batch was scheduled, with its input."""
-    out = []
-    for e in (await handle.fetch_history()).events:
-        if e.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            continue
-        attrs = e.activity_task_scheduled_event_attributes
-        if attrs.activity_type.name == "deliver_batch":
-            out.append((e.event_time.ToDatetime(tzinfo=UTC), json.loads(attrs.input.payloads[0].data)))
-    return out
-
-
 async def test_the_fallback_reaches_exactly_the_recipients_who_did_not_engage(
     time_skipping_env: WorkflowEnvironment,
     pool: asyncpg.Pool,
@@ -133,7 +119,7 @@ async def test_the_fallback_reaches_exactly_the_recipients_who_did_not_engage(
     assert result.counts.by_channel["sms"] == {"sent": 21, "failed": 0, "skipped": 9}
     assert result.counts.by_channel["email"]["sent"] == 29
 
-    batches = await _batches(handle)
+    batches = await scheduled_batches(handle)
     first = [t for t, inp in batches if not inp.get("channels")]
     follow = [t for t, inp in batches if inp.get("channels") == ["sms"]]
     assert first and follow
@@ -168,7 +154,7 @@ async def test_the_fallback_holds_caps_across_channels_and_waits_out_its_quiet_h
     sms = await _ledger(pool, slug, run_id, "sms")
     assert {c for c, o in sms.items() if o == ("skipped", "capped")} == set(range(1, 21, 2)), sms
     assert {c for c, o in sms.items() if o == ("sent", None)} == set(range(2, 21, 2)), sms
-    follow = [(t, inp) for t, inp in await _batches(handle) if inp.get("channels") == ["sms"]]
+    follow = [(t, inp) for t, inp in await scheduled_batches(handle) if inp.get("channels") == ["sms"]]
     at_once = [t for t, inp in follow if inp.get("wave_at") is None]
     deferred = {dt.datetime.fromisoformat(inp["wave_at"]) for _, inp in follow if inp.get("wave_at")}
     assert at_once and all(abs(t - (start + AFTER)) < dt.timedelta(minutes=5) for t in at_once), at_once

@@ -4,12 +4,10 @@ own durable timer and is delivered at the right instant, across a daylight-savin
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
@@ -17,6 +15,7 @@ from core.campaigns import CampaignSpec
 from core.runs import RunProgress
 from core.settings import Settings
 from core.tenant_config import Policies, QuietHours
+from tests.helpers.run_history import fired_timers, scheduled_batches
 from tests.helpers.runs import direct_run
 from tests.helpers.tenants import store_tenant
 from workflows.campaign_run import CampaignRunWorkflow
@@ -59,26 +58,11 @@ async def _run_at(
     return handle, result
 
 
-async def _fired_timers(handle: WorkflowHandle[Any, Any]) -> list[dt.datetime]:
-    events = (await handle.fetch_history()).events
-    return sorted(
-        e.event_time.ToDatetime(tzinfo=UTC) + e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
-        for e in events
-        if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
-    )
-
-
 async def _batch_starts(handle: WorkflowHandle[Any, Any]) -> dict[str, list[dt.datetime]]:
     """When each deliver_batch was scheduled, by the customers' wave (`wave_at` of its input)."""
     out: dict[str, list[dt.datetime]] = {}
-    for e in (await handle.fetch_history()).events:
-        if e.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            continue
-        attrs = e.activity_task_scheduled_event_attributes
-        if attrs.activity_type.name != "deliver_batch":
-            continue
-        wave = json.loads(attrs.input.payloads[0].data).get("wave_at")
-        out.setdefault(wave or "now", []).append(e.event_time.ToDatetime(tzinfo=UTC))
+    for at, inp in await scheduled_batches(handle):
+        out.setdefault(inp.get("wave_at") or "now", []).append(at)
     return out
 
 
@@ -107,7 +91,7 @@ async def test_local_time_waves_fire_at_ten_in_each_zone_across_spring_forward(
             dt.datetime.combine(next_day, dt.time(1, 0), UTC),  # Tokyo: 10:00 JST had passed → next day
         ]
     )
-    fired = await _fired_timers(handle)
+    fired = await fired_timers(handle)
     assert [abs((f - e).total_seconds()) < 2 for f, e in zip(fired, expected, strict=True)] == [True] * 4, fired
     starts = await _batch_starts(handle)
     assert len(starts) == 4 and "now" not in starts
@@ -141,5 +125,5 @@ async def test_quiet_hours_defer_exactly_the_recipients_inside_them(
     for wave in deferred:  # each deferred wave starts when it is 08:00 in one of the quiet zones
         local_times = {wave.astimezone(ZoneInfo(z)).time() for z in ZONES[:3]}
         assert dt.time(8, 0) in local_times, (wave, local_times)
-    fired = await _fired_timers(handle)
+    fired = await fired_timers(handle)
     assert len(fired) == 3 and all(abs((f - d).total_seconds()) < 2 for f, d in zip(fired, deferred, strict=True))
