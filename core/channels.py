@@ -121,3 +121,10 @@ def message_key(tenant: str, run_id: str, customer_id: int, channel: str) -> str
     """A message's identity and idempotency key: (tenant, run, recipient, channel). The ledger
     is unique on it and every provider receives it, so a retried send is recognised."""
     return f"{tenant}:{run_id}:{customer_id}:{channel}"
+
+
+def parse_message_key(key: str) -> tuple[str, str, str, str] | None:
+    """(tenant, run, recipient, channel) of a key `message_key` built, as text; None for any
+    other shape (a provider may echo anything)."""
+    parts = key.split(":")
+    return (parts[0], parts[1], parts[2], parts[3]) if len(parts) == 4 else None

@@ -29,6 +29,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 # The same scheme as Pennant's outgoing webhooks, so one verifier serves both directions.
 from activities.channels.webhook_http import sign, verify
+from core.channels import parse_message_key
 from core.db import tenant_tx
 from core.suppressions import suppress
 
@@ -172,9 +173,9 @@ def status_events(provider: Provider, callbacks: list[StatusCallback]) -> list[P
 
 
 def _parse_key(key: str, channel: str) -> tuple[str, uuid.UUID, int] | None:
-    """(tenant, run, customer) of a message key `tenant:run:customer:channel` on `channel`."""
-    parts = key.split(":")
-    if len(parts) != 4 or parts[3] != channel:
+    """(tenant, run, customer) of a message key (core.channels.message_key) on `channel`."""
+    parts = parse_message_key(key)
+    if parts is None or parts[3] != channel:
         return None
     try:
         run_id, customer_id = uuid.UUID(parts[1]), int(parts[2])

@@ -18,6 +18,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner
 
 from core import experiment_store
 from core.campaigns import CampaignSpec
+from core.channels import message_key, parse_message_key
 from core.cross_channel import ENGAGED
 from core.db import tenant_tx
 from core.experiment_runs import ExperimentState
@@ -62,7 +63,7 @@ async def _phase(client: Client, workflow_id: str) -> str | None:
 
 async def _ledger(pool: asyncpg.Pool, slug: str, run_id: str, channel: str = "email") -> dict[int, asyncpg.Record]:
     rows = await pool.fetch(
-        """SELECT customer_id, variant, status, reason, created_at FROM deliveries
+        """SELECT customer_id, variant, status, reason, idempotency_key FROM deliveries
            WHERE tenant_id = $1 AND run_id = $2::uuid AND channel = $3""",
         slug,
         run_id,
@@ -176,6 +177,9 @@ async def test_a_winner_test_then_a_fallback_reaches_exactly_the_non_engaged(
         expected = ("skipped", ENGAGED) if customer in opened else ("sent", None)
         assert (follow["status"], follow["reason"]) == expected, (customer, dict(follow))
         assert follow["variant"] == row["variant"], (dict(row), dict(follow))  # the variant they got by email
+        # Every row's key, the skipped ones written in bulk included, is the one builder's.
+        assert follow["idempotency_key"] == message_key(slug, run_id, customer, "sms"), dict(follow)
+        assert parse_message_key(follow["idempotency_key"]) == (slug, run_id, str(customer), "sms")
     assert result.counts.by_channel["sms"] == {"sent": 80 - len(opened), "failed": 0, "skipped": len(opened)}
     async with tenant_tx(pool, slug) as conn:
         decision = not_none(not_none(await experiment_store.get(conn, slug, run_id)).decision)
