@@ -32,6 +32,7 @@ from core.channels import CHANNELS, message_key
 from core.cross_channel import NOT_CHOSEN, count_own_sends
 from core.db import DATABASE_UNAVAILABLE, tenant_tx
 from core.experiments import GLOBAL_CONTROL, HOLDOUT
+from core.fair_turns import TenantTurns
 from core.frequency import CapTracker
 from core.metrics import RENDER_DURATION, count_messages
 from core.rendering import RenderError, render_message
@@ -63,6 +64,9 @@ CHUNK_RETRIES = 4
 CHUNK_BACKOFF_MAX = 4.0
 # How long a batch waits for the database to come back before its ledger write gives up.
 LEDGER_OUTAGE_SECONDS = 120.0
+# Recipients rendered in one turn of the process's TenantTurns (a few ms of CPU): between turns
+# the event loop serves other work, and other tenants' batches get every other turn.
+RENDER_SLICE = 50
 # How often a batch looks at its run's status between chunks, to stop sending while paused.
 PAUSE_CHECK_EVERY = 1.0
 
@@ -113,13 +117,19 @@ class DeliveryActivities:
     """Delivers one batch of a run: policies, variants, rendering, channels, ledger."""
 
     def __init__(
-        self, pool: asyncpg.Pool, adapters: Mapping[str, ChannelAdapter], public_base_url: str, link_secret: str
+        self,
+        pool: asyncpg.Pool,
+        adapters: Mapping[str, ChannelAdapter],
+        public_base_url: str,
+        link_secret: str,
+        turns: TenantTurns | None = None,
     ):
         self.pool = pool
         self.adapters = adapters
         self.public_base_url = public_base_url.rstrip("/")
         self.link_secret = link_secret
         self.rate_limits = RateLimits()
+        self.turns = turns or TenantTurns()
 
     @activity.defn(name=DELIVER_BATCH)
     async def deliver_batch(self, inp: DeliverBatchInput) -> Counts:
@@ -183,39 +193,43 @@ class DeliveryActivities:
         # first_available: a recipient gets the first listed channel they can receive. A retry
         # finds the rows of the other channels written (they are recorded before any send).
         first_available = spec.delivery == "first_available" and not inp.channels
-        for cust in customers:
-            if not assignment.in_batch(cust["id"]):
-                continue  # the other part of a winner test's audience (core/winner_selection.py)
-            variant = assign(cust["id"])
-            chosen = False
-            for channel in channels:
-                if (cust["id"], channel) in done:
-                    continue
-                entry = CHANNELS[channel]
-                key = message_key(inp.tenant, inp.run_id, cust["id"], channel)
-                address = entry.address(cust)
-                skip = NOT_CHOSEN if chosen else self._skip_reason(config, channel, cust, variant, address)
-                if skip is None and address and entry.normalise(address) in suppressed[channel]:
-                    skip = "suppressed"
-                if skip is None and caps.capped(cust["id"], channel):
-                    skip = "capped"
-                chosen = chosen or (first_available and skip is None)
-                row = _LedgerRow(cust["id"], channel, variant, "skipped", skip, address, key)
-                if skip is not None:
-                    rows.append(row)
-                    continue
-                assert address  # no_address would have skipped it
-                try:
-                    message = self._render(
-                        config, channel, cust, variants[variant], campaign_ctx, key, address, tracking
-                    )
-                except RenderError as exc:
-                    # This customer's data does not fit the template: fail this message only.
-                    row.status, row.reason, row.detail = "failed", "render_error", str(exc)
-                    rows.append(row)
-                    continue
-                caps.record(cust["id"], channel)
-                outbound.setdefault(channel, []).append((message, row))
+        # Rendering is the CPU-heavy part: in slices of RENDER_SLICE recipients, each in the
+        # process's turn, so a tenant's batches share the CPU fairly with other tenants'.
+        async with self.turns.slices(inp.tenant, RENDER_SLICE) as turn:
+            for cust in customers:
+                await turn.tick()
+                if not assignment.in_batch(cust["id"]):
+                    continue  # the other part of a winner test's audience (core/winner_selection.py)
+                variant = assign(cust["id"])
+                chosen = False
+                for channel in channels:
+                    if (cust["id"], channel) in done:
+                        continue
+                    entry = CHANNELS[channel]
+                    key = message_key(inp.tenant, inp.run_id, cust["id"], channel)
+                    address = entry.address(cust)
+                    skip = NOT_CHOSEN if chosen else self._skip_reason(config, channel, cust, variant, address)
+                    if skip is None and address and entry.normalise(address) in suppressed[channel]:
+                        skip = "suppressed"
+                    if skip is None and caps.capped(cust["id"], channel):
+                        skip = "capped"
+                    chosen = chosen or (first_available and skip is None)
+                    row = _LedgerRow(cust["id"], channel, variant, "skipped", skip, address, key)
+                    if skip is not None:
+                        rows.append(row)
+                        continue
+                    assert address  # no_address would have skipped it
+                    try:
+                        message = self._render(
+                            config, channel, cust, variants[variant], campaign_ctx, key, address, tracking
+                        )
+                    except RenderError as exc:
+                        # This customer's data does not fit the template: fail this message only.
+                        row.status, row.reason, row.detail = "failed", "render_error", str(exc)
+                        rows.append(row)
+                        continue
+                    caps.record(cust["id"], channel)
+                    outbound.setdefault(channel, []).append((message, row))
 
         if tracking is not None and tracking.links:
             # Before any message leaves: a click must find its link the moment it can happen.

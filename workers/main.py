@@ -34,6 +34,7 @@ from activities.delivery import DeliveryActivities
 from activities.experiments import ExperimentActivities
 from activities.run_status import RunStatusActivities
 from activities.testsend import TestSendActivities
+from core.fair_turns import TenantTurns
 from core.logs import setup_logging
 from core.settings import Settings
 from core.telemetry import setup_telemetry
@@ -79,6 +80,8 @@ def build_activities(
         adapters,
         public_base_url=settings.public_base_url,
         link_secret=settings.link_signing_secret or "",
+        # One per process, shared by every tenant's Worker: tenants take turns at rendering.
+        turns=TenantTurns(),
     )
     return [
         ConfigActivities(pool).load_config,

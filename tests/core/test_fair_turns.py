@@ -42,7 +42,7 @@ async def test_the_turn_is_taken_at_once_when_free_and_nobody_waits() -> None:
 
 
 async def test_two_tenants_share_slices_evenly_whatever_their_number_of_coroutines() -> None:
-    turns, log = TenantTurns(), []
+    turns, log = TenantTurns(), list[str]()
     workers = [asyncio.create_task(_worker(turns, "a", 6, log)) for _ in range(8)]
     await asyncio.sleep(0)  # A's eight coroutines are busy before B arrives
     b = asyncio.create_task(_worker(turns, "b", 6, log))
@@ -58,7 +58,7 @@ async def test_two_tenants_share_slices_evenly_whatever_their_number_of_coroutin
 
 
 async def test_three_tenants_take_turns_in_a_ring() -> None:
-    turns, log = TenantTurns(), []
+    turns, log = TenantTurns(), list[str]()
     tasks = [asyncio.create_task(_worker(turns, t, 4, log)) for t in ("a", "a", "a", "b", "c", "c")]
     await asyncio.gather(*tasks)
     # While all three wait (from the second slice: the first one began before the others came),
@@ -69,7 +69,7 @@ async def test_three_tenants_take_turns_in_a_ring() -> None:
 
 
 async def test_a_slice_is_many_steps_and_the_turn_passes_on_between_slices() -> None:
-    turns, log = TenantTurns(), []
+    turns, log = TenantTurns(), list[str]()
     await turns.acquire("x")  # both wait for the turn before either begins
     a = asyncio.create_task(_worker(turns, "a", 3, log, every=4))
     b = asyncio.create_task(_worker(turns, "b", 3, log, every=4))
@@ -96,7 +96,7 @@ async def test_a_cancelled_waiter_leaves_the_queue() -> None:
 
 
 async def test_a_turn_granted_to_a_cancelled_waiter_passes_on() -> None:
-    turns, got = TenantTurns(), []
+    turns, got = TenantTurns(), list[str]()
     await turns.acquire("a")
 
     async def wait_for_turn(tenant: str) -> None:
@@ -119,7 +119,7 @@ async def test_a_turn_granted_to_a_cancelled_waiter_passes_on() -> None:
 
 
 async def test_a_slice_cancelled_between_steps_or_failing_gives_the_turn_back() -> None:
-    turns, log = TenantTurns(), []
+    turns, log = TenantTurns(), list[str]()
     blocker = asyncio.create_task(_worker(turns, "a", 1000, log))
     victim = asyncio.create_task(_worker(turns, "b", 1000, log))
     await _settle()
