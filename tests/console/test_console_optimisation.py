@@ -127,7 +127,13 @@ async def test_winner_test_send_times_and_suggestions_in_the_console(
         tenant.slug,
         run_id,
     )
-    await page.goto(f"{api_url}/console/campaigns/{campaign_id}")
+    # Those opens are history: the send-time preview now chooses hours for the openers.
+    await page.goto(f"{api_url}/console/campaigns/{campaign_id}?send_times=1")
+    assert int(await panel.locator("[data-optimised]").inner_text()) > 0
+    heights = [float(h or 0) for h in await panel.locator("svg.chart rect").evaluate_all(
+        "bars => bars.map((b) => b.getAttribute('height'))")]  # fmt: skip
+    assert any(h > 0 for h in heights), heights
+    await panel.screenshot(path=artifact("12-send-time-preview-with-history"))
     await navigate(page, page.get_by_role("button", name="Suggest", exact=True))
     suggestions = page.locator("[data-suggestion]")
     assert await suggestions.count() > 0, await page.inner_text("[data-suggestions]")
@@ -140,3 +146,61 @@ async def test_winner_test_send_times_and_suggestions_in_the_console(
     # Copied, not applied: the stored campaign is unchanged until the marketer saves.
     unchanged = (await tenant.http.get(tenant.url(f"/campaigns/{campaign_id}"))).json()
     assert unchanged["variants"] == stored["variants"]
+
+
+async def test_send_time_delivery_and_fallback_from_the_editor(
+    context: BrowserContext, api_url: str, make_tenant: MakeTenant
+) -> None:
+    tenant = await make_tenant("freshmart", customers=5)
+    page = await context.new_page()
+    await sign_in(page, api_url, tenant.key)
+    await navigate(page, page.get_by_role("link", name="New campaign"))
+    await page.get_by_label("Name", exact=True).fill("Best hour, then SMS")
+    await page.get_by_label("Key", exact=True).first.fill("A")
+    await page.get_by_label("At each recipient's best hour (send-time optimisation)").check()
+    await page.get_by_label("Send everyone within (hours)").fill("500")
+    await page.get_by_label("Delivery", exact=True).select_option("first_available")
+    await page.get_by_label("Fallback channel").select_option("sms")
+    await navigate(page, page.get_by_role("button", name="Create campaign"))
+    errors = await page.inner_text("#form-errors")
+    assert "send_time.within_hours: Input should be less than or equal to 168" in errors, errors
+    assert "fallback.after: Field required" in errors, errors
+    assert "fallback.after" in await page.locator('[id="fallback.after-error"]').inner_text()
+    assert "send_time.within_hours" in await page.locator('[id="send_time.within_hours-error"]').inner_text()
+    await page.get_by_label("Send everyone within (hours)").fill("12")
+    await page.get_by_label("Fallback after (e.g. 4h)").fill("4h")
+    await page.get_by_label("Unless they").select_option("opened")
+    await navigate(page, page.get_by_role("button", name="Create campaign"))
+    assert "Campaign saved." in await page.inner_text("main")
+    campaign_id = page.url.split("/campaigns/")[1].split("?")[0]
+    stored = (await tenant.http.get(tenant.url(f"/campaigns/{campaign_id}"))).json()
+    assert stored["delivery"] == "first_available"
+    assert stored["fallback"] == {"channel": "sms", "unless": "opened", "after": "4h"}, stored["fallback"]
+    assert stored["send_time"]["within_hours"] == 12, stored["send_time"]
+    # The editor reads the saved campaign back; the preview shows without asking (send_time is set).
+    assert await page.get_by_label("At each recipient's best hour (send-time optimisation)").is_checked()
+    assert await page.get_by_label("Fallback channel").input_value() == "sms"
+    assert await page.locator("[data-send-times] svg.chart").count() == 1
+    await page.screenshot(path=artifact("17-send-time-and-fallback"), full_page=True)
+
+
+async def test_sign_in_form_needs_its_login_csrf_token(
+    context: BrowserContext, api_url: str, make_tenant: MakeTenant
+) -> None:
+    tenant = await make_tenant("freshmart", customers=0)
+    # A form posted from elsewhere (no pre-session cookie, no token) does not sign in, even with a good key.
+    forged = await context.request.post(f"{api_url}/console/login", form={"key": tenant.key}, max_redirects=0)
+    assert forged.status == 403 and "sign in again" in await forged.text()
+    assert not any(c["name"] == "pennant_console" for c in await context.cookies())
+    # The cookie alone is not enough: the form must carry the same token.
+    page = await context.new_page()
+    await page.goto(f"{api_url}/console/login")
+    token = await page.locator("input[name=csrf]").get_attribute("value")
+    assert token and any(c["name"] == "pennant_console_login" and c["httpOnly"] for c in await context.cookies())
+    wrong = await context.request.post(
+        f"{api_url}/console/login", form={"key": tenant.key, "csrf": token[::-1]}, max_redirects=0
+    )
+    assert wrong.status == 403
+    await page.get_by_label("API key").fill(tenant.key)
+    await navigate(page, page.get_by_role("button", name="Sign in"))
+    assert page.url.endswith("/console/campaigns")
