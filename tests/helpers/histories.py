@@ -29,6 +29,7 @@ SCENARIOS = (
     "cross_channel_fallback",  # recorded by tests/workflows/test_fallback.py
     "winner_test",  # recorded by tests/test_winner_selection.py, as is winner_picked
     "winner_picked",
+    "winner_then_fallback",  # recorded by tests/workflows/test_winner_runs.py
 )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from typing import Any
 
 import asyncpg
@@ -26,6 +27,7 @@ from core.settings import Settings
 from core.tenant_config import Engagement, Execution, Experiments, Policies
 from core.winner_selection import in_test_slice
 from tests.helpers.asserts import not_none
+from tests.helpers.histories import write_history
 from tests.helpers.hits import record_hits, sent_by_variant
 from tests.helpers.runs import assert_each_recipient_once, create_campaign, direct_run, start_run, wait_for_run
 from tests.helpers.tenants import MakeTenant, store_tenant
@@ -163,6 +165,8 @@ async def test_a_winner_test_then_a_fallback_reaches_exactly_the_non_engaged(
         opened |= set(rest[:10])  # some of the rest open the winner
         await record_hits(pool, slug, run_id, rest[:10], "open")
         result = await handle.result()  # skips the fallback's two hours
+        if os.environ.get("PENNANT_RECORD_HISTORIES") == "1":  # the replay test's scenario of both
+            write_history("winner_then_fallback", handle.id, await handle.fetch_history())
 
     assert result.status == "completed", result
     assert await assert_each_recipient_once(pool, slug, run_id, channels=2) == 80
