@@ -17,6 +17,8 @@ from core.tenant_config import ChannelConfig, TenantConfig
 
 # Status codes that mean "not now" rather than "never": the batch is retried by Temporal.
 TRANSIENT_STATUS = frozenset({408, 429})
+# Sends one message as its own request: the result, or TransientChannelError.
+SendOne = Callable[[OutboundMessage], Awaitable[SendResult]]
 
 
 def channel_config(config: TenantConfig, channel: str) -> ChannelConfig:
@@ -147,7 +149,7 @@ def one_result(msg: OutboundMessage, response: httpx.Response, refused: str, id_
 
 async def send_each(
     messages: list[OutboundMessage],
-    send_one: Callable[[OutboundMessage], Awaitable[SendResult]],
+    send_one: SendOne,
     concurrency: int,
 ) -> list[SendResult]:
     """Send one request per message, at most `concurrency` at a time.
@@ -179,3 +181,20 @@ async def send_each(
             rate_limited=any(e.rate_limited for e in errors),
         )
     return settled
+
+
+class PerMessageHttpAdapter(HttpAdapter):
+    """An HTTP adapter whose provider takes one message per request (SMS, webhook): it sends a
+    batch's messages at most `concurrency` requests at a time."""
+
+    def __init__(self, http: httpx.AsyncClient, default_base_url: str, concurrency: int = 10):
+        super().__init__(http, default_base_url)
+        self.concurrency = concurrency
+
+    async def send_batch(self, config: TenantConfig, messages: list[OutboundMessage]) -> list[SendResult]:
+        """Send each message as its own request, a few at a time (`send_each`)."""
+        return await send_each(messages, self.message_sender(config), self.concurrency)
+
+    def message_sender(self, config: TenantConfig) -> SendOne:
+        """What sends one message for the tenant, its credentials and endpoint read once per batch."""
+        raise NotImplementedError

@@ -8,24 +8,20 @@ import re
 import httpx
 
 from activities.channels.base import OutboundMessage, SendResult
-from activities.channels.http_common import HttpAdapter, channel_config, credential, one_result, post, send_each
+from activities.channels.http_common import PerMessageHttpAdapter, SendOne, channel_config, credential, one_result, post
 from core.templating import RenderedSms
 from core.tenant_config import TenantConfig
 
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 
 
-class HttpSmsAdapter(HttpAdapter):
+class HttpSmsAdapter(PerMessageHttpAdapter):
     """Sends each SMS as its own request; the message's idempotency key rides in a header."""
 
     channel = "sms"
 
-    def __init__(self, http: httpx.AsyncClient, default_base_url: str, concurrency: int = 10):
-        super().__init__(http, default_base_url)
-        self.concurrency = concurrency
-
-    async def send_batch(self, config: TenantConfig, messages: list[OutboundMessage]) -> list[SendResult]:
-        """Send each SMS as its own request, a few at a time."""
+    def message_sender(self, config: TenantConfig) -> SendOne:
+        """Sends one SMS from the tenant's account; an address that is not E.164 fails unsent."""
         sender = channel_config(config, "sms").sender
         sid = credential(config, "sms", "account_sid")
         token = credential(config, "sms", "auth_token")
@@ -43,4 +39,4 @@ class HttpSmsAdapter(HttpAdapter):
             response = await post(self.http, url, "SMS request", "SMS provider", data=form, auth=auth, headers=headers)
             return one_result(msg, response, "sms rejected", "sid")
 
-        return await send_each(messages, send_one, self.concurrency)
+        return send_one

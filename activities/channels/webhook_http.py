@@ -11,10 +11,8 @@ import hmac
 import json
 import time
 
-import httpx
-
 from activities.channels.base import OutboundMessage, SendResult
-from activities.channels.http_common import HttpAdapter, credential, endpoint, one_result, post, send_each
+from activities.channels.http_common import PerMessageHttpAdapter, SendOne, credential, endpoint, one_result, post
 from core.templating import RenderedWebhook
 from core.tenant_config import TenantConfig
 
@@ -34,17 +32,13 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str, tolerance_s
     return fresh and hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
-class HttpWebhookAdapter(HttpAdapter):
+class HttpWebhookAdapter(PerMessageHttpAdapter):
     """POSTs each rendered payload, signed, with the message's idempotency key."""
 
     channel = "webhook"
 
-    def __init__(self, http: httpx.AsyncClient, default_base_url: str, concurrency: int = 10):
-        super().__init__(http, default_base_url)
-        self.concurrency = concurrency
-
-    async def send_batch(self, config: TenantConfig, messages: list[OutboundMessage]) -> list[SendResult]:
-        """POST each signed payload, a few at a time."""
+    def message_sender(self, config: TenantConfig) -> SendOne:
+        """POSTs one signed payload to the tenant's endpoint."""
         secret = credential(config, "webhook", "signing_secret")
         url = endpoint(config, "webhook", f"{self.default_base_url}/webhook/{config.slug}")
 
@@ -63,4 +57,4 @@ class HttpWebhookAdapter(HttpAdapter):
             response = await post(self.http, url, "webhook request", "webhook endpoint", content=body, headers=headers)
             return one_result(msg, response, "webhook rejected", "id")
 
-        return await send_each(messages, send_one, self.concurrency)
+        return send_one
