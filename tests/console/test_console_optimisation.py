@@ -110,6 +110,8 @@ async def test_winner_test_send_times_and_suggestions_in_the_console(
         assert variant in await page.inner_text("[data-decision] tbody")
     run = (await tenant.http.get(tenant.url(f"/runs/{run_id}"))).json()
     assert run["status"] == "completed" and run["experiment"]["decision"]["winner"] == "B", run
+    tested = int(await page.inner_text("[data-test-sent]"))
+    assert 0 < tested < run["counts"]["sent"], (tested, run["counts"])  # the slice, then the rest got B
     await page.screenshot(path=artifact("14-run-decided"), full_page=True)
     await page.set_viewport_size({"width": 390, "height": 844})
     width = await page.evaluate("document.documentElement.scrollWidth")
