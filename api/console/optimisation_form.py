@@ -9,7 +9,9 @@ from typing import Any
 
 from core.campaigns import CampaignSpec
 
-EXPERIMENT_FIELDS = ("metric", "test_percent", "decide_after", "confidence", "min_per_variant", "if_inconclusive")
+EXPERIMENT_FIELDS = (
+    "metric", "test_percent", "decide_after", "confidence", "min_per_variant", "if_inconclusive", "floor",
+)  # fmt: skip
 # Fields whose errors are shown one level deeper than the top field (`experiment.metric`, …).
 NESTED = ("experiment", "fallback", "send_time")
 

@@ -148,6 +148,10 @@ async def test_winner_test_send_times_and_suggestions_in_the_console(
     # Copied, not applied: the stored campaign is unchanged until the marketer saves.
     unchanged = (await tenant.http.get(tenant.url(f"/campaigns/{campaign_id}"))).json()
     assert unchanged["variants"] == stored["variants"]
+    await page.set_viewport_size({"width": 390, "height": 844})
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390 + 1, f"the campaign page scrolls sideways at 390 px ({width} px)"
+    await page.screenshot(path=artifact("16-campaign-390px"), full_page=True)
 
 
 async def test_send_time_delivery_and_fallback_from_the_editor(
