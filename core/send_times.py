@@ -115,7 +115,8 @@ recips AS (
 weighted AS (
     SELECT e.customer_id AS id,
            extract(hour FROM e.occurred_at AT TIME ZONE coalesce(tz.name, $3))::int AS hour,
-           power(0.5, extract(epoch FROM $2::timestamptz - e.occurred_at) / $5) AS w
+           -- float8 throughout: numeric power() and sums cost seconds at a million events
+           power(0.5::float8, extract(epoch FROM $2::timestamptz - e.occurred_at)::float8 / $5::float8) AS w
     FROM message_events e
     JOIN customers c ON c.tenant_id = e.tenant_id AND c.id = e.customer_id
     LEFT JOIN zones tz ON tz.name = c.time_zone
@@ -123,7 +124,7 @@ weighted AS (
       AND e.occurred_at > $2::timestamptz - make_interval(days => $4) AND e.occurred_at <= $2::timestamptz
 ),
 prior AS (
-    SELECT h AS hour, (coalesce(sum(w.w), 0) + 1) / sum(coalesce(sum(w.w), 0) + 1) OVER () AS p
+    SELECT h AS hour, (coalesce(sum(w.w), 0) + 1.0::float8) / sum(coalesce(sum(w.w), 0) + 1.0::float8) OVER () AS p
     FROM generate_series(0, 23) AS h LEFT JOIN weighted w ON w.hour = h
     GROUP BY h
 ),
@@ -131,15 +132,26 @@ own AS (
     SELECT w.id, w.hour, sum(w.w) AS w FROM weighted w JOIN recips r ON r.id = w.id GROUP BY w.id, w.hour
 ),
 cand AS (SELECT * FROM unnest($7::text[], $8::int[], $9::timestamptz[]) AS k(zone, hour, at)),
-best AS (
-    SELECT DISTINCT ON (r.id) r.id, k.hour, k.at
-    FROM recips r
-    JOIN cand k ON k.zone = r.zone AND k.hour >= 0
-    JOIN prior p ON p.hour = k.hour
-    LEFT JOIN own o ON o.id = r.id AND o.hour = k.hour
-    WHERE r.id IN (SELECT id FROM own)
-    ORDER BY r.id, coalesce(o.w, 0) + $6 * p.p DESC, k.at
+-- An hour without events of the recipient's own scores the prior alone, so of those only the
+-- zone's best by the prior can win: scoring it and the recipient's own hours is enough.
+zone_best AS (
+    SELECT DISTINCT ON (k.zone) k.zone, k.hour, k.at, p.p
+    FROM cand k JOIN prior p ON p.hour = k.hour
+    WHERE k.hour >= 0
+    ORDER BY k.zone, p.p DESC, k.at
 ),
+scored AS (
+    SELECT r.id, k.hour, k.at, o.w + $6::float8 * p.p AS score
+    FROM own o
+    JOIN recips r ON r.id = o.id
+    JOIN cand k ON k.zone = r.zone AND k.hour = o.hour
+    JOIN prior p ON p.hour = o.hour
+    UNION ALL
+    SELECT r.id, z.hour, z.at, $6::float8 * z.p
+    FROM recips r JOIN zone_best z ON z.zone = r.zone
+    WHERE r.id IN (SELECT id FROM own)
+),
+best AS (SELECT DISTINCT ON (id) id, hour, at FROM scored ORDER BY id, score DESC, at),
 chosen AS (
     SELECT r.id, r.zone, coalesce(b.hour, {fallback}) AS hour, coalesce(b.at, f.at) AS at
     FROM recips r
@@ -153,6 +165,7 @@ WHERE r.tenant_id = $1 AND r.run_id = $10::uuid AND r.customer_id = ch.id AND ch
 """
 _PREVIEW_SQL = "SELECT zone, hour, count(*) AS n FROM chosen GROUP BY zone, hour"
 _FIRST_AUDIENCE_PARAM = 10
+_SETTINGS = "SET LOCAL work_mem = '64MB'; SET LOCAL jit = off"
 
 # first parameter number -> (a WHERE condition on customers `c`, its parameters from that number on)
 Audience = Callable[[int], tuple[str, list[Any]]]
@@ -176,6 +189,8 @@ async def _candidates(
     default_zone: str,
 ) -> tuple[list[Candidate], str, list[Any]]:
     """The candidate instants of every zone in the audience, and the model statement with its parameters."""
+    # The per-recipient scores are sorted once; keep that sort in memory (rest of the transaction).
+    await conn.execute(_SETTINGS)
     where, where_params = audience(3)
     rows = await conn.fetch(_ZONES_SQL.format(audience=where), tenant, default_zone, *where_params)
     found = candidates(now, sorted(r["zone"] for r in rows), opt, quiet)
