@@ -15,6 +15,14 @@ PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#7A5C00", "#56707F")
 _W, _H, _PAD = 320, 140, 28
 
 
+def _svg_open(title: str, height: int = _H) -> list[str]:
+    """The opening of a chart's SVG: its size, its accessible name and its tooltip title."""
+    return [
+        f'<svg class="chart" viewBox="0 0 {_W} {height}" role="img" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
+    ]
+
+
 def _colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
@@ -38,8 +46,7 @@ def cumulative_lines(groups: Sequence[GroupSeries], metric: str, title: str) -> 
         return f"{_PAD + (x - lo) / span * (_W - 2 * _PAD):.1f},{_H - _PAD - y / top * (_H - 2 * _PAD):.1f}"
 
     parts = [
-        f'<svg class="chart" viewBox="0 0 {_W} {_H}" role="img" aria-label="{escape(title)}">',
-        f"<title>{escape(title)}</title>",
+        *_svg_open(title),
         f'<line x1="{_PAD}" y1="{_H - _PAD}" x2="{_W - _PAD}" y2="{_H - _PAD}" class="axis"/>',
         f'<text x="{_PAD}" y="14" class="label">{escape(title)} (max {top})</text>',
     ]
@@ -59,11 +66,7 @@ def rate_bars(rows: Sequence[tuple[str, float | None]], title: str) -> Markup:
     """One horizontal bar per group for a rate in [0, 1], labelled with its percentage."""
     height = 24 + 22 * len(rows)
     top = max([r or 0.0 for _, r in rows] + [0.0001])
-    parts = [
-        f'<svg class="chart" viewBox="0 0 {_W} {height}" role="img" aria-label="{escape(title)}">',
-        f"<title>{escape(title)}</title>",
-        f'<text x="0" y="14" class="label">{escape(title)}</text>',
-    ]
+    parts = [*_svg_open(title, height), f'<text x="0" y="14" class="label">{escape(title)}</text>']
     for i, (name, rate) in enumerate(rows):
         y = 22 + 22 * i
         width = (rate or 0.0) / top * (_W - 150)
@@ -81,8 +84,7 @@ def count_columns(rows: Sequence[tuple[str, int]], title: str) -> Markup:
     step = (_W - 8) / max(len(rows), 1)
     base = _H - 20
     parts = [
-        f'<svg class="chart" viewBox="0 0 {_W} {_H}" role="img" aria-label="{escape(title)}">',
-        f"<title>{escape(title)}</title>",
+        *_svg_open(title),
         f'<text x="0" y="14" class="label">{escape(title)} (max {top})</text>',
         f'<line x1="0" y1="{base}" x2="{_W}" y2="{base}" class="axis"/>',
     ]
