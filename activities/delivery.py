@@ -272,12 +272,25 @@ class DeliveryActivities:
         """Send one chunk; a provider that fails part of it is retried here, a short wait at a
         time, for as long as each try settles something. Only a provider that settles nothing
         CHUNK_RETRIES times in a row fails the attempt, and Temporal's backoff takes over."""
+
+        async def attempt(part: list[tuple[OutboundMessage, _LedgerRow]]) -> None:
+            try:
+                results = await adapter.send_batch(config, [m for m, _ in part])
+            except TransientChannelError as exc:
+                # Record what was settled before the error so no retry sends it again.
+                await self._record(inp, _apply(part, exc.partial), counts)
+                raise
+            except ChannelConfigError as exc:
+                raise ApplicationError(str(exc), type="ChannelConfigError", non_retryable=True) from exc
+            await self._record(inp, _apply(part, results), counts)
+            await self._forget_gone_addresses(inp.tenant, adapter.channel, part, results)
+
         pending, idle_tries = chunk, 0
         while True:
             try:
                 # A cancel must not cut a provider call short: what the provider took must reach
                 # the ledger, so the call in flight finishes (bounded by the provider timeout).
-                await _finish_then_cancel(self._attempt_chunk(inp, config, adapter, pending, counts))
+                await _finish_then_cancel(attempt(pending))
                 return
             except TransientChannelError as exc:
                 settled = {r.idempotency_key for r in exc.partial}
@@ -294,25 +307,6 @@ class DeliveryActivities:
                         else None,
                     ) from exc
                 await asyncio.sleep(exc.retry_after_seconds or min(CHUNK_BACKOFF_MAX, 0.25 * 2**idle_tries))
-
-    async def _attempt_chunk(
-        self,
-        inp: DeliverBatchInput,
-        config: TenantConfig,
-        adapter: ChannelAdapter,
-        chunk: list[tuple[OutboundMessage, _LedgerRow]],
-        counts: Counts,
-    ) -> None:
-        try:
-            results = await adapter.send_batch(config, [m for m, _ in chunk])
-        except TransientChannelError as exc:
-            # Record what was settled before the error so no retry sends it again.
-            await self._record(inp, _apply(chunk, exc.partial), counts)
-            raise
-        except ChannelConfigError as exc:
-            raise ApplicationError(str(exc), type="ChannelConfigError", non_retryable=True) from exc
-        await self._record(inp, _apply(chunk, results), counts)
-        await self._forget_gone_addresses(inp.tenant, adapter.channel, chunk, results)
 
     def _skip_reason(
         self, config: TenantConfig, channel: str, cust: dict[str, Any], variant: str, address: str | None
