@@ -124,6 +124,21 @@ class GroupRates(BaseModel):
     click_to_open: float | None = Field(description="unique human clickers / unique human openers")
 
 
+def _unique(event: str) -> Any:
+    """A count of recipients with at least one human `event` (an open, a click)."""
+    return Field(description=f"recipients with at least one human {event}")
+
+
+def _all(event: str) -> Any:
+    """A count of `event` events, machine ones included."""
+    return Field(description=f"{event} events, machine ones included")
+
+
+def _machine(event: str) -> Any:
+    """A count of `event` events flagged machine."""
+    return Field(description=f"{event} events flagged machine")
+
+
 class GroupResult(BaseModel):
     """What one variant (or the holdout, or the tenant's global control) did. Counts without
     `_all`/`messages_` are recipients (a recipient is a customer of a run), each counted once."""
@@ -137,12 +152,12 @@ class GroupResult(BaseModel):
     messages_skipped: int
     delivered: int = Field(description="recipients with a delivery receipt")
     bounced: int = Field(description="recipients with a bounce (hard or soft)")
-    opens_unique: int = Field(description="recipients with at least one human open")
-    opens_all: int = Field(description="open events, machine ones included")
-    opens_machine: int = Field(description="open events flagged machine")
-    clicks_unique: int = Field(description="recipients with at least one human click")
-    clicks_all: int = Field(description="click events, machine ones included")
-    clicks_machine: int = Field(description="click events flagged machine")
+    opens_unique: int = _unique("open")
+    opens_all: int = _all("open")
+    opens_machine: int = _machine("open")
+    clicks_unique: int = _unique("click")
+    clicks_all: int = _all("click")
+    clicks_machine: int = _machine("click")
     unsubscribes: int = Field(description="recipients who unsubscribed through the message")
     complaints: int = Field(description="recipients who complained")
     conversions: int = Field(description="recipients with at least one attributed conversion event")
@@ -272,16 +287,26 @@ def _ratio(num: float, den: float) -> float | None:
     return None if den == 0 else num / den
 
 
+# The counts whose rate is over all the group's recipients (GroupRates' field of the same name).
+_PER_RECIPIENT = (
+    "sent",
+    "delivered",
+    "bounced",
+    "opens_unique",
+    "clicks_unique",
+    "unsubscribes",
+    "complaints",
+    "conversions",
+)
+
+
 def _group(row: Any) -> GroupResult:
     r = dict(row)
     n, sent = r["recipients"], r["sent"]
     counts = {k: int(v) for k, v in r.items() if k not in ("variant", "revenue")}
     revenue = Decimal(r["revenue"])
     rates = GroupRates(
-        **{k: _ratio(counts[k], n) for k in ("sent", "delivered", "bounced", "opens_unique", "clicks_unique")},
-        unsubscribes=_ratio(counts["unsubscribes"], n),
-        complaints=_ratio(counts["complaints"], n),
-        conversions=_ratio(counts["conversions"], n),
+        **{k: _ratio(counts[k], n) for k in _PER_RECIPIENT},
         revenue_per_recipient=_ratio(float(revenue), n),
         open_rate=_ratio(counts["opens_unique"], sent),
         click_rate=_ratio(counts["clicks_unique"], sent),
