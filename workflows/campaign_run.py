@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
     )
 from workflows.activity_options import RETRY as _RETRY
 from workflows.activity_options import SHORT as _SHORT
+from workflows.activity_options import run_ids
 from workflows.cross_channel import CROSS_CHANNEL_FALLBACK, fallback_phase
 from workflows.winner_selection import WinnerSelection
 
@@ -450,9 +451,7 @@ class CampaignRunWorkflow(WinnerSelection):
             remaining: Counts = await workflow.execute_activity_method(
                 AudienceActivities.skip_remaining,
                 SkipRemainingInput(
-                    tenant=self._inp.tenant,
-                    run_id=self._inp.run_id,
-                    campaign_id=self._inp.campaign_id,
+                    **run_ids(self._inp),
                     config_version=self._pin.version if self._pin else None,
                     experiment=self._batch_experiment(),
                     fallback=self._fallback,

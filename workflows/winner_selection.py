@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from core.runs import CampaignRunInput, Counts, SkipRemainingInput
 from workflows.activity_options import RETRY as _RETRY
 from workflows.activity_options import SHORT as _SHORT
+from workflows.activity_options import run_ids
 
 # Runs started before experiments replay without the prepare_experiment activity.
 EXPERIMENTS = "experiments"
@@ -118,12 +119,7 @@ class WinnerSelection:
             return
         plan: ExperimentPlan = await workflow.execute_activity_method(
             ExperimentActivities.prepare_experiment,
-            PrepareExperimentInput(
-                tenant=self._inp.tenant,
-                run_id=self._inp.run_id,
-                campaign_id=self._inp.campaign_id,
-                config_version=config_version,
-            ),
+            PrepareExperimentInput(**run_ids(self._inp), config_version=config_version),
             start_to_close_timeout=timedelta(minutes=2),
             retry_policy=_RETRY,
         )
@@ -185,10 +181,7 @@ class WinnerSelection:
         state.phase = "deciding"  # a pick or an extension from now on would come too late
         self._decision = await workflow.execute_activity_method(
             ExperimentActivities.decide_winner,
-            DecideWinnerInput(
-                tenant=self._inp.tenant, run_id=self._inp.run_id, campaign_id=self._inp.campaign_id,
-                picked=state.picked, experiment=state.plan.experiment,
-            ),
+            DecideWinnerInput(**run_ids(self._inp), picked=state.picked, experiment=state.plan.experiment),
             start_to_close_timeout=timedelta(minutes=2),
             retry_policy=_RETRY,
         )  # fmt: skip
@@ -199,8 +192,8 @@ class WinnerSelection:
             skipped: Counts = await workflow.execute_activity_method(
                 AudienceActivities.skip_remaining,
                 SkipRemainingInput(
-                    tenant=self._inp.tenant, run_id=self._inp.run_id, campaign_id=self._inp.campaign_id,
-                    reason=STOPPED, config_version=config_version, experiment=self._batch_experiment(),
+                    **run_ids(self._inp), reason=STOPPED, config_version=config_version,
+                    experiment=self._batch_experiment(),
                 ),
                 start_to_close_timeout=timedelta(minutes=10),
                 heartbeat_timeout=timedelta(seconds=60),
