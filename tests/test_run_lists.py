@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from tests.helpers.runs import create_campaign, ledger_count, start_run, wait_for_run
+from tests.helpers.runs import AB_VARIANTS, create_campaign, ledger_count, start_run, wait_for_run
 from tests.helpers.tenants import MakeTenant
 
 
@@ -48,11 +48,7 @@ async def test_deliveries_page_through_the_whole_ledger_with_filters(
     make_tenant: MakeTenant, pool: asyncpg.Pool
 ) -> None:
     tenant = await make_tenant(customers=230)
-    campaign = await create_campaign(
-        tenant,
-        variants=[{"key": "A", "template": "weekly_deals"}, {"key": "B", "template": "weekly_deals"}],
-        holdout_percent=10,
-    )
+    campaign = await create_campaign(tenant, variants=AB_VARIANTS, holdout_percent=10)
     run_id = await start_run(tenant, campaign)
     assert (await wait_for_run(tenant, run_id))["status"] == "completed"
 

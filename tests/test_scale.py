@@ -19,7 +19,7 @@ from temporalio.client import Client
 
 from core.db import tenant_tx
 from core.tenant_config import Execution
-from tests.helpers.runs import assert_each_recipient_once, create_campaign, start_run, wait_for_run
+from tests.helpers.runs import AB_VARIANTS, assert_each_recipient_once, create_campaign, start_run, wait_for_run
 from tests.helpers.tenants import MakeTenant
 
 RECIPIENTS = 200_000
@@ -60,11 +60,7 @@ async def test_a_200k_recipient_run_accounts_for_everyone_once_within_history_li
     tenant = await make_tenant(customers=0, execution=SCALE)
     async with tenant_tx(pool, tenant.slug) as conn:
         await conn.execute(_INSERT_CUSTOMERS, tenant.slug, RECIPIENTS)
-    campaign = await create_campaign(
-        tenant,
-        variants=[{"key": "A", "template": "weekly_deals"}, {"key": "B", "template": "weekly_deals"}],
-        holdout_percent=5,
-    )
+    campaign = await create_campaign(tenant, variants=AB_VARIANTS, holdout_percent=5)
 
     started = time.monotonic()
     run_id = await start_run(tenant, campaign)

@@ -19,6 +19,20 @@ from core.settings import Settings
 from tests.helpers.stack import ROOT
 from tests.helpers.tenants import MakeTenant, Tenant
 
+# A customer row with every field set.
+ANA: dict[str, Any] = {
+    "external_id": "crm-1",
+    "email": "ana@example.com",
+    "phone": "+1 (312) 555-0101",
+    "first_name": "Ana",
+    "last_name": "Silva",
+    "locale": "pt-BR",
+    "time_zone": "America/Sao_Paulo",
+    "loyalty_tier": "gold",
+    "consent": {"email": True, "sms": True},
+    "attributes": {"store": "Downtown", "pets": 2},
+}
+
 
 async def _upsert(tenant: Tenant, rows: list[dict[str, Any]]) -> dict[str, Any]:
     response = await tenant.http.post(tenant.url("/customers"), json={"customers": rows})
@@ -36,24 +50,7 @@ async def test_upsert_inserts_then_a_partial_update_keeps_what_it_leaves_out(
     make_tenant: MakeTenant, pool: asyncpg.Pool
 ) -> None:
     tenant = await make_tenant(customers=3)
-    first = await _upsert(
-        tenant,
-        [
-            {
-                "external_id": "crm-1",
-                "email": "ana@example.com",
-                "phone": "+1 (312) 555-0101",
-                "first_name": "Ana",
-                "last_name": "Silva",
-                "locale": "pt-BR",
-                "time_zone": "America/Sao_Paulo",
-                "loyalty_tier": "gold",
-                "consent": {"email": True, "sms": True},
-                "attributes": {"store": "Downtown", "pets": 2},
-            },
-            {"external_id": "crm-2"},
-        ],
-    )
+    first = await _upsert(tenant, [ANA, {"external_id": "crm-2"}])
     assert first == {"inserted": 2, "updated": 0, "rejected": 0, "errors": []}
     stored = await _customers(pool, tenant.slug)
     ana, bare = stored["crm-1"], stored["crm-2"]

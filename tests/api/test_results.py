@@ -15,13 +15,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.helpers.runs import create_campaign
+from tests.helpers.runs import AB_VARIANTS, create_campaign
 from tests.helpers.tenants import MakeTenant, Tenant
 
 T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 CONTROLS = ("holdout", "global_control")  # set aside, sent nothing
 CAMPAIGN = {
-    "variants": [{"key": "A", "template": "weekly_deals"}, {"key": "B", "template": "weekly_deals"}],
+    "variants": AB_VARIANTS,
     "holdout_percent": 10,
 }
 COUNTS = (

@@ -29,6 +29,8 @@ EMAIL_CAMPAIGN: dict[str, Any] = {
     "channels": ["email"],
     "variants": [{"key": "A", "template": "weekly_deals"}],
 }
+# Two variants of the same template: an A/B split with nothing to tell them apart but chance.
+AB_VARIANTS: list[dict[str, Any]] = [{"key": "A", "template": "weekly_deals"}, {"key": "B", "template": "weekly_deals"}]
 
 
 async def create_campaign(tenant: Tenant, **changes: Any) -> str:
