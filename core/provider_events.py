@@ -27,10 +27,9 @@ from typing import Any, Literal
 import asyncpg
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-# The same scheme as Pennant's outgoing webhooks, so one verifier serves both directions.
-from activities.channels.webhook_http import sign, verify
 from core.channels import parse_message_key
 from core.db import tenant_tx
+from core.signatures import sign, verify
 from core.suppressions import suppress
 
 Provider = Literal["email", "sms", "push"]

@@ -6,30 +6,14 @@ secret over `<X-Pennant-Timestamp>.<raw body>`, and should reject stale timestam
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 
 from activities.channels.base import OutboundMessage, SendResult
 from activities.channels.http_common import PerMessageHttpAdapter, SendOne, credential, endpoint, one_result, post
+from core.signatures import sign
 from core.templating import RenderedWebhook
 from core.tenant_config import TenantConfig
-
-
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """The signature header value for `body` sent at `timestamp` (unix seconds, as text)."""
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return f"sha256={mac.hexdigest()}"
-
-
-def verify(secret: str, timestamp: str, body: bytes, signature: str, tolerance_seconds: float = 300) -> bool:
-    """What a receiver does: constant-time compare, and refuse timestamps outside the tolerance."""
-    try:
-        fresh = abs(time.time() - int(timestamp)) <= tolerance_seconds
-    except ValueError:
-        return False
-    return fresh and hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
 class HttpWebhookAdapter(PerMessageHttpAdapter):

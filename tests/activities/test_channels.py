@@ -17,8 +17,9 @@ from activities.channels.base import ChannelConfigError, OutboundMessage, Transi
 from activities.channels.http_common import parse_retry_after
 from activities.channels.push_http import HttpPushAdapter
 from activities.channels.sms_http import HttpSmsAdapter
-from activities.channels.webhook_http import HttpWebhookAdapter, verify
+from activities.channels.webhook_http import HttpWebhookAdapter
 from core.config_store import load_config_file
+from core.signatures import verify
 from core.templating import RenderedPush, RenderedSms, RenderedWebhook
 from core.tenant_config import TenantConfig, WebhookChannel
 from devstack.provider_simulator import ProviderSimulator, SimulatorControl

@@ -1,0 +1,23 @@
+"""HMAC-SHA256 signatures over `<timestamp>.<raw body>`: what Pennant's outgoing webhooks carry
+and what the provider-event endpoint checks on the way in (one definition for both)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature header value for `body` sent at `timestamp` (unix seconds, as text)."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return f"sha256={mac.hexdigest()}"
+
+
+def verify(secret: str, timestamp: str, body: bytes, signature: str, tolerance_seconds: float = 300) -> bool:
+    """What a receiver does: constant-time compare, and refuse timestamps outside the tolerance."""
+    try:
+        fresh = abs(time.time() - int(timestamp)) <= tolerance_seconds
+    except ValueError:
+        return False
+    return fresh and hmac.compare_digest(sign(secret, timestamp, body), signature)
