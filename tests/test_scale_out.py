@@ -25,33 +25,30 @@ from activities.names import DELIVER_BATCH
 from core.settings import Settings
 from core.temporal import task_queue_for
 from core.tenant_config import Execution
-from tests.helpers.faults import ROOT, WorkerProcesses, worker_env
+from tests.helpers.faults import ROOT, WorkerProcesses, client_worker_env
 from tests.helpers.runs import assert_each_recipient_once, create_campaign, start_run, wait_for_run
-from tests.helpers.stack import ISOLATED_PREFIX
-from tests.helpers.tenants import Tenant, api_tenant, store_tenant
+from tests.helpers.tenants import Tenant, isolated_api_tenant
 from tests.helpers.waiting import until
 
 CUSTOMERS = 3_000
-BATCH = 100
+# 30 batches, 4 in flight: enough for two processes to share.
+EXECUTION = Execution(batch_size=100, max_concurrent_batches=4, activities_per_second=None)
 
 
 @pytest.fixture
 async def shared_tenant(pool: asyncpg.Pool, api_url: str) -> AsyncIterator[Tenant]:
-    """An `iso-` tenant whose run is 30 batches, 4 in flight: enough for two processes to share."""
-    execution = Execution(batch_size=BATCH, max_concurrent_batches=4, activities_per_second=None)
-    slug = await store_tenant(pool, ISOLATED_PREFIX, customers=CUSTOMERS, execution=execution)
-    async with api_tenant(pool, api_url, slug) as tenant:
+    """An `iso-` tenant (no session worker serves it) whose run is shared by the processes (EXECUTION)."""
+    async with isolated_api_tenant(pool, api_url, CUSTOMERS, execution=EXECUTION) as tenant:
         yield tenant
 
 
 @pytest.fixture
 def worker_processes(settings: Settings, temporal_client: Client, workdir: Path) -> Iterator[WorkerProcesses]:
     """`pennant worker` processes on the session's servers, one process each; all killed after the test."""
-    env = worker_env(settings, temporal_client.service_client.config.target_host, temporal_client.namespace)
-    env["WORKER_PROCESSES"] = "1"
-    processes = WorkerProcesses(env, workdir)
-    yield processes
-    processes.close()
+    with WorkerProcesses(
+        {**client_worker_env(settings, temporal_client), "WORKER_PROCESSES": "1"}, workdir
+    ) as processes:
+        yield processes
 
 
 def batch_lines(log_text: str, run_id: str) -> list[dict[str, Any]]:

@@ -20,10 +20,9 @@ from temporalio.client import Client
 from core.settings import Settings
 from core.tenant_config import Execution
 from devstack.smtp_sink import read_outbox
-from tests.helpers.faults import WorkerProcesses, worker_env
+from tests.helpers.faults import WorkerProcesses, client_worker_env
 from tests.helpers.runs import assert_each_recipient_once, create_campaign, ledger_count, start_run, wait_for_run
-from tests.helpers.stack import ISOLATED_PREFIX
-from tests.helpers.tenants import Tenant, api_tenant, store_tenant
+from tests.helpers.tenants import Tenant, isolated_api_tenant
 from tests.helpers.waiting import until
 
 CUSTOMERS = 1_500
@@ -35,8 +34,7 @@ WORKER_APP_NAME = "pennant-crash-test-worker"
 async def isolated_tenant(pool: asyncpg.Pool, api_url: str) -> AsyncIterator[Tenant]:
     """A FreshMart-shaped tenant that the session's worker leaves alone (slug starts with ISOLATED_PREFIX)."""
     execution = Execution(batch_size=BATCH, max_concurrent_batches=2, activities_per_second=None)
-    slug = await store_tenant(pool, ISOLATED_PREFIX, customers=CUSTOMERS, execution=execution)
-    async with api_tenant(pool, api_url, slug) as tenant:
+    async with isolated_api_tenant(pool, api_url, CUSTOMERS, execution=execution) as tenant:
         yield tenant
 
 
@@ -44,12 +42,11 @@ async def isolated_tenant(pool: asyncpg.Pool, api_url: str) -> AsyncIterator[Ten
 def worker_processes(settings: Settings, temporal_client: Client, workdir: Path) -> Iterator[WorkerProcesses]:
     """`pennant worker` processes on the session's servers, all killed after the test. Their
     database sessions carry WORKER_APP_NAME, so the test can see when a killed one's are gone."""
-    env = worker_env(settings, temporal_client.service_client.config.target_host, temporal_client.namespace)
+    env = client_worker_env(settings, temporal_client)
     separator = "&" if "?" in env["DATABASE_URL"] else "?"
     env["DATABASE_URL"] += f"{separator}application_name={WORKER_APP_NAME}"
-    processes = WorkerProcesses(env, workdir)
-    yield processes
-    processes.close()
+    with WorkerProcesses(env, workdir) as processes:
+        yield processes
 
 
 async def _batch_fill(pool: asyncpg.Pool, slug: str, run_id: str) -> list[int]:

@@ -44,6 +44,11 @@ def worker_env(settings: Settings, temporal_address: str, namespace: str = "defa
     return stack_worker_env(settings, TEMPORAL_ADDRESS=temporal_address, TEMPORAL_NAMESPACE=namespace)
 
 
+def client_worker_env(settings: Settings, client: Client) -> dict[str, str]:
+    """`worker_env` for the Temporal server and namespace `client` uses (the session's, in most tests)."""
+    return worker_env(settings, client.service_client.config.target_host, client.namespace)
+
+
 class WorkerProcesses:
     """`pennant worker --tenants <slug>` subprocesses, each logging to a file; all killed on close."""
 
@@ -88,6 +93,14 @@ class WorkerProcesses:
         for proc in self.started:
             if proc.poll() is None:
                 self.kill(proc)
+
+    def __enter__(self) -> WorkerProcesses:
+        """These processes, killed when the `with` block ends."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Kill every worker still running."""
+        self.close()
 
 
 class TemporalDevServer:

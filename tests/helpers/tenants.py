@@ -14,7 +14,7 @@ import httpx
 from core.auth import new_key, store_key
 from core.config_store import load_config_file, save_config
 from devstack.demo_data import seed_customers
-from tests.helpers.stack import TENANT_CONFIGS
+from tests.helpers.stack import ISOLATED_PREFIX, TENANT_CONFIGS
 
 
 class Tenant:
@@ -57,3 +57,14 @@ async def api_tenant(pool: asyncpg.Pool, api_url: str, slug: str) -> AsyncIterat
     await store_key(pool, key, slug, "test")
     async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
         yield Tenant(slug, key, http)
+
+
+@contextlib.asynccontextmanager
+async def isolated_api_tenant(
+    pool: asyncpg.Pool, api_url: str, customers: int, **overrides: Any
+) -> AsyncIterator[Tenant]:
+    """A new FreshMart-shaped tenant that no session worker serves (its slug starts with
+    ISOLATED_PREFIX), with `customers` customers and `overrides`, reached through the API."""
+    slug = await store_tenant(pool, ISOLATED_PREFIX, customers=customers, **overrides)
+    async with api_tenant(pool, api_url, slug) as tenant:
+        yield tenant
