@@ -21,7 +21,8 @@ from types import TracebackType
 
 class TenantTurns:
     """One slice of CPU-bound work at a time per process; waiting slices are granted round-robin
-    by tenant (a queue per tenant, a ring of tenants). Free when nobody waits."""
+    by tenant (a queue per tenant, a ring of tenants), in order within a tenant. Free when nobody
+    waits."""
 
     def __init__(self) -> None:
         self._held = False
@@ -63,10 +64,14 @@ class TenantTurns:
                 self.release()
                 raise
             return
-        # Queued before the turn is handed on, and at the back of the ring (it has just had a
-        # slice), so the next tenant picked is another one whenever another one waits.
-        granted = self._enqueue(tenant)
-        self._waiting[tenant] = self._waiting.pop(tenant)
+        # Queued before the turn is handed on, and its tenant at the back of the ring (it has just
+        # had a slice), so the next tenant picked is another one whenever another one waits. Within
+        # the tenant it goes first: a tenant's work goes on in order (one batch finishes rendering
+        # and sends while the next renders) instead of all its batches finishing late together.
+        granted = asyncio.get_running_loop().create_future()
+        queue = self._waiting.pop(tenant, deque())
+        queue.appendleft(granted)
+        self._waiting[tenant] = queue
         self.release()
         await self._wait(tenant, granted)
 

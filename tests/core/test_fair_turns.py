@@ -79,6 +79,25 @@ async def test_a_slice_is_many_steps_and_the_turn_passes_on_between_slices() -> 
     assert "".join(log) == "aaaabbbb" * 3
 
 
+async def test_within_a_tenant_the_slice_holder_goes_on_before_its_other_coroutines() -> None:
+    turns, log = TenantTurns(), list[str]()
+
+    async def batch(name: str) -> None:
+        async with turns.slices("a", 1) as turn:
+            for _ in range(3):
+                log.append(name)
+                await turn.tick()
+
+    await turns.acquire("x")  # all three wait for the turn before any begins
+    tasks = [asyncio.create_task(batch(n)) for n in ("1", "2", "3")]
+    await _settle()
+    turns.release()
+    await asyncio.gather(*tasks)
+    # One batch of a tenant finishes (and can send) while the next one renders, instead of all
+    # three finishing late together.
+    assert "".join(log) == "111222333"
+
+
 async def test_a_cancelled_waiter_leaves_the_queue() -> None:
     turns = TenantTurns()
     await turns.acquire("a")
