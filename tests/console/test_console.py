@@ -12,7 +12,7 @@ import asyncpg
 from playwright.async_api import BrowserContext, Page
 from playwright.async_api import Error as PlaywrightError
 
-from tests.helpers.browser import artifact, navigate, sign_in
+from tests.helpers.browser import artifact, navigate, signed_in_page
 from tests.helpers.tenants import MakeTenant, Tenant
 from tests.helpers.waiting import until
 
@@ -27,8 +27,7 @@ async def test_marketer_tour_in_the_browser(
     context: BrowserContext, api_url: str, make_tenant: MakeTenant, pool: asyncpg.Pool
 ) -> None:
     tenant = await make_tenant("freshmart", customers=400)
-    page = await context.new_page()
-    await sign_in(page, api_url, tenant.key)
+    page = await signed_in_page(context, api_url, tenant.key)
     assert page.url.endswith("/console/campaigns")
     assert "No campaigns yet" in await page.inner_text("main")
     await page.screenshot(path=artifact("01-campaigns-empty"), full_page=True)
@@ -170,8 +169,7 @@ async def test_another_tenants_data_never_shows(
     started = await theirs.http.post(theirs.url(f"/campaigns/{their_campaign}/runs"))
     their_run = started.json()["run_id"]
 
-    page = await context.new_page()
-    await sign_in(page, api_url, mine.key)
+    page = await signed_in_page(context, api_url, mine.key)
     (cookie,) = [c for c in await context.cookies() if c["name"] == "pennant_console"]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and mine.key not in cookie["value"]
     listing = await page.inner_text("main")
@@ -200,8 +198,7 @@ async def test_another_tenants_data_never_shows(
 
     # An admin key picks a tenant, then sees that tenant's campaigns only.
     admin = await context.browser.new_context()  # type: ignore[union-attr]
-    admin_page = await admin.new_page()
-    await sign_in(admin_page, api_url, admin_key)
+    admin_page = await signed_in_page(admin, api_url, admin_key)
     assert admin_page.url.endswith("/console/tenants")
     await navigate(admin_page, admin_page.get_by_role("button", name=re.compile(theirs.slug)))
     listing = await admin_page.inner_text("main")
@@ -229,8 +226,7 @@ async def test_schedule_and_suppressions_from_the_console(
 ) -> None:
     tenant = await make_tenant("freshmart", customers=10)
     campaign_id = await _campaign(tenant, "Monday deals")
-    page = await context.new_page()
-    await sign_in(page, api_url, tenant.key)
+    page = await signed_in_page(context, api_url, tenant.key)
     await page.goto(f"{api_url}/console/campaigns/{campaign_id}")
 
     # A schedule with a bad time zone is refused naming the field; a good one is made in Temporal.
@@ -276,8 +272,7 @@ async def test_run_controls_and_live_status(context: BrowserContext, api_url: st
     }  # fmt: skip
     created = await tenant.http.post(tenant.url("/campaigns"), json=body)
     assert created.status_code == 201, created.text
-    page = await context.new_page()
-    await sign_in(page, api_url, tenant.key)
+    page = await signed_in_page(context, api_url, tenant.key)
     await navigate(page, page.get_by_role("link", name="Tomorrow's deals"))
     assert "A run waits until" in await page.inner_text("main")
     await navigate(page, page.get_by_role("button", name="Start a run"))
@@ -312,8 +307,7 @@ async def test_revoking_the_key_ends_its_console_sessions(
     context: BrowserContext, api_url: str, make_tenant: MakeTenant
 ) -> None:
     tenant = await make_tenant("freshmart", customers=5)
-    page = await context.new_page()
-    await sign_in(page, api_url, tenant.key)
+    page = await signed_in_page(context, api_url, tenant.key)
     assert page.url.endswith("/console/campaigns")
     (key,) = (await tenant.http.get(tenant.url("/keys"))).json()
     revoked = await tenant.http.delete(tenant.url(f"/keys/{key['id']}"))

@@ -11,7 +11,7 @@ import asyncpg
 from playwright.async_api import BrowserContext, Page
 from playwright.async_api import Error as PlaywrightError
 
-from tests.helpers.browser import artifact, navigate, sign_in
+from tests.helpers.browser import artifact, navigate, signed_in_page
 from tests.helpers.tenants import MakeTenant
 from tests.helpers.waiting import until
 
@@ -41,8 +41,7 @@ async def test_winner_test_send_times_and_suggestions_in_the_console(
            WHERE tenant_id = $1""",
         tenant.slug,
     )
-    page = await context.new_page()
-    await sign_in(page, api_url, tenant.key)
+    page = await signed_in_page(context, api_url, tenant.key)
 
     # A winner test from the editor; a confidence out of range is named at its field, as the API names it.
     await navigate(page, page.get_by_role("link", name="New campaign"))
@@ -158,8 +157,7 @@ async def test_send_time_delivery_and_fallback_from_the_editor(
     context: BrowserContext, api_url: str, make_tenant: MakeTenant
 ) -> None:
     tenant = await make_tenant("freshmart", customers=5)
-    page = await context.new_page()
-    await sign_in(page, api_url, tenant.key)
+    page = await signed_in_page(context, api_url, tenant.key)
     await navigate(page, page.get_by_role("link", name="New campaign"))
     await page.get_by_label("Name", exact=True).fill("Best hour, then SMS")
     await page.get_by_label("Key", exact=True).first.fill("A")

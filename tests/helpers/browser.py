@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Locator, Page
+from playwright.async_api import BrowserContext, Locator, Page
 
 from tests.helpers.stack import ROOT
 
@@ -56,6 +56,13 @@ async def sign_in(page: Page, api_url: str, key: str) -> None:
     assert page.url.endswith("/console/login")
     await page.get_by_label("API key").fill(key)
     await navigate(page, page.get_by_role("button", name="Sign in"))
+
+
+async def signed_in_page(context: BrowserContext, api_url: str, key: str) -> Page:
+    """A new page of `context`, signed in to the console with `key`."""
+    page = await context.new_page()
+    await sign_in(page, api_url, key)
+    return page
 
 
 async def navigate(page: Page, target: Locator, **wait: Any) -> None:
