@@ -58,11 +58,7 @@ class TenantTurns:
         """End the slice held by `tenant` and wait for its next turn, behind every other tenant
         that waits; with nobody waiting, keep the turn and only let the event loop's I/O run."""
         if not self._waiting:
-            try:
-                await asyncio.sleep(0)
-            except asyncio.CancelledError:
-                self.release()
-                raise
+            await self._yield_holding()
             return
         # Queued before the turn is handed on, and its tenant at the back of the ring (it has just
         # had a slice), so the next tenant picked is another one whenever another one waits. Within
@@ -73,6 +69,9 @@ class TenantTurns:
         queue.appendleft(granted)
         self._waiting[tenant] = queue
         self.release()
+        if granted.done():  # the turn came straight back: no other tenant waits
+            await self._yield_holding()
+            return
         await self._wait(tenant, granted)
 
     def release(self) -> None:
@@ -87,6 +86,14 @@ class TenantTurns:
                 granted.set_result(None)
                 return  # still held: it belongs to that waiter now
         self._held = False
+
+    async def _yield_holding(self) -> None:
+        # One pass of the event loop (its I/O, its other callbacks) with the turn still held.
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            self.release()
+            raise
 
     def _enqueue(self, tenant: str) -> asyncio.Future[None]:
         granted = asyncio.get_running_loop().create_future()
@@ -135,10 +142,12 @@ class TurnSlices:
             self.turns.release()
 
     async def tick(self) -> None:
-        """Count one step; every `every` steps end the slice and wait for the next turn."""
+        """Call before each step: after `every` steps in this turn, end the slice and wait for
+        the next turn."""
         self._steps += 1
-        if self._steps % self.every:
+        if self._steps <= self.every:
             return
+        self._steps = 1
         try:
             # Even with nobody waiting for a turn, the loop's I/O (heartbeats, API requests, other
             # tenants' workflow tasks) gets to run between slices.

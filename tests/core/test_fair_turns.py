@@ -18,9 +18,9 @@ async def _settle() -> None:
 
 async def _worker(turns: TenantTurns, tenant: str, slices: int, log: list[str], every: int = 1) -> None:
     async with turns.slices(tenant, every) as turn:
-        for _ in range(slices * every):
-            log.append(tenant)
+        for _ in range(slices * every):  # as delivery does: a tick, then the step
             await turn.tick()
+            log.append(tenant)
 
 
 async def test_the_turn_is_taken_at_once_when_free_and_nobody_waits() -> None:
