@@ -94,10 +94,15 @@ def start_sink(
     return controller
 
 
-def read_outbox(outbox: Path) -> list[Any]:
-    """Every stored message, parsed, oldest first."""
+def read_outbox(outbox: Path, containing: str = "") -> list[Any]:
+    """Every stored message whose raw text contains `containing` (all when empty), parsed,
+    oldest first."""
     from email import policy
     from email.parser import BytesParser
 
+    # Parsing is the slow part (milliseconds a message, and an outbox holds thousands), so
+    # only the messages that can match are parsed.
+    marker = containing.encode()
     parser = BytesParser(policy=policy.default)
-    return [parser.parsebytes(p.read_bytes()) for p in sorted(outbox.glob("*.eml"))]
+    raw = (p.read_bytes() for p in sorted(outbox.glob("*.eml")))
+    return [parser.parsebytes(data) for data in raw if marker in data]

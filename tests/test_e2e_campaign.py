@@ -14,7 +14,7 @@ from tests.helpers.tenants import MakeTenant
 
 
 def _messages_for_run(outbox: Path, run_id: str) -> list[Any]:
-    return [m for m in read_outbox(outbox) if f":{run_id}:" in (m["X-Pennant-Idempotency-Key"] or "")]
+    return [m for m in read_outbox(outbox, f":{run_id}:") if f":{run_id}:" in (m["X-Pennant-Idempotency-Key"] or "")]
 
 
 async def test_every_member_of_the_audience_gets_exactly_one_rendered_email(

@@ -28,7 +28,9 @@ async def test_mail_goes_to_the_tenants_relay_reusing_connections(make_tenant: M
         assert run["status"] == "completed" and run["counts"]["sent"] == 400
         mine = [m for m in read_outbox(workdir / f"relay-{port}") if f":{run_id}:" in m["X-Pennant-Idempotency-Key"]]
         assert len(mine) == 400
-        elsewhere = [m for m in read_outbox(workdir / "outbox") if f":{run_id}:" in m["X-Pennant-Idempotency-Key"]]
+        elsewhere = [
+            m for m in read_outbox(workdir / "outbox", f":{run_id}:") if f":{run_id}:" in m["X-Pennant-Idempotency-Key"]
+        ]
         assert elsewhere == [], "nothing went to the platform's relay"
         # Ten batches, at most two at a time: pooled connections, not one handshake per batch.
         assert 1 <= relay.handler.sessions <= 4, relay.handler.sessions

@@ -197,7 +197,9 @@ async def test_a_run_keeps_its_pinned_version_while_a_new_one_is_saved(
 
     subjects = {
         run_id: {
-            m["Subject"] for m in read_outbox(workdir / "outbox") if f":{run_id}:" in m["X-Pennant-Idempotency-Key"]
+            m["Subject"]
+            for m in read_outbox(workdir / "outbox", f":{run_id}:")
+            if f":{run_id}:" in m["X-Pennant-Idempotency-Key"]
         }
         for run_id in (first, second)
     }

@@ -169,7 +169,7 @@ async def test_a_retried_test_send_emails_once(make_tenant: MakeTenant, workdir:
     assert all(r.json() == responses[0].json() for r in responses)
     assert [(m["email"], m["status"]) for m in responses[0].json()["messages"]] == [(seed, "sent")]
     # The one message is in the sink (the send completed before the first response), and only one.
-    assert [m["To"] for m in read_outbox(workdir / "outbox") if m["To"] == seed] == [seed]
+    assert [m["To"] for m in read_outbox(workdir / "outbox", seed) if m["To"] == seed] == [seed]
 
 
 async def test_a_key_is_free_again_after_24_hours_and_an_abandoned_claim_is_taken_over(

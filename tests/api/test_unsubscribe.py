@@ -25,7 +25,9 @@ async def test_one_click_unsubscribe_from_a_real_email_is_respected_by_the_next_
 ) -> None:
     tenant = await make_tenant(customers=40)
     first = await _run(tenant)
-    message = next(m for m in read_outbox(workdir / "outbox") if f":{first}:" in m["X-Pennant-Idempotency-Key"])
+    message = next(
+        m for m in read_outbox(workdir / "outbox", f":{first}:") if f":{first}:" in m["X-Pennant-Idempotency-Key"]
+    )
     link = message["List-Unsubscribe"].strip("<>")
     path = urlparse(link).path
     assert path.startswith("/u/")

@@ -23,7 +23,7 @@ _CLICK = re.compile(r'href="https?://[^/"]+(/t/c/[A-Za-z0-9_-]+)"')
 def run_emails(workdir: Path, run_id: str) -> dict[int, Any]:
     """The run's emails in the SMTP sink, by customer id (from the idempotency key header)."""
     found = {}
-    for message in read_outbox(workdir / "outbox"):
+    for message in read_outbox(workdir / "outbox", containing=f":{run_id}:"):
         key = message["X-Pennant-Idempotency-Key"] or ""
         if f":{run_id}:" in key:
             found[int(key.split(":")[2])] = message
