@@ -33,5 +33,16 @@ def check_duration(value: float | str) -> float | str:
     return value
 
 
+def describe_duration(value: float | str) -> str:
+    """A duration as a person writes it: '4h' for 14400 seconds; text is kept as written."""
+    if isinstance(value, str):
+        return value
+    for unit in ("d", "h", "m"):
+        count = value / _UNIT_SECONDS[unit]
+        if count >= 1 and count == int(count):
+            return f"{int(count)}{unit}"
+    return f"{value:g}s"
+
+
 # A field holding such a duration, kept as written (the API reads back what was saved).
 Duration = Annotated[float | str, AfterValidator(check_duration)]

@@ -19,6 +19,7 @@ from temporalio.client import Client
 from api import deps
 from api.console import session as sessions
 from core.config_store import ConfigError
+from core.durations import describe_duration
 from core.segments import SegmentError
 from core.settings import Settings
 from core.templating import TemplateError
@@ -32,6 +33,7 @@ CONTENT_SECURITY_POLICY = (
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
 )
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+templates.env.filters["duration"] = describe_duration
 
 
 class SignInNeeded(Exception):
