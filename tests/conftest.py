@@ -26,8 +26,6 @@ import pytest
 from aiosmtpd.controller import Controller
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from temporalio.client import Client
-from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
@@ -40,9 +38,10 @@ from devstack.inprocess import serving
 from devstack.postgres import ensure_database, start_embedded
 from devstack.provider_simulator import ProviderSimulator, SimulatorControl
 from devstack.smtp_sink import start_sink
-from devstack.temporal_server import start_local_environment, test_server_binary
+from devstack.temporal_server import start_local_environment
 from tests.helpers.stack import ISOLATED_PREFIX, PROVIDER_ENV, PROVIDER_TIMEOUT_SECONDS, ROOT, SPANS, free_port
 from tests.helpers.tenants import MakeTenant, Tenant, api_tenant, store_tenant
+from tests.helpers.time_skipping import time_skipping_server
 from tests.helpers.waiting import until
 from workers.main import build_activities, provider_http_client
 from workers.tenant_workers import TenantSelection, TenantWorkers
@@ -170,13 +169,8 @@ async def temporal_env(settings: Settings) -> AsyncIterator[WorkflowEnvironment]
 @pytest.fixture(scope="session")
 async def time_skipping_env(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server, for timer tests."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=test_server_binary(),
-        data_converter=pydantic_data_converter,
-        interceptors=[TracingInterceptor()],
-    )
-    yield env
-    await env.shutdown()
+    async with time_skipping_server() as env:
+        yield env
 
 
 @pytest.fixture(scope="session")

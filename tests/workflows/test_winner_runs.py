@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -31,9 +32,20 @@ from tests.helpers.histories import write_history
 from tests.helpers.hits import record_hits, sent_by_variant
 from tests.helpers.runs import assert_each_recipient_once, create_campaign, direct_run, start_run, wait_for_run
 from tests.helpers.tenants import MakeTenant, store_tenant
+from tests.helpers.time_skipping import time_skipping_server
 from tests.helpers.waiting import until
 from workflows import campaign_run
 from workflows.campaign_run import CampaignRunWorkflow
+
+
+@pytest.fixture(scope="module")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of this module's own. These runs continue as new dozens of times
+    and wait hours of skipped time; late in a full suite the session's long-lived server timed
+    out their queries and then dropped the connection, while a fresh one serves them."""
+    async with time_skipping_server() as env:
+        yield env
+
 
 VARIANTS: list[dict[str, Any]] = [
     {"key": "A", "template": "weekly_deals"},
