@@ -102,6 +102,30 @@ async def run_waves(conn: Any, inp: PlanAudienceInput) -> list[Wave]:
     ]
 
 
+async def assign_waves(conn: Any, inp: PlanAudienceInput, spec: CampaignSpec, config: TenantConfig) -> None:
+    """Give each recipient the instant it may be sent from, by its time zone: the campaign's
+    local send time, moved past the tenant's quiet hours when the run uses a quiet channel."""
+    quiet = quiet_hours_for(config.policies.quiet_hours, list(spec.channels))
+    now = inp.now or dt.datetime.now(dt.UTC)
+    if spec.send_time is not None:  # each recipient's best local hour (core/send_times.py)
+        await assign_run_send_times(
+            conn, inp.tenant, inp.run_id, spec.send_time, now=now, quiet=quiet,
+            default_zone=config.brand.default_time_zone,
+        )  # fmt: skip
+        return
+    if spec.local_send_time is None and quiet is None:
+        return
+    zones, instants = [], []
+    for row in await conn.fetch(_TIME_ZONES_SQL, inp.tenant, inp.run_id):
+        zone = row["time_zone"] if _known_zone(row["time_zone"]) else config.brand.default_time_zone
+        at = wave_instant(now, zone, local_time=spec.local_send_time, passed=spec.if_local_time_passed, quiet=quiet)
+        if at > now:
+            zones.append(row["time_zone"])
+            instants.append(at)
+    if zones:
+        await conn.execute(_SET_WAVES_SQL, inp.tenant, inp.run_id, zones, instants)
+
+
 class AudienceActivities(PooledActivities):
     """Audience planning: freeze recipients, page batch boundaries, skip the rest on cancel."""
 
@@ -131,33 +155,10 @@ class AudienceActivities(PooledActivities):
                     inp.run_id,
                     *compiled.params,
                 )
-                await self._assign_waves(conn, inp, spec, config)
+                await assign_waves(conn, inp, spec, config)
             waves = await run_waves(conn, inp)
         planned = sum(w.recipients for w in waves)
         return AudiencePlan(planned=planned, batches=sum(w.batches for w in waves), waves=waves)
-
-    async def _assign_waves(self, conn: Any, inp: PlanAudienceInput, spec: CampaignSpec, config: TenantConfig) -> None:
-        """Give each recipient the instant it may be sent from, by its time zone: the campaign's
-        local send time, moved past the tenant's quiet hours when the run uses a quiet channel."""
-        quiet = quiet_hours_for(config.policies.quiet_hours, list(spec.channels))
-        now = inp.now or dt.datetime.now(dt.UTC)
-        if spec.send_time is not None:  # each recipient's best local hour (core/send_times.py)
-            await assign_run_send_times(
-                conn, inp.tenant, inp.run_id, spec.send_time, now=now, quiet=quiet,
-                default_zone=config.brand.default_time_zone,
-            )  # fmt: skip
-            return
-        if spec.local_send_time is None and quiet is None:
-            return
-        zones, instants = [], []
-        for row in await conn.fetch(_TIME_ZONES_SQL, inp.tenant, inp.run_id):
-            zone = row["time_zone"] if _known_zone(row["time_zone"]) else config.brand.default_time_zone
-            at = wave_instant(now, zone, local_time=spec.local_send_time, passed=spec.if_local_time_passed, quiet=quiet)
-            if at > now:
-                zones.append(row["time_zone"])
-                instants.append(at)
-        if zones:
-            await conn.execute(_SET_WAVES_SQL, inp.tenant, inp.run_id, zones, instants)
 
     @activity.defn(name=LIST_BATCHES)
     async def list_batches(self, inp: BatchPageInput) -> BatchPage:

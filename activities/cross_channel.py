@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities.audience import AudienceActivities, run_waves
+from activities.audience import assign_waves, run_waves
 from activities.lookups import campaign_spec, pinned_config
 from activities.names import FALLBACK_DUE, PLAN_FALLBACK
 from activities.pooled import PooledActivities
@@ -45,7 +45,7 @@ class CrossChannelActivities(PooledActivities):
             await conn.execute(_CLEAR_WAVES_SQL, inp.tenant, inp.run_id)
             # The same quiet-hours waves a run on the fallback channel alone would get, from now.
             alone = spec.model_copy(update={"channels": [spec.fallback.channel], "local_send_time": None})
-            await AudienceActivities(self.pool)._assign_waves(conn, inp, alone, config)
+            await assign_waves(conn, inp, alone, config)
             waves = await run_waves(conn, inp)
         recipients = sum(w.recipients for w in waves) - engaged - not_reached
         return FallbackPlan(
