@@ -1,98 +1,168 @@
-"""Fair turns for CPU-bound work: the tenants of one process share its event loop round-robin.
+"""Fair shares of a process: its tenants take turns at a scarce thing, the event loop (one turn
+at a time: a slice of CPU-bound work) or the process's batch slots (a few turns at once).
 
-A slice of synchronous work (rendering a few dozen messages) blocks the event loop while it
-runs. Without turns, a tenant with eight batches in flight gets eight slices for each slice of
-a tenant with one, so a neighbour's small run waits on a big one. `TenantTurns` grants one slice
-at a time and, when slices wait, hands the next one to the next tenant in a ring: with two
-tenants busy each gets every other slice, whatever their number of coroutines.
+Without turns, a tenant with eight batches in flight gets eight slices for each slice of a
+tenant with one, so a neighbour's small run waits on a big one. `TenantTurns` grants a freed
+turn to a waiting tenant that holds less than its share (the capacity split evenly between
+the tenants that hold or wait for turns, at least one each) and, among those, to the one that
+has held turns least lately: time held, decayed with a half-life of `HALF_LIFE` seconds, as a
+scheduler's virtual runtime. A tenant alone uses the whole capacity; two busy tenants split it
+and alternate. And while a tenant holds a turn, tenants that have used more than twice as
+much lately wait, even for a free turn: a small run that starts while a big one sends has the
+process nearly to itself for its moment, and the big run, whose use decays while it waits,
+gets its share back over the next seconds.
 
-A turn must never be held across I/O: hold it only around synchronous work, or the whole
-process waits on that I/O.
+A CPU turn (capacity 1) must never be held across I/O: hold it only around synchronous work, or
+the whole process waits on that I/O. Slots (capacity k) are held across a whole batch, I/O and
+all: they bound how much a process does at once, and choose who goes next when it is full.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
+
+# Seconds for a tenant's recent use to count half: long against a slice (ms) or a batch (a
+# second or so), short enough that a tenant's big run an hour ago does not hold back its next.
+HALF_LIFE = 10.0
+# Recent use below this (seconds) is forgotten, so idle tenants cost no memory.
+_FORGOTTEN = 1e-3
+# A tenant waits while one that has used less than this fraction of its recent use holds a turn.
+LIGHTER = 0.5
 
 
 class TenantTurns:
-    """One slice of CPU-bound work at a time per process; waiting slices are granted round-robin
-    by tenant (a queue per tenant, a ring of tenants), in order within a tenant. Free when nobody
-    waits."""
+    """`capacity` turns held at once per process (one by default: a slice of CPU-bound work);
+    a freed turn goes to a waiting tenant under its share, the one with the least recent use,
+    in order within a tenant. Free when nobody waits."""
 
-    def __init__(self) -> None:
-        self._held = False
-        # The ring: tenants with waiting slices, next first (a dict keeps insertion order).
+    def __init__(self, capacity: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._free = capacity
+        self.clock = clock
+        # Tenants with waiting turns; among equal use the first goes first (a dict keeps
+        # insertion order, and a tenant that has just had a turn moves to the back).
         self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
+        # Tenant -> (seconds held, decayed, as of the clock's reading).
+        self._use: dict[str, tuple[float, float]] = {}
+        # Tenant -> turns it holds now (only tenants holding some).
+        self._holding: dict[str, int] = {}
 
     @property
     def waiting(self) -> int:
-        """How many slices wait for a turn."""
+        """How many turns are waited for."""
         return sum(len(q) for q in self._waiting.values())
+
+    def recent_use(self, tenant: str) -> float:
+        """Seconds of turns `tenant` has held, each counting half after HALF_LIFE seconds."""
+        used, at = self._use.get(tenant, (0.0, 0.0))
+        return used * 0.5 ** ((self.clock() - at) / HALF_LIFE) if used else 0.0
 
     @contextlib.asynccontextmanager
     async def turn(self, tenant: str) -> AsyncIterator[None]:
-        """Hold the process's turn for one slice of `tenant`'s work."""
+        """Hold one of the process's turns for one piece of `tenant`'s work."""
         await self.acquire(tenant)
+        started = self.clock()
         try:
             yield
         finally:
-            self.release()
+            self.release(tenant, self.clock() - started)
 
     def slices(self, tenant: str, every: int) -> TurnSlices:
         """A turn for `tenant` that `TurnSlices.tick` passes on every `every` ticks."""
         return TurnSlices(self, tenant, every)
 
     async def acquire(self, tenant: str) -> None:
-        """Wait for the turn (at once when it is free and nobody waits); pair with `release`."""
-        if not self._held and not self._waiting:
-            self._held = True
+        """Wait for a turn (at once when one is free and nobody waits); pair with `release`."""
+        if self._free and not self._waiting and not self._gives_way(tenant):
+            self._free -= 1
+            self._hold(tenant, 1)
             return
         await self._wait(tenant, self._enqueue(tenant))
 
-    async def pass_turn(self, tenant: str) -> None:
-        """End the slice held by `tenant` and wait for its next turn, behind every other tenant
-        that waits; with nobody waiting, keep the turn and only let the event loop's I/O run."""
+    async def pass_turn(self, tenant: str, held: float = 0.0) -> None:
+        """End the slice `tenant` held for `held` seconds and wait for its next turn, which comes
+        at once when no tenant that waits has used less; with nobody waiting, keep the turn and
+        only let the event loop's I/O run."""
         if not self._waiting:
-            await self._yield_holding()
+            self._charge(tenant, held)
+            await self._yield_holding(tenant)
             return
-        # Queued before the turn is handed on, and its tenant at the back of the ring (it has just
-        # had a slice), so the next tenant picked is another one whenever another one waits. Within
-        # the tenant it goes first: a tenant's work goes on in order (one batch finishes rendering
-        # and sends while the next renders) instead of all its batches finishing late together.
+        # Queued first within the tenant before the turn is handed on: a tenant's work goes on in
+        # order (one batch finishes rendering and sends while the next renders) instead of all
+        # its batches finishing late together.
         granted = asyncio.get_running_loop().create_future()
         queue = self._waiting.pop(tenant, deque())
         queue.appendleft(granted)
         self._waiting[tenant] = queue
-        self.release()
-        if granted.done():  # the turn came straight back: no other tenant waits
-            await self._yield_holding()
+        self.release(tenant, held)
+        if granted.done():  # the turn came straight back: every other tenant has used more
+            await self._yield_holding(tenant)
             return
         await self._wait(tenant, granted)
 
-    def release(self) -> None:
-        """End the current slice: the turn goes to the next tenant in the ring that waits."""
+    def release(self, tenant: str, held: float = 0.0) -> None:
+        """End a turn `tenant` held for `held` seconds: it goes to a waiting tenant under its
+        share with the least recent use (`tenant` last among equals, since it has just had one),
+        or, when every tenant that waits holds its share already, to the least used of them."""
+        self._hold(tenant, -1)
+        self._charge(tenant, held)
+        if tenant in self._waiting:
+            self._waiting[tenant] = self._waiting.pop(tenant)  # to the back among equals
         while self._waiting:
-            tenant = next(iter(self._waiting))
-            queue = self._waiting.pop(tenant)
+            share = max(1, self.capacity // len(self._waiting.keys() | self._holding.keys()))
+            under = [t for t in self._waiting if self._holding.get(t, 0) < share]
+            nearest = min(under or self._waiting, key=self.recent_use)  # the first of equals
+            if self._gives_way(nearest):
+                break  # the turn stays free until the lighter tenant's ends
+            queue = self._waiting.pop(nearest)
             granted = queue.popleft()
             if queue:
-                self._waiting[tenant] = queue  # to the back of the ring
+                self._waiting[nearest] = queue
             if not granted.done():
                 granted.set_result(None)
+                self._hold(nearest, 1)
                 return  # still held: it belongs to that waiter now
-        self._held = False
+        self._free += 1
 
-    async def _yield_holding(self) -> None:
+    def _gives_way(self, tenant: str) -> bool:
+        """Whether `tenant` waits for a lighter tenant's turn to end: one holding a turn with
+        less than LIGHTER of its recent use."""
+        if not self._holding:
+            return False
+        bar = LIGHTER * self.recent_use(tenant)
+        return any(self.recent_use(other) < bar for other in self._holding if other != tenant)
+
+    def _hold(self, tenant: str, change: int) -> None:
+        count = self._holding.get(tenant, 0) + change
+        if count > 0:
+            self._holding[tenant] = count
+        else:
+            self._holding.pop(tenant, None)
+
+    def _charge(self, tenant: str, held: float) -> None:
+        used = self.recent_use(tenant) + held
+        if used < _FORGOTTEN:
+            self._use.pop(tenant, None)
+        else:
+            self._use[tenant] = (used, self.clock())
+        if len(self._use) > 64 and len(self._use) > 4 * len(self._waiting):
+            # Now and then, forget the tenants whose use has decayed away.
+            for name in [t for t in self._use if self.recent_use(t) < _FORGOTTEN]:
+                del self._use[name]
+
+    async def _yield_holding(self, tenant: str) -> None:
         # One pass of the event loop (its I/O, its other callbacks) with the turn still held.
         try:
             await asyncio.sleep(0)
         except asyncio.CancelledError:
-            self.release()
+            self.release(tenant)
             raise
 
     def _enqueue(self, tenant: str) -> asyncio.Future[None]:
@@ -105,7 +175,7 @@ class TenantTurns:
             await granted
         except asyncio.CancelledError:
             if granted.done() and not granted.cancelled():
-                self.release()  # granted as it was cancelled: the turn passes on
+                self.release(tenant)  # granted as it was cancelled: the turn passes on
             else:
                 self._forget(tenant, granted)
             raise
@@ -128,10 +198,11 @@ class TurnSlices:
         self.turns, self.tenant, self.every = turns, tenant, every
         self._steps = 0
         self._holding = False
+        self._since = 0.0
 
     async def __aenter__(self) -> TurnSlices:
         await self.turns.acquire(self.tenant)
-        self._holding = True
+        self._holding, self._since = True, self.turns.clock()
         return self
 
     async def __aexit__(
@@ -139,7 +210,7 @@ class TurnSlices:
     ) -> None:
         if self._holding:
             self._holding = False
-            self.turns.release()
+            self.turns.release(self.tenant, self.turns.clock() - self._since)
 
     async def tick(self) -> None:
         """Call before each step: after `every` steps in this turn, end the slice and wait for
@@ -151,7 +222,8 @@ class TurnSlices:
         try:
             # Even with nobody waiting for a turn, the loop's I/O (heartbeats, API requests, other
             # tenants' workflow tasks) gets to run between slices.
-            await self.turns.pass_turn(self.tenant)
+            await self.turns.pass_turn(self.tenant, self.turns.clock() - self._since)
         except BaseException:
             self._holding = False  # a cancel while waiting: the turn is not held
             raise
+        self._since = self.turns.clock()

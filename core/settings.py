@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     # Processes `pennant worker` runs, each polling the same tenant queues (--processes
     # overrides); unset means one per CPU core.
     worker_processes: int | None = Field(default=None, ge=1)
+    # Delivery batches one worker process works on at once, all tenants together; batches
+    # beyond it wait in the process, granted round-robin by tenant, so a neighbour's small run
+    # goes next instead of behind a big run's whole backlog (benchmarks/isolation.py).
+    worker_batch_slots: int = Field(default=2, ge=1, le=256)
 
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"

@@ -82,6 +82,7 @@ def build_activities(
         link_secret=settings.link_signing_secret or "",
         # One per process, shared by every tenant's Worker: tenants take turns at rendering.
         turns=TenantTurns(),
+        slots=TenantTurns(settings.worker_batch_slots),
     )
     return [
         ConfigActivities(pool).load_config,

@@ -1,11 +1,12 @@
 """What the run workflow's phases share when they call activities: the timeout of a short
-activity, the retry policy (unchanged values keep recorded histories replaying), and the run's
-ids every activity input starts with."""
+activity, the retry policy (unchanged values keep recorded histories replaying), the run's ids
+every activity input starts with, and how a bookkeeping activity is called."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TypedDict
+from typing import Any, TypedDict, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -17,6 +18,12 @@ with workflow.unsafe.imports_passed_through():
 SHORT = timedelta(seconds=30)
 # Retried with backoff from 1 s up to 30 s between attempts.
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+# Runs started from here on call bookkeeping activities as local activities; older runs replay
+# with them as ordinary ones.
+LOCAL_BOOKKEEPING = "local-bookkeeping"
+
+In = TypeVar("In")
+R = TypeVar("R")
 
 
 class RunIds(TypedDict):
@@ -30,3 +37,16 @@ class RunIds(TypedDict):
 def run_ids(inp: CampaignRunInput) -> RunIds:
     """The run's ids, to pass on to an activity input as keyword arguments."""
     return RunIds(tenant=inp.tenant, campaign_id=inp.campaign_id, run_id=inp.run_id)
+
+
+async def bookkeeping(method: Callable[[Any, In], Awaitable[R]], arg: In, limit: timedelta = SHORT) -> R:
+    """Call a bookkeeping activity: one that reads or writes a few rows and is safe to run again
+    (a status, the config pin, a page of batch boundaries). It runs as a local activity, in the
+    workflow's own task on the worker that has the run: no task-queue round trip through the
+    server, which under a neighbour's load cost a small run 100-200 ms a step
+    (benchmarks/isolation.py). Retries follow RETRY, locally at first."""
+    if workflow.patched(LOCAL_BOOKKEEPING):
+        return await workflow.execute_local_activity_method(
+            method, arg, start_to_close_timeout=limit, retry_policy=RETRY
+        )
+    return await workflow.execute_activity_method(method, arg, start_to_close_timeout=limit, retry_policy=RETRY)

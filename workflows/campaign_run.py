@@ -47,8 +47,7 @@ with workflow.unsafe.imports_passed_through():
         Wave,
     )
 from workflows.activity_options import RETRY as _RETRY
-from workflows.activity_options import SHORT as _SHORT
-from workflows.activity_options import run_ids
+from workflows.activity_options import bookkeeping, run_ids
 from workflows.cross_channel import CROSS_CHANNEL_FALLBACK, fallback_phase
 from workflows.winner_selection import WinnerSelection
 
@@ -210,12 +209,7 @@ class CampaignRunWorkflow(WinnerSelection):
         """Pin the config, wait for the send time (and while paused), freeze the audience."""
         # Pin the config first: a run uses the version current when it was started,
         # even when it then waits days for its send time.
-        self._pin = await workflow.execute_activity_method(
-            ConfigActivities.load_config,
-            LoadConfigInput(tenant=inp.tenant),
-            start_to_close_timeout=_SHORT,
-            retry_policy=_RETRY,
-        )
+        self._pin = await bookkeeping(ConfigActivities.load_config, LoadConfigInput(tenant=inp.tenant))
         await self._sync_status(config_version=self._pin.version)
         # A durable timer to the send time, which a cancel cuts short and a reschedule restarts.
         while self._send_at is not None and self._send_at > workflow.now() and not self._cancel_requested:
@@ -299,7 +293,7 @@ class CampaignRunWorkflow(WinnerSelection):
         queue: deque[tuple[int, int | None]] = deque()
         while True:
             if not queue and not self._exhausted:
-                page: BatchPage = await workflow.execute_activity_method(
+                page: BatchPage = await bookkeeping(
                     AudienceActivities.list_batches,
                     BatchPageInput(
                         tenant=inp.tenant,
@@ -309,8 +303,6 @@ class CampaignRunWorkflow(WinnerSelection):
                         batch_size=pin.batch_size,
                         max_batches=BATCH_PAGE,
                     ),
-                    start_to_close_timeout=_SHORT,
-                    retry_policy=_RETRY,
                 )
                 ends: list[int | None] = [*page.starts[1:], page.next_first_id]
                 queue.extend(zip(page.starts, ends, strict=True))
@@ -470,14 +462,7 @@ class CampaignRunWorkflow(WinnerSelection):
         each reads the status when it starts, so the row ends at the latest status whatever
         order the control handlers ran in."""
         async with self._mark_lock:
-            await workflow.execute_activity_method(
+            await bookkeeping(
                 RunStatusActivities.mark_run,
-                MarkRunInput(
-                    tenant=self._inp.tenant,
-                    run_id=self._inp.run_id,
-                    status=self._status_now(),
-                    **fields,
-                ),
-                start_to_close_timeout=_SHORT,
-                retry_policy=_RETRY,
+                MarkRunInput(tenant=self._inp.tenant, run_id=self._inp.run_id, status=self._status_now(), **fields),
             )

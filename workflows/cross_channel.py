@@ -13,7 +13,7 @@ with workflow.unsafe.imports_passed_through():
     from core.cross_channel import FallbackDue, FallbackPlan
     from core.runs import PlanAudienceInput
 from workflows.activity_options import RETRY as _RETRY
-from workflows.activity_options import SHORT as _SHORT
+from workflows.activity_options import bookkeeping
 
 # Runs started before fallbacks existed replay without this phase.
 CROSS_CHANNEL_FALLBACK = "cross-channel-fallback"
@@ -24,9 +24,7 @@ async def fallback_phase(
 ) -> FallbackPlan | None:
     """The run's fallback plan once its wait is over; None when the campaign has no fallback or
     the run is cancelled meanwhile."""
-    due: FallbackDue = await workflow.execute_activity_method(
-        CrossChannelActivities.fallback_due, inp, start_to_close_timeout=_SHORT, retry_policy=_RETRY
-    )
+    due: FallbackDue = await bookkeeping(CrossChannelActivities.fallback_due, inp)
     if due.channel is None or due.after is None:
         return None
     until = workflow.now() + due.after

@@ -28,8 +28,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from core.runs import CampaignRunInput, Counts, SkipRemainingInput
 from workflows.activity_options import RETRY as _RETRY
-from workflows.activity_options import SHORT as _SHORT
-from workflows.activity_options import run_ids
+from workflows.activity_options import bookkeeping, run_ids
 
 # Runs started before experiments replay without the prepare_experiment activity.
 EXPERIMENTS = "experiments"
@@ -117,11 +116,10 @@ class WinnerSelection:
         a winner test's batches run twice, once per part of the audience."""
         if not workflow.patched(EXPERIMENTS):
             return
-        plan: ExperimentPlan = await workflow.execute_activity_method(
+        plan: ExperimentPlan = await bookkeeping(
             ExperimentActivities.prepare_experiment,
             PrepareExperimentInput(**run_ids(self._inp), config_version=config_version),
-            start_to_close_timeout=timedelta(minutes=2),
-            retry_policy=_RETRY,
+            timedelta(minutes=2),
         )
         if plan.mode is not None:
             self._experiment = ExperimentState(plan=plan, phase="test" if plan.mode == "winner" else "done")
@@ -144,12 +142,10 @@ class WinnerSelection:
 
     async def _record_decide_at(self) -> None:
         assert self._experiment is not None and self._experiment.decide_at is not None
-        await workflow.execute_activity_method(
+        await bookkeeping(
             ExperimentActivities.record_decide_at,
             RecordDecideAtInput(tenant=self._inp.tenant, run_id=self._inp.run_id,
                                 decide_at=self._experiment.decide_at),
-            start_to_close_timeout=_SHORT,
-            retry_policy=_RETRY,
         )  # fmt: skip
 
     async def _next_experiment_phase(self, config_version: int) -> bool:
@@ -179,11 +175,10 @@ class WinnerSelection:
         if self._cancel_requested:
             return False
         state.phase = "deciding"  # a pick or an extension from now on would come too late
-        self._decision = await workflow.execute_activity_method(
+        self._decision = await bookkeeping(
             ExperimentActivities.decide_winner,
             DecideWinnerInput(**run_ids(self._inp), picked=state.picked, experiment=state.plan.experiment),
-            start_to_close_timeout=timedelta(minutes=2),
-            retry_policy=_RETRY,
+            timedelta(minutes=2),
         )  # fmt: skip
         state.winner, state.stopped = self._decision.winner, self._decision.stopped
         workflow.set_current_details(f"winner test decided: {self._decision.reason}")

@@ -29,7 +29,8 @@ SCENARIOS = (
     "cross_channel_fallback",  # recorded by tests/workflows/test_fallback.py
     "winner_test",  # recorded by tests/test_winner_selection.py, as is winner_picked
     "winner_picked",
-    "winner_then_fallback",  # recorded by tests/workflows/test_winner_runs.py
+    "winner_then_fallback",  # recorded before local-bookkeeping; no longer recordable
+    "local_bookkeeping",  # the same run after it, recorded by tests/workflows/test_winner_runs.py
 )
 
 
