@@ -12,6 +12,11 @@ Per-stage times are summed over concurrent work (busy time, not wall time): for 
 from timers this benchmark wraps around the delivery activity's steps in this process (the
 in-process stack's workers) and the provider-request metric; plan from the workflow history.
 
+With `--worker-processes N` the pipeline's batches are shared by N worker processes polling
+the tenant's queue (this process's in-process worker and N-1 `pennant worker` processes), as
+`pennant worker` does by default on an N-core host; the per-stage times then cover only this
+process's share.
+
 Goals (issue 10): pipeline at least 0.8 of the raw loop (20,000 recipients/s the mark), at most
 5,000 history events per execution, worker peak RSS flat in audience size.
 """
@@ -24,12 +29,13 @@ import contextlib
 import contextvars
 import functools
 import os
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -42,6 +48,7 @@ from activities.channels.base import OutboundMessage
 from activities.channels.push_http import HttpPushAdapter
 from activities.lookups import campaign_spec, pinned_config
 from activities.names import PLAN_AUDIENCE
+from benchmarks.common import stop_process
 from benchmarks.push_common import (
     PushTenant,
     load_average,
@@ -57,9 +64,10 @@ from core.db import tenant_tx
 from core.frequency import CapTracker
 from core.rendering import render_message
 from core.suppressions import suppressed_addresses
-from core.temporal import run_workflow_id
+from core.temporal import run_workflow_id, task_queue_for
 from core.tracking import RunTracking
 from devstack.inprocess import LocalStack, local_stack
+from devstack.worker_env import worker_env
 from workers.main import provider_http_client
 
 P = ParamSpec("P")
@@ -283,7 +291,36 @@ async def history_chain(client: Client, workflow_id: str) -> tuple[list[int], fl
     return lengths, plan
 
 
-async def run(recipients: int = 10_000, only: str = "both") -> None:
+@contextlib.contextmanager
+def extra_workers(stack: LocalStack, slug: str, count: int) -> Iterator[None]:
+    """`count` more `pennant worker` processes on `slug`'s queue for the block, each logging to
+    the stack's directory; ready once each says it serves the queue."""
+    env = worker_env(
+        stack.settings,
+        TEMPORAL_ADDRESS=stack.env.client.service_client.config.target_host,
+        WORKER_PROCESSES="1",
+        LOG_FORMAT="text",
+    )
+    procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+    try:
+        for n in range(count):
+            log = stack.workdir / f"bench-worker-{n}.log"
+            with open(log, "wb") as out:
+                command = [sys.executable, "-m", "devstack.cli", "worker", "--tenants", slug]
+                procs.append((subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT), log))
+        deadline = time.monotonic() + 60
+        for proc, log in procs:
+            while f"serving task queue {task_queue_for(slug)}" not in log.read_text(errors="replace"):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"worker process did not start: {log.read_text(errors='replace')[-2000:]}")
+                time.sleep(0.2)
+        yield
+    finally:
+        for proc, _ in procs:
+            stop_process(proc)
+
+
+async def run(recipients: int = 10_000, only: str = "both", worker_processes: int = 1) -> None:
     """Measure and print the figures (see the module docstring)."""
     chunk = delivery.CHUNK_BY_CHANNEL.get("push", delivery.CHUNK)
     print(f"million      {recipients:,} push recipients, pipeline chunks of {chunk}; {load_average()}", flush=True)
@@ -307,13 +344,17 @@ async def run(recipients: int = 10_000, only: str = "both") -> None:
                         flush=True,
                     )
                 if only in ("both", "pipeline"):
-                    await pipeline(stack, tenant, recipients, raw_rate)
+                    with extra_workers(stack, tenant.slug, worker_processes - 1):
+                        await pipeline(stack, tenant, recipients, raw_rate, worker_processes)
             sim_rss, sim_peak = rss_mb(sim_pid)
             print(f"million      provider simulator RSS {sim_rss:.0f} MB (peak {sim_peak:.0f} MB)", flush=True)
 
 
-async def pipeline(stack: LocalStack, tenant: PushTenant, recipients: int, raw_rate: float | None) -> None:
-    """One run through the API and the workers of this process; prints its figures."""
+async def pipeline(
+    stack: LocalStack, tenant: PushTenant, recipients: int, raw_rate: float | None, processes: int = 1
+) -> None:
+    """One run through the API and the workers of this process (and `processes` - 1 more);
+    prints its figures."""
     clock = StageClock()
     instrument_delivery(clock)
     labels = {"tenant": tenant.slug, "channel": "push", "outcome": "ok"}
@@ -330,7 +371,8 @@ async def pipeline(stack: LocalStack, tenant: PushTenant, recipients: int, raw_r
     rate = recipients / elapsed
     ratio = f"{rate / raw_rate:.2f}" if raw_rate else "n/a"
     print(
-        f"million      pipeline: status {outcome.body['status']}, planned {counts['planned']:,}, "
+        f"million      pipeline ({processes} worker process{'es' if processes > 1 else ''}): "
+        f"status {outcome.body['status']}, planned {counts['planned']:,}, "
         f"sent {counts['sent']:,}, skipped {counts['skipped']:,}, failed {counts['failed']:,} "
         f"in {elapsed:.1f} s → {rate:,.0f} recipients/s "
         f"(mark 20,000/s); POST {outcome.post_ms:.0f} ms; {load_average()}",
@@ -359,10 +401,13 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=1_000_000)
     parser.add_argument("--only", choices=("both", "pipeline", "raw"), default="both")
     parser.add_argument("--push-chunk", type=int, help="messages per push request and ledger write (before/after)")
+    parser.add_argument(
+        "--worker-processes", type=int, default=1, help="worker processes sharing the pipeline's batches (default 1)"
+    )
     args = parser.parse_args()
     if args.push_chunk:
         delivery.CHUNK_BY_CHANNEL["push"] = args.push_chunk
-    asyncio.run(run(args.recipients, args.only))
+    asyncio.run(run(args.recipients, args.only, max(1, args.worker_processes)))
 
 
 if __name__ == "__main__":
