@@ -193,6 +193,10 @@ async def start_run(time_skipping_env: WorkflowEnvironment) -> AsyncIterator[Any
             ),
             id=f"run-logic-{uuid.uuid4()}",
             task_queue=queue,
+            # Status writes are local activities: while one is held open, the workflow task is
+            # too, and an update gets in only when the SDK heartbeats that task, at 80% of this
+            # timeout (8 s at the default 10 s).
+            task_timeout=dt.timedelta(seconds=2),
         )
         return Run(time_skipping_env, stubs, handle)
 
