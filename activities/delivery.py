@@ -67,8 +67,9 @@ LEDGER_OUTAGE_SECONDS = 120.0
 # Recipients rendered in one turn of the process's TenantTurns (a few ms of CPU): between turns
 # the event loop serves other work, and other tenants' batches get every other turn.
 RENDER_SLICE = 50
-# Batches a process delivers at once, all tenants together, unless the worker says otherwise.
-# Two kept a 200k push run's throughput at that of eight in flight (benchmarks/isolation.py).
+# Batches a process delivers at once, all tenants together, unless the worker says otherwise
+# (Settings.worker_batch_slots). Two sent a 100k push run as fast as eight did
+# (benchmarks/million.py: 4,202 against 4,014 recipients/s).
 BATCH_SLOTS = 2
 # How often a batch looks at its run's status between chunks, to stop sending while paused.
 PAUSE_CHECK_EVERY = 1.0

@@ -26,8 +26,9 @@ class Settings(BaseSettings):
     # overrides); unset means one per CPU core.
     worker_processes: int | None = Field(default=None, ge=1)
     # Delivery batches one worker process works on at once, all tenants together; batches
-    # beyond it wait in the process, granted round-robin by tenant, so a neighbour's small run
-    # goes next instead of behind a big run's whole backlog (benchmarks/isolation.py).
+    # beyond it wait in the process and are granted by fair share and least recent use
+    # (core/fair_turns.py), so a neighbour's small run goes next instead of behind a big run's
+    # whole backlog (benchmarks/isolation.py).
     worker_batch_slots: int = Field(default=2, ge=1, le=256)
 
     temporal_address: str = "localhost:7233"
