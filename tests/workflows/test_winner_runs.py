@@ -13,7 +13,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner
@@ -29,6 +28,7 @@ from core.winner_selection import in_test_slice
 from tests.helpers.asserts import not_none
 from tests.helpers.histories import write_history
 from tests.helpers.hits import record_hits, sent_by_variant
+from tests.helpers.run_history import fired_timers, scheduled_batches
 from tests.helpers.runs import assert_each_recipient_once, create_campaign, direct_run, start_run, wait_for_run
 from tests.helpers.tenants import MakeTenant, store_tenant
 from tests.helpers.time_skipping import time_skipping_server
@@ -72,8 +72,7 @@ async def _waiting_for_decision(client: Client, workflow_id: str) -> bool:
     from the history, which the server answers alone: a query needs the worker, and on a loaded
     machine the test server's queries to these runs, which continue as new every few batches,
     ran past their deadline and then took the server's connection down."""
-    history = await client.get_workflow_handle(workflow_id).fetch_history()
-    return any(e.event_type == EventType.EVENT_TYPE_TIMER_STARTED for e in history.events)
+    return bool(await fired_timers(client.get_workflow_handle(workflow_id)))
 
 
 async def _ledger(pool: asyncpg.Pool, slug: str, run_id: str, channel: str = "email") -> dict[int, asyncpg.Record]:
@@ -205,16 +204,7 @@ async def test_a_winner_test_then_a_fallback_reaches_exactly_the_non_engaged(
     assert decision.winner == "B" and decision.how == "test", decision
 
     # The fallback's batches were scheduled two hours (workflow time) after the rest's.
-    events = (await client.get_workflow_handle(handle.id).fetch_history()).events
-    batches = [
-        (
-            e.event_time.ToDatetime(tzinfo=dt.UTC),
-            json.loads(e.activity_task_scheduled_event_attributes.input.payloads[0].data),
-        )
-        for e in events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-        and e.activity_task_scheduled_event_attributes.activity_type.name == "deliver_batch"
-    ]
+    batches = await scheduled_batches(client.get_workflow_handle(handle.id))
     first = [t for t, inp in batches if not inp.get("channels")]
     follow_up = [t for t, inp in batches if inp.get("channels") == ["sms"]]
     assert first and follow_up and min(follow_up) - max(first) >= dt.timedelta(hours=2)
