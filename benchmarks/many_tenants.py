@@ -31,6 +31,7 @@ import httpx
 from benchmarks.common import stop_process, summary
 from core.auth import new_key, store_key
 from core.config_store import load_config_file, save_config
+from core.runs import TERMINAL_STATUSES
 from core.temporal import task_queue_for
 from core.tenant_config import Execution, Experiments, Policies, TenantConfig
 from devstack.demo_data import seed_customers
@@ -178,7 +179,7 @@ async def small_runs(stack: LocalStack, slugs: list[str], runs_per_tenant: int) 
                 run_id = started.json()["run_id"]
                 while True:
                     body = (await http.get(f"/runs/{run_id}")).json()
-                    if body["status"] in ("completed", "failed", "cancelled"):
+                    if body["status"] in TERMINAL_STATUSES:
                         break
                     await asyncio.sleep(0.01)
                 observed.append((time.perf_counter() - t0) * 1000)

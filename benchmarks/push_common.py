@@ -23,6 +23,7 @@ from benchmarks.common import stop_process
 from core.auth import new_key, store_key
 from core.config_store import load_config_file, save_config
 from core.db import tenant_tx
+from core.runs import TERMINAL_STATUSES
 from core.tenant_config import Execution, Experiments, Policies
 from devstack.inprocess import LocalStack, free_port
 from devstack.launcher import wait_for_port
@@ -148,7 +149,7 @@ async def wait_run(
     """Poll a run until it finishes: its final body and the seconds since `t0`."""
     while True:
         body = (await tenant.http.get(f"/runs/{run_id}")).json()
-        if body["status"] in ("completed", "failed", "cancelled"):
+        if body["status"] in TERMINAL_STATUSES:
             return body, time.perf_counter() - t0
         await asyncio.sleep(poll_seconds)
 
@@ -162,7 +163,7 @@ async def wait_row(pool: asyncpg.Pool, tenant: PushTenant, run_id: str, t0: floa
         async with tenant_tx(pool, tenant.slug) as conn:
             status = await conn.fetchval("SELECT status FROM runs WHERE tenant_id = $1 AND id = $2::uuid",
                                          tenant.slug, run_id)  # fmt: skip
-        if status in ("completed", "failed", "cancelled"):
+        if status in TERMINAL_STATUSES:
             return time.perf_counter() - t0
         await asyncio.sleep(poll_seconds)
 

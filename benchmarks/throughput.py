@@ -6,6 +6,7 @@ import asyncio
 import time
 
 from benchmarks.common import make_tenant
+from core.runs import TERMINAL_STATUSES
 from core.tenant_config import Channels, EmailChannel
 
 CUSTOMERS = 10_000
@@ -33,7 +34,7 @@ async def run() -> None:
             run_id = (await http.post(f"/campaigns/{campaign}/runs")).json()["run_id"]
             while True:
                 body = (await http.get(f"/runs/{run_id}")).json()
-                if body["status"] in ("completed", "failed", "cancelled"):
+                if body["status"] in TERMINAL_STATUSES:
                     break
                 await asyncio.sleep(0.1)
             elapsed = time.perf_counter() - t0

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from benchmarks.common import make_tenant
+from core.runs import TERMINAL_STATUSES
 from core.tenant_config import Experiments, Policies
 from devstack.inprocess import LocalStack, free_port, local_stack
 from devstack.launcher import wait_for_port
@@ -70,7 +71,7 @@ async def _deliver(stack: LocalStack, customers: int) -> tuple[str, list[str], l
         started = await http.post(f"/campaigns/{created.json()['id']}/runs")
         started.raise_for_status()
         run_id = started.json()["run_id"]
-        while (run := (await http.get(f"/runs/{run_id}")).json())["status"] not in ("completed", "failed", "cancelled"):
+        while (run := (await http.get(f"/runs/{run_id}")).json())["status"] not in TERMINAL_STATUSES:
             await asyncio.sleep(0.2)
     if run["status"] != "completed":
         raise RuntimeError(f"the seeding run did not complete: {run}")
