@@ -37,6 +37,7 @@ from core.frequency import CapTracker
 from core.metrics import RENDER_DURATION, count_messages
 from core.rendering import RenderError, render_message
 from core.runs import Counts, DeliverBatchInput, RunStatus
+from core.settings import BATCH_SLOTS
 from core.suppressions import suppressed_addresses
 from core.telemetry import tag_current_span
 from core.tenant_config import TenantConfig
@@ -67,10 +68,6 @@ LEDGER_OUTAGE_SECONDS = 120.0
 # Recipients rendered in one turn of the process's TenantTurns (a few ms of CPU): between turns
 # the event loop serves other work, and other tenants' batches get every other turn.
 RENDER_SLICE = 50
-# Batches a process delivers at once, all tenants together, unless the worker says otherwise
-# (Settings.worker_batch_slots). Two sent a 100k push run as fast as eight did
-# (benchmarks/million.py: 4,202 against 4,014 recipients/s).
-BATCH_SLOTS = 2
 # How often a batch looks at its run's status between chunks, to stop sending while paused.
 PAUSE_CHECK_EVERY = 1.0
 
