@@ -53,6 +53,7 @@ class TenantTurns:
         self._use: dict[str, tuple[float, float]] = {}
         # Tenant -> turns it holds now (only tenants holding some).
         self._holding: dict[str, int] = {}
+        self._pruned_at = clock()  # when decayed tenants were last forgotten
 
     @property
     def waiting(self) -> int:
@@ -147,13 +148,15 @@ class TenantTurns:
             self._holding.pop(tenant, None)
 
     def _charge(self, tenant: str, held: float) -> None:
-        used = self.recent_use(tenant) + held
+        used, now = self.recent_use(tenant) + held, self.clock()
         if used < _FORGOTTEN:
             self._use.pop(tenant, None)
         else:
-            self._use[tenant] = (used, self.clock())
-        if len(self._use) > 64 and len(self._use) > 4 * len(self._waiting):
-            # Now and then, forget the tenants whose use has decayed away.
+            self._use[tenant] = (used, now)
+        if now - self._pruned_at >= HALF_LIFE:
+            # Once a half-life, not at every charge (one per slice): forget the tenants whose
+            # use has decayed away.
+            self._pruned_at = now
             for name in [t for t in self._use if self.recent_use(t) < _FORGOTTEN]:
                 del self._use[name]
 

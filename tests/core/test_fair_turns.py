@@ -241,7 +241,7 @@ async def test_recent_use_halves_every_half_life() -> None:
     clock.now += HALF_LIFE
     assert turns.recent_use("a") == pytest.approx(1.0)
     clock.now += 20 * HALF_LIFE
-    async with turns.turn("b"):  # a charge forgets nobody while few tenants are known
+    async with turns.turn("b"):  # a charge a half-life on forgets the tenants decayed away
         pass
     assert turns.recent_use("a") < 1e-5 and turns.recent_use("nobody") == 0.0
 
