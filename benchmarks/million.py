@@ -29,7 +29,6 @@ import contextlib
 import contextvars
 import functools
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,7 +47,6 @@ from activities.channels.base import OutboundMessage
 from activities.channels.push_http import HttpPushAdapter
 from activities.lookups import campaign_spec, pinned_config
 from activities.names import PLAN_AUDIENCE
-from benchmarks.common import stop_process
 from benchmarks.push_common import (
     PushTenant,
     load_average,
@@ -67,7 +65,7 @@ from core.suppressions import suppressed_addresses
 from core.temporal import run_workflow_id, task_queue_for
 from core.tracking import RunTracking
 from devstack.inprocess import LocalStack, local_stack
-from devstack.worker_env import worker_env
+from devstack.worker_env import WorkerProcesses, worker_env
 from workers.main import provider_http_client
 
 P = ParamSpec("P")
@@ -301,23 +299,16 @@ def extra_workers(stack: LocalStack, slug: str, count: int) -> Iterator[None]:
         WORKER_PROCESSES="1",
         LOG_FORMAT="text",
     )
-    procs: list[tuple[subprocess.Popen[bytes], Path]] = []
-    try:
-        for n in range(count):
-            log = stack.workdir / f"bench-worker-{n}.log"
-            with open(log, "wb") as out:
-                command = [sys.executable, "-m", "devstack.cli", "worker", "--tenants", slug]
-                procs.append((subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT), log))
+    with WorkerProcesses(env, stack.workdir) as workers:
+        started = [workers.start(slug) for _ in range(count)]
         deadline = time.monotonic() + 60
-        for proc, log in procs:
-            while f"serving task queue {task_queue_for(slug)}" not in log.read_text(errors="replace"):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"worker process did not start: {log.read_text(errors='replace')[-2000:]}")
+        for proc in started:
+            while f"serving task queue {task_queue_for(slug)}" not in workers.log_text(proc):
+                workers.assert_alive(proc)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"worker process did not start: {workers.log_text(proc)[-2000:]}")
                 time.sleep(0.2)
         yield
-    finally:
-        for proc, _ in procs:
-            stop_process(proc)
 
 
 async def run(recipients: int = 10_000, only: str = "both", worker_processes: int = 1) -> None:

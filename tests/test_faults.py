@@ -32,9 +32,9 @@ from core.settings import Settings
 from core.tenant_config import Execution
 from devstack.postgres import ensure_database, start_embedded
 from devstack.provider_simulator import SimulatorControl
+from devstack.worker_env import WorkerProcesses
 from tests.helpers.faults import (
     TemporalDevServer,
-    WorkerProcesses,
     assert_simulator_once,
     assert_sink_once,
     isolated_tenant,

@@ -31,7 +31,8 @@ from core.settings import Settings
 from core.templating import RenderedSms
 from core.tenant_config import Policies
 from devstack.provider_simulator import ProviderSimulator, SimulatorControl
-from tests.helpers.faults import WorkerProcesses, serve_api, worker_env
+from devstack.worker_env import WorkerProcesses
+from tests.helpers.faults import serve_api, worker_env
 from tests.helpers.runs import create_campaign, ledger_count, start_run, wait_for_run
 from tests.helpers.stack import ISOLATED_PREFIX, ROOT, SPANS, TENANT_CONFIGS, free_port
 from tests.helpers.tenants import MakeTenant, Tenant, api_tenant, store_tenant

@@ -25,7 +25,8 @@ from activities.names import DELIVER_BATCH
 from core.settings import Settings
 from core.temporal import task_queue_for
 from core.tenant_config import Execution
-from tests.helpers.faults import ROOT, WorkerProcesses, client_worker_env
+from devstack.worker_env import WorkerProcesses
+from tests.helpers.faults import ROOT, client_worker_env
 from tests.helpers.runs import assert_each_recipient_once, create_campaign, start_run, wait_for_run
 from tests.helpers.tenants import Tenant, isolated_api_tenant
 from tests.helpers.waiting import until

@@ -20,7 +20,8 @@ from temporalio.client import Client
 from core.settings import Settings
 from core.tenant_config import Execution
 from devstack.smtp_sink import read_outbox
-from tests.helpers.faults import WorkerProcesses, client_worker_env
+from devstack.worker_env import WorkerProcesses
+from tests.helpers.faults import client_worker_env
 from tests.helpers.runs import assert_each_recipient_once, create_campaign, ledger_count, start_run, wait_for_run
 from tests.helpers.tenants import Tenant, isolated_api_tenant
 from tests.helpers.waiting import until

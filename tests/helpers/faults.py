@@ -8,9 +8,7 @@ import asyncio
 import contextlib
 import json
 import re
-import signal
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -47,60 +45,6 @@ def worker_env(settings: Settings, temporal_address: str, namespace: str = "defa
 def client_worker_env(settings: Settings, client: Client) -> dict[str, str]:
     """`worker_env` for the Temporal server and namespace `client` uses (the session's, in most tests)."""
     return worker_env(settings, client.service_client.config.target_host, client.namespace)
-
-
-class WorkerProcesses:
-    """`pennant worker --tenants <slug>` subprocesses, each logging to a file; all killed on close."""
-
-    def __init__(self, env: dict[str, str], logdir: Path):
-        self.env = env
-        self.logdir = logdir
-        self.started: list[subprocess.Popen[bytes]] = []
-        self.logs: dict[int, Path] = {}
-
-    def start(self, slug: str) -> subprocess.Popen[bytes]:
-        """Start one worker serving only `slug`'s queue."""
-        log_path = self.logdir / f"worker-{slug}-{len(self.started)}.log"
-        with open(log_path, "wb") as log:  # the child keeps its own descriptor
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "devstack.cli", "worker", "--tenants", slug],
-                env=self.env,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.started.append(proc)
-        self.logs[proc.pid] = log_path
-        return proc
-
-    def log_text(self, proc: subprocess.Popen[bytes]) -> str:
-        """What the worker has logged so far."""
-        return self.logs[proc.pid].read_text(errors="replace")
-
-    def assert_alive(self, proc: subprocess.Popen[bytes]) -> None:
-        """Fail with the end of the worker's log if it has exited."""
-        if proc.poll() is not None:
-            tail = self.log_text(proc)[-3000:]
-            raise AssertionError(f"worker {proc.pid} exited with {proc.returncode}:\n{tail}")
-
-    def kill(self, proc: subprocess.Popen[bytes]) -> None:
-        """SIGKILL: no shutdown, no goodbye to Temporal, in-flight activities just stop."""
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-
-    def close(self) -> None:
-        """Kill every worker still running."""
-        for proc in self.started:
-            if proc.poll() is None:
-                self.kill(proc)
-
-    def __enter__(self) -> WorkerProcesses:
-        """These processes, killed when the `with` block ends."""
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        """Kill every worker still running."""
-        self.close()
 
 
 class TemporalDevServer:
