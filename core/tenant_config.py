@@ -90,6 +90,16 @@ class EmailChannel(ChannelConfig):
     """Email over SMTP (the platform relay, or the tenant's own)."""
 
     provider: Literal["smtp"] = "smtp"
+    # 8 by default: what the platform relay takes at full speed (benchmarks/throughput.py), and
+    # under a relay's usual per-client limit (Postfix's default destination concurrency is 20).
+    # A tenant whose own relay allows fewer (Microsoft 365 takes 3 per mailbox) sets fewer.
+    connections: int = Field(
+        default=8,
+        ge=1,
+        le=32,
+        description="SMTP connections a worker process keeps open to the relay for this tenant at most; "
+        "messages go over them in parallel",
+    )
 
     @field_validator("endpoint")
     @classmethod
