@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from devstack.event_emitter import EventEmitter
 
@@ -63,6 +63,8 @@ class OutboxHandler:
         self.outbox.mkdir(parents=True, exist_ok=True)
         self._seq = itertools.count()
         self.sessions = 0  # SMTP sessions greeted: lets tests see connection reuse
+        self.connections = 0  # connections open now
+        self.peak_connections = 0  # the most open at once: lets tests see a client's connection limit
 
     async def handle_EHLO(
         self, server: Any, session: Session, envelope: Envelope, hostname: str, responses: list[str]
@@ -85,11 +87,32 @@ class OutboxHandler:
         return "250 Message accepted for delivery"
 
 
+class _CountingSMTP(SMTP):
+    """aiosmtpd's SMTP session, counting open connections in its OutboxHandler."""
+
+    def connection_made(self, transport: Any) -> None:
+        """Count the connection, then greet it."""
+        handler: OutboxHandler = self.event_handler
+        handler.connections += 1
+        handler.peak_connections = max(handler.peak_connections, handler.connections)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        """Count the connection gone."""
+        self.event_handler.connections -= 1
+        super().connection_lost(error)
+
+
+class _SinkController(Controller):
+    def factory(self) -> SMTP:
+        return _CountingSMTP(self.handler, **self.SMTP_kwargs)
+
+
 def start_sink(
     outbox: Path, host: str = "127.0.0.1", port: int = 1025, events: EventEmitter | None = None
 ) -> Controller:
     """Start the sink on a background thread (events emitted through `events`); `.stop()` the result to stop it."""
-    controller = Controller(OutboxHandler(outbox, events), hostname=host, port=port, ready_timeout=10)
+    controller = _SinkController(OutboxHandler(outbox, events), hostname=host, port=port, ready_timeout=10)
     controller.start()
     return controller
 

@@ -18,7 +18,7 @@ async def test_mail_goes_to_the_tenants_relay_reusing_connections(make_tenant: M
         tenant = await make_tenant(
             customers=400,
             policies=Policies(consent_required={"email": False}),
-            channels=Channels(email=EmailChannel(endpoint=f"smtp://127.0.0.1:{port}")),
+            channels=Channels(email=EmailChannel(endpoint=f"smtp://127.0.0.1:{port}", connections=3)),
             execution=Execution(batch_size=40, max_concurrent_batches=2),
         )
         body = {"name": "Relay", "channels": ["email"], "variants": [{"key": "A", "template": "weekly_deals"}]}
@@ -32,8 +32,10 @@ async def test_mail_goes_to_the_tenants_relay_reusing_connections(make_tenant: M
             m for m in read_outbox(workdir / "outbox", f":{run_id}:") if f":{run_id}:" in m["X-Pennant-Idempotency-Key"]
         ]
         assert elsewhere == [], "nothing went to the platform's relay"
-        # Ten batches, at most two at a time: pooled connections, not one handshake per batch.
-        assert 1 <= relay.handler.sessions <= 4, relay.handler.sessions
+        # Ten batches, at most two at a time, over the tenant's three connections: pooled, not one
+        # handshake per batch, and never more open at once than its config allows.
+        assert 1 <= relay.handler.sessions <= 3, relay.handler.sessions
+        assert relay.handler.peak_connections <= 3, relay.handler.peak_connections
     finally:
         relay.stop()
 

@@ -79,6 +79,17 @@ def _set(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         ),
         ("execution.batch_size", 0, "execution.batch_size: Input should be greater than or equal to 1"),
         (
+            "channels.email.connections",
+            0,
+            "channels.email.connections: Input should be greater than or equal to 1",
+        ),
+        (
+            "channels.email.connections",
+            33,
+            "channels.email.connections: Input should be less than or equal to 32",
+        ),
+        ("channels.email.connections", "many", "channels.email.connections: Input should be a valid integer"),
+        (
             "experiments.default_variant_weights",
             {"A": 0},
             "experiments.default_variant_weights: weights must be positive",
