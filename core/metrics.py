@@ -167,13 +167,14 @@ CONFIG_VERSIONS_SAVED = Family(
 TASK_QUEUE_BACKLOG = Family(
     "gauge",
     "pennant_task_queue_backlog",
-    "Approximate tasks waiting in a tenant's task queue (Temporal's DescribeTaskQueue stats).",
+    "Approximate tasks waiting in a tenant's activity queue, or (tenant \"(shared)\") in the "
+    "shared workflow queue (Temporal's DescribeTaskQueue stats).",
     ["tenant", "task_type"],
 )
 TASK_QUEUE_BACKLOG_AGE = Family(
     "gauge",
     "pennant_task_queue_backlog_age_seconds",
-    "Age of the oldest task waiting in a tenant's task queue.",
+    "Age of the oldest task waiting in a tenant's activity queue or the shared workflow queue.",
     ["tenant", "task_type"],
 )
 HTTP_REQUESTS = Family(

@@ -208,7 +208,10 @@ async def workers(
 ) -> AsyncIterator[TenantWorkers]:
     """The in-process workers serving every tenant but the isolated and the retired ones."""
     async with provider_http_client(PROVIDER_TIMEOUT_SECONDS) as http:
-        workers = TenantWorkers(temporal_client, pool, build_activities(pool, settings, http), poll_seconds=1.0)
+        # Runs started on a tenant's own queue (tests/test_queue_upgrade.py) are noticed within 2 s.
+        workers = TenantWorkers(
+            temporal_client, pool, build_activities(pool, settings, http), poll_seconds=1.0, legacy_seconds=2.0
+        )
         workers.selection = shared_tenants
         task = asyncio.create_task(workers.run())
         yield workers

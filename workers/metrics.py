@@ -25,7 +25,7 @@ from core.logs import bind
 from core.metrics import BATCH_DURATION, TASK_QUEUE_BACKLOG, TASK_QUEUE_BACKLOG_AGE
 from core.runs import Counts
 from core.settings import Settings
-from core.temporal import task_queue_for
+from core.temporal import WORKFLOW_QUEUE, task_queue_for
 
 log = logging.getLogger("pennant.activities")
 
@@ -109,39 +109,43 @@ class _ObservedActivity(ActivityInboundInterceptor):
 
 
 class QueueStats:
-    """Publishes the approximate backlog and backlog age of each served tenant's task queue
-    (workflow and activity tasks), asked of Temporal every `every` seconds and as soon as the
-    served tenants change."""
+    """Publishes the approximate backlog and backlog age of each served tenant's activity queue
+    and of the shared workflow queue (as tenant `SHARED`), asked of Temporal every `every`
+    seconds and as soon as the served tenants change."""
+
+    SHARED = "(shared)"
 
     def __init__(self, client: Client, every: float = 10.0):
         self.client = client
         self.every = every
         self._published: set[str] = set()
 
+    async def _publish(self, label: str, queue: str, task_type: str) -> None:
+        request = DescribeTaskQueueRequest(
+            namespace=self.client.namespace,
+            task_queue=TaskQueue(name=queue),
+            task_queue_type=_TASK_TYPES[task_type],
+            report_stats=True,
+        )
+        try:
+            stats = (await self.client.workflow_service.describe_task_queue(request)).stats
+        except RPCError as exc:
+            log.warning("could not read the stats of %s: %s", queue, exc.message)
+            return
+        age = stats.approximate_backlog_age
+        TASK_QUEUE_BACKLOG.labels(label, task_type).set(stats.approximate_backlog_count)
+        TASK_QUEUE_BACKLOG_AGE.labels(label, task_type).set(age.seconds + age.nanos / 1e9)
+
     async def refresh(self, tenants: list[str]) -> None:
-        """Ask Temporal for each tenant's queue stats; forget the tenants no longer served."""
+        """Ask Temporal for the queues' stats; forget the tenants no longer served."""
         for gone in self._published - set(tenants):
-            for task_type in _TASK_TYPES:
-                with contextlib.suppress(KeyError):
-                    TASK_QUEUE_BACKLOG.remove(gone, task_type)
-                    TASK_QUEUE_BACKLOG_AGE.remove(gone, task_type)
+            with contextlib.suppress(KeyError):
+                TASK_QUEUE_BACKLOG.remove(gone, "activity")
+                TASK_QUEUE_BACKLOG_AGE.remove(gone, "activity")
         self._published &= set(tenants)
+        await self._publish(self.SHARED, WORKFLOW_QUEUE, "workflow")
         for tenant in tenants:
-            for task_type, kind in _TASK_TYPES.items():
-                request = DescribeTaskQueueRequest(
-                    namespace=self.client.namespace,
-                    task_queue=TaskQueue(name=task_queue_for(tenant)),
-                    task_queue_type=kind,
-                    report_stats=True,
-                )
-                try:
-                    stats = (await self.client.workflow_service.describe_task_queue(request)).stats
-                except RPCError as exc:
-                    log.warning("could not read the stats of %s: %s", task_queue_for(tenant), exc.message)
-                    continue
-                age = stats.approximate_backlog_age
-                TASK_QUEUE_BACKLOG.labels(tenant, task_type).set(stats.approximate_backlog_count)
-                TASK_QUEUE_BACKLOG_AGE.labels(tenant, task_type).set(age.seconds + age.nanos / 1e9)
+            await self._publish(tenant, task_queue_for(tenant), "activity")
             self._published.add(tenant)
 
     async def run(self, tenants: Callable[[], Iterable[str]]) -> None:

@@ -1,12 +1,13 @@
-"""One Temporal Worker per tenant task queue, added, rebuilt and dropped while the process runs."""
+"""The shared workflow Worker and one activity Worker per tenant task queue, added, rebuilt and
+dropped while the process runs."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import contextlib
-import dataclasses
 import logging
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,25 +16,20 @@ from typing import Any
 
 import asyncpg
 from temporalio.client import Client
-from temporalio.worker import (
-    Interceptor,
-    PollerBehaviorAutoscaling,
-    StartActivityInput,
-    Worker,
-    WorkflowInboundInterceptor,
-    WorkflowInterceptorClassInput,
-    WorkflowOutboundInterceptor,
-)
+from temporalio.service import RPCError
+from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
-from activities.names import DELIVER_BATCH
 from core.config_store import TENANTS_CHANNEL, active_tenants
 from core.db import DATABASE_UNAVAILABLE
-from core.temporal import task_queue_for
+from core.temporal import WORKFLOW_QUEUE, task_queue_for
 from core.tenant_config import Execution
 from workers.metrics import ActivityObserver
+from workers.queue_upgrade import move_schedules, own_queue_workflows
 from workflows.campaign_run import CampaignRunWorkflow
 from workflows.scheduled_run import ScheduledCampaignWorkflow
 from workflows.testsend import CampaignTestSendWorkflow
+
+WORKFLOWS = [CampaignRunWorkflow, ScheduledCampaignWorkflow, CampaignTestSendWorkflow]
 
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
 # Threads of the process's one workflow-task executor. They are started only when activations
@@ -61,6 +57,12 @@ class TenantSelection:
             return (pinned if pinned is not None else zlib.crc32(tenant.encode())) % count == index
         return True
 
+    @property
+    def serves_any(self) -> bool:
+        """False for an explicit empty list of tenants: such a process serves nothing, not even
+        workflows (a benchmark measuring a worker process of its own)."""
+        return self.names is None or bool(self.names)
+
 
 def _open(conn: Any) -> bool:
     """Whether a pooled connection is still usable (the pool detaches one whose session died)."""
@@ -72,38 +74,6 @@ def _open(conn: Any) -> bool:
         return False
 
 
-class BatchesThroughQueue(Interceptor):
-    """A run's batches go through the tenant's task queue, not eagerly to the workflow's process,
-    except the last batch of a wave (the only one of a small run).
-
-    Eager dispatch hands an activity a workflow task schedules straight to the process that ran
-    that task: a run's batches then all stay on one process however many poll the queue (30 of
-    30 in tests/test_scale_out.py with everything eager). Through the queue every process
-    polling it takes a share. But the queue costs time per activity (measured on the loaded
-    2-core machine: a 10-recipient run took 718-827 ms at the median with its one batch through
-    the queue, 391-450 ms eager), so the bookkeeping activities and a wave's last batch stay
-    eager, where one batch has nothing to share.
-    """
-
-    def workflow_interceptor_class(self, input: WorkflowInterceptorClassInput) -> type[WorkflowInboundInterceptor]:
-        """Wrap every workflow's outbound calls."""
-        return _BatchesThroughQueueInbound
-
-
-class _BatchesThroughQueueInbound(WorkflowInboundInterceptor):
-    def init(self, outbound: WorkflowOutboundInterceptor) -> None:
-        super().init(_BatchesThroughQueueOutbound(outbound))
-
-
-class _BatchesThroughQueueOutbound(WorkflowOutboundInterceptor):
-    def start_activity(self, input: StartActivityInput) -> Any:
-        # By attribute, not isinstance: the workflow sandbox has its own copy of the input class.
-        last = not input.args or getattr(input.args[0], "end_id", None) is None
-        if input.activity == DELIVER_BATCH and not last:
-            input = dataclasses.replace(input, disable_eager_execution=True)
-        return super().start_activity(input)
-
-
 def _workflow_task_executor() -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(max_workers=WORKFLOW_TASK_THREADS, thread_name_prefix="workflow-task")
 
@@ -113,18 +83,27 @@ class _Running:
     worker: Worker
     task: asyncio.Task[None]
     execution: Execution
+    workflows: bool = False  # also the workflows still open on the tenant's own queue
 
 
 class TenantWorkers:
-    """Keeps one running Worker per selected tenant, following the tenants table.
+    """Serves the shared workflow queue and one activity queue per selected tenant, following
+    the tenants table.
 
-    Changes arrive by LISTEN/NOTIFY (within milliseconds) with a slow poll as a safety net.
-    A tenant whose execution limits changed gets its Worker rebuilt with the new limits.
+    Every tenant's workflows run on `WORKFLOW_QUEUE` (one Worker, with the bookkeeping local
+    activities); each tenant's activities run on its own queue, under its own concurrency and
+    rate limits. An idle tenant costs one activity poll and no thread: the SDK gives every
+    Worker that has workflows a thread of its own, which with a workflow queue per tenant was
+    500 threads for 500 tenants at rest. A process that serves no tenant serves no workflows.
 
-    Every tenant's Worker shares one workflow-task thread pool (the SDK otherwise gives each
-    Worker a pool of its own, which keeps a thread per tenant that has ever run a workflow),
-    the client and so the process's one Temporal runtime; all activities are async, so
-    there is no activity executor to share.
+    Runs started before the shared queue have their workflow on the tenant's queue; a tenant
+    with such open workflows (`queue_upgrade.own_queue_workflows`, checked every
+    `legacy_seconds`) gets its workflows served there too until they end.
+
+    Tenant changes arrive by LISTEN/NOTIFY (within milliseconds) with a slow poll as a safety
+    net. A tenant whose execution limits changed gets its Worker rebuilt with the new limits.
+    The Workers share the client (so the process's one Temporal runtime) and one workflow-task
+    thread pool; all activities are async, so there is no activity executor to share.
     """
 
     def __init__(
@@ -134,13 +113,19 @@ class TenantWorkers:
         activities: Sequence[Callable[..., Any]],
         selection: TenantSelection = TenantSelection(),
         poll_seconds: float = 5.0,
+        legacy_seconds: float = 60.0,
     ):
         self.client = client
         self.pool = pool
         self.activities = list(activities)
         self.selection = selection
         self.poll_seconds = poll_seconds
+        self.legacy_seconds = legacy_seconds
         self._running: dict[str, _Running] = {}
+        self._shared: tuple[Worker, asyncio.Task[None]] | None = None
+        self._legacy: set[str] = set()
+        self._legacy_due = 0.0
+        self._moving: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._workflow_tasks = _workflow_task_executor()
 
@@ -149,35 +134,100 @@ class TenantWorkers:
         """The tenants served right now, sorted."""
         return sorted(self._running)
 
+    @property
+    def own_queue_workflows(self) -> list[str]:
+        """The served tenants whose own queue is polled for workflows too (runs from before the
+        shared queue), sorted."""
+        return sorted(t for t, running in self._running.items() if running.workflows)
+
+    def _workflow_options(self) -> dict[str, Any]:
+        return {
+            "workflows": WORKFLOWS,
+            "workflow_task_executor": self._workflow_tasks,
+            # An idle queue holds one workflow poll (plus the sticky-queue poll of this process).
+            "workflow_task_poller_behavior": PollerBehaviorAutoscaling(minimum=1, maximum=10, initial=1),
+        }
+
+    def _start_shared(self) -> None:
+        worker = Worker(
+            self.client,
+            task_queue=WORKFLOW_QUEUE,
+            activities=self.activities,  # run here only as local activities (bookkeeping)
+            no_remote_activities=True,
+            interceptors=[ActivityObserver()],
+            **self._workflow_options(),
+        )
+        self._shared = (worker, asyncio.create_task(worker.run(), name="worker-workflows"))
+        log.info("serving workflow queue %s", WORKFLOW_QUEUE)
+        if self._moving is None:
+            self._moving = asyncio.create_task(self._move_schedules(), name="move-schedules")
+
+    async def _move_schedules(self) -> None:
+        try:
+            await move_schedules(self.client)
+        except RPCError as exc:
+            log.warning("could not list the schedules to move to %s: %s", WORKFLOW_QUEUE, exc.message)
+
     def _start(self, tenant: str, execution: Execution) -> None:
-        # Autoscaling pollers: an idle tenant holds the minimum, one workflow poll (plus the
-        # sticky-queue poll of this process) and one activity poll, and nothing more.
+        workflows = tenant in self._legacy
         worker = Worker(
             self.client,
             task_queue=task_queue_for(tenant),
-            workflows=[CampaignRunWorkflow, ScheduledCampaignWorkflow, CampaignTestSendWorkflow],
             activities=self.activities,
-            workflow_task_executor=self._workflow_tasks,
             max_concurrent_activities=execution.max_concurrent_activities,
             max_task_queue_activities_per_second=execution.activities_per_second,
-            workflow_task_poller_behavior=PollerBehaviorAutoscaling(minimum=1, maximum=10, initial=1),
+            # Autoscaling: an idle tenant holds one activity poll and nothing more.
             activity_task_poller_behavior=PollerBehaviorAutoscaling(minimum=1, maximum=20, initial=1),
             # A cancel reaches a running activity only in the answer to a heartbeat; sending
             # them at least every second keeps a cancel of a stuck batch to about a second.
             max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
             default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
-            # Log context, one line and timing per activity; batches through the queue.
-            interceptors=[ActivityObserver(), BatchesThroughQueue()],
+            # Log context, one line and timing per activity.
+            interceptors=[ActivityObserver()],
+            **(self._workflow_options() if workflows else {}),
         )
-        self._running[tenant] = _Running(worker, asyncio.create_task(worker.run(), name=f"worker-{tenant}"), execution)
+        self._running[tenant] = _Running(
+            worker, asyncio.create_task(worker.run(), name=f"worker-{tenant}"), execution, workflows
+        )
 
     async def _stop(self, tenant: str) -> None:
         running = self._running.pop(tenant)
         await running.worker.shutdown()
         await asyncio.gather(running.task, return_exceptions=True)
 
+    async def _stop_shared(self) -> None:
+        if self._shared is not None:
+            worker, task = self._shared
+            self._shared = None
+            await worker.shutdown()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _sync_shared(self) -> None:
+        if not self.selection.serves_any:
+            await self._stop_shared()
+            return
+        if self._shared is not None and self._shared[1].done():
+            log.error("the workflow worker stopped (%s); restarting", self._shared[1].exception())
+            self._shared = None
+        if self._shared is None:
+            self._start_shared()
+
+    async def _sync_legacy(self) -> None:
+        # Seldom: a run on a tenant's own queue predates the shared queue, and an upgrade only
+        # has to see each such run once to keep it served until it ends.
+        if time.monotonic() < self._legacy_due:
+            return
+        self._legacy_due = time.monotonic() + self.legacy_seconds
+        try:
+            self._legacy = await own_queue_workflows(self.client)
+        except RPCError as exc:
+            log.warning("could not list the workflows still on tenant queues: %s", exc.message)
+
     async def sync(self) -> None:
-        """Start workers for new tenants, rebuild changed ones, stop those removed."""
+        """Serve the workflow queue; start workers for new tenants, rebuild changed ones, stop
+        those removed."""
+        await self._sync_shared()
+        await self._sync_legacy()
         wanted = {t: e for t, e in (await active_tenants(self.pool)).items() if self.selection.includes(t, e)}
         removed = sorted(set(self._running) - set(wanted))
         # Stopped together: each stop waits for its pollers to end, which adds up one by one.
@@ -194,9 +244,13 @@ class TenantWorkers:
                 await self._stop(tenant)
                 running = None
                 log.info("rebuilding the worker of %s with new execution limits", tenant)
+            if running is not None and running.workflows != (tenant in self._legacy):
+                await self._stop(tenant)
+                running = None
             if running is None:
                 self._start(tenant, execution)
-                log.info("serving task queue %s", task_queue_for(tenant))
+                extra = " (and the workflows still open on it)" if tenant in self._legacy else ""
+                log.info("serving task queue %s%s", task_queue_for(tenant), extra)
 
     def _on_notify(self, *_: object) -> None:
         self._changed.set()
@@ -248,9 +302,12 @@ class TenantWorkers:
             log.warning("could not release the LISTEN connection (%s)", exc)
 
     async def shutdown(self) -> None:
-        """Stop every tenant's Worker, then the threads they shared."""
+        """Stop every tenant's Worker and the workflow Worker, then the threads they shared."""
         for tenant in list(self._running):
             await self._stop(tenant)
+        await self._stop_shared()
+        if self._moving is not None:
+            self._moving.cancel()
         # Not waiting: a Worker that failed to stop may still hold an activation thread. A fresh
         # pool (no threads until used) lets run() be called again.
         self._workflow_tasks.shutdown(wait=False)

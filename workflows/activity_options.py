@@ -49,4 +49,6 @@ async def bookkeeping(method: Callable[[Any, In], Awaitable[R]], arg: In, limit:
         return await workflow.execute_local_activity_method(
             method, arg, start_to_close_timeout=limit, retry_policy=RETRY
         )
+    # Runs from before the patch have their workflow on the tenant's queue, which is where an
+    # activity goes when no queue is named.
     return await workflow.execute_activity_method(method, arg, start_to_close_timeout=limit, retry_policy=RETRY)

@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         SkipRemainingInput,
         Wave,
     )
+    from core.temporal import task_queue_for
 from workflows.activity_options import RETRY as _RETRY
 from workflows.activity_options import bookkeeping, run_ids
 from workflows.cross_channel import CROSS_CHANNEL_FALLBACK, fallback_phase
@@ -239,6 +240,7 @@ class CampaignRunWorkflow(WinnerSelection):
                 batch_size=self._pin.batch_size,
                 now=workflow.now(),
             ),
+            task_queue=task_queue_for(inp.tenant),
             start_to_close_timeout=timedelta(minutes=10),
             retry_policy=_RETRY,
         )
@@ -352,6 +354,7 @@ class CampaignRunWorkflow(WinnerSelection):
             counts: Counts = await workflow.execute_activity_method(
                 DeliveryActivities.deliver_batch,
                 batch,
+                task_queue=task_queue_for(batch.tenant),
                 start_to_close_timeout=timedelta(minutes=10),
                 heartbeat_timeout=BATCH_HEARTBEAT,
                 retry_policy=_RETRY,
@@ -448,6 +451,7 @@ class CampaignRunWorkflow(WinnerSelection):
                     experiment=self._batch_experiment(),
                     fallback=self._fallback,
                 ),
+                task_queue=task_queue_for(self._inp.tenant),
                 start_to_close_timeout=timedelta(minutes=10),
                 heartbeat_timeout=timedelta(seconds=60),
                 retry_policy=_RETRY,

@@ -12,6 +12,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.cross_channel import CrossChannelActivities
     from core.cross_channel import FallbackDue, FallbackPlan
     from core.runs import PlanAudienceInput
+    from core.temporal import task_queue_for
 from workflows.activity_options import RETRY as _RETRY
 from workflows.activity_options import bookkeeping
 
@@ -40,6 +41,7 @@ async def fallback_phase(
     plan: FallbackPlan = await workflow.execute_activity_method(
         CrossChannelActivities.plan_fallback,
         inp.model_copy(update={"now": workflow.now()}),
+        task_queue=task_queue_for(inp.tenant),
         start_to_close_timeout=timedelta(minutes=10),
         retry_policy=_RETRY,
     )

@@ -17,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.run_status import RunStatusActivities
     from core.runs import CampaignRunInput, RunProgress
     from core.schedules import RegisterRunInput, ScheduledRunInput
-    from core.temporal import campaign_search_attributes, run_workflow_id
+    from core.temporal import campaign_search_attributes, run_workflow_id, task_queue_for
     from workflows.campaign_run import CampaignRunWorkflow
 
 
@@ -33,6 +33,7 @@ class ScheduledCampaignWorkflow:
         await workflow.execute_activity_method(
             RunStatusActivities.register_run,
             RegisterRunInput(tenant=inp.tenant, campaign_id=inp.campaign_id, run_id=run_id, workflow_id=child_id),
+            task_queue=task_queue_for(inp.tenant),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
         )

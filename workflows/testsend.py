@@ -1,4 +1,4 @@
-"""CampaignTestSendWorkflow: one test send, run on the tenant's own queue and worker, where
+"""CampaignTestSendWorkflow: one test send; its activity runs on the tenant's own queue, where
 the channel adapters and their credentials live."""
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from activities.testsend import TestSendActivities
     from core.preview import TestSendInput, TestSendResult
+    from core.temporal import task_queue_for
 
 
 @workflow.defn(name="CampaignTestSendWorkflow")
 class CampaignTestSendWorkflow:
-    """One test send on the tenant's queue."""
+    """One test send, its activity on the tenant's queue."""
 
     @workflow.run
     async def run(self, inp: TestSendInput) -> TestSendResult:
@@ -23,6 +24,7 @@ class CampaignTestSendWorkflow:
         return await workflow.execute_activity_method(
             TestSendActivities.test_send,
             inp,
+            task_queue=task_queue_for(inp.tenant),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3),
             summary=f"test send to {len(inp.emails)} address(es)",

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         RecordDecideAtInput,
     )
     from core.runs import CampaignRunInput, Counts, SkipRemainingInput
+    from core.temporal import task_queue_for
 from workflows.activity_options import RETRY as _RETRY
 from workflows.activity_options import bookkeeping, run_ids
 
@@ -190,6 +191,7 @@ class WinnerSelection:
                     **run_ids(self._inp), reason=STOPPED, config_version=config_version,
                     experiment=self._batch_experiment(),
                 ),
+                task_queue=task_queue_for(self._inp.tenant),
                 start_to_close_timeout=timedelta(minutes=10),
                 heartbeat_timeout=timedelta(seconds=60),
                 retry_policy=_RETRY,

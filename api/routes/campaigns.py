@@ -22,7 +22,7 @@ from core.db import tenant_tx
 from core.preview import TestSendInput, TestSendResult, preview_customer, preview_unsubscribe_url
 from core.rendering import render_message
 from core.templating import TemplateError
-from core.temporal import campaign_search_attributes, task_queue_for, testsend_workflow_id
+from core.temporal import WORKFLOW_QUEUE, campaign_search_attributes, testsend_workflow_id
 from core.tenant_config import TenantConfig
 from workflows.testsend import CampaignTestSendWorkflow
 
@@ -191,7 +191,7 @@ async def test_send_campaign(
                     customer_id=body.customer_id,
                 ),
                 id=testsend_workflow_id(tenant, str(cid), send_id),
-                task_queue=task_queue_for(tenant),
+                task_queue=WORKFLOW_QUEUE,
                 execution_timeout=_TEST_SEND_TIMEOUT,
                 search_attributes=campaign_search_attributes(tenant, str(cid)),
                 static_summary=f"test send of {spec.name} · {tenant}",

@@ -1,4 +1,4 @@
-"""Runs: start a campaign run (a CampaignRunWorkflow on the tenant's queue), list and watch
+"""Runs: start a campaign run (a CampaignRunWorkflow; its work on the tenant's queue), list and watch
 runs, page through their ledger, and pause, resume or cancel them."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from core.db import tenant_tx
 from core.experiment_runs import ExtendTestInput, PickWinnerInput
 from core.run_store import RunRecord
 from core.runs import STORED_STATUSES, TERMINAL_STATUSES, CampaignRunInput, RescheduleInput, RunProgress, RunStatus
-from core.temporal import campaign_search_attributes, run_workflow_id, task_queue_for
+from core.temporal import WORKFLOW_QUEUE, campaign_search_attributes, run_workflow_id
 from core.tenant_config import ChannelName
 from workflows.campaign_run import RUN_STATE_CONFLICT, CampaignRunWorkflow
 from workflows.winner_selection import EXPERIMENT_CONFLICT, UNKNOWN_VARIANT
@@ -55,7 +55,7 @@ _QUERY_TIMEOUT = dt.timedelta(seconds=2)
 
 @router.post("/campaigns/{campaign_id}/runs", status_code=202, response_model=RunStarted)
 async def start_run(tenant: TenantDep, campaign: CampaignDep, pool: PoolDep, temporal: TemporalDep) -> RunStarted:
-    """Start a run of the campaign on the tenant's task queue; 409 when the campaign is archived
+    """Start a run of the campaign (its activities on the tenant's task queue); 409 when the campaign is archived
     or the tenant has no configuration yet."""
     if not campaign.startable:
         raise HTTPException(409, f"campaign '{campaign.id}' is archived; it cannot start new runs")
@@ -71,7 +71,7 @@ async def start_run(tenant: TenantDep, campaign: CampaignDep, pool: PoolDep, tem
             CampaignRunWorkflow.run,
             CampaignRunInput(tenant=tenant, campaign_id=cid, run_id=run_id, send_at=spec.send_at),
             id=workflow_id,
-            task_queue=task_queue_for(tenant),
+            task_queue=WORKFLOW_QUEUE,
             search_attributes=campaign_search_attributes(tenant, cid),
             static_summary=f"{spec.name} · {tenant}",
             static_details=f"campaign {cid}, run {run_id}, channels {', '.join(spec.channels)}",

@@ -31,7 +31,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.deps import CampaignDep, TemporalDep, TenantDep
 from api.schemas import ScheduleInfo
 from core.schedules import RecurrenceSpec, ScheduledRunInput
-from core.temporal import campaign_search_attributes, schedule_id, scheduled_workflow_id, task_queue_for
+from core.temporal import WORKFLOW_QUEUE, campaign_search_attributes, schedule_id, scheduled_workflow_id
 from workflows.scheduled_run import ScheduledCampaignWorkflow
 
 CRON_MEMO = "pennant_cron"
@@ -45,7 +45,7 @@ def _schedule(tenant: str, campaign_id: str, name: str, spec: RecurrenceSpec) ->
             ScheduledCampaignWorkflow.run,
             ScheduledRunInput(tenant=tenant, campaign_id=campaign_id),
             id=scheduled_workflow_id(tenant, campaign_id),
-            task_queue=task_queue_for(tenant),
+            task_queue=WORKFLOW_QUEUE,
             typed_search_attributes=campaign_search_attributes(tenant, campaign_id),
             static_summary=f"{name} (recurring) · {tenant}",
             # Temporal keeps a cron expression only as the calendar it compiles to; the memo

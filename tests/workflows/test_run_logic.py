@@ -34,6 +34,7 @@ from activities.names import (
 from core import runs
 from core.cross_channel import FallbackDue
 from core.experiment_runs import ExperimentPlan, PrepareExperimentInput
+from core.temporal import task_queue_for
 from workflows.campaign_run import RUN_STATE_CONFLICT, CampaignRunWorkflow
 
 BATCH = 10
@@ -182,14 +183,16 @@ async def start_run(time_skipping_env: WorkflowEnvironment) -> AsyncIterator[Any
     workers = contextlib.AsyncExitStack()
 
     async def start(stubs: StubActivities, send_at: dt.datetime | None = None) -> Run:
-        queue = f"run-logic-{uuid.uuid4().hex[:8]}"
+        # Workflow and activities on one queue: the tenant's, where the run sends its activities.
+        tenant = f"logic-{uuid.uuid4().hex[:8]}"
+        queue = task_queue_for(tenant)
         await workers.enter_async_context(
             Worker(time_skipping_env.client, task_queue=queue, workflows=[CampaignRunWorkflow], activities=stubs.all())
         )
         handle = await time_skipping_env.client.start_workflow(
             CampaignRunWorkflow.run,
             runs.CampaignRunInput(
-                tenant="logic", campaign_id=str(uuid.uuid4()), run_id=str(uuid.uuid4()), send_at=send_at
+                tenant=tenant, campaign_id=str(uuid.uuid4()), run_id=str(uuid.uuid4()), send_at=send_at
             ),
             id=f"run-logic-{uuid.uuid4()}",
             task_queue=queue,

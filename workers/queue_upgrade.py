@@ -1,0 +1,61 @@
+"""Moving to the shared workflow queue: what was started on a tenant's own queue before it.
+
+Runs, occurrences and test sends used to have their workflow on the tenant's task queue. Those
+still open there are served there until they end (`own_queue_workflows` names their tenants for
+`TenantWorkers`), and each recurring campaign's schedule is pointed at the shared queue once
+(`move_schedules`), so its next occurrence starts there.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from temporalio.client import Client, ScheduleActionStartWorkflow, ScheduleUpdate, ScheduleUpdateInput
+from temporalio.service import RPCError
+
+from core.temporal import TENANT_ID, WORKFLOW_QUEUE, task_queue_for
+
+log = logging.getLogger("pennant.workers")
+
+# Pennant's schedules (core.temporal.schedule_id).
+SCHEDULE_PREFIX = "schedule:"
+
+
+async def own_queue_workflows(client: Client) -> set[str]:
+    """The tenants that have open workflows on their own task queue (from visibility)."""
+    tenants: set[str] = set()
+    query = f"ExecutionStatus = 'Running' AND TaskQueue != '{WORKFLOW_QUEUE}'"
+    async for execution in client.list_workflows(query, page_size=500):
+        tenant = execution.typed_search_attributes.get(TENANT_ID)
+        if tenant and execution.task_queue == task_queue_for(tenant):
+            tenants.add(tenant)
+    return tenants
+
+
+def _to_shared_queue(update: ScheduleUpdateInput) -> ScheduleUpdate | None:
+    schedule = update.description.schedule
+    action = schedule.action
+    if not isinstance(action, ScheduleActionStartWorkflow) or action.task_queue == WORKFLOW_QUEUE:
+        return None  # nothing to change: no update is written
+    action.task_queue = WORKFLOW_QUEUE
+    return ScheduleUpdate(schedule=schedule)
+
+
+async def move_schedules(client: Client) -> int:
+    """Point every Pennant schedule that starts its occurrences on a tenant's queue at the shared
+    workflow queue; how many were moved. Safe to run from every worker process at once."""
+    moved = 0
+    async for listed in await client.list_schedules():
+        if not listed.id.startswith(SCHEDULE_PREFIX):
+            continue
+        handle = client.get_schedule_handle(listed.id)
+        try:
+            before = (await handle.describe()).schedule.action
+            if isinstance(before, ScheduleActionStartWorkflow) and before.task_queue != WORKFLOW_QUEUE:
+                await handle.update(_to_shared_queue)
+                moved += 1
+        except RPCError as exc:  # deleted meanwhile, or Temporal busy: the next start tries again
+            log.warning("could not move schedule %s to %s: %s", listed.id, WORKFLOW_QUEUE, exc.message)
+    if moved:
+        log.info("moved %d schedules to the workflow queue %s", moved, WORKFLOW_QUEUE)
+    return moved
