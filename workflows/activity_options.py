@@ -21,6 +21,8 @@ RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=time
 # Runs started from here on call bookkeeping activities as local activities; older runs replay
 # with them as ordinary ones.
 LOCAL_BOOKKEEPING = "local-bookkeeping"
+# The same for planning the audience, from the shared workflow queue on.
+LOCAL_PLAN = "local-plan"
 
 In = TypeVar("In")
 R = TypeVar("R")
@@ -39,13 +41,16 @@ def run_ids(inp: CampaignRunInput) -> RunIds:
     return RunIds(tenant=inp.tenant, campaign_id=inp.campaign_id, run_id=inp.run_id)
 
 
-async def bookkeeping(method: Callable[[Any, In], Awaitable[R]], arg: In, limit: timedelta = SHORT) -> R:
-    """Call a bookkeeping activity: one that reads or writes a few rows and is safe to run again
-    (a status, the config pin, a page of batch boundaries). It runs as a local activity, in the
-    workflow's own task on the worker that has the run: no task-queue round trip through the
-    server, which under a neighbour's load cost a small run 100-200 ms a step
-    (benchmarks/isolation.py). Retries follow RETRY, locally at first."""
-    if workflow.patched(LOCAL_BOOKKEEPING):
+async def bookkeeping(
+    method: Callable[[Any, In], Awaitable[R]], arg: In, limit: timedelta = SHORT, patch: str = LOCAL_BOOKKEEPING
+) -> R:
+    """Call a bookkeeping activity: PostgreSQL work that is safe to run again and needs no
+    channel (a status, the config pin, a page of batch boundaries, freezing the audience). It
+    runs as a local activity, in the workflow's own task on the worker that has the run: no
+    task-queue round trip through the server, which under a neighbour's load cost a small run
+    100-200 ms a step (benchmarks/isolation.py). Retries follow RETRY, locally at first. Runs
+    started before `patch` call it as an ordinary activity."""
+    if workflow.patched(patch):
         return await workflow.execute_local_activity_method(
             method, arg, start_to_close_timeout=limit, retry_policy=RETRY
         )

@@ -30,7 +30,8 @@ SCENARIOS = (
     "winner_test",  # recorded by tests/test_winner_selection.py, as is winner_picked
     "winner_picked",
     "winner_then_fallback",  # recorded before local-bookkeeping; no longer recordable
-    "local_bookkeeping",  # the same run after it, recorded by tests/workflows/test_winner_runs.py
+    "local_bookkeeping",  # the same run after it and before local-plan; no longer recordable
+    "local_plan",  # the same run after local-plan, recorded by tests/workflows/test_winner_runs.py
 )
 
 
