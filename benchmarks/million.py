@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import json
 import os
 import sys
 import tempfile
@@ -40,6 +41,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import prometheus_client
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import MarkerRecordedEventAttributes
 from temporalio.client import Client
 
 import activities.delivery as delivery
@@ -262,6 +264,22 @@ def _metric_sum(name: str, **labels: str) -> float:
     return prometheus_client.REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+def _local_plan_seconds(marker: MarkerRecordedEventAttributes) -> float:
+    """Scheduled → completed seconds of a local plan_audience activity's marker (patch
+    local-plan), else 0."""
+    data = marker.details.get("data")
+    if marker.marker_name != "core_local_activity" or data is None or not data.payloads:
+        return 0.0
+    recorded = json.loads(data.payloads[0].data)
+    if recorded.get("activity_type") != PLAN_AUDIENCE:
+        return 0.0
+
+    def seconds(t: dict[str, int]) -> float:
+        return t["seconds"] + t.get("nanos", 0) / 1e9
+
+    return seconds(recorded["complete_time"]) - seconds(recorded["original_schedule_time"])
+
+
 async def history_chain(client: Client, workflow_id: str) -> tuple[list[int], float]:
     """The history length of every execution of a run (first to last), and its plan activity's
     scheduled → completed seconds."""
@@ -274,7 +292,9 @@ async def history_chain(client: Client, workflow_id: str) -> tuple[list[int], fl
         lengths.append(len(history.events))
         scheduled: dict[int, float] = {}
         for event in history.events:
-            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+                plan += _local_plan_seconds(event.marker_recorded_event_attributes)
+            elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
                 if event.activity_task_scheduled_event_attributes.activity_type.name == PLAN_AUDIENCE:
                     scheduled[event.event_id] = event.event_time.ToDatetime().timestamp()
             elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
