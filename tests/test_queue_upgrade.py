@@ -3,8 +3,10 @@ on the tenant's own task queue, still run (dev server)."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import asyncpg
 from temporalio.client import (
@@ -136,3 +138,24 @@ async def test_the_api_starts_runs_and_schedules_on_the_shared_workflow_queue(
         assert isinstance(action, ScheduleActionStartWorkflow) and action.task_queue == WORKFLOW_QUEUE
     finally:
         assert (await tenant.http.delete(path)).status_code == 204
+
+
+def _threads_named(prefix: str) -> int:
+    count = 0
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            count += (task / "comm").read_text().startswith(prefix)
+    return count
+
+
+async def test_served_tenants_share_the_one_workflow_worker_and_its_thread(
+    make_tenant: MakeTenant, workers: TenantWorkers
+) -> None:
+    # The SDK core starts a `workflow-processing` thread per Worker that has workflows: one for
+    # the shared queue (plus one per tenant still running workflows on its own queue), none for
+    # a tenant's activity Worker. Four more tenants served add none.
+    await make_tenant(customers=0)
+    before = _threads_named("workflow-proces") - len(workers.own_queue_workflows)
+    made = [await make_tenant(customers=0) for _ in range(4)]
+    assert {t.slug for t in made} <= set(workers.tenants)
+    assert _threads_named("workflow-proces") - len(workers.own_queue_workflows) <= before
