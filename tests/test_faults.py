@@ -313,16 +313,32 @@ PostgresOutageRun = Callable[
 
 
 @pytest.fixture
+async def own_temporal(workdir: Path) -> AsyncIterator[TemporalDevServer]:
+    """A Temporal dev server of the test's own. A deployment's workers share one database: any
+    worker polling the shared workflow queue may run a run's workflow and its bookkeeping, so a
+    test on a database of its own needs a Temporal of its own too."""
+    temporal = TemporalDevServer(workdir / f"temporal-{uuid.uuid4().hex[:8]}.db", workdir / "temporal-own.log")
+    await temporal.start()
+    try:
+        yield temporal
+    finally:
+        temporal.stop()
+
+
+@pytest.fixture
 def postgres_outage(
-    settings: Settings, temporal_client: Client, own_postgres: tuple[Any, str], workers_started: StartWorkers
+    settings: Settings,
+    own_temporal: TemporalDevServer,
+    own_postgres: tuple[Any, str],
+    workers_started: StartWorkers,
 ) -> PostgresOutageRun:
     """postgres_outage(slug, people, execution, campaign, under_way, down_for): a run taken through
-    an outage of the test's own PostgreSQL. It starts a run there, stops the server once the ledger
-    holds more than `under_way` rows, keeps it down `down_for` seconds and until the worker's tenant
-    sync has met the outage, starts it again and waits for the run to end; the pool and tenant stay
-    open inside."""
+    an outage of the test's own PostgreSQL (with a Temporal server of its own). It starts a run
+    there, stops the server once the ledger holds more than `under_way` rows, keeps it down
+    `down_for` seconds and until the worker's tenant sync has met the outage, starts it again and
+    waits for the run to end; the pool and tenant stay open inside."""
     server, url = own_postgres
-    target = temporal_client.service_client.config.target_host
+    target = own_temporal.address
     app_settings = settings.model_copy(update={"database_url": url, "temporal_address": target})
 
     @asynccontextmanager
@@ -334,7 +350,7 @@ def postgres_outage(
         under_way: int,
         down_for: float,
     ) -> AsyncIterator[PostgresOutage]:
-        procs = workers_started(worker_env(app_settings, target, temporal_client.namespace))
+        procs = workers_started(worker_env(app_settings, target))
         pool = await create_pool(url, max_size=4)
         try:
             await migrate(pool)
