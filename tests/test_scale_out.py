@@ -180,3 +180,20 @@ def test_the_processes_of_one_worker_command_share_a_tenants_rate_limit() -> Non
         set_process_share(1.0)
     bucket = RateLimits().bucket("t", "sms", 200.0)
     assert bucket is not None and bucket.rate == 200.0
+
+
+def test_worker_processes_metrics_ports_never_collide_and_a_clash_is_refused_at_start(settings: Settings) -> None:
+    from workers.main import child_ports, port_clash
+
+    adjacent = settings.model_copy(update={"worker_metrics_port": 9464, "temporal_metrics_port": 9465})
+    ports = [port for index in range(8) for port in child_ports(adjacent, index).values()]
+    assert len(ports) == len(set(ports)) == 16, ports
+    assert child_ports(adjacent, 0) == {"worker_metrics_port": 9464, "temporal_metrics_port": 9465}
+
+    assert port_clash(adjacent, 8) is None
+    # Two apart, two processes: process 1's worker port would be process 0's SDK port (supervise
+    # logs this and exits 2 instead of starting them).
+    clashing = settings.model_copy(update={"worker_metrics_port": 9464, "temporal_metrics_port": 9466})
+    clash = port_clash(clashing, 2)
+    assert clash is not None and "WORKER_METRICS_PORT of worker process 1 would be 9466" in clash, clash
+    assert "TEMPORAL_METRICS_PORT of worker process 0" in clash, clash

@@ -208,15 +208,9 @@ def _child_main(settings: Settings, tenants: list[str] | None, shard: str | None
             os._exit(1)  # the parent died before the line above
     # The children serve the same tenants: each sends at 1/count of a tenant's channel rate limit.
     set_process_share(1 / count)
-    # Each child offsets the metrics ports by its index, so N processes on one host do not collide.
-    ports: dict[str, Any] = {}
-    if settings.worker_metrics_port:
-        ports["worker_metrics_port"] = settings.worker_metrics_port + index
-    if settings.temporal_metrics_port:
-        ports["temporal_metrics_port"] = settings.temporal_metrics_port + index
     status = 0
     try:
-        _serve_process(settings.model_copy(update=ports), tenants, shard, index)
+        _serve_process(settings.model_copy(update=child_ports(settings, index)), tenants, shard, index)
     except BaseException:
         logging.getLogger("pennant.workers").exception("worker process %d failed", index)
         status = 1
@@ -226,11 +220,45 @@ def _child_main(settings: Settings, tenants: list[str] | None, shard: str | None
     os._exit(status)
 
 
+# Child i's metrics ports are the configured ones plus PORT_STEP·i: with the usual adjacent pair
+# (9464 and 9465) the two series interleave and never meet. A step of 1 made child 1's Pennant
+# metrics take child 0's Temporal SDK port, and one of them failed to start again every second.
+PORT_STEP = 2
+
+
+def child_ports(settings: Settings, index: int) -> dict[str, int]:
+    """The metrics ports of worker process `index` (those configured, offset by PORT_STEP·index)."""
+    ports: dict[str, int] = {}
+    if settings.worker_metrics_port:
+        ports["worker_metrics_port"] = settings.worker_metrics_port + PORT_STEP * index
+    if settings.temporal_metrics_port:
+        ports["temporal_metrics_port"] = settings.temporal_metrics_port + PORT_STEP * index
+    return ports
+
+
+def port_clash(settings: Settings, count: int) -> str | None:
+    """Why `count` processes' metrics ports would collide, or None."""
+    seen: dict[int, str] = {}
+    for index in range(count):
+        for name, port in child_ports(settings, index).items():
+            if port in seen:
+                return (
+                    f"{name.upper()} of worker process {index} would be {port}, already {seen[port]}; "
+                    f"choose WORKER_METRICS_PORT and TEMPORAL_METRICS_PORT an odd number apart"
+                )
+            seen[port] = f"{name.upper()} of worker process {index}"
+    return None
+
+
 def supervise(settings: Settings, tenants: list[str] | None, shard: str | None, count: int) -> int:
     """Run `count` worker processes (spawned, not forked: each starts its own Temporal runtime
     and event loop), start again one that dies, and on SIGTERM or SIGINT forward SIGTERM and wait
     for them; the exit status."""
     setup_logging(settings.log_format, settings.log_level)
+    clash = port_clash(settings, count)
+    if clash:
+        log.error("cannot start %d worker processes: %s", count, clash)
+        return 2
     context = multiprocessing.get_context("spawn")
     stopping = False
 
