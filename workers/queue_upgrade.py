@@ -32,15 +32,6 @@ async def own_queue_workflows(client: Client) -> set[str]:
     return tenants
 
 
-def _to_shared_queue(update: ScheduleUpdateInput) -> ScheduleUpdate | None:
-    schedule = update.description.schedule
-    action = schedule.action
-    if not isinstance(action, ScheduleActionStartWorkflow) or action.task_queue == WORKFLOW_QUEUE:
-        return None  # nothing to change: no update is written
-    action.task_queue = WORKFLOW_QUEUE
-    return ScheduleUpdate(schedule=schedule)
-
-
 async def move_schedules(client: Client) -> int:
     """Point every Pennant schedule that starts its occurrences on a tenant's queue at the shared
     workflow queue; how many were moved. Safe to run from every worker process at once."""
@@ -48,14 +39,23 @@ async def move_schedules(client: Client) -> int:
     async for listed in await client.list_schedules():
         if not listed.id.startswith(SCHEDULE_PREFIX):
             continue
-        handle = client.get_schedule_handle(listed.id)
+        changed = False
+
+        def to_shared_queue(update: ScheduleUpdateInput) -> ScheduleUpdate | None:
+            nonlocal changed
+            schedule = update.description.schedule
+            action = schedule.action
+            if not isinstance(action, ScheduleActionStartWorkflow) or action.task_queue == WORKFLOW_QUEUE:
+                return None  # nothing to change: no update is written
+            action.task_queue, changed = WORKFLOW_QUEUE, True
+            return ScheduleUpdate(schedule=schedule)
+
         try:
-            before = (await handle.describe()).schedule.action
-            if isinstance(before, ScheduleActionStartWorkflow) and before.task_queue != WORKFLOW_QUEUE:
-                await handle.update(_to_shared_queue)
-                moved += 1
+            # One describe and, only when the action names a tenant's queue, one update.
+            await client.get_schedule_handle(listed.id).update(to_shared_queue)
         except RPCError as exc:  # deleted meanwhile, or Temporal busy: the next start tries again
             log.warning("could not move schedule %s to %s: %s", listed.id, WORKFLOW_QUEUE, exc.message)
+        moved += changed
     if moved:
         log.info("moved %d schedules to the workflow queue %s", moved, WORKFLOW_QUEUE)
     return moved
