@@ -33,7 +33,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -47,13 +46,13 @@ from temporalio.client import Client
 import activities.delivery as delivery
 from activities.channels.base import OutboundMessage
 from activities.channels.push_http import HttpPushAdapter
-from activities.lookups import campaign_spec, pinned_config
 from activities.names import PLAN_AUDIENCE
 from benchmarks.push_common import (
     PushTenant,
     load_average,
     provider_simulator,
     push_tenant,
+    raw_run,
     reset_peak_rss,
     rss_mb,
     run_to_end,
@@ -65,7 +64,6 @@ from core.frequency import CapTracker
 from core.rendering import render_message
 from core.suppressions import suppressed_addresses
 from core.temporal import run_workflow_id, task_queue_for
-from core.tracking import RunTracking
 from devstack.inprocess import LocalStack, local_stack
 from devstack.worker_env import WorkerProcesses, worker_env
 from workers.main import provider_http_client
@@ -105,15 +103,10 @@ async def raw_loop(stack: LocalStack, tenant: PushTenant, clock: StageClock) -> 
     """The same work as the pipeline, without Temporal; (seconds, messages sent)."""
     pool, slug = stack.pool, tenant.slug
     settings = stack.settings
-    config = await pinned_config(pool, slug, None)
-    async with tenant_tx(pool, slug) as conn:
-        spec = await campaign_spec(conn, slug, tenant.campaign_id)
-    variant = spec.variants[0]
-    run_id = str(uuid.uuid4())
+    raw = await raw_run(stack, tenant)
+    config, variant, run_id = raw.config, raw.variant, raw.run_id
     secret, base = settings.link_signing_secret or "", settings.public_base_url.rstrip("/")
-    tracking = RunTracking(secret, base, slug, run_id, config.engagement)
     entry = CHANNELS["push"]
-    campaign_ctx = {"id": tenant.campaign_id, "name": spec.name}
     sent = 0
     slots = asyncio.Semaphore(IN_FLIGHT)
     tasks: set[asyncio.Task[None]] = set()
@@ -177,8 +170,8 @@ async def raw_loop(stack: LocalStack, tenant: PushTenant, clock: StageClock) -> 
                 token = links.sign({"t": slug, "c": cust["id"], "ch": "push"}, secret)
                 unsubscribe_url = f"{base}/u/{token}"
                 content = render_message(
-                    config, variant, "push", cust, campaign=campaign_ctx, unsubscribe_url=unsubscribe_url,
-                    tracking=tracking,
+                    config, variant, "push", cust, campaign=raw.campaign_ctx, unsubscribe_url=unsubscribe_url,
+                    tracking=raw.tracking,
                 )  # fmt: skip
                 messages.append(OutboundMessage(key, cust["id"], address, content, {}))
                 p2 = time.perf_counter()

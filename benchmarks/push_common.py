@@ -19,12 +19,15 @@ from typing import Any
 import asyncpg
 import httpx
 
+from activities.lookups import campaign_spec, pinned_config
 from benchmarks.common import stop_process
 from core.auth import new_key, store_key
+from core.campaigns import CampaignSpec, Variant
 from core.config_store import load_config_file, save_config
 from core.db import tenant_tx
 from core.runs import TERMINAL_STATUSES
-from core.tenant_config import Execution, Experiments, Policies
+from core.tenant_config import Execution, Experiments, Policies, TenantConfig
+from core.tracking import RunTracking
 from devstack.inprocess import LocalStack, free_port
 from devstack.launcher import wait_for_port
 
@@ -196,3 +199,27 @@ def load_average() -> str:
     """The machine's load, for the record beside each figure."""
     one, five, _ = os.getloadavg()
     return f"load {one:.2f}/{five:.2f} (1/5 min) on {os.cpu_count()} CPUs"
+
+
+@dataclass
+class RawRun:
+    """What a benchmark's raw loop renders a campaign with, as a run of it would: the tenant's
+    current config, the campaign and its first variant, a run id of its own and its tracking."""
+
+    config: TenantConfig
+    spec: CampaignSpec
+    variant: Variant
+    run_id: str
+    tracking: RunTracking
+    campaign_ctx: dict[str, str]
+
+
+async def raw_run(stack: LocalStack, tenant: PushTenant) -> RawRun:
+    """A RawRun of the tenant's campaign on the stack."""
+    config = await pinned_config(stack.pool, tenant.slug, None)
+    async with tenant_tx(stack.pool, tenant.slug) as conn:
+        spec = await campaign_spec(conn, tenant.slug, tenant.campaign_id)
+    run_id = str(uuid.uuid4())
+    secret, base = stack.settings.link_signing_secret or "", stack.settings.public_base_url.rstrip("/")
+    tracking = RunTracking(secret, base, tenant.slug, run_id, config.engagement)
+    return RawRun(config, spec, spec.variants[0], run_id, tracking, {"id": tenant.campaign_id, "name": spec.name})

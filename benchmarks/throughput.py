@@ -30,7 +30,6 @@ import functools
 import os
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,13 +38,12 @@ import aiosmtplib
 
 from activities.channels.email_smtp import build_message
 from activities.delivery import DeliveryActivities
-from activities.lookups import campaign_spec, pinned_config
+from activities.lookups import pinned_config
 from benchmarks.common import make_tenant
-from benchmarks.push_common import PushTenant, load_average, run_to_end
+from benchmarks.push_common import PushTenant, load_average, raw_run, run_to_end
 from core.channels import CHANNELS, message_key
 from core.db import tenant_tx
 from core.tenant_config import Channels, EmailChannel
-from core.tracking import RunTracking
 from devstack.inprocess import LocalStack, local_stack
 
 GOAL = 0.8
@@ -58,21 +56,16 @@ async def raw_messages(stack: LocalStack, tenant: PushTenant) -> list[Callable[[
     """For every eligible customer of the tenant, a call that renders the message it gets from
     the campaign as the delivery activity renders it (links tracked)."""
     slug, settings = tenant.slug, stack.settings
-    config = await pinned_config(stack.pool, slug, None)
+    raw = await raw_run(stack, tenant)
     async with tenant_tx(stack.pool, slug) as conn:
-        spec = await campaign_spec(conn, slug, tenant.campaign_id)
         rows = await conn.fetch("SELECT * FROM customers WHERE tenant_id = $1 ORDER BY id", slug)
     customers = [dict(c) for c in rows]
-    run_id = str(uuid.uuid4())
-    secret = settings.link_signing_secret or ""
-    tracking = RunTracking(secret, settings.public_base_url.rstrip("/"), slug, run_id, config.engagement)
-    renderer = DeliveryActivities(stack.pool, {}, settings.public_base_url, secret)
-    entry, variant = CHANNELS["email"], spec.variants[0]
-    campaign_ctx = {"id": tenant.campaign_id, "name": spec.name}
+    renderer = DeliveryActivities(stack.pool, {}, settings.public_base_url, settings.link_signing_secret or "")
+    entry, config = CHANNELS["email"], raw.config
 
     def render(cust: dict[str, Any], address: str) -> Message:
-        key = message_key(slug, run_id, cust["id"], "email")
-        msg = renderer._render(config, "email", cust, variant, campaign_ctx, key, address, tracking)
+        key = message_key(slug, raw.run_id, cust["id"], "email")
+        msg = renderer._render(config, "email", cust, raw.variant, raw.campaign_ctx, key, address, raw.tracking)
         return config.brand.from_email, address, build_message(config, msg)
 
     makers: list[Callable[[], Message]] = []
