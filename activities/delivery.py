@@ -32,7 +32,7 @@ from core.channels import CHANNELS, message_key
 from core.cross_channel import NOT_CHOSEN, count_own_sends
 from core.db import DATABASE_UNAVAILABLE, tenant_tx
 from core.experiments import GLOBAL_CONTROL, HOLDOUT
-from core.fair_turns import TenantTurns
+from core.fair_turns import TenantTurns, TurnSlices
 from core.frequency import CapTracker
 from core.metrics import RENDER_DURATION, count_messages
 from core.rendering import RenderError, render_message
@@ -143,8 +143,10 @@ class DeliveryActivities:
         config = await pinned_config(self.pool, inp.tenant, inp.config_version)
         async with _heartbeating():
             try:
-                async with self.slots.turn(inp.tenant):  # heartbeating while it waits for one
-                    return await self._deliver(inp, config)
+                # Heartbeating while it waits for a slot. The slot is offered between chunks
+                # of a send: a lighter tenant's batch waits for a chunk, not a whole batch.
+                async with self.slots.slices(inp.tenant, 1) as slot:
+                    return await self._deliver(inp, config, slot)
             except (ApplicationError, asyncio.CancelledError):
                 raise  # classified already, or the run is being cancelled
             except DATABASE_UNAVAILABLE as exc:
@@ -161,7 +163,7 @@ class DeliveryActivities:
                     ) from exc
                 raise ApplicationError(f"attempt {attempt} of {limit} failed: {cause}", type="BatchError") from exc
 
-    async def _deliver(self, inp: DeliverBatchInput, config: TenantConfig) -> Counts:
+    async def _deliver(self, inp: DeliverBatchInput, config: TenantConfig, slot: TurnSlices) -> Counts:
         args = (inp.tenant, inp.run_id, inp.first_id, inp.end_id, inp.wave_at)
         async with tenant_tx(self.pool, inp.tenant) as conn:
             spec = await campaign_spec(conn, inp.tenant, inp.campaign_id)
@@ -242,7 +244,7 @@ class DeliveryActivities:
                 await record_links(conn, inp.tenant, inp.run_id, tracking.links)
         await self._record(inp, rows, counts)
         for name, pending in outbound.items():
-            await self._send_channel(inp, config, name, pending, counts)
+            await self._send_channel(inp, config, name, pending, counts, slot)
         return counts
 
     async def _send_channel(
@@ -252,6 +254,7 @@ class DeliveryActivities:
         name: str,
         pending: list[tuple[OutboundMessage, _LedgerRow]],
         counts: Counts,
+        slot: TurnSlices,
     ) -> None:
         adapter = self.adapters[name]
         bucket = self.rate_limits.bucket(inp.tenant, name, getattr(config.channels, name).rate_limit_per_second)
@@ -261,6 +264,7 @@ class DeliveryActivities:
         paused = _PauseCheck(self.pool, inp)
         for start in range(0, len(pending), size):
             chunk = pending[start : start + size]
+            await slot.offer()  # rendered and recorded so far; a waiting lighter tenant goes first
             await paused.wait_while_paused()
             if bucket is not None:
                 await bucket.acquire(len(chunk))

@@ -1,6 +1,7 @@
 """Activity names as the Temporal UI shows them; workflows refer to activities by these."""
 
 LOAD_CONFIG = "load_config"
+BEGIN_RUN = "begin_run"
 PLAN_AUDIENCE = "plan_audience"
 DELIVER_BATCH = "deliver_batch"
 MARK_RUN = "mark_run"

@@ -33,6 +33,11 @@ HALF_LIFE = 10.0
 _FORGOTTEN = 1e-3
 # A tenant waits while one that has used less than this fraction of its recent use holds a turn.
 LIGHTER = 0.5
+# Seconds a tenant counts as at work in the process after one of its activities started or
+# ended there (`note`): long enough to bridge a small run's steps (its first step, its batch,
+# its last status write: tens of ms apart, up to a few hundred under load), short enough that
+# a stream of small runs does not keep a big one waiting much longer than they work.
+PRESENCE = 0.6
 
 
 class TenantTurns:
@@ -54,6 +59,9 @@ class TenantTurns:
         # Tenant -> turns it holds now (only tenants holding some).
         self._holding: dict[str, int] = {}
         self._pruned_at = clock()  # when decayed tenants were last forgotten
+        # Tenant -> until when it counts as at work here (`note`), though holding no turn.
+        self._present: dict[str, float] = {}
+        self._wake: asyncio.TimerHandle | None = None
 
     @property
     def waiting(self) -> int:
@@ -85,7 +93,11 @@ class TenantTurns:
             self._free -= 1
             self._hold(tenant, 1)
             return
-        await self._wait(tenant, self._enqueue(tenant))
+        granted = self._enqueue(tenant)
+        # A turn can be free while tenants wait (they give way to a lighter one holding a
+        # turn): a newcomer may be the one it is free for.
+        self._grant_free()
+        await self._wait(tenant, granted)
 
     async def pass_turn(self, tenant: str, held: float = 0.0) -> None:
         """End the slice `tenant` held for `held` seconds and wait for its next turn, which comes
@@ -116,12 +128,19 @@ class TenantTurns:
         self._charge(tenant, held)
         if tenant in self._waiting:
             self._waiting[tenant] = self._waiting.pop(tenant)  # to the back among equals
-        while self._waiting:
+        self._free += 1
+        self._grant_free()
+
+    def _grant_free(self) -> None:
+        """Give the free turns to waiters, best first, until none is free or every waiter gives
+        way. Every free turn, not only the one just released: turns kept free while a lighter
+        tenant held one all go back to work when it is done."""
+        while self._free and self._waiting:
             share = max(1, self.capacity // len(self._waiting.keys() | self._holding.keys()))
             under = [t for t in self._waiting if self._holding.get(t, 0) < share]
             nearest = min(under or self._waiting, key=self.recent_use)  # the first of equals
             if self._gives_way(nearest):
-                break  # the turn stays free until the lighter tenant's ends
+                return  # the turn stays free until the lighter tenant's ends
             queue = self._waiting.pop(nearest)
             granted = queue.popleft()
             if queue:
@@ -129,16 +148,37 @@ class TenantTurns:
             if not granted.done():
                 granted.set_result(None)
                 self._hold(nearest, 1)
-                return  # still held: it belongs to that waiter now
-        self._free += 1
+                self._free -= 1  # it belongs to that waiter now
+
+    def note(self, tenant: str) -> None:
+        """`tenant` is at work in the process (one of its activities starts or ends here): for
+        PRESENCE seconds, heavier tenants give way to it as to a lighter tenant holding a turn."""
+        self._present[tenant] = self.clock() + PRESENCE
+        if self._wake is None:
+            self._wake = asyncio.get_running_loop().call_later(PRESENCE, self._presence_lapsed)
+
+    def _presence_lapsed(self) -> None:
+        """The earliest presence is over: the turns kept free for it go back to work; wake again
+        when the next one ends."""
+        now = self.clock()
+        for name in [t for t, until in self._present.items() if until <= now]:
+            del self._present[name]
+        self._grant_free()
+        self._wake = None
+        if self._present:
+            delay = max(0.0, min(self._present.values()) - now)
+            self._wake = asyncio.get_running_loop().call_later(delay, self._presence_lapsed)
 
     def _gives_way(self, tenant: str) -> bool:
-        """Whether `tenant` waits for a lighter tenant's turn to end: one holding a turn with
-        less than LIGHTER of its recent use."""
-        if not self._holding:
+        """Whether `tenant` waits for a lighter tenant's turn to end: one holding a turn, or at
+        work here lately (`note`), with less than LIGHTER of its recent use."""
+        now = self.clock()
+        others = {t for t in self._holding if t != tenant}
+        others.update(t for t, until in self._present.items() if until > now and t != tenant)
+        if not others:
             return False
         bar = LIGHTER * self.recent_use(tenant)
-        return any(self.recent_use(other) < bar for other in self._holding if other != tenant)
+        return any(self.recent_use(other) < bar for other in others)
 
     def _hold(self, tenant: str, change: int) -> None:
         count = self._holding.get(tenant, 0) + change
@@ -221,7 +261,13 @@ class TurnSlices:
         self._steps += 1
         if self._steps <= self.every:
             return
+        await self.offer()
         self._steps = 1
+
+    async def offer(self) -> None:
+        """End the slice now, whatever the steps so far, and wait for the next turn: at once
+        unless a waiting tenant goes first (a batch slot offered between chunks of a send)."""
+        self._steps = 0
         try:
             # Even with nobody waiting for a turn, the loop's I/O (heartbeats, API requests, other
             # tenants' workflow tasks) gets to run between slices.
@@ -230,3 +276,17 @@ class TurnSlices:
             self._holding = False  # a cancel while waiting: the turn is not held
             raise
         self._since = self.turns.clock()
+
+
+class ProcessShares:
+    """What a worker process's tenants share: the CPU turns (rendering) and the batch slots.
+    Every activity that starts or ends in the process is `note`d on both."""
+
+    def __init__(self, batch_slots: int) -> None:
+        self.cpu = TenantTurns()
+        self.slots = TenantTurns(batch_slots)
+
+    def note(self, tenant: str) -> None:
+        """`tenant` is at work here: heavier tenants give way to it for a moment (PRESENCE)."""
+        self.cpu.note(tenant)
+        self.slots.note(tenant)

@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field, field_validator
 
-from core.experiment_runs import BatchExperiment, ExperimentState
+from core.experiment_runs import BatchExperiment, ExperimentPlan, ExperimentState
 
 
 class RunStatus(StrEnum):
@@ -71,6 +71,25 @@ class AudiencePlan(BaseModel):
     planned: int
     batches: int
     waves: list[Wave] = Field(default_factory=list)
+
+
+class BeginRunInput(BaseModel):
+    """Start a run that is due now in one step: pin the config, mark it running, freeze the
+    audience, record the planned count and prepare the experiment."""
+
+    tenant: str
+    run_id: str
+    campaign_id: str
+    # The workflow's clock, for the audience's waves (as PlanAudienceInput.now).
+    now: dt.datetime
+
+
+class RunBegun(BaseModel):
+    """What a run's first step found: the config pin, the frozen audience, the experiment."""
+
+    pin: ConfigPin
+    plan: AudiencePlan
+    experiment: ExperimentPlan
 
 
 class BatchPageInput(BaseModel):

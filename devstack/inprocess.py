@@ -29,7 +29,7 @@ from core.settings import Settings
 from devstack.launcher import wait_for_port
 from devstack.postgres import ensure_database, start_embedded
 from devstack.temporal_server import start_local_environment
-from workers.main import build_activities
+from workers.main import build_activities, process_shares
 from workers.tenant_workers import TenantSelection, TenantWorkers
 
 
@@ -131,8 +131,14 @@ async def local_stack(
         )
         pool = await create_pool(database_url, max_size=20)
         await migrate(pool)
+        shares = process_shares(settings)
         workers = TenantWorkers(
-            env.client, pool, build_activities(pool, settings), selection or TenantSelection(), poll_seconds=1.0
+            env.client,
+            pool,
+            build_activities(pool, settings, shares=shares),
+            selection or TenantSelection(),
+            poll_seconds=1.0,
+            presence=shares.note,
         )
         workers_task = asyncio.create_task(workers.run())
         admin_key = new_key("adm")

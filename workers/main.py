@@ -32,9 +32,10 @@ from activities.config import ConfigActivities
 from activities.cross_channel import CrossChannelActivities
 from activities.delivery import DeliveryActivities
 from activities.experiments import ExperimentActivities
+from activities.run_start import RunStartActivities
 from activities.run_status import RunStatusActivities
 from activities.testsend import TestSendActivities
-from core.fair_turns import TenantTurns
+from core.fair_turns import ProcessShares
 from core.logs import setup_logging
 from core.settings import Settings
 from core.telemetry import setup_telemetry
@@ -59,14 +60,16 @@ def provider_http_client(timeout: httpx.Timeout | float = PROVIDER_TIMEOUT) -> h
 
 
 def build_activities(
-    pool: asyncpg.Pool, settings: Settings, http: httpx.AsyncClient | None = None
+    pool: asyncpg.Pool, settings: Settings, http: httpx.AsyncClient | None = None, shares: ProcessShares | None = None
 ) -> list[Callable[..., Any]]:
     """Every activity a tenant worker registers, with its dependencies injected once.
 
     `http` is the shared provider client; one is made when not given (it lives as long as
-    the process).
+    the process). `shares` are the process's CPU turns and batch slots (`process_shares`), made
+    when not given.
     """
     http = http or provider_http_client()
+    shares = shares or process_shares(settings)
     providers: dict[str, ChannelAdapter] = {
         "email": SmtpEmailAdapter(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds),
         "sms": HttpSmsAdapter(http, settings.provider_base_url),
@@ -81,11 +84,12 @@ def build_activities(
         public_base_url=settings.public_base_url,
         link_secret=settings.link_signing_secret or "",
         # One per process, shared by every tenant's Worker: tenants take turns at rendering.
-        turns=TenantTurns(),
-        slots=TenantTurns(settings.worker_batch_slots),
+        turns=shares.cpu,
+        slots=shares.slots,
     )
     return [
         ConfigActivities(pool).load_config,
+        RunStartActivities(pool).begin_run,
         AudienceActivities(pool).plan_audience,
         AudienceActivities(pool).list_batches,
         AudienceActivities(pool).skip_remaining,
@@ -101,10 +105,18 @@ def build_activities(
     ]
 
 
+def process_shares(settings: Settings) -> ProcessShares:
+    """The process's CPU turns and batch slots (`worker_batch_slots`), shared by every tenant."""
+    return ProcessShares(settings.worker_batch_slots)
+
+
 async def serve(client: Client, pool: asyncpg.Pool, settings: Settings, selection: TenantSelection) -> None:
-    """Serve the selected tenants' queues until cancelled, sharing one provider HTTP client."""
+    """Serve the selected tenants' queues until cancelled, sharing one provider HTTP client and
+    the CPU turns and batch slots, which every activity tells whose work it is (`ProcessShares.note`)."""
     async with provider_http_client() as http:
-        workers = TenantWorkers(client, pool, build_activities(pool, settings, http), selection)
+        shares = process_shares(settings)
+        activities = build_activities(pool, settings, http, shares)
+        workers = TenantWorkers(client, pool, activities, selection, presence=shares.note)
         stats = None
         if settings.worker_metrics_port:
             stats = asyncio.create_task(QueueStats(client).run(lambda: workers.tenants))

@@ -63,9 +63,13 @@ class ActivityObserver(Interceptor):
     """Binds each activity's tenant, campaign and run to its log context, logs one line when it
     ends (with its duration and, for a batch, its counts) and times batch attempts."""
 
+    def __init__(self, presence: Callable[[str], None] | None = None) -> None:
+        # Told each tenant whose activity starts or ends here (the process's batch slots' `note`).
+        self.presence = presence
+
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         """Wrap every activity of the worker."""
-        return _ObservedActivity(next)
+        return _ObservedActivity(next, self.presence)
 
 
 def _context_of(args: Any) -> dict[str, str | None]:
@@ -78,8 +82,15 @@ def _context_of(args: Any) -> dict[str, str | None]:
 
 
 class _ObservedActivity(ActivityInboundInterceptor):
+    def __init__(self, next: ActivityInboundInterceptor, presence: Callable[[str], None] | None) -> None:
+        super().__init__(next)
+        self.presence = presence
+
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         context = _context_of(input.args)
+        tenant = context["tenant"]
+        if self.presence is not None and tenant:
+            self.presence(tenant)
         info = activity.info()
         bind(**context, workflow_id=info.workflow_id)
         name = info.activity_type
@@ -104,6 +115,8 @@ class _ObservedActivity(ActivityInboundInterceptor):
                 extra.update(sent=result.sent, failed=result.failed, skipped=result.skipped)
             if name == DELIVER_BATCH and context["tenant"]:
                 BATCH_DURATION.labels(context["tenant"], outcome).observe(elapsed)
+            if self.presence is not None and tenant:
+                self.presence(tenant)
             # A failed attempt is logged by the SDK with its traceback; this line says how long it took.
             log.log(logging.INFO if outcome == "ok" else logging.WARNING, "%s %s", name, outcome, extra=extra)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import logging
 import time
 import zlib
@@ -114,8 +115,12 @@ class TenantWorkers:
         selection: TenantSelection = TenantSelection(),
         poll_seconds: float = 5.0,
         legacy_seconds: float = 60.0,
+        presence: Callable[[str], None] | None = None,
     ):
         self.client = client
+        # Told the tenant of every activity that starts or ends in this process
+        # (`ProcessShares.note`: heavier tenants give way to a small run's every step).
+        self.presence = presence
         self.pool = pool
         self.activities = list(activities)
         self.selection = selection
@@ -154,7 +159,7 @@ class TenantWorkers:
             task_queue=WORKFLOW_QUEUE,
             activities=self.activities,  # run here only as local activities (bookkeeping)
             no_remote_activities=True,
-            interceptors=[ActivityObserver()],
+            interceptors=[ActivityObserver(self.presence)],
             **self._workflow_options(),
         )
         self._shared = (worker, asyncio.create_task(worker.run(), name="worker-workflows"))
@@ -186,7 +191,7 @@ class TenantWorkers:
             max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
             default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
             # Log context, one line and timing per activity.
-            interceptors=[ActivityObserver()],
+            interceptors=[ActivityObserver(self.presence)],
             **(self._workflow_options() if workflows else {}),
         )
         self._running[tenant] = _Running(
@@ -265,6 +270,7 @@ class TenantWorkers:
     async def run(self) -> None:
         """Serve until cancelled; a database outage only delays the next sync."""
         listener: Any = None
+        frozen = False
         try:
             while True:
                 self._changed.clear()
@@ -281,6 +287,13 @@ class TenantWorkers:
                             raise
                         listener = conn
                     await self.sync()
+                    if not frozen:
+                        # What the process holds once it serves (modules, the sandbox's imports,
+                        # configs, the Workers) lives as long as it does: out of the collector's
+                        # full scans, which took 120-180 ms each under a big run and stopped the
+                        # event loop, every tenant's work with it (benchmarks/isolation.py).
+                        gc.freeze()
+                        frozen = True
                 except DATABASE_UNAVAILABLE as exc:
                     # The tenant Workers already running carry on (their activities retry on their
                     # own); leaving here would end the process over a database restart.

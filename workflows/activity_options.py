@@ -23,6 +23,10 @@ RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=time
 LOCAL_BOOKKEEPING = "local-bookkeeping"
 # The same for planning the audience, from the shared workflow queue on.
 LOCAL_PLAN = "local-plan"
+# Runs due when they start take their first steps (config pin, status, plan, experiment) as
+# one local activity (activities/run_start.py); older runs, and runs that wait for their send
+# time, take them one by one.
+ONE_STEP_START = "one-step-start"
 
 In = TypeVar("In")
 R = TypeVar("R")

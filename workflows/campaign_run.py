@@ -26,12 +26,14 @@ with workflow.unsafe.imports_passed_through():
     from activities.audience import AudienceActivities
     from activities.config import ConfigActivities
     from activities.delivery import DeliveryActivities
+    from activities.run_start import RunStartActivities
     from activities.run_status import RunStatusActivities
     from core.runs import (
         TERMINAL_STATUSES,
         AudiencePlan,
         BatchPage,
         BatchPageInput,
+        BeginRunInput,
         CampaignRunInput,
         ConfigPin,
         Counts,
@@ -40,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         MarkRunInput,
         PlanAudienceInput,
         RescheduleInput,
+        RunBegun,
         RunCarry,
         RunProgress,
         RunStatus,
@@ -47,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
         Wave,
     )
     from core.temporal import task_queue_for
-from workflows.activity_options import LOCAL_PLAN, bookkeeping, run_ids
+from workflows.activity_options import LOCAL_PLAN, ONE_STEP_START, bookkeeping, run_ids
 from workflows.activity_options import RETRY as _RETRY
 from workflows.cross_channel import CROSS_CHANNEL_FALLBACK, fallback_phase
 from workflows.winner_selection import WinnerSelection
@@ -208,6 +211,9 @@ class CampaignRunWorkflow(WinnerSelection):
 
     async def _prepare(self, inp: CampaignRunInput) -> None:
         """Pin the config, wait for the send time (and while paused), freeze the audience."""
+        if self._due_at_start() and workflow.patched(ONE_STEP_START):
+            await self._begin(inp)
+            return
         # Pin the config first: a run uses the version current when it was started,
         # even when it then waits days for its send time.
         self._pin = await bookkeeping(ConfigActivities.load_config, LoadConfigInput(tenant=inp.tenant))
@@ -252,6 +258,29 @@ class CampaignRunWorkflow(WinnerSelection):
         self._waves = plan.waves
         await self._sync_status(planned=plan.planned)
         await self._plan_experiment(self._pin.version)
+
+    def _due_at_start(self) -> bool:
+        """Whether the run may start delivering at once: no send time ahead, not paused or cancelled."""
+        due = self._send_at is None or self._send_at <= workflow.now()
+        return due and not self._paused and not self._cancel_requested
+
+    async def _begin(self, inp: CampaignRunInput) -> None:
+        """The steps of `_prepare` for a run due now, in one local activity (activities/run_start.py
+        says why). The status lock is held over it, as over any status write: a pause that
+        comes meanwhile writes its status after the step's writes, not under them."""
+        async with self._mark_lock:
+            begun: RunBegun = await workflow.execute_local_activity_method(
+                RunStartActivities.begin_run,
+                BeginRunInput(**run_ids(inp), now=workflow.now()),
+                start_to_close_timeout=timedelta(minutes=10),  # as planning the audience alone
+                retry_policy=_RETRY,
+            )
+        self._pin = begun.pin
+        self._status = RunStatus.RUNNING
+        self._planned = begun.plan.planned
+        self._batches_total = begun.plan.batches
+        self._waves = begun.plan.waves
+        self._apply_experiment_plan(begun.experiment)
 
     async def _deliver(self, inp: CampaignRunInput) -> None:
         pin = self._pin

@@ -122,6 +122,10 @@ class WinnerSelection:
             PrepareExperimentInput(**run_ids(self._inp), config_version=config_version),
             timedelta(minutes=2),
         )
+        self._apply_experiment_plan(plan)
+
+    def _apply_experiment_plan(self, plan: ExperimentPlan) -> None:
+        """Carry out the run's experiment as prepared (nothing without one)."""
         if plan.mode is not None:
             self._experiment = ExperimentState(plan=plan, phase="test" if plan.mode == "winner" else "done")
         if plan.mode == "winner":

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from core.fair_turns import HALF_LIFE, TenantTurns
+from core.fair_turns import HALF_LIFE, PRESENCE, TenantTurns
 
 
 async def _settle() -> None:
@@ -280,4 +280,104 @@ async def test_two_tenants_with_backlogs_hold_one_slot_each_and_one_alone_holds_
     assert order == ["a0", "a1", "b0", "a2", "b1", "a3", "b2", "a4", "a5"], order
     # One each while both had a backlog; both to A once B's was done.
     assert held[:5] == [(1, 1)] * 5 and held[5] == (2, 0), held
+    assert slots.waiting == 0
+
+
+async def test_slots_kept_free_for_a_lighter_tenant_all_go_back_to_work_after_it() -> None:
+    """Capacity 2: a heavy tenant's batch that ends while a light tenant's holds a slot leaves
+    its slot free (the heavy tenant gives way); when the light batch ends, both slots go back to
+    the heavy tenant's backlog, not one (which would halve its rate for good)."""
+    clock = _Clock()
+    slots = TenantTurns(2, clock=clock)
+    gates: dict[str, asyncio.Event] = {}
+    holding: set[str] = set()
+
+    async def batch(name: str) -> None:
+        async with slots.turn(name[0]):
+            holding.add(name)
+            gates[name] = asyncio.Event()
+            await gates[name].wait()
+            clock.now += 1.0  # a second of work: A's use grows, B's stays small
+            holding.discard(name)
+
+    a = [asyncio.create_task(batch(f"a{i}")) for i in range(6)]
+    await _settle()
+    gates["a0"].set()  # A has used a second; a2 takes the slot
+    await _settle()
+    b = asyncio.create_task(batch("b0"))
+    await _settle()
+    gates["a1"].set()  # freed: B, the lighter, takes it
+    await _settle()
+    assert holding == {"a2", "b0"}, holding
+    gates["a2"].set()  # freed while B holds one: A gives way, the slot stays free
+    await _settle()
+    assert holding == {"b0"}, holding
+    clock.now -= 1.0  # b0's work is short
+    gates["b0"].set()
+    await _settle()
+    assert holding == {"a3", "a4"}, holding  # both slots back to A
+    for name in ["a3", "a4", "a5"]:
+        gates[name].set()
+        await _settle()
+    await asyncio.gather(*a, b)
+    assert slots.waiting == 0
+
+
+async def test_a_slot_offered_between_chunks_goes_to_a_lighter_waiter_then_comes_back() -> None:
+    """A heavy tenant's batch offers its slot between chunks: a lighter tenant's batch waiting
+    for one takes it at once, and the heavy batch goes on after it; with only its own tenant's
+    batches waiting, the offering batch keeps its slot (its chunks stay in order)."""
+    clock = _Clock()
+    slots = TenantTurns(1, clock=clock)
+    log: list[str] = []
+
+    async def big(name: str, chunks: int) -> None:
+        async with slots.slices("a", 1) as slot:
+            for i in range(chunks):
+                await slot.offer()
+                log.append(f"{name}{i}")
+                clock.now += 0.5
+                await asyncio.sleep(0)
+
+    arrived: list[int] = []
+
+    async def small() -> None:
+        arrived.append(len(log))
+        async with slots.turn("b"):
+            log.append("b")
+
+    first = asyncio.create_task(big("x", 4))
+    second = asyncio.create_task(big("y", 2))  # A's own backlog: waits for x to end
+    while len(log) < 2:
+        await asyncio.sleep(0)
+    await asyncio.gather(first, second, asyncio.create_task(small()))
+    # B waited for at most the chunk under way when it came, not for the rest of x's batch...
+    b_at = log.index("b")
+    assert b_at <= arrived[0] + 1 < 4, log
+    # ... then x went on, in order, before A's next batch.
+    assert [e for e in log if e != "b"] == ["x0", "x1", "x2", "x3", "y0", "y1"], log
+    assert slots.waiting == 0
+
+
+async def test_a_heavy_tenant_gives_way_while_a_lighter_one_is_at_work_then_goes_on() -> None:
+    """A tenant noted at work (one of its activities started here: a small run's first step,
+    before it wants any slot) keeps heavier tenants waiting for PRESENCE seconds, even for a
+    free slot; when that lapses the waiting turn is granted without anyone releasing one. The
+    lighter tenant itself, and a tenant noted at work that is not lighter, wait for nobody."""
+    clock = _Clock()
+    slots = TenantTurns(2, clock=clock)
+    async with slots.turn("a"):
+        clock.now += 1.0  # A has used a second lately; B nothing
+    slots.note("b")
+    slots.note("a")  # A at work too: no reason for B to wait
+    waiting = asyncio.create_task(slots.acquire("a"))
+    await _settle()
+    assert not waiting.done() and slots.waiting == 1
+    await asyncio.wait_for(slots.acquire("b"), timeout=1)  # B takes a slot at once
+    slots.release("b")
+    await _settle()
+    assert not waiting.done()  # B is still at work
+    clock.now += PRESENCE  # B's moment is over...
+    await asyncio.wait_for(waiting, timeout=PRESENCE + 5)  # ... and A goes on by itself
+    slots.release("a")
     assert slots.waiting == 0

@@ -31,7 +31,8 @@ SCENARIOS = (
     "winner_picked",
     "winner_then_fallback",  # recorded before local-bookkeeping; no longer recordable
     "local_bookkeeping",  # the same run after it and before local-plan; no longer recordable
-    "local_plan",  # the same run after local-plan, recorded by tests/workflows/test_winner_runs.py
+    "local_plan",  # the same run after local-plan and before one-step-start; no longer recordable
+    "one_step_start",  # the same run after one-step-start, recorded by tests/workflows/test_winner_runs.py
 )
 
 

@@ -22,6 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.names import (
+    BEGIN_RUN,
     DELIVER_BATCH,
     FALLBACK_DUE,
     LIST_BATCHES,
@@ -96,6 +97,21 @@ class StubActivities:
         """No experiment: one delivery phase."""
         return ExperimentPlan()
 
+    @activity.defn(name=BEGIN_RUN)
+    async def begin_run(self, inp: runs.BeginRunInput) -> runs.RunBegun:
+        """The first steps of a run due now, in the order the real activity takes them."""
+        pin = await self.load_config(runs.LoadConfigInput(tenant=inp.tenant))
+        ids = {"tenant": inp.tenant, "run_id": inp.run_id}
+        await self.mark_run(runs.MarkRunInput(**ids, status=runs.RunStatus.RUNNING, config_version=pin.version))
+        plan = await self.plan_audience(
+            runs.PlanAudienceInput(**ids, campaign_id=inp.campaign_id, config_version=1, batch_size=BATCH)
+        )
+        await self.mark_run(runs.MarkRunInput(**ids, status=runs.RunStatus.RUNNING, planned=plan.planned))
+        experiment = await self.prepare_experiment(
+            PrepareExperimentInput(**ids, campaign_id=inp.campaign_id, config_version=1)
+        )
+        return runs.RunBegun(pin=pin, plan=plan, experiment=experiment)
+
     @activity.defn(name=FALLBACK_DUE)
     async def fallback_due(self, inp: runs.PlanAudienceInput) -> FallbackDue:
         """No cross-channel fallback."""
@@ -125,6 +141,7 @@ class StubActivities:
         """Every stub, for the Worker."""
         return [
             self.load_config,
+            self.begin_run,
             self.mark_run,
             self.plan_audience,
             self.prepare_experiment,

@@ -178,10 +178,10 @@ async def test_a_winner_test_then_a_fallback_reaches_exactly_the_non_engaged(
         await record_hits(pool, slug, run_id, rest[:10], "open")
         result = await handle.result()  # skips the fallback's two hours
         if os.environ.get("PENNANT_RECORD_HISTORIES") == "1":  # the replay test's scenario of both
-            # winner_then_fallback.json (before local-bookkeeping) and local_bookkeeping.json
-            # (before local-plan) stay, for runs started before each; this run's history holds
-            # the local plan and bookkeeping.
-            write_history("local_plan", handle.id, await handle.fetch_history())
+            # winner_then_fallback.json (before local-bookkeeping), local_bookkeeping.json
+            # (before local-plan) and local_plan.json (before one-step-start) stay, for runs
+            # started before each; this run's history holds the one-step start.
+            write_history("one_step_start", handle.id, await handle.fetch_history())
 
     assert result.status == "completed", result
     assert await assert_each_recipient_once(pool, slug, run_id, channels=2) == 80
