@@ -46,7 +46,7 @@ from temporalio.client import Client
 import activities.delivery as delivery
 from activities.channels.base import OutboundMessage
 from activities.channels.push_http import HttpPushAdapter
-from activities.names import PLAN_AUDIENCE
+from activities.names import BEGIN_RUN, PLAN_AUDIENCE
 from benchmarks.push_common import (
     PushTenant,
     load_average,
@@ -259,12 +259,13 @@ def _metric_sum(name: str, **labels: str) -> float:
 
 def _local_plan_seconds(marker: MarkerRecordedEventAttributes) -> float:
     """Scheduled → completed seconds of a local plan_audience activity's marker (patch
-    local-plan), else 0."""
+    local-plan), or of begin_run's (patch one-step-start: the plan with the config pin, status
+    writes and experiment, which take milliseconds), else 0."""
     data = marker.details.get("data")
     if marker.marker_name != "core_local_activity" or data is None or not data.payloads:
         return 0.0
     recorded = json.loads(data.payloads[0].data)
-    if recorded.get("activity_type") != PLAN_AUDIENCE:
+    if recorded.get("activity_type") not in (PLAN_AUDIENCE, BEGIN_RUN):
         return 0.0
 
     def seconds(t: dict[str, int]) -> float:
@@ -406,7 +407,10 @@ def main() -> None:
     parser.add_argument("--only", choices=("both", "pipeline", "raw"), default="both")
     parser.add_argument("--push-chunk", type=int, help="messages per push request and ledger write (before/after)")
     parser.add_argument(
-        "--worker-processes", type=int, default=1, help="worker processes sharing the pipeline's batches (default 1)"
+        "--worker-processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes sharing the pipeline's batches (default: one per core, as `pennant worker` runs)",
     )
     args = parser.parse_args()
     if args.push_chunk:
