@@ -64,7 +64,7 @@ class ActivityObserver(Interceptor):
     ends (with its duration and, for a batch, its counts) and times batch attempts."""
 
     def __init__(self, presence: Callable[[str], None] | None = None) -> None:
-        # Told each tenant whose activity starts or ends here (the process's batch slots' `note`).
+        # Told each tenant whose activity starts or ends here (`ProcessShares.note`).
         self.presence = presence
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
