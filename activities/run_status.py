@@ -24,8 +24,9 @@ class RunStatusActivities(PooledActivities):
         """Set the run's status (and pinned version, planned count, error, send time)."""
         tag_current_span(tenant=inp.tenant, run=inp.run_id)
         async with tenant_tx(self.pool, inp.tenant) as conn:
-            await run_store.mark_run(conn, inp)
-        RUN_TRANSITIONS.labels(inp.tenant, inp.status).inc()
+            changed = await run_store.mark_run(conn, inp)
+        if changed:  # a transition, not every write (a run is marked running twice as it starts)
+            RUN_TRANSITIONS.labels(inp.tenant, inp.status).inc()
 
     @activity.defn(name=REGISTER_RUN)
     async def register_run(self, inp: RegisterRunInput) -> None:

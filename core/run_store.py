@@ -25,7 +25,11 @@ WHERE tenant_id = $1
 ORDER BY created_at DESC, id DESC
 LIMIT $6
 """
+# Returns the status the row had before (no row: the run is finished already, or unknown).
 _MARK_RUN_SQL = """
+WITH before AS (
+    SELECT status FROM runs WHERE tenant_id = $1 AND id = $2::uuid FOR UPDATE
+)
 UPDATE runs SET
     status = $3,
     config_version = coalesce($4, config_version),
@@ -34,9 +38,11 @@ UPDATE runs SET
     send_at = coalesce($7, send_at),
     started_at = CASE WHEN $3 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
     finished_at = CASE WHEN $3 = ANY($8::text[]) THEN now() ELSE finished_at END
-WHERE tenant_id = $1 AND id = $2::uuid
+FROM before
+WHERE runs.tenant_id = $1 AND runs.id = $2::uuid
   -- A finished run stays finished, whatever write arrives late.
-  AND status <> ALL($8::text[])
+  AND runs.status <> ALL($8::text[])
+RETURNING before.status
 """
 _LEDGER_COUNTS_SQL = """
 SELECT channel, variant, status, reason, count(*) AS n
@@ -188,9 +194,10 @@ async def delete_run(conn: Any, tenant: str, run_id: str | uuid.UUID) -> None:
     await conn.execute("DELETE FROM runs WHERE tenant_id = $1 AND id = $2", tenant, as_uuid(run_id))
 
 
-async def mark_run(conn: Any, inp: MarkRunInput) -> None:
-    """Set the run's status and whatever else `inp` carries; a finished run is left as it is."""
-    await conn.execute(
+async def mark_run(conn: Any, inp: MarkRunInput) -> bool:
+    """Set the run's status and whatever else `inp` carries; a finished run is left as it is.
+    Whether the status changed (a write that only adds the planned count, say, does not)."""
+    before = await conn.fetchval(
         _MARK_RUN_SQL,
         inp.tenant,
         inp.run_id,
@@ -201,6 +208,7 @@ async def mark_run(conn: Any, inp: MarkRunInput) -> None:
         inp.send_at,
         sorted(TERMINAL_STATUSES),
     )
+    return before is not None and before != inp.status
 
 
 async def ledger_counts(conn: Any, tenant: str, run_id: str | uuid.UUID) -> Counts:

@@ -160,6 +160,8 @@ async def test_worker_metrics_count_the_runs_messages_by_tenant_channel_and_stat
     assert value(samples, "pennant_provider_request_duration_seconds_count", tenant=tenant.slug, outcome="ok") >= 1
     assert value(samples, "pennant_render_duration_seconds_count", tenant=tenant.slug, channel="email") == sent
     assert value(samples, "pennant_batch_duration_seconds_count", tenant=tenant.slug, outcome="ok") >= 1
+    # Transitions, not status writes: the run was marked running twice (then its planned count).
+    assert value(samples, "pennant_run_transitions_total", tenant=tenant.slug, status="running") == 1
     assert value(samples, "pennant_run_transitions_total", tenant=tenant.slug, status="completed") == 1
     # FreshMart's email channel has a rate limit: every chunk went through its bucket.
     assert value(samples, "pennant_rate_limit_wait_seconds_count", tenant=tenant.slug, channel="email") >= 1
