@@ -12,7 +12,6 @@ import yaml
 
 from core.settings import Settings
 from core.temporal import SEARCH_ATTRIBUTES
-from workers.main import child_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED_SERVICES = {"postgres", "temporal", "temporal-ui", "mailpit", "api", "worker"}
@@ -117,22 +116,3 @@ def test_readme_compose_section_names_real_services() -> None:
             checked |= names
     assert checked, "README.md's compose section names no services in backticks, so nothing could be checked"
 
-
-def test_prometheus_scrapes_every_worker_process_compose_starts() -> None:
-    """Process i of a worker replica serves its metrics on the configured ports + 2i: Prometheus
-    lists them for as many processes as compose starts per replica (the last stop's compose
-    scraped only process 0)."""
-    worker = _services()["worker"]
-    env = worker["environment"]
-    default = re.fullmatch(r"\$\{WORKER_PROCESSES:-(\d+)\}", str(env["WORKER_PROCESSES"]))
-    assert default, env["WORKER_PROCESSES"]
-    settings = Settings(
-        worker_metrics_port=int(env["WORKER_METRICS_PORT"]), temporal_metrics_port=int(env["TEMPORAL_METRICS_PORT"])
-    )
-    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
-    jobs = {job["job_name"]: {sd["port"] for sd in job.get("dns_sd_configs", [])}
-            for job in prometheus["scrape_configs"]}  # fmt: skip
-    for index in range(int(default.group(1))):
-        ports = child_ports(settings, index)
-        assert ports["worker_metrics_port"] in jobs["pennant-worker"], (index, ports, jobs)
-        assert ports["temporal_metrics_port"] in jobs["temporal-sdk"], (index, ports, jobs)

@@ -37,6 +37,7 @@ from tests.helpers.runs import create_campaign, ledger_count, start_run, wait_fo
 from tests.helpers.stack import ISOLATED_PREFIX, ROOT, SPANS, TENANT_CONFIGS, free_port
 from tests.helpers.tenants import MakeTenant, Tenant, api_tenant, store_tenant
 from tests.helpers.waiting import until
+from workers.main import child_ports
 
 DEPLOY = ROOT / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "pennant.json"
@@ -281,10 +282,18 @@ def test_compose_runs_prometheus_and_grafana_with_the_provisioning_files() -> No
     assert {"./deploy/prometheus", "./deploy/grafana/provisioning", "./deploy/grafana/dashboards"} <= mounted
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     assert "/etc/prometheus/alerts.yml" in config["rule_files"]
+    # Every worker process compose starts per replica is scraped: process i serves on the
+    # configured ports + 2i (workers.main.child_ports), up to the four processes listed.
     environment = services["worker"]["environment"]
-    ports = {str(environment["WORKER_METRICS_PORT"]), str(environment["TEMPORAL_METRICS_PORT"])}
-    scraped = {str(sd["port"]) for job in config["scrape_configs"] for sd in job.get("dns_sd_configs", [])}
-    assert ports == scraped
+    processes = re.fullmatch(r"\$\{WORKER_PROCESSES:-(\d+)\}", str(environment["WORKER_PROCESSES"]))
+    assert processes and 1 <= int(processes.group(1)) <= 4, environment["WORKER_PROCESSES"]
+    settings = Settings(
+        worker_metrics_port=int(environment["WORKER_METRICS_PORT"]),
+        temporal_metrics_port=int(environment["TEMPORAL_METRICS_PORT"]),
+    )
+    jobs = {job["job_name"]: {sd["port"] for sd in job.get("dns_sd_configs", [])} for job in config["scrape_configs"]}
+    assert jobs["pennant-worker"] == {child_ports(settings, i)["worker_metrics_port"] for i in range(4)}, jobs
+    assert jobs["temporal-sdk"] == {child_ports(settings, i)["temporal_metrics_port"] for i in range(4)}, jobs
 
 
 async def pennant(*args: str, env: dict[str, str], within: float = 60) -> tuple[int, str, str]:
