@@ -115,4 +115,3 @@ def test_readme_compose_section_names_real_services() -> None:
             assert not missing, f"README names compose services {missing} that docker-compose.yml lacks: {paragraph!r}"
             checked |= names
     assert checked, "README.md's compose section names no services in backticks, so nothing could be checked"
-
