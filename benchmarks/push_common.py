@@ -22,7 +22,7 @@ import httpx
 from activities.lookups import campaign_spec, pinned_config
 from benchmarks.common import stop_process
 from core.auth import new_key, store_key
-from core.campaigns import CampaignSpec, Variant
+from core.campaigns import Variant
 from core.config_store import load_config_file, save_config
 from core.db import tenant_tx
 from core.runs import TERMINAL_STATUSES
@@ -204,10 +204,9 @@ def load_average() -> str:
 @dataclass
 class RawRun:
     """What a benchmark's raw loop renders a campaign with, as a run of it would: the tenant's
-    current config, the campaign and its first variant, a run id of its own and its tracking."""
+    current config, the campaign's first variant, a run id of its own and its tracking."""
 
     config: TenantConfig
-    spec: CampaignSpec
     variant: Variant
     run_id: str
     tracking: RunTracking
@@ -222,4 +221,4 @@ async def raw_run(stack: LocalStack, tenant: PushTenant) -> RawRun:
     run_id = str(uuid.uuid4())
     secret, base = stack.settings.link_signing_secret or "", stack.settings.public_base_url.rstrip("/")
     tracking = RunTracking(secret, base, tenant.slug, run_id, config.engagement)
-    return RawRun(config, spec, spec.variants[0], run_id, tracking, {"id": tenant.campaign_id, "name": spec.name})
+    return RawRun(config, spec.variants[0], run_id, tracking, {"id": tenant.campaign_id, "name": spec.name})

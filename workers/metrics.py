@@ -113,8 +113,8 @@ class _ObservedActivity(ActivityInboundInterceptor):
             }
             if outcome == "ok" and isinstance(result, Counts):
                 extra.update(sent=result.sent, failed=result.failed, skipped=result.skipped)
-            if name == DELIVER_BATCH and context["tenant"]:
-                BATCH_DURATION.labels(context["tenant"], outcome).observe(elapsed)
+            if name == DELIVER_BATCH and tenant:
+                BATCH_DURATION.labels(tenant, outcome).observe(elapsed)
             if self.presence is not None and tenant:
                 self.presence(tenant)
             # A failed attempt is logged by the SDK with its traceback; this line says how long it took.

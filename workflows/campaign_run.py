@@ -253,9 +253,7 @@ class CampaignRunWorkflow(WinnerSelection):
             limit=timedelta(minutes=10),
             patch=LOCAL_PLAN,
         )
-        self._planned = plan.planned
-        self._batches_total = plan.batches
-        self._waves = plan.waves
+        self._take_plan(plan)
         await self._sync_status(planned=plan.planned)
         await self._plan_experiment(self._pin.version)
 
@@ -277,10 +275,14 @@ class CampaignRunWorkflow(WinnerSelection):
             )
         self._pin = begun.pin
         self._status = RunStatus.RUNNING
-        self._planned = begun.plan.planned
-        self._batches_total = begun.plan.batches
-        self._waves = begun.plan.waves
+        self._take_plan(begun.plan)
         self._apply_experiment_plan(begun.experiment)
+
+    def _take_plan(self, plan: AudiencePlan) -> None:
+        """The frozen audience's size, batches and local-time waves, for the delivery to follow."""
+        self._planned = plan.planned
+        self._batches_total = plan.batches
+        self._waves = plan.waves
 
     async def _deliver(self, inp: CampaignRunInput) -> None:
         pin = self._pin
