@@ -167,7 +167,7 @@ CONFIG_VERSIONS_SAVED = Family(
 TASK_QUEUE_BACKLOG = Family(
     "gauge",
     "pennant_task_queue_backlog",
-    "Approximate tasks waiting in a tenant's activity queue, or (tenant \"(shared)\") in the "
+    'Approximate tasks waiting in a tenant\'s activity queue, or (tenant "(shared)") in the '
     "shared workflow queue (Temporal's DescribeTaskQueue stats).",
     ["tenant", "task_type"],
 )

@@ -27,6 +27,12 @@ def task_queue_for(tenant: str) -> str:
     return f"tenant-{tenant}"
 
 
+def tenant_of_queue(task_queue: str) -> str | None:
+    """The tenant whose activity queue `task_queue` is (`task_queue_for`), or None."""
+    prefix = task_queue_for("")
+    return task_queue[len(prefix) :] or None if task_queue.startswith(prefix) else None
+
+
 def run_workflow_id(tenant: str, campaign_id: str, run_id: str) -> str:
     """The id of a campaign run's workflow (every execution of its continue-as-new chain)."""
     return f"run:{tenant}:{campaign_id}:{run_id}"

@@ -210,7 +210,7 @@ async def workers(
     async with provider_http_client(PROVIDER_TIMEOUT_SECONDS) as http:
         # Runs started on a tenant's own queue (tests/test_queue_upgrade.py) are noticed within 2 s.
         workers = TenantWorkers(
-            temporal_client, pool, build_activities(pool, settings, http), poll_seconds=1.0, legacy_seconds=2.0
+            temporal_client, pool, build_activities(pool, settings, http), poll_seconds=1.0, scan_seconds=2.0
         )
         workers.selection = shared_tenants
         task = asyncio.create_task(workers.run())

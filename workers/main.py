@@ -119,7 +119,7 @@ async def serve(client: Client, pool: asyncpg.Pool, settings: Settings, selectio
         workers = TenantWorkers(client, pool, activities, selection, presence=shares.note)
         stats = None
         if settings.worker_metrics_port:
-            stats = asyncio.create_task(QueueStats(client).run(lambda: workers.tenants))
+            stats = asyncio.create_task(QueueStats(client).run(lambda: workers.polling))
         try:
             await workers.run()
         finally:

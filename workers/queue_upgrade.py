@@ -1,7 +1,7 @@
 """Moving to the shared workflow queue: what was started on a tenant's own queue before it.
 
 Runs, occurrences and test sends used to have their workflow on the tenant's task queue. Those
-still open there are served there until they end (`own_queue_workflows` names their tenants for
+still open there are served there until they end (`open_workflows` names their tenants for
 `TenantWorkers`), and each recurring campaign's schedule is pointed at the shared queue once
 (`move_schedules`), so its next occurrence starts there.
 """
@@ -13,23 +13,12 @@ import logging
 from temporalio.client import Client, ScheduleActionStartWorkflow, ScheduleUpdate, ScheduleUpdateInput
 from temporalio.service import RPCError
 
-from core.temporal import TENANT_ID, WORKFLOW_QUEUE, task_queue_for
+from core.temporal import WORKFLOW_QUEUE
 
 log = logging.getLogger("pennant.workers")
 
 # Pennant's schedules (core.temporal.schedule_id).
 SCHEDULE_PREFIX = "schedule:"
-
-
-async def own_queue_workflows(client: Client) -> set[str]:
-    """The tenants that have open workflows on their own task queue (from visibility)."""
-    tenants: set[str] = set()
-    query = f"ExecutionStatus = 'Running' AND TaskQueue != '{WORKFLOW_QUEUE}'"
-    async for execution in client.list_workflows(query, page_size=500):
-        tenant = execution.typed_search_attributes.get(TENANT_ID)
-        if tenant and execution.task_queue == task_queue_for(tenant):
-            tenants.add(tenant)
-    return tenants
 
 
 async def move_schedules(client: Client) -> int:

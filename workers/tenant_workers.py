@@ -22,10 +22,12 @@ from temporalio.worker import PollerBehaviorAutoscaling, PollerBehaviorSimpleMax
 
 from core.config_store import TENANTS_CHANNEL, active_tenants
 from core.db import DATABASE_UNAVAILABLE
-from core.temporal import WORKFLOW_QUEUE, task_queue_for
+from core.temporal import WORKFLOW_QUEUE, task_queue_for, tenant_of_queue
 from core.tenant_config import Execution
 from workers.metrics import ActivityObserver
-from workers.queue_upgrade import move_schedules, own_queue_workflows
+from workers.open_workflows import OpenWorkflows, open_workflows
+from workers.queue_upgrade import move_schedules
+from workers.tenant_wake import ActivityWake
 from workflows.campaign_run import CampaignRunWorkflow
 from workflows.scheduled_run import ScheduledCampaignWorkflow
 from workflows.testsend import CampaignTestSendWorkflow
@@ -33,6 +35,14 @@ from workflows.testsend import CampaignTestSendWorkflow
 WORKFLOWS = [CampaignRunWorkflow, ScheduledCampaignWorkflow, CampaignTestSendWorkflow]
 
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
+# A worker process that sees work for a tenant (a workflow scheduling one of its activities)
+# tells the other processes on this channel, so that they poll the tenant's queue too.
+WORK_CHANNEL = "pennant_tenant_work"
+# How long a tenant's queue stays polled after its last sign of work in this process (an
+# activity starting or ending, a workflow scheduling one, a NOTIFY), when Temporal lists no open
+# workflow of the tenant. Several scans long, so that a run started just after a scan is listed
+# by the next scans before its tenant could fall asleep.
+IDLE_SECONDS = 60.0
 # Threads of the process's one workflow-task executor. They are started only when activations
 # overlap, so an idle process holds none; the bound is generous because an activation waiting
 # for a thread counts against the SDK's 2 s deadlock timeout.
@@ -93,13 +103,21 @@ class TenantWorkers:
 
     Every tenant's workflows run on `WORKFLOW_QUEUE` (one Worker, with the bookkeeping local
     activities); each tenant's activities run on its own queue, under its own concurrency and
-    rate limits. An idle tenant costs one activity poll and no thread: the SDK gives every
-    Worker that has workflows a thread of its own, which with a workflow queue per tenant was
-    500 threads for 500 tenants at rest. A process that serves no tenant serves no workflows.
+    rate limits. The SDK gives every Worker that has workflows a thread of its own, which with a
+    workflow queue per tenant was 500 threads for 500 tenants at rest.
+
+    A tenant's activity queue is polled only while the tenant has work: an idle tenant costs no
+    poll, no Worker and no thread (500 idle tenants' long polls were most of the Temporal
+    server's CPU at rest). The queue is polled from the moment a workflow in this process
+    schedules one of the tenant's activities (`tenant_wake.ActivityWake`, which also NOTIFYs the
+    other processes on `WORK_CHANNEL`) or one of its activities runs here, for as long as
+    Temporal lists an open workflow of the tenant (`open_workflows`, every `scan_seconds`: the
+    safety net that no activity waits on an unpolled queue), and `idle_seconds` after its last
+    sign of work.
 
     Runs started before the shared queue have their workflow on the tenant's queue; a tenant
-    with such open workflows (`queue_upgrade.own_queue_workflows`, checked every
-    `legacy_seconds`) gets its workflows served there too until they end.
+    with such open workflows (found by the same scan) gets its workflows served there too until
+    they end. A process that serves no tenant serves no workflows.
 
     Tenant changes arrive by LISTEN/NOTIFY (within milliseconds) with a slow poll as a safety
     net. A tenant whose execution limits changed gets its Worker rebuilt with the new limits.
@@ -114,8 +132,9 @@ class TenantWorkers:
         activities: Sequence[Callable[..., Any]],
         selection: TenantSelection = TenantSelection(),
         poll_seconds: float = 5.0,
-        legacy_seconds: float = 60.0,
+        scan_seconds: float = 15.0,
         presence: Callable[[str], None] | None = None,
+        idle_seconds: float = IDLE_SECONDS,
     ):
         self.client = client
         # Told the tenant of every activity that starts or ends in this process
@@ -125,18 +144,29 @@ class TenantWorkers:
         self.activities = list(activities)
         self.selection = selection
         self.poll_seconds = poll_seconds
-        self.legacy_seconds = legacy_seconds
-        self._running: dict[str, _Running] = {}
+        self.scan_seconds = scan_seconds
+        self.idle_seconds = idle_seconds
+        self._served: dict[str, Execution] = {}  # the selected tenants, with their limits
+        self._running: dict[str, _Running] = {}  # the tenants whose queue is polled now
         self._shared: tuple[Worker, asyncio.Task[None]] | None = None
-        self._legacy: set[str] = set()
-        self._legacy_due = 0.0
+        self._open = OpenWorkflows()
+        self._scan_due = 0.0
+        self._awake_until: dict[str, float] = {}
+        self._told: dict[str, float] = {}  # when this process last NOTIFYed work for a tenant
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._telling: set[asyncio.Task[None]] = set()
         self._moving: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._workflow_tasks = _workflow_task_executor()
 
     @property
     def tenants(self) -> list[str]:
-        """The tenants served right now, sorted."""
+        """The tenants this process serves (their queue is polled while they have work), sorted."""
+        return sorted(self._served)
+
+    @property
+    def polling(self) -> list[str]:
+        """The tenants whose activity queue is polled right now, sorted."""
         return sorted(self._running)
 
     @property
@@ -159,7 +189,7 @@ class TenantWorkers:
             task_queue=WORKFLOW_QUEUE,
             activities=self.activities,  # run here only as local activities (bookkeeping)
             no_remote_activities=True,
-            interceptors=[ActivityObserver(self.presence)],
+            interceptors=[ActivityObserver(self.note), ActivityWake(self._wake_queue)],
             **self._workflow_options(),
         )
         self._shared = (worker, asyncio.create_task(worker.run(), name="worker-workflows"))
@@ -173,8 +203,56 @@ class TenantWorkers:
         except RPCError as exc:
             log.warning("could not list the schedules to move to %s: %s", WORKFLOW_QUEUE, exc.message)
 
+    def note(self, tenant: str) -> None:
+        """One of `tenant`'s activities starts or ends in this process: it is at work."""
+        if self.presence is not None:
+            self.presence(tenant)
+        self._wake(tenant)
+
+    def _wake_queue(self, task_queue: str) -> None:
+        # On a workflow-task thread (ActivityWake): hand over to the event loop.
+        tenant = tenant_of_queue(task_queue)
+        if tenant is None or self._loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closing: nothing left to wake
+            self._loop.call_soon_threadsafe(self._scheduled, tenant)
+
+    def _scheduled(self, tenant: str) -> None:
+        # A workflow here scheduled an activity of `tenant`: poll its queue here, and tell the
+        # other processes (served by them or not here), at most once per half idle period.
+        self._wake(tenant)
+        now = time.monotonic()
+        if now - self._told.get(tenant, -self.idle_seconds) >= self.idle_seconds / 2:
+            self._told[tenant] = now
+            task = asyncio.create_task(self._tell(tenant), name=f"tell-work-{tenant}")
+            self._telling.add(task)  # held until done: the loop keeps only a weak reference
+            task.add_done_callback(self._telling.discard)
+
+    async def _tell(self, tenant: str) -> None:
+        try:
+            await self.pool.execute("SELECT pg_notify($1, $2)", WORK_CHANNEL, tenant)
+        except DATABASE_UNAVAILABLE as exc:  # the other processes find the work by their scan
+            log.warning("could not tell the other worker processes of work for %s (%s)", tenant, exc)
+            self._told.pop(tenant, None)
+
+    def _on_work(self, _conn: object, _pid: int, _channel: str, tenant: object) -> None:
+        self._wake(str(tenant))
+
+    def _wake(self, tenant: str) -> None:
+        """Poll `tenant`'s queue now (when this process serves it) and for `idle_seconds` more."""
+        execution = self._served.get(tenant)
+        if execution is None:
+            return
+        self._awake_until[tenant] = time.monotonic() + self.idle_seconds
+        if tenant not in self._running:
+            self._start(tenant, execution)
+            log.info("polling task queue %s: it has work", task_queue_for(tenant))
+
+    def _awake(self, tenant: str, now: float) -> bool:
+        return tenant in self._open.tenants or now < self._awake_until.get(tenant, 0.0)
+
     def _start(self, tenant: str, execution: Execution) -> None:
-        workflows = tenant in self._legacy
+        workflows = tenant in self._open.own_queue
         worker = Worker(
             self.client,
             task_queue=task_queue_for(tenant),
@@ -191,7 +269,7 @@ class TenantWorkers:
             max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
             default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
             # Log context, one line and timing per activity.
-            interceptors=[ActivityObserver(self.presence)],
+            interceptors=[ActivityObserver(self.note)],
             **(self._workflow_options() if workflows else {}),
         )
         self._running[tenant] = _Running(
@@ -220,28 +298,36 @@ class TenantWorkers:
         if self._shared is None:
             self._start_shared()
 
-    async def _sync_legacy(self) -> None:
-        # Seldom: a run on a tenant's own queue predates the shared queue, and an upgrade only
-        # has to see each such run once to keep it served until it ends.
-        if time.monotonic() < self._legacy_due:
+    async def _scan(self) -> None:
+        if time.monotonic() < self._scan_due:
             return
-        self._legacy_due = time.monotonic() + self.legacy_seconds
+        self._scan_due = time.monotonic() + self.scan_seconds
         try:
-            self._legacy = await own_queue_workflows(self.client)
+            self._open = await open_workflows(self.client)
         except RPCError as exc:
-            log.warning("could not list the workflows still on tenant queues: %s", exc.message)
+            # The last listing stands: a tenant it names stays polled.
+            log.warning("could not list the open workflows: %s", exc.message)
 
     async def sync(self) -> None:
-        """Serve the workflow queue; start workers for new tenants, rebuild changed ones, stop
-        those removed."""
+        """Serve the workflow queue; take new tenants, drop removed ones; poll the queues of the
+        tenants with work (rebuilt when their limits changed), stop polling the idle ones."""
         await self._sync_shared()
-        await self._sync_legacy()
+        await self._scan()
         wanted = {t: e for t, e in (await active_tenants(self.pool)).items() if self.selection.includes(t, e)}
+        for tenant in sorted(set(wanted) - set(self._served)):
+            log.info("serving task queue %s", task_queue_for(tenant))
+        for tenant in sorted(set(self._served) - set(wanted)):
+            log.info("dropped task queue %s", task_queue_for(tenant))
+            self._awake_until.pop(tenant, None)
+        self._served = wanted
+        now = time.monotonic()
+        idle = sorted(t for t, r in self._running.items() if not r.workflows and not self._awake(t, now))
         removed = sorted(set(self._running) - set(wanted))
         # Stopped together: each stop waits for its pollers to end, which adds up one by one.
-        await asyncio.gather(*(self._stop(tenant) for tenant in removed))
-        for tenant in removed:
-            log.info("dropped task queue %s", task_queue_for(tenant))
+        await asyncio.gather(*(self._stop(tenant) for tenant in {*removed, *idle}))
+        for tenant in idle:
+            if tenant in wanted:
+                log.info("stopped polling task queue %s: idle", task_queue_for(tenant))
         for tenant, execution in sorted(wanted.items()):
             running = self._running.get(tenant)
             if running is not None and running.task.done():
@@ -250,15 +336,18 @@ class TenantWorkers:
                 running = None
             if running is not None and running.execution != execution:
                 await self._stop(tenant)
-                running = None
                 log.info("rebuilding the worker of %s with new execution limits", tenant)
-            if running is not None and running.workflows != (tenant in self._legacy):
+                # A wake during the stop may have started it again already, with the new limits.
+                running = self._running.get(tenant)
+            if running is not None and running.workflows != (tenant in self._open.own_queue):
                 await self._stop(tenant)
-                running = None
-            if running is None:
+                running = self._running.get(tenant)
+                if running is not None and running.workflows != (tenant in self._open.own_queue):
+                    continue  # started by a wake meanwhile; the next sync sets it right
+            if running is None and self._awake(tenant, time.monotonic()):
                 self._start(tenant, execution)
-                extra = " (and the workflows still open on it)" if tenant in self._legacy else ""
-                log.info("serving task queue %s%s", task_queue_for(tenant), extra)
+                extra = " (and the workflows still open on it)" if tenant in self._open.own_queue else ""
+                log.info("polling task queue %s%s", task_queue_for(tenant), extra)
 
     def _on_notify(self, *_: object) -> None:
         self._changed.set()
@@ -271,6 +360,7 @@ class TenantWorkers:
         """Serve until cancelled; a database outage only delays the next sync."""
         listener: Any = None
         frozen = False
+        self._loop = asyncio.get_running_loop()
         try:
             while True:
                 self._changed.clear()
@@ -282,6 +372,7 @@ class TenantWorkers:
                         conn = await self.pool.acquire()
                         try:
                             await conn.add_listener(TENANTS_CHANNEL, self._on_notify)
+                            await conn.add_listener(WORK_CHANNEL, self._on_work)
                         except BaseException:
                             await self.pool.release(conn)
                             raise
@@ -313,6 +404,7 @@ class TenantWorkers:
         try:
             if _open(listener):
                 await listener.remove_listener(TENANTS_CHANNEL, self._on_notify)
+                await listener.remove_listener(WORK_CHANNEL, self._on_work)
             await self.pool.release(listener)
         except DATABASE_UNAVAILABLE as exc:
             log.warning("could not release the LISTEN connection (%s)", exc)
