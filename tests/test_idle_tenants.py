@@ -16,6 +16,7 @@ import pytest
 from temporalio.client import Client
 
 from core.settings import Settings
+from core.temporal import connect
 from tests.helpers.runs import assert_each_recipient_once, create_campaign, start_run, wait_for_run
 from tests.helpers.stack import PROVIDER_TIMEOUT_SECONDS
 from tests.helpers.tenants import Tenant, isolated_api_tenant
@@ -38,6 +39,9 @@ async def serving(
     client: Client, pool: asyncpg.Pool, settings: Settings, slug: str, idle_seconds: float
 ) -> AsyncIterator[TenantWorkers]:
     """TenantWorkers serving only `slug`, quick to scan and to call a queue idle."""
+    # A client of its own: the SDK allows one workflow Worker per queue and client, and the
+    # session's worker already has one on the shared queue with the session's client.
+    client = await connect(client.service_client.config.target_host, client.namespace)
     async with provider_http_client(PROVIDER_TIMEOUT_SECONDS) as http:
         workers = TenantWorkers(
             client,

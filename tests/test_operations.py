@@ -29,6 +29,7 @@ from activities.channels.sms_http import HttpSmsAdapter
 from core.config_store import load_config_file
 from core.settings import Settings
 from core.templating import RenderedSms
+from core.temporal import task_queue_for
 from core.tenant_config import Policies
 from devstack.provider_simulator import ProviderSimulator, SimulatorControl
 from devstack.worker_env import WorkerProcesses
@@ -114,8 +115,11 @@ async def observed_run(
                     text = await scrape(f"http://127.0.0.1:{ports[0]}/metrics")
                 except httpx.HTTPError:
                     return False
-                # The backlog gauge appears once the process serves the tenant's queue.
-                return f'tenant="{slug}"' in text
+                # Metrics published (the shared workflow queue's backlog gauge) and the tenant taken;
+                # its own queue is polled, and its gauge published, once it has work.
+                return 'tenant="(shared)"' in text and f"serving task queue {task_queue_for(slug)}" in procs.log_text(
+                    proc
+                )
 
             await until(serving, within=60, what=f"the worker process to serve {slug} and publish its metrics")
             run_id = await start_run(tenant, await create_campaign(tenant))
@@ -125,14 +129,20 @@ async def observed_run(
             async def counted() -> bool:
                 # The worker counts the transition once the run's row says so: scrape after it.
                 text = await scrape(f"http://127.0.0.1:{ports[0]}/metrics")
-                return any(
+                lines = text.splitlines()
+                completed = any(
                     line.startswith("pennant_run_transitions_total{")
                     and f'tenant="{slug}"' in line
                     and 'status="completed"' in line
-                    for line in text.splitlines()
+                    for line in lines
                 )
+                # The tenant's backlog gauge is published within a second of its queue being polled.
+                backlog = any(
+                    line.startswith("pennant_task_queue_backlog{") and f'tenant="{slug}"' in line for line in lines
+                )
+                return completed and backlog
 
-            await until(counted, within=30, what="the worker to count the run's completion")
+            await until(counted, within=30, what="the worker to count the run's completion and publish its backlog")
             yield {
                 "tenant": tenant,
                 "run": run,

@@ -148,6 +148,9 @@ class TenantWorkers:
         self.idle_seconds = idle_seconds
         self._served: dict[str, Execution] = {}  # the selected tenants, with their limits
         self._running: dict[str, _Running] = {}  # the tenants whose queue is polled now
+        # Tenants whose Worker is shutting down: the SDK refuses a second Worker on a queue of
+        # the same client until the first is gone, so a wake meanwhile waits for the next sync.
+        self._stopping: set[str] = set()
         self._shared: tuple[Worker, asyncio.Task[None]] | None = None
         self._open = OpenWorkflows()
         self._scan_due = 0.0
@@ -244,8 +247,13 @@ class TenantWorkers:
         if execution is None:
             return
         self._awake_until[tenant] = time.monotonic() + self.idle_seconds
-        if tenant not in self._running:
-            self._start(tenant, execution)
+        if tenant not in self._running and tenant not in self._stopping:
+            try:
+                self._start(tenant, execution)
+            except RuntimeError as exc:  # the SDK refused the Worker: the next sync tries again
+                log.warning("could not poll task queue %s: %s", task_queue_for(tenant), exc)
+                self._changed.set()
+                return
             log.info("polling task queue %s: it has work", task_queue_for(tenant))
 
     def _awake(self, tenant: str, now: float) -> bool:
@@ -278,8 +286,12 @@ class TenantWorkers:
 
     async def _stop(self, tenant: str) -> None:
         running = self._running.pop(tenant)
-        await running.worker.shutdown()
-        await asyncio.gather(running.task, return_exceptions=True)
+        self._stopping.add(tenant)
+        try:
+            await running.worker.shutdown()
+            await asyncio.gather(running.task, return_exceptions=True)
+        finally:
+            self._stopping.discard(tenant)
 
     async def _stop_shared(self) -> None:
         if self._shared is not None:
