@@ -347,15 +347,12 @@ class TenantWorkers:
                 del self._running[tenant]
                 running = None
             if running is not None and running.execution != execution:
-                await self._stop(tenant)
+                await self._stop(tenant)  # no wake starts it meanwhile (`_stopping`)
+                running = None
                 log.info("rebuilding the worker of %s with new execution limits", tenant)
-                # A wake during the stop may have started it again already, with the new limits.
-                running = self._running.get(tenant)
             if running is not None and running.workflows != (tenant in self._open.own_queue):
                 await self._stop(tenant)
-                running = self._running.get(tenant)
-                if running is not None and running.workflows != (tenant in self._open.own_queue):
-                    continue  # started by a wake meanwhile; the next sync sets it right
+                running = None
             if running is None and self._awake(tenant, time.monotonic()):
                 self._start(tenant, execution)
                 extra = " (and the workflows still open on it)" if tenant in self._open.own_queue else ""
