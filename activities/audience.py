@@ -13,16 +13,24 @@ from temporalio.exceptions import ApplicationError
 from activities.lookups import campaign_spec, pinned_config
 from activities.names import LIST_BATCHES, PLAN_AUDIENCE, SKIP_REMAINING
 from activities.pooled import PooledActivities
-from core.campaigns import CampaignSpec
-from core.channels import message_key
-from core.db import tenant_tx
-from core.policies import quiet_hours_for, wave_instant
-from core.runs import AudiencePlan, BatchPage, BatchPageInput, Counts, PlanAudienceInput, SkipRemainingInput, Wave
-from core.segments import SegmentError, compile_segment
-from core.send_times import assign_run_send_times
-from core.telemetry import tag_current_span
-from core.tenant_config import TenantConfig
-from core.winner_selection import ExperimentAssignment
+from core.campaigns.spec import CampaignSpec
+from core.content.channels import message_key
+from core.customers.segments import SegmentError, compile_segment
+from core.experiments.winner_selection import ExperimentAssignment
+from core.infra.db import tenant_tx
+from core.infra.telemetry import tag_current_span
+from core.optimisation.send_times import assign_run_send_times
+from core.runs.models import (
+    AudiencePlan,
+    BatchPage,
+    BatchPageInput,
+    Counts,
+    PlanAudienceInput,
+    SkipRemainingInput,
+    Wave,
+)
+from core.runs.policies import quiet_hours_for, wave_instant
+from core.tenants.config_schema import TenantConfig
 
 # Batch boundaries of one page: every batch_size-th customer id of the frozen audience from the
 # cursor on, in id order; one more than asked for, which is the next page's cursor.
@@ -107,7 +115,7 @@ async def assign_waves(conn: Any, inp: PlanAudienceInput, spec: CampaignSpec, co
     local send time, moved past the tenant's quiet hours when the run uses a quiet channel."""
     quiet = quiet_hours_for(config.policies.quiet_hours, list(spec.channels))
     now = inp.now or dt.datetime.now(dt.UTC)
-    if spec.send_time is not None:  # each recipient's best local hour (core/send_times.py)
+    if spec.send_time is not None:  # each recipient's best local hour (core/optimisation/send_times.py)
         await assign_run_send_times(
             conn, inp.tenant, inp.run_id, spec.send_time, now=now, quiet=quiet,
             default_zone=config.brand.default_time_zone,

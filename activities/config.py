@@ -7,9 +7,9 @@ from temporalio.exceptions import ApplicationError
 
 from activities.names import LOAD_CONFIG
 from activities.pooled import PooledActivities
-from core.config_store import get_config
-from core.runs import ConfigPin, LoadConfigInput
-from core.telemetry import tag_current_span
+from core.infra.telemetry import tag_current_span
+from core.runs.models import ConfigPin, LoadConfigInput
+from core.tenants.config_store import get_config
 
 
 class ConfigActivities(PooledActivities):

@@ -26,24 +26,25 @@ from activities.channels.base import (
 from activities.channels.rate_limit import RateLimits
 from activities.lookups import campaign_spec, pinned_config
 from activities.names import DELIVER_BATCH
-from core import links, run_store
-from core.campaigns import Variant
-from core.channels import CHANNELS, message_key
-from core.cross_channel import NOT_CHOSEN, count_own_sends
-from core.db import DATABASE_UNAVAILABLE, tenant_tx
-from core.experiments import GLOBAL_CONTROL, HOLDOUT
-from core.fair_turns import TenantTurns, TurnSlices
-from core.frequency import CapTracker
-from core.metrics import RENDER_DURATION, count_messages
-from core.rendering import RenderError, render_message
-from core.runs import Counts, DeliverBatchInput, RunStatus
-from core.settings import BATCH_SLOTS
-from core.suppressions import suppressed_addresses
-from core.telemetry import tag_current_span
-from core.tenant_config import TenantConfig
-from core.tracking import RunTracking, record_links
-from core.unnest_params import unnest_columns
-from core.winner_selection import ExperimentAssignment
+from core.campaigns.cross_channel import NOT_CHOSEN, count_own_sends
+from core.campaigns.spec import Variant
+from core.common import signed_links as links
+from core.content.channels import CHANNELS, message_key
+from core.content.rendering import RenderError, render_message
+from core.customers.suppressions import suppressed_addresses
+from core.engagement.tracking import RunTracking, record_links
+from core.experiments.buckets import GLOBAL_CONTROL, HOLDOUT
+from core.experiments.winner_selection import ExperimentAssignment
+from core.infra.db import DATABASE_UNAVAILABLE, tenant_tx
+from core.infra.fair_turns import TenantTurns, TurnSlices
+from core.infra.metrics import RENDER_DURATION, count_messages
+from core.infra.settings import BATCH_SLOTS
+from core.infra.telemetry import tag_current_span
+from core.infra.unnest_params import unnest_columns
+from core.runs import store as run_store
+from core.runs.frequency import CapTracker
+from core.runs.models import Counts, DeliverBatchInput, RunStatus
+from core.tenants.config_schema import TenantConfig
 
 T = TypeVar("T")
 
@@ -206,7 +207,7 @@ class DeliveryActivities:
             for cust in customers:
                 await turn.tick()
                 if not assignment.in_batch(cust["id"]):
-                    continue  # the other part of a winner test's audience (core/winner_selection.py)
+                    continue  # the other part of a winner test's audience (core/experiments/winner_selection.py)
                 variant = assign(cust["id"])
                 chosen = False
                 for channel in channels:

@@ -10,9 +10,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.lookups import campaign_spec
 from activities.names import DECIDE_WINNER, PREPARE_EXPERIMENT, RECORD_DECIDE_AT
-from core import experiment_store, results, run_store
-from core.db import tenant_tx
-from core.experiment_runs import (
+from core.experiments import store as experiment_store
+from core.experiments.models import (
     DecideWinnerInput,
     Decision,
     ExperimentPlan,
@@ -20,9 +19,12 @@ from core.experiment_runs import (
     RecordDecideAtInput,
     VariantStat,
 )
-from core.experiment_spec import ExperimentSpec
-from core.telemetry import tag_current_span
-from core.winner_selection import decide, thompson_weights, variant_stats
+from core.experiments.spec import ExperimentSpec
+from core.experiments.winner_selection import decide, thompson_weights, variant_stats
+from core.infra.db import tenant_tx
+from core.infra.telemetry import tag_current_span
+from core.results import report as results
+from core.runs import store as run_store
 
 
 async def _metric_stats(

@@ -8,10 +8,10 @@ from typing import Any
 import asyncpg
 from temporalio.exceptions import ApplicationError
 
-from core.campaign_store import get_campaign
-from core.campaigns import CampaignSpec
-from core.config_store import get_config
-from core.tenant_config import TenantConfig
+from core.campaigns.spec import CampaignSpec
+from core.campaigns.store import get_campaign
+from core.tenants.config_schema import TenantConfig
+from core.tenants.config_store import get_config
 
 
 async def pinned_config(pool: asyncpg.Pool, tenant: str, version: int | None) -> TenantConfig:

@@ -18,8 +18,8 @@ from activities.experiments import ExperimentActivities
 from activities.names import BEGIN_RUN
 from activities.pooled import PooledActivities
 from activities.run_status import RunStatusActivities
-from core.experiment_runs import PrepareExperimentInput
-from core.runs import BeginRunInput, LoadConfigInput, MarkRunInput, PlanAudienceInput, RunBegun, RunStatus
+from core.experiments.models import PrepareExperimentInput
+from core.runs.models import BeginRunInput, LoadConfigInput, MarkRunInput, PlanAudienceInput, RunBegun, RunStatus
 
 
 class RunStartActivities(PooledActivities):

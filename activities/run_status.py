@@ -7,13 +7,13 @@ from temporalio.exceptions import ApplicationError
 
 from activities.names import MARK_RUN, REGISTER_RUN
 from activities.pooled import PooledActivities
-from core import run_store
-from core.campaign_store import get_campaign
-from core.db import tenant_tx
-from core.metrics import RUN_TRANSITIONS
-from core.runs import MarkRunInput
-from core.schedules import RegisterRunInput
-from core.telemetry import tag_current_span
+from core.campaigns.schedules import RegisterRunInput
+from core.campaigns.store import get_campaign
+from core.infra.db import tenant_tx
+from core.infra.metrics import RUN_TRANSITIONS
+from core.infra.telemetry import tag_current_span
+from core.runs import store as run_store
+from core.runs.models import MarkRunInput
 
 
 class RunStatusActivities(PooledActivities):

@@ -28,11 +28,11 @@ from api.routes import (
     tracking,
     unsubscribe,
 )
-from core.auth import store_key
-from core.db import create_pool, migrate
-from core.settings import Settings, get_settings
-from core.telemetry import setup_telemetry
-from core.temporal import connect
+from core.infra.db import create_pool, migrate
+from core.infra.settings import Settings, get_settings
+from core.infra.telemetry import setup_telemetry
+from core.infra.temporal import connect
+from core.tenants.keys import store_key
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -11,13 +11,13 @@ from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
-from core.auth import Principal, lookup_key
-from core.campaign_store import CampaignRecord, get_campaign
-from core.config_store import get_config
-from core.db import tenant_tx
-from core.run_store import RunRecord, get_run
-from core.settings import Settings
-from core.tenant_config import SLUG_RE, TenantConfig
+from core.campaigns.store import CampaignRecord, get_campaign
+from core.infra.db import tenant_tx
+from core.infra.settings import Settings
+from core.runs.store import RunRecord, get_run
+from core.tenants.config_schema import SLUG_RE, TenantConfig
+from core.tenants.config_store import get_config
+from core.tenants.keys import Principal, lookup_key
 
 _bearer = HTTPBearer(auto_error=False)
 T = TypeVar("T")

@@ -12,10 +12,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from core.config_store import ConfigError
-from core.segments import SegmentError
-from core.templating import TemplateError
-from core.validation import error_lines
+from core.common.validation import error_lines
+from core.content.templating import TemplateError
+from core.customers.segments import SegmentError
+from core.tenants.config_store import ConfigError
 
 log = logging.getLogger("pennant.api")
 

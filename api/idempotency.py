@@ -33,8 +33,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.asgi_io import read_body, replaying, send_response
 from api.input_guard import PathTemplates
-from core.auth import lookup_key
-from core.db import tenant_tx
+from core.infra.db import tenant_tx
+from core.tenants.keys import lookup_key
 
 HEADER = "Idempotency-Key"
 # The creating POSTs, as OpenAPI path templates.

@@ -15,8 +15,8 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.metrics import HTTP_REQUESTS, RUNS
-from core.runs import ACTIVE_STATUSES, STORED_STATUSES
+from core.infra.metrics import HTTP_REQUESTS, RUNS
+from core.runs.models import ACTIVE_STATUSES, STORED_STATUSES
 
 # The statuses a run row holds while the run is unfinished.
 _UNFINISHED = sorted(s.value for s in ACTIVE_STATUSES if s in STORED_STATUSES)

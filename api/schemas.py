@@ -9,17 +9,17 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.input_guard import BIGINT_MAX, BIGINT_MIN
-from core.campaign_store import CampaignRecord, CampaignStatus
-from core.campaigns import CampaignSpec
-from core.conversions import MAX_EVENTS
-from core.customers import MAX_BATCH
-from core.experiment_runs import RunExperiment
-from core.results import ResultsRecord, SeriesRecord
-from core.run_store import DeliveryRecord, RunRecord
-from core.runs import Counts, RunStatus
-from core.send_times import SendTime, SendTimePreview
-from core.suggestions import SuggestionsRecord
-from core.tenant_config import ChannelName, EmailAddress
+from core.campaigns.spec import CampaignSpec
+from core.campaigns.store import CampaignRecord, CampaignStatus
+from core.customers.records import MAX_BATCH
+from core.engagement.conversions import MAX_EVENTS
+from core.experiments.models import RunExperiment
+from core.optimisation.send_times import SendTime, SendTimePreview
+from core.optimisation.suggestions import SuggestionsRecord
+from core.results.report import ResultsRecord, SeriesRecord
+from core.runs.models import Counts, RunStatus
+from core.runs.store import DeliveryRecord, RunRecord
+from core.tenants.config_schema import ChannelName, EmailAddress
 
 # --- campaigns
 
@@ -350,7 +350,7 @@ class ConfigVersionSummary(BaseModel):
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> Self:
-        """The body for a version row of core/config_store.py."""
+        """The body for a version row of core/tenants/config_store.py."""
         return cls(**{**row, "created_at": row["created_at"].isoformat()})
 
 

@@ -1,5 +1,5 @@
 """Customers import: an N-row CSV (default 1,000,000) upserted into a fresh tenant on embedded
-PostgreSQL through the path `pennant customers import` uses (core.customers.import_file).
+PostgreSQL through the path `pennant customers import` uses (core.customers.records.import_file).
 
     python -m benchmarks.customers_import [N] [--batch-size 5000] [--again]
 
@@ -21,9 +21,9 @@ import time
 import uuid
 from pathlib import Path
 
-from core.config_store import load_config_file, save_config
-from core.customers import import_file
-from core.db import create_pool, migrate
+from core.customers.records import import_file
+from core.infra.db import create_pool, migrate
+from core.tenants.config_store import load_config_file, save_config
 from devstack.postgres import ensure_database, start_embedded
 
 ROOT = Path(__file__).resolve().parent.parent

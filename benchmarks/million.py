@@ -5,7 +5,7 @@ provider simulator in its own process, the project's renderer), side by side:
     python -m benchmarks.million --recipients 1000000
 
 The raw loop reads keyset pages of 1,000 customers, applies the same policies (suppression,
-caps, consent), renders with core/rendering.py (with the link signature delivery adds), POSTs
+caps, consent), renders with core/content/rendering.py (with the link signature delivery adds), POSTs
 batches of 500 to the simulator 8 at a time and writes each batch's ledger rows with the
 delivery activity's statement. It runs first; the pipeline then runs on the same tenant.
 Per-stage times are summed over concurrent work (busy time, not wall time): for the pipeline
@@ -57,13 +57,13 @@ from benchmarks.push_common import (
     rss_mb,
     run_to_end,
 )
-from core import links
-from core.channels import CHANNELS, message_key
-from core.db import tenant_tx
-from core.frequency import CapTracker
-from core.rendering import render_message
-from core.suppressions import suppressed_addresses
-from core.temporal import run_workflow_id, task_queue_for
+from core.common import signed_links as links
+from core.content.channels import CHANNELS, message_key
+from core.content.rendering import render_message
+from core.customers.suppressions import suppressed_addresses
+from core.infra.db import tenant_tx
+from core.infra.temporal import run_workflow_id, task_queue_for
+from core.runs.frequency import CapTracker
 from devstack.inprocess import LocalStack, local_stack
 from devstack.worker_env import WorkerProcesses, worker_env
 from workers.main import provider_http_client

@@ -8,7 +8,7 @@ import asyncio
 import time
 
 from benchmarks.common import make_tenant, summary, wait_for_subject
-from core.tenant_config import Policies
+from core.tenants.config_schema import Policies
 from devstack.inprocess import local_stack
 
 ROUNDS = 10

@@ -22,8 +22,8 @@ import uuid
 import asyncpg
 
 from benchmarks.common import make_tenant
-from core import results
-from core.db import tenant_tx
+from core.infra.db import tenant_tx
+from core.results import report as results
 from devstack.inprocess import local_stack
 
 # Customer g: holdout when g % 10 = 0, else variant A when odd, B when even. Of the variants'

@@ -41,9 +41,9 @@ from activities.delivery import DeliveryActivities
 from activities.lookups import pinned_config
 from benchmarks.common import make_tenant
 from benchmarks.push_common import PushTenant, load_average, raw_run, run_to_end
-from core.channels import CHANNELS, message_key
-from core.db import tenant_tx
-from core.tenant_config import Channels, EmailChannel
+from core.content.channels import CHANNELS, message_key
+from core.infra.db import tenant_tx
+from core.tenants.config_schema import Channels, EmailChannel
 from devstack.inprocess import LocalStack, local_stack
 
 GOAL = 0.8

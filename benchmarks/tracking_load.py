@@ -29,8 +29,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from benchmarks.common import make_tenant
-from core.runs import TERMINAL_STATUSES
-from core.tenant_config import Experiments, Policies
+from core.runs.models import TERMINAL_STATUSES
+from core.tenants.config_schema import Experiments, Policies
 from devstack.inprocess import LocalStack, free_port, local_stack
 from devstack.launcher import wait_for_port
 from devstack.smtp_sink import read_outbox

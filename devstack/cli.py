@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.settings import get_settings
+from core.infra.settings import get_settings
 from devstack import runs_cli
 
 
@@ -32,7 +32,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
-    from core.logs import setup_logging
+    from core.infra.logs import setup_logging
 
     settings = get_settings()
     setup_logging(settings.log_format, settings.log_level)
@@ -89,7 +89,7 @@ def cmd_provider_sim(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """`pennant migrate`: apply the SQL migrations to DATABASE_URL."""
-    from core.db import create_pool, migrate
+    from core.infra.db import create_pool, migrate
 
     async def go() -> None:
         url = get_settings().database_url
@@ -126,8 +126,8 @@ def cmd_tenants_validate(args: argparse.Namespace) -> int:
 
 def cmd_tenants_sync(args: argparse.Namespace) -> int:
     """`pennant tenants sync`: store each changed tenant config file as a new version."""
-    from core.config_store import ConfigError
-    from core.db import create_pool
+    from core.infra.db import create_pool
+    from core.tenants.config_store import ConfigError
     from devstack.tenants import sync_directory
 
     async def go() -> int:
@@ -151,7 +151,7 @@ def cmd_tenants_sync(args: argparse.Namespace) -> int:
 
 def cmd_tenants_schema(args: argparse.Namespace) -> int:
     """`pennant tenants schema`: write (or with --check, verify) tenant_configs/schema.json."""
-    from core.tenant_config import json_schema_text
+    from core.tenants.config_schema import json_schema_text
 
     path = get_settings().tenant_configs_dir / "schema.json"
     text = json_schema_text()
@@ -168,8 +168,8 @@ def cmd_tenants_schema(args: argparse.Namespace) -> int:
 
 def cmd_tenants_diff(args: argparse.Namespace) -> int:
     """Show what `tenants sync` would change for one tenant: its file against its stored config."""
-    from core.config_store import ConfigError, config_diff, get_version, load_config_file
-    from core.db import create_pool
+    from core.infra.db import create_pool
+    from core.tenants.config_store import ConfigError, config_diff, get_version, load_config_file
 
     async def go() -> int:
         settings = get_settings()
@@ -199,8 +199,8 @@ def cmd_customers_import(args: argparse.Namespace) -> int:
     """`pennant customers import FILE --tenant SLUG`: upsert a CSV or JSON Lines file of customers."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from core.customers import file_format, import_file
-    from core.db import create_pool, migrate
+    from core.customers.records import file_format, import_file
+    from core.infra.db import create_pool, migrate
 
     path = Path(args.file)
     try:

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from core.auth import new_key, store_key
+from core.tenants.keys import new_key, store_key
 
 
 async def ensure_credentials(

@@ -25,7 +25,7 @@ from typing import Any
 import asyncpg
 from faker import Faker
 
-from core.db import tenant_tx
+from core.infra.db import tenant_tx
 
 # Generate and stage in chunks so memory stays flat for very large tenants.
 _CHUNK = 5_000

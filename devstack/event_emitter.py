@@ -1,5 +1,5 @@
 """Provider events from the devstack SMTP sink and provider simulator to Pennant's signed
-endpoint (`POST {PROVIDER_EVENTS_URL}/{email|sms|push}`, see core/provider_events.py).
+endpoint (`POST {PROVIDER_EVENTS_URL}/{email|sms|push}`, see core/engagement/provider_events.py).
 
 Emission never slows sending: `emit` only puts the event on a bounded queue (a full queue drops
 it, counted), and one background task posts what has gathered as one JSON array per provider
@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from core.provider_events import signed_headers
+from core.engagement.provider_events import signed_headers
 
 log = logging.getLogger("pennant.devstack.events")
 

@@ -23,9 +23,9 @@ from starlette.types import ASGIApp
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
-from core.auth import new_key, store_key
-from core.db import create_pool, migrate
-from core.settings import Settings
+from core.infra.db import create_pool, migrate
+from core.infra.settings import Settings
+from core.tenants.keys import new_key, store_key
 from devstack.launcher import wait_for_port
 from devstack.postgres import ensure_database, start_embedded
 from devstack.temporal_server import start_local_environment

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from core.settings import Settings
+from core.infra.settings import Settings
 from devstack.observability import dev_metrics_env, metrics_banner
 from devstack.temporal_server import dev_server_command
 
@@ -100,7 +100,7 @@ def _pennant(*args: str) -> list[str]:
 
 
 async def _prepare(settings: Settings, database_url: str) -> dict[str, Any]:
-    from core.db import create_pool, migrate
+    from core.infra.db import create_pool, migrate
     from devstack.credentials import ensure_credentials
     from devstack.demo_data import seed_customers
     from devstack.tenants import sync_directory

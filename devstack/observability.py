@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 
-from core.settings import Settings
+from core.infra.settings import Settings
 
 # The worker's Pennant metrics and its Temporal SDK metrics, when the environment names no port.
 DEV_WORKER_METRICS_PORT = 9464

@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from core.runs import TERMINAL_STATUSES
-from core.settings import get_settings
+from core.infra.settings import get_settings
+from core.runs.models import TERMINAL_STATUSES
 
 # How long `watch` measures the send rate over: long enough to smooth batch-sized steps.
 RATE_WINDOW_SECONDS = 10.0

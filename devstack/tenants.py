@@ -6,8 +6,8 @@ from pathlib import Path
 
 import asyncpg
 
-from core.config_store import ConfigError, load_config_file, save_config
-from core.tenant_config import TenantConfig
+from core.tenants.config_schema import TenantConfig
+from core.tenants.config_store import ConfigError, load_config_file, save_config
 
 
 def config_files(directory: Path) -> list[Path]:

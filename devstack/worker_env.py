@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.settings import Settings
+from core.infra.settings import Settings
 
 # The checkout: where `python -m devstack.cli` is run from.
 ROOT = Path(__file__).resolve().parent.parent

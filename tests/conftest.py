@@ -29,11 +29,11 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
-from core.auth import new_key, store_key
-from core.db import create_pool, migrate
-from core.settings import Settings
-from core.telemetry import setup_telemetry
-from core.tenant_config import Execution
+from core.infra.db import create_pool, migrate
+from core.infra.settings import Settings
+from core.infra.telemetry import setup_telemetry
+from core.tenants.config_schema import Execution
+from core.tenants.keys import new_key, store_key
 from devstack.inprocess import serving
 from devstack.postgres import ensure_database, start_embedded
 from devstack.provider_simulator import ProviderSimulator, SimulatorControl

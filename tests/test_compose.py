@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from core.settings import Settings
-from core.temporal import SEARCH_ATTRIBUTES
+from core.infra.settings import Settings
+from core.infra.temporal import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED_SERVICES = {"postgres", "temporal", "temporal-ui", "mailpit", "api", "worker"}
@@ -43,7 +43,7 @@ def test_pennant_services_set_only_real_settings() -> None:
         env = _env_names(services[name])
         assert env, f"service {name!r} sets no environment"
         unknown = sorted(env - known)
-        assert not unknown, f"service {name!r} sets {unknown}, which are not fields of core.settings.Settings"
+        assert not unknown, f"service {name!r} sets {unknown}, which are not fields of core.infra.settings.Settings"
 
 
 def test_required_services_exist() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 
 import asyncpg
 
-from core.cross_channel import NOT_CHOSEN
-from core.tenant_config import Engagement, Experiments, FrequencyCap, Policies
+from core.campaigns.cross_channel import NOT_CHOSEN
+from core.tenants.config_schema import Engagement, Experiments, FrequencyCap, Policies
 from tests.helpers.runs import assert_each_recipient_once, run_campaign
 from tests.helpers.tenants import MakeTenant
 

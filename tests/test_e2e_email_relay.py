@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.tenant_config import Channels, EmailChannel, Execution, Policies
+from core.tenants.config_schema import Channels, EmailChannel, Execution, Policies
 from devstack.smtp_sink import read_outbox, start_sink
 from tests.helpers.runs import wait_for_run
 from tests.helpers.stack import free_port

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from core.tenant_config import Channels, EmailChannel, FrequencyCap, Policies
+from core.tenants.config_schema import Channels, EmailChannel, FrequencyCap, Policies
 from tests.helpers.runs import run_campaign
 from tests.helpers.tenants import MakeTenant, Tenant
 

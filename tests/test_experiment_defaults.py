@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from core.tenant_config import Experiments, Policies
+from core.tenants.config_schema import Experiments, Policies
 from tests.helpers.runs import run_campaign
 from tests.helpers.tenants import MakeTenant, Tenant
 

@@ -27,9 +27,9 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from core.db import create_pool, migrate
-from core.settings import Settings
-from core.tenant_config import Execution
+from core.infra.db import create_pool, migrate
+from core.infra.settings import Settings
+from core.tenants.config_schema import Execution
 from devstack.postgres import ensure_database, start_embedded
 from devstack.provider_simulator import SimulatorControl
 from devstack.worker_env import WorkerProcesses

@@ -15,8 +15,8 @@ import asyncpg
 import pytest
 from temporalio.client import Client
 
-from core.settings import Settings
-from core.temporal import connect
+from core.infra.settings import Settings
+from core.infra.temporal import connect
 from tests.helpers.runs import assert_each_recipient_once, create_campaign, start_run, wait_for_run
 from tests.helpers.stack import PROVIDER_TIMEOUT_SECONDS
 from tests.helpers.tenants import Tenant, isolated_api_tenant

@@ -13,11 +13,11 @@ import asyncpg
 import httpx
 import pytest
 
-from core.channels import CHANNELS
-from core.db import tenant_tx
-from core.provider_events import signed_headers
-from core.settings import Settings
-from core.tenant_config import Experiments, Policies
+from core.content.channels import CHANNELS
+from core.engagement.provider_events import signed_headers
+from core.infra.db import tenant_tx
+from core.infra.settings import Settings
+from core.tenants.config_schema import Experiments, Policies
 from devstack.provider_simulator import SimulatorControl
 from tests.helpers.runs import create_campaign, start_run, wait_for_run
 from tests.helpers.tenants import MakeTenant, Tenant

@@ -18,11 +18,9 @@ from temporalio.client import (
     ScheduleState,
 )
 
-from core.db import tenant_tx
-from core.run_store import insert_run
-from core.runs import CampaignRunInput
-from core.schedules import ScheduledRunInput
-from core.temporal import (
+from core.campaigns.schedules import ScheduledRunInput
+from core.infra.db import tenant_tx
+from core.infra.temporal import (
     WORKFLOW_QUEUE,
     campaign_search_attributes,
     run_workflow_id,
@@ -30,7 +28,9 @@ from core.temporal import (
     scheduled_workflow_id,
     task_queue_for,
 )
-from core.tenant_config import Policies
+from core.runs.models import CampaignRunInput
+from core.runs.store import insert_run
+from core.tenants.config_schema import Policies
 from tests.helpers.runs import assert_each_recipient_once, create_campaign, wait_for_run
 from tests.helpers.tenants import MakeTenant
 from tests.helpers.waiting import until

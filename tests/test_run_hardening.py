@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from core.tenant_config import Channels, EmailChannel, Execution, Experiments, Policies
+from core.tenants.config_schema import Channels, EmailChannel, Execution, Experiments, Policies
 from devstack.provider_simulator import SimulatorControl
 from tests.helpers.runs import (
     EMAIL_CAMPAIGN,

@@ -17,8 +17,8 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from core.db import tenant_tx
-from core.tenant_config import Execution
+from core.infra.db import tenant_tx
+from core.tenants.config_schema import Execution
 from tests.helpers.runs import AB_VARIANTS, assert_each_recipient_once, create_campaign, start_run, wait_for_run
 from tests.helpers.tenants import MakeTenant
 

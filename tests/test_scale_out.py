@@ -22,9 +22,9 @@ import pytest
 from temporalio.client import Client
 
 from activities.names import DELIVER_BATCH
-from core.settings import Settings
-from core.temporal import task_queue_for
-from core.tenant_config import Execution
+from core.infra.settings import Settings
+from core.infra.temporal import task_queue_for
+from core.tenants.config_schema import Execution
 from devstack.worker_env import WorkerProcesses
 from tests.helpers.faults import ROOT, client_worker_env
 from tests.helpers.runs import assert_each_recipient_once, create_campaign, start_run, wait_for_run

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from core.tenant_config import Channels, EmailChannel, Policies, SmsChannel
+from core.tenants.config_schema import Channels, EmailChannel, Policies, SmsChannel
 from tests.helpers.runs import create_campaign, start_run, wait_for_run
 from tests.helpers.tenants import MakeTenant, Tenant
 

@@ -23,10 +23,10 @@ import asyncpg
 import httpx
 from temporalio.client import Client
 
-from core import tracking
-from core.settings import Settings
-from core.templating import RenderedEmail
-from core.tenant_config import Engagement, Experiments, Policies
+from core.content.templating import RenderedEmail
+from core.engagement import tracking
+from core.infra.settings import Settings
+from core.tenants.config_schema import Engagement, Experiments, Policies
 from devstack.provider_simulator import SimulatorControl
 from tests.helpers.engagement import run_emails
 from tests.helpers.faults import ROOT, worker_env

@@ -8,7 +8,7 @@ import math
 
 import asyncpg
 
-from core.tenant_config import Execution
+from core.tenants.config_schema import Execution
 from tests.helpers.runs import assert_each_recipient_once, create_campaign, start_run, wait_for_run
 from tests.helpers.tenants import MakeTenant
 

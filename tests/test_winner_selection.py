@@ -14,14 +14,14 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from core import experiment_store
-from core.campaigns import CampaignSpec
-from core.db import tenant_tx
-from core.experiment_spec import ExperimentSpec
-from core.experiments import HOLDOUT
-from core.settings import Settings
-from core.tenant_config import Policies
-from core.winner_selection import in_test_slice
+from core.campaigns.spec import CampaignSpec
+from core.experiments import store as experiment_store
+from core.experiments.buckets import HOLDOUT
+from core.experiments.spec import ExperimentSpec
+from core.experiments.winner_selection import in_test_slice
+from core.infra.db import tenant_tx
+from core.infra.settings import Settings
+from core.tenants.config_schema import Policies
 from tests.helpers.asserts import not_none
 from tests.helpers.histories import write_history
 from tests.helpers.hits import record_hits, sent_by_variant

@@ -17,8 +17,8 @@ import asyncpg
 import pytest
 from temporalio.client import Client
 
-from core.settings import Settings
-from core.tenant_config import Execution
+from core.infra.settings import Settings
+from core.tenants.config_schema import Execution
 from devstack.smtp_sink import read_outbox
 from devstack.worker_env import WorkerProcesses
 from tests.helpers.faults import client_worker_env

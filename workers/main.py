@@ -35,10 +35,10 @@ from activities.experiments import ExperimentActivities
 from activities.run_start import RunStartActivities
 from activities.run_status import RunStatusActivities
 from activities.testsend import TestSendActivities
-from core.fair_turns import ProcessShares
-from core.logs import setup_logging
-from core.settings import Settings
-from core.telemetry import setup_telemetry
+from core.infra.fair_turns import ProcessShares
+from core.infra.logs import setup_logging
+from core.infra.settings import Settings
+from core.infra.telemetry import setup_telemetry
 from workers.metrics import QueueStats, install_temporal_runtime, serve_metrics
 from workers.tenant_workers import TenantSelection, TenantWorkers
 
@@ -140,8 +140,8 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 async def amain(settings: Settings, tenants: list[str] | None, shard: str | None) -> None:
     """Connect to PostgreSQL and Temporal, then serve the selected tenants until SIGTERM or SIGINT."""
-    from core.db import create_pool
-    from core.temporal import connect
+    from core.infra.db import create_pool
+    from core.infra.temporal import connect
 
     # A stop signal cancels this task: every tenant Worker shuts down (in-flight activities are
     # cancelled and retried elsewhere) instead of the process vanishing mid-call.

@@ -21,11 +21,11 @@ from temporalio.service import RPCError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from activities.names import DELIVER_BATCH
-from core.logs import bind
-from core.metrics import BATCH_DURATION, TASK_QUEUE_BACKLOG, TASK_QUEUE_BACKLOG_AGE
-from core.runs import Counts
-from core.settings import Settings
-from core.temporal import WORKFLOW_QUEUE, task_queue_for
+from core.infra.logs import bind
+from core.infra.metrics import BATCH_DURATION, TASK_QUEUE_BACKLOG, TASK_QUEUE_BACKLOG_AGE
+from core.infra.settings import Settings
+from core.infra.temporal import WORKFLOW_QUEUE, task_queue_for
+from core.runs.models import Counts
 
 log = logging.getLogger("pennant.activities")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from temporalio.client import Client
 
-from core.temporal import TENANT_ID, WORKFLOW_QUEUE, task_queue_for
+from core.infra.temporal import TENANT_ID, WORKFLOW_QUEUE, task_queue_for
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ import logging
 from temporalio.client import Client, ScheduleActionStartWorkflow, ScheduleUpdate, ScheduleUpdateInput
 from temporalio.service import RPCError
 
-from core.temporal import WORKFLOW_QUEUE
+from core.infra.temporal import WORKFLOW_QUEUE
 
 log = logging.getLogger("pennant.workers")
 
-# Pennant's schedules (core.temporal.schedule_id).
+# Pennant's schedules (core.infra.temporal.schedule_id).
 SCHEDULE_PREFIX = "schedule:"
 
 

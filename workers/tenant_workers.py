@@ -20,10 +20,10 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import PollerBehaviorAutoscaling, PollerBehaviorSimpleMaximum, Worker
 
-from core.config_store import TENANTS_CHANNEL, active_tenants
-from core.db import DATABASE_UNAVAILABLE
-from core.temporal import WORKFLOW_QUEUE, task_queue_for, tenant_of_queue
-from core.tenant_config import Execution
+from core.infra.db import DATABASE_UNAVAILABLE
+from core.infra.temporal import WORKFLOW_QUEUE, task_queue_for, tenant_of_queue
+from core.tenants.config_schema import Execution
+from core.tenants.config_store import TENANTS_CHANNEL, active_tenants
 from workers.metrics import ActivityObserver
 from workers.open_workflows import OpenWorkflows, open_workflows
 from workers.queue_upgrade import move_schedules

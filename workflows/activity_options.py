@@ -12,7 +12,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from core.runs import CampaignRunInput
+    from core.runs.models import CampaignRunInput
 
 # start_to_close_timeout of an activity that only reads or writes a few rows.
 SHORT = timedelta(seconds=30)

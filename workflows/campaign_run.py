@@ -28,7 +28,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.delivery import DeliveryActivities
     from activities.run_start import RunStartActivities
     from activities.run_status import RunStatusActivities
-    from core.runs import (
+    from core.infra.temporal import task_queue_for
+    from core.runs.models import (
         TERMINAL_STATUSES,
         AudiencePlan,
         BatchPage,
@@ -49,7 +50,6 @@ with workflow.unsafe.imports_passed_through():
         SkipRemainingInput,
         Wave,
     )
-    from core.temporal import task_queue_for
 from workflows.activity_options import LOCAL_PLAN, ONE_STEP_START, bookkeeping, run_ids
 from workflows.activity_options import RETRY as _RETRY
 from workflows.cross_channel import CROSS_CHANNEL_FALLBACK, fallback_phase

@@ -10,9 +10,9 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.cross_channel import CrossChannelActivities
-    from core.cross_channel import FallbackDue, FallbackPlan
-    from core.runs import PlanAudienceInput
-    from core.temporal import task_queue_for
+    from core.campaigns.cross_channel import FallbackDue, FallbackPlan
+    from core.infra.temporal import task_queue_for
+    from core.runs.models import PlanAudienceInput
 from workflows.activity_options import RETRY as _RETRY
 from workflows.activity_options import bookkeeping
 

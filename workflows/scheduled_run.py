@@ -15,9 +15,9 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.run_status import RunStatusActivities
-    from core.runs import CampaignRunInput, RunProgress
-    from core.schedules import RegisterRunInput, ScheduledRunInput
-    from core.temporal import campaign_search_attributes, run_workflow_id, task_queue_for
+    from core.campaigns.schedules import RegisterRunInput, ScheduledRunInput
+    from core.infra.temporal import campaign_search_attributes, run_workflow_id, task_queue_for
+    from core.runs.models import CampaignRunInput, RunProgress
     from workflows.campaign_run import CampaignRunWorkflow
 
 

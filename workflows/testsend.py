@@ -10,8 +10,8 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.testsend import TestSendActivities
-    from core.preview import TestSendInput, TestSendResult
-    from core.temporal import task_queue_for
+    from core.campaigns.preview import TestSendInput, TestSendResult
+    from core.infra.temporal import task_queue_for
 
 
 @workflow.defn(name="CampaignTestSendWorkflow")

@@ -14,8 +14,8 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.audience import AudienceActivities
     from activities.experiments import ExperimentActivities
-    from core.durations import duration_seconds
-    from core.experiment_runs import (
+    from core.common.durations import duration_seconds
+    from core.experiments.models import (
         BatchExperiment,
         DecideWinnerInput,
         Decision,
@@ -26,8 +26,8 @@ with workflow.unsafe.imports_passed_through():
         PrepareExperimentInput,
         RecordDecideAtInput,
     )
-    from core.runs import CampaignRunInput, Counts, SkipRemainingInput
-    from core.temporal import task_queue_for
+    from core.infra.temporal import task_queue_for
+    from core.runs.models import CampaignRunInput, Counts, SkipRemainingInput
 from workflows.activity_options import RETRY as _RETRY
 from workflows.activity_options import bookkeeping, run_ids
 

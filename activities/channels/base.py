@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from core.tenant_config import TenantConfig
+from core.tenants.config_schema import TenantConfig
 
 
 @dataclass(frozen=True)

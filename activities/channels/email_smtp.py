@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import aiosmtplib
 
 from activities.channels.base import ChannelConfigError, OutboundMessage, SendResult, TransientChannelError
-from core.templating import RenderedEmail
-from core.tenant_config import EmailChannel, TenantConfig
+from core.content.templating import RenderedEmail
+from core.tenants.config_schema import EmailChannel, TenantConfig
 
 
 def message_id(idempotency_key: str, tenant: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from activities.channels.base import ChannelConfigError, OutboundMessage, SendResult, TransientChannelError
-from core.tenant_config import ChannelConfig, TenantConfig
+from core.tenants.config_schema import ChannelConfig, TenantConfig
 
 # Status codes that mean "not now" rather than "never": the batch is retried by Temporal.
 TRANSIENT_STATUS = frozenset({408, 429})

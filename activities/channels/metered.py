@@ -11,8 +11,8 @@ from activities.channels.base import (
     SendResult,
     TransientChannelError,
 )
-from core.metrics import PROVIDER_MESSAGES, PROVIDER_REQUEST_DURATION
-from core.tenant_config import TenantConfig
+from core.infra.metrics import PROVIDER_MESSAGES, PROVIDER_REQUEST_DURATION
+from core.tenants.config_schema import TenantConfig
 
 
 class MeteredAdapter:

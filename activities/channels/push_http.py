@@ -9,8 +9,8 @@ import httpx
 
 from activities.channels.base import OutboundMessage, SendResult, TransientChannelError
 from activities.channels.http_common import HttpAdapter, credential, post, provider_reason
-from core.templating import RenderedPush
-from core.tenant_config import TenantConfig
+from core.content.templating import RenderedPush
+from core.tenants.config_schema import TenantConfig
 
 # Per-token errors that say "try again later" rather than "this token is no good".
 TRANSIENT_TOKEN_ERRORS = frozenset({"UNAVAILABLE", "INTERNAL", "QUOTA_EXCEEDED"})

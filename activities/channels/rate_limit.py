@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from core.metrics import RATE_LIMIT_WAIT
+from core.infra.metrics import RATE_LIMIT_WAIT
 
 
 class TokenBucket:

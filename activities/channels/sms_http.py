@@ -9,8 +9,8 @@ import httpx
 
 from activities.channels.base import OutboundMessage, SendResult
 from activities.channels.http_common import PerMessageHttpAdapter, SendOne, channel_config, credential, one_result, post
-from core.templating import RenderedSms
-from core.tenant_config import TenantConfig
+from core.content.templating import RenderedSms
+from core.tenants.config_schema import TenantConfig
 
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 

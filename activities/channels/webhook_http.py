@@ -11,9 +11,9 @@ import time
 
 from activities.channels.base import OutboundMessage, SendResult
 from activities.channels.http_common import PerMessageHttpAdapter, SendOne, credential, endpoint, one_result, post
-from core.signatures import sign
-from core.templating import RenderedWebhook
-from core.tenant_config import TenantConfig
+from core.common.signing import sign
+from core.content.templating import RenderedWebhook
+from core.tenants.config_schema import TenantConfig
 
 
 class HttpWebhookAdapter(PerMessageHttpAdapter):

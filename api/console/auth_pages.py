@@ -9,7 +9,7 @@ from api import deps
 from api.console import session as sessions
 from api.console.common import PREFIX, SessionDep, checked_form, first, form_data, page, redirect, set_session_cookie
 from api.routes import tenants as tenant_routes
-from core.auth import lookup_key
+from core.tenants.keys import lookup_key
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from api.console import optimisation_form
-from core.campaigns import CampaignSpec
+from core.campaigns.spec import CampaignSpec
 
 VARIANT_FIELDS = ("key", "template", "weight", "subject")
 

@@ -31,10 +31,10 @@ from api.routes import runs as run_routes
 from api.routes import schedules as schedule_routes
 from api.routes import segments as segment_routes
 from api.schemas import PreviewRequest, SegmentEstimateRequest, TestSendRequest
-from core.campaign_store import CampaignRecord
-from core.campaigns import CampaignSpec
-from core.runs import ACTIVE_STATUSES
-from core.schedules import RecurrenceSpec
+from core.campaigns.schedules import RecurrenceSpec
+from core.campaigns.spec import CampaignSpec
+from core.campaigns.store import CampaignRecord
+from core.runs.models import ACTIVE_STATUSES
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 

@@ -8,7 +8,7 @@ from html import escape
 
 from markupsafe import Markup
 
-from core.results import GroupSeries
+from core.results.report import GroupSeries
 
 # Colour-blind-safe palette (Okabe-Ito), dark enough on white for graphics contrast (3:1).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#7A5C00", "#56707F")

@@ -18,12 +18,12 @@ from temporalio.client import Client
 
 from api import deps
 from api.console import session as sessions
-from core.config_store import ConfigError
-from core.durations import describe_duration
-from core.segments import SegmentError
-from core.settings import Settings
-from core.templating import TemplateError
-from core.validation import error_lines
+from core.common.durations import describe_duration
+from core.common.validation import error_lines
+from core.content.templating import TemplateError
+from core.customers.segments import SegmentError
+from core.infra.settings import Settings
+from core.tenants.config_store import ConfigError
 
 PREFIX = "/console"
 # Scripts and styles only from the console itself; previews (srcdoc iframes, which inherit this)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.campaigns import CampaignSpec
+from core.campaigns.spec import CampaignSpec
 
 EXPERIMENT_FIELDS = (
     "metric", "test_percent", "decide_after", "confidence", "min_per_variant", "if_inconclusive", "floor",

@@ -16,8 +16,8 @@ from api.console.common import INVALID, PREFIX, Console, ConsoleDep, checked_for
 from api.routes import optimisation as optimisation_routes
 from api.routes import runs as run_routes
 from api.schemas import SendTimes, SuggestRequest
-from core.campaign_store import CampaignRecord
-from core.experiment_runs import ExtendTestInput, PickWinnerInput
+from core.campaigns.store import CampaignRecord
+from core.experiments.models import ExtendTestInput, PickWinnerInput
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 

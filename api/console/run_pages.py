@@ -15,10 +15,10 @@ from api.console import charts
 from api.console.common import INVALID, PREFIX, Console, ConsoleDep, checked_form, problems, redirect
 from api.routes import results as result_routes
 from api.routes import runs as run_routes
-from core import results
-from core.run_store import RunRecord
-from core.runs import TERMINAL_STATUSES
-from core.tenant_config import ChannelName
+from core.results import report as results
+from core.runs.models import TERMINAL_STATUSES
+from core.runs.store import RunRecord
+from core.tenants.config_schema import ChannelName
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 

@@ -1,7 +1,7 @@
 """Console sessions: a signed, HttpOnly, SameSite=Lax cookie naming the API key that signed in
 (its id, never the key), the tenant being worked on and the session's CSRF token.
 
-The key itself is checked once at sign-in (core/auth.py `lookup_key`); every later request
+The key itself is checked once at sign-in (core/tenants/keys.py `lookup_key`); every later request
 re-reads the key's row by id, so revoking the key ends its console sessions at once.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 
 import asyncpg
 
-from core.auth import Principal
-from core.settings import Settings
+from core.infra.settings import Settings
+from core.tenants.keys import Principal
 
 COOKIE = "pennant_console"
 # A session lasts a working day; signing in again is one paste of the key.

@@ -16,14 +16,15 @@ from temporalio.service import RPCError
 
 from api.deps import CampaignDep, ConfigDep, PoolDep, SettingsDep, TemporalDep, TenantDep
 from api.schemas import Campaign, CustomerRef, Preview, PreviewRequest, TestSendRequest
-from core import campaign_store, run_store
-from core.campaigns import CampaignSpec, Variant, check_campaign
-from core.db import tenant_tx
-from core.preview import TestSendInput, TestSendResult, preview_customer, preview_unsubscribe_url
-from core.rendering import render_message
-from core.templating import TemplateError
-from core.temporal import WORKFLOW_QUEUE, campaign_search_attributes, testsend_workflow_id
-from core.tenant_config import TenantConfig
+from core.campaigns import store as campaign_store
+from core.campaigns.preview import TestSendInput, TestSendResult, preview_customer, preview_unsubscribe_url
+from core.campaigns.spec import CampaignSpec, Variant, check_campaign
+from core.content.rendering import render_message
+from core.content.templating import TemplateError
+from core.infra.db import tenant_tx
+from core.infra.temporal import WORKFLOW_QUEUE, campaign_search_attributes, testsend_workflow_id
+from core.runs import store as run_store
+from core.tenants.config_schema import TenantConfig
 from workflows.testsend import CampaignTestSendWorkflow
 
 _TEST_SEND_TIMEOUT = timedelta(seconds=60)

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from api.deps import PoolDep, TenantDep
 from api.schemas import CustomersUpsert, CustomersUpserted
-from core.customers import upsert_batch
+from core.customers.records import upsert_batch
 
 router = APIRouter(prefix="/v1/tenants/{tenant}/customers", tags=["customers"])
 

@@ -7,9 +7,9 @@ from fastapi import APIRouter
 
 from api.deps import PoolDep, TenantDep
 from api.schemas import EventsAccepted, EventsIn
-from core.config_store import get_config
-from core.conversions import record_events
-from core.tenant_config import Engagement
+from core.engagement.conversions import record_events
+from core.tenants.config_schema import Engagement
+from core.tenants.config_store import get_config
 
 router = APIRouter(prefix="/v1/tenants/{tenant}/events", tags=["events"])
 

@@ -13,8 +13,8 @@ from fastapi import APIRouter, HTTPException, Query
 
 from api.deps import PoolDep, TenantDep, admin_only
 from api.schemas import ApiKey
-from core.auth import LastAdminKeyError, Principal, list_keys, revoke_key
-from core.tenant_config import SLUG_RE
+from core.tenants.config_schema import SLUG_RE
+from core.tenants.keys import LastAdminKeyError, Principal, list_keys, revoke_key
 
 router = APIRouter(tags=["keys"])
 

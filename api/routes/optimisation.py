@@ -1,6 +1,6 @@
 """Optimisation advice on a campaign before it runs: the send-time preview of `send_time:
-optimal` (core/send_times.py) and ranked subject-line or SMS-body suggestions
-(core/suggestions.py). Neither changes the campaign."""
+optimal` (core/optimisation/send_times.py) and ranked subject-line or SMS-body suggestions
+(core/optimisation/suggestions.py). Neither changes the campaign."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from fastapi import APIRouter, HTTPException
 
 from api.deps import CampaignDep, ConfigDep, PoolDep, TenantDep
 from api.schemas import SendTimes, SendTimesRequest, Suggestions, SuggestRequest
-from core.config_store import get_config
-from core.db import tenant_tx
-from core.policies import quiet_hours_for
-from core.segments import compile_segment
-from core.send_times import Audience, OptimalSendTime, preview_send_times
-from core.suggestions import ProviderFailure, suggest
-from core.templating import TemplateError
-from core.tenant_config import TenantConfig
+from core.content.templating import TemplateError
+from core.customers.segments import compile_segment
+from core.infra.db import tenant_tx
+from core.optimisation.send_times import Audience, OptimalSendTime, preview_send_times
+from core.optimisation.suggestions import ProviderFailure, suggest
+from core.runs.policies import quiet_hours_for
+from core.tenants.config_schema import TenantConfig
+from core.tenants.config_store import get_config
 
 router = APIRouter(prefix="/v1/tenants/{tenant}/campaigns", tags=["optimisation"])
 

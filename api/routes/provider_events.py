@@ -1,7 +1,7 @@
 """The signed endpoint providers post delivery receipts, bounces and complaints to.
 
 `POST /v1/provider-events/{email|sms|push}`, signed with the platform's provider-events secret
-(see core/provider_events.py for the shapes and the scheme). Unsigned, forged or stale → 401;
+(see core/engagement/provider_events.py for the shapes and the scheme). Unsigned, forged or stale → 401;
 malformed → 422 naming the field; otherwise 200 with what became of the events. Events about
 messages Pennant does not know are acknowledged (a provider retries anything but a 2xx) and
 counted as ignored.
@@ -19,7 +19,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from api.deps import PoolDep, SettingsDep
 from api.schemas import ProviderEventsAnswer
-from core.provider_events import (
+from core.engagement.provider_events import (
     MAX_EVENTS,
     EmailEvent,
     Provider,

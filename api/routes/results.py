@@ -12,10 +12,11 @@ from fastapi import APIRouter, Query
 
 from api.deps import CampaignDep, PoolDep, RunDep, TenantDep
 from api.schemas import Results, ResultSeries
-from core import results, run_store
-from core.campaign_store import CampaignRecord, get_campaign
-from core.db import tenant_tx
-from core.run_store import RunRecord
+from core.campaigns.store import CampaignRecord, get_campaign
+from core.infra.db import tenant_tx
+from core.results import report as results
+from core.runs import store as run_store
+from core.runs.store import RunRecord
 
 router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["results"])
 R = TypeVar("R")

@@ -23,13 +23,21 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.cursors import decode_cursor, next_cursor
 from api.deps import CampaignDep, PoolDep, RunDep, TemporalDep, TenantDep, get_tenant_config
 from api.schemas import Delivery, DeliveryPage, Run, RunCounts, RunPage, RunStarted, RunSummary
-from core import experiment_store, run_store
-from core.db import tenant_tx
-from core.experiment_runs import ExtendTestInput, PickWinnerInput
-from core.run_store import RunRecord
-from core.runs import STORED_STATUSES, TERMINAL_STATUSES, CampaignRunInput, RescheduleInput, RunProgress, RunStatus
-from core.temporal import WORKFLOW_QUEUE, campaign_search_attributes, run_workflow_id
-from core.tenant_config import ChannelName
+from core.experiments import store as experiment_store
+from core.experiments.models import ExtendTestInput, PickWinnerInput
+from core.infra.db import tenant_tx
+from core.infra.temporal import WORKFLOW_QUEUE, campaign_search_attributes, run_workflow_id
+from core.runs import store as run_store
+from core.runs.models import (
+    STORED_STATUSES,
+    TERMINAL_STATUSES,
+    CampaignRunInput,
+    RescheduleInput,
+    RunProgress,
+    RunStatus,
+)
+from core.runs.store import RunRecord
+from core.tenants.config_schema import ChannelName
 from workflows.campaign_run import RUN_STATE_CONFLICT, CampaignRunWorkflow
 from workflows.winner_selection import EXPERIMENT_CONFLICT, UNKNOWN_VARIANT
 

@@ -30,8 +30,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import CampaignDep, TemporalDep, TenantDep
 from api.schemas import ScheduleInfo
-from core.schedules import RecurrenceSpec, ScheduledRunInput
-from core.temporal import WORKFLOW_QUEUE, campaign_search_attributes, schedule_id, scheduled_workflow_id
+from core.campaigns.schedules import RecurrenceSpec, ScheduledRunInput
+from core.infra.temporal import WORKFLOW_QUEUE, campaign_search_attributes, schedule_id, scheduled_workflow_id
 from workflows.scheduled_run import ScheduledCampaignWorkflow
 
 CRON_MEMO = "pennant_cron"

@@ -7,8 +7,8 @@ from fastapi import APIRouter, HTTPException
 
 from api.deps import ConfigDep, PoolDep, TenantDep
 from api.schemas import CustomerRef, SegmentEstimate, SegmentEstimateRequest
-from core.db import tenant_tx
-from core.segments import compile_segment
+from core.customers.segments import compile_segment
+from core.infra.db import tenant_tx
 
 router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["segments"])
 

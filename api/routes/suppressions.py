@@ -6,9 +6,9 @@ from fastapi import APIRouter, HTTPException, Query
 
 from api.deps import PoolDep, TenantDep
 from api.schemas import Suppression, SuppressionIn
-from core.db import tenant_tx
-from core.suppressions import normalise, suppress
-from core.tenant_config import ChannelName
+from core.customers.suppressions import normalise, suppress
+from core.infra.db import tenant_tx
+from core.tenants.config_schema import ChannelName
 
 router = APIRouter(prefix="/v1/tenants/{tenant}/suppressions", tags=["suppressions"])
 

@@ -22,8 +22,9 @@ from api.schemas import (
     SaveResult,
     TenantSummary,
 )
-from core.auth import Principal, key_prefix, new_key, store_key
-from core.config_store import (
+from core.infra.temporal import task_queue_for
+from core.tenants.config_schema import TenantConfig
+from core.tenants.config_store import (
     ConfigError,
     config_diff,
     get_version,
@@ -33,8 +34,7 @@ from core.config_store import (
     remove_tenant,
     save_config,
 )
-from core.temporal import task_queue_for
-from core.tenant_config import TenantConfig
+from core.tenants.keys import Principal, key_prefix, new_key, store_key
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 

@@ -2,7 +2,7 @@
 
 `GET /t/o/{token}` answers a 1x1 transparent GIF and records an open; `GET /t/c/{token}`
 records a click and redirects (302) to the URL the run recorded for the token's link. Both
-write the event before they answer (group commit, see core.tracking.HitWriter), so an answered
+write the event before they answer (group commit, see core.engagement.tracking.HitWriter), so an answered
 hit is never lost. A forged, altered or garbled token, and a link the run never had, are a
 404: nothing here ever redirects to a URL taken from the request.
 
@@ -27,11 +27,11 @@ import asyncpg
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from core import tracking
-from core.config_store import get_config
-from core.db import tenant_tx
-from core.metrics import TRACKING_EVENTS
-from core.tenant_config import Engagement
+from core.engagement import tracking
+from core.infra.db import tenant_tx
+from core.infra.metrics import TRACKING_EVENTS
+from core.tenants.config_schema import Engagement
+from core.tenants.config_store import get_config
 
 log = logging.getLogger("pennant.api.tracking")
 

@@ -14,11 +14,11 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse
 
 from api.deps import PoolDep, SettingsDep
-from core import links
-from core.config_store import get_config
-from core.db import tenant_tx
-from core.suppressions import unsubscribe
-from core.tenant_config import ChannelName
+from core.common import signed_links as links
+from core.customers.suppressions import unsubscribe
+from core.infra.db import tenant_tx
+from core.tenants.config_schema import ChannelName
+from core.tenants.config_store import get_config
 
 router = APIRouter(tags=["unsubscribe"])
 

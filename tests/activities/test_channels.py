@@ -18,10 +18,10 @@ from activities.channels.http_common import parse_retry_after
 from activities.channels.push_http import HttpPushAdapter
 from activities.channels.sms_http import HttpSmsAdapter
 from activities.channels.webhook_http import HttpWebhookAdapter
-from core.config_store import load_config_file
-from core.signatures import verify
-from core.templating import RenderedPush, RenderedSms, RenderedWebhook
-from core.tenant_config import TenantConfig, WebhookChannel
+from core.common.signing import verify
+from core.content.templating import RenderedPush, RenderedSms, RenderedWebhook
+from core.tenants.config_schema import TenantConfig, WebhookChannel
+from core.tenants.config_store import load_config_file
 from devstack.provider_simulator import ProviderSimulator, SimulatorControl
 from tests.helpers.asserts import not_none
 from tests.helpers.stack import PROVIDER_ENV, ROOT

@@ -12,9 +12,9 @@ from aiosmtpd.controller import Controller
 
 from activities.channels.base import OutboundMessage, TransientChannelError
 from activities.channels.email_smtp import SmtpEmailAdapter
-from core.config_store import load_config_file
-from core.templating import RenderedEmail
-from core.tenant_config import EmailChannel, TenantConfig
+from core.content.templating import RenderedEmail
+from core.tenants.config_schema import EmailChannel, TenantConfig
+from core.tenants.config_store import load_config_file
 from devstack.inprocess import free_port
 from devstack.smtp_sink import read_outbox, start_sink
 from tests.helpers.stack import ROOT

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from core.settings import Settings
+from core.infra.settings import Settings
 from tests.helpers.stack import ROOT
 from tests.helpers.tenants import MakeTenant, Tenant
 

@@ -6,7 +6,7 @@ import httpx
 from temporalio.client import Client
 
 from api.app import create_app
-from core.settings import Settings
+from core.infra.settings import Settings
 from devstack.inprocess import free_port, serving
 from devstack.temporal_server import start_local_environment
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from core.settings import Settings
+from core.infra.settings import Settings
 from tests.helpers.tenants import MakeTenant
 
 CAMPAIGN = {

@@ -7,8 +7,8 @@ import random
 import asyncpg
 import httpx
 
-from core.auth import new_key, store_key
-from core.settings import Settings
+from core.infra.settings import Settings
+from core.tenants.keys import new_key, store_key
 from tests.helpers.tenants import MakeTenant
 
 SECRET_FIELDS = {"key", "key_hash", "hash", "secret"}

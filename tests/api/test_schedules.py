@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 from temporalio.client import Client
 
-from core.runs import TERMINAL_STATUSES
+from core.runs.models import TERMINAL_STATUSES
 from tests.helpers.runs import wait_for_run
 from tests.helpers.tenants import MakeTenant
 from tests.helpers.waiting import until

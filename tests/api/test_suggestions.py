@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from core.tenant_config import ChatProvider, Suggestions
+from core.tenants.config_schema import ChatProvider, Suggestions
 from devstack.provider_simulator import ProviderSimulator, SimulatorControl
 from tests.helpers.runs import EMAIL_CAMPAIGN, create_campaign, run_campaign
 from tests.helpers.tenants import MakeTenant, Tenant

@@ -9,8 +9,8 @@ from urllib.parse import urlparse
 import asyncpg
 import httpx
 
-from core import links
-from core.settings import Settings
+from core.common import signed_links as links
+from core.infra.settings import Settings
 from devstack.smtp_sink import read_outbox
 from tests.helpers.runs import run_campaign
 from tests.helpers.tenants import MakeTenant, Tenant

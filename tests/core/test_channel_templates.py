@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.rendering import check_template_set
-from core.templating import (
+from core.content.rendering import check_template_set
+from core.content.templating import (
     content_for_locale,
     email_for_locale,
     render_context,
@@ -13,7 +13,7 @@ from core.templating import (
     render_sms,
     render_webhook,
 )
-from core.tenant_config import Brand, TemplateSet
+from core.tenants.config_schema import Brand, TemplateSet
 from tests.helpers.asserts import not_none
 
 BRAND = Brand(name="Fresh & Co", from_email="deals@fresh.example.com", base_url="https://fresh.example.com")

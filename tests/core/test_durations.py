@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.durations import describe_duration, duration_seconds
+from core.common.durations import describe_duration, duration_seconds
 
 
 @pytest.mark.parametrize(

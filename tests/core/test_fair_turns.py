@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from core.fair_turns import HALF_LIFE, PRESENCE, TenantTurns
+from core.infra.fair_turns import HALF_LIFE, PRESENCE, TenantTurns
 
 
 async def _settle() -> None:

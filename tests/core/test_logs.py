@@ -9,9 +9,9 @@ import logging
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from core.logs import JsonFormatter, TextFormatter, bind, log_context
-from core.metrics import reason_label
-from core.telemetry import tag_current_span
+from core.infra.logs import JsonFormatter, TextFormatter, bind, log_context
+from core.infra.metrics import reason_label
+from core.infra.telemetry import tag_current_span
 
 
 def _record(message: str, **extra: object) -> logging.LogRecord:

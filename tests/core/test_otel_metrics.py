@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-from core.metrics import BATCH_DURATION, MESSAGES, mirror_to_otel
-from core.settings import Settings
-from core.telemetry import otlp_meter_provider
+from core.infra.metrics import BATCH_DURATION, MESSAGES, mirror_to_otel
+from core.infra.settings import Settings
+from core.infra.telemetry import otlp_meter_provider
 
 
 @pytest.fixture

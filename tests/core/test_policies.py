@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from core.policies import in_quiet_hours, local_send_instant, quiet_hours_end, wave_instant
-from core.tenant_config import QuietHours
+from core.runs.policies import in_quiet_hours, local_send_instant, quiet_hours_end, wave_instant
+from core.tenants.config_schema import QuietHours
 
 UTC = dt.UTC
 NIGHT = QuietHours(start="21:00", end="08:00")

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from activities.delivery import _LEDGER_SQL
-from core.db import tenant_tx
+from core.infra.db import tenant_tx
 
 T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 _EVENTS_SQL = """

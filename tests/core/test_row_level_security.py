@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from core.db import tenant_tx
+from core.infra.db import tenant_tx
 from tests.helpers.tenants import MakeTenant
 
 

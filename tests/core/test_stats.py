@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core import stats
+from core.common import stats
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from core.rendering import check_part, check_template_set, sample_customer
-from core.templating import (
+from core.content.rendering import check_part, check_template_set, sample_customer
+from core.content.templating import (
     EMAIL_HTML,
     EMAIL_SUBJECT,
     MAX_RANGE,
@@ -20,7 +20,7 @@ from core.templating import (
     render_context,
     render_part,
 )
-from core.tenant_config import Brand, TemplateSet
+from core.tenants.config_schema import Brand, TemplateSet
 
 BRAND = Brand(name="Fresh & Co", from_email="deals@fresh.example.com")
 

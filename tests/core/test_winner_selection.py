@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from core.cross_channel import Fallback
-from core.durations import duration_seconds
-from core.experiment_runs import ExtendTestInput, VariantStat
-from core.experiment_spec import ExperimentSpec, check_experiment
-from core.winner_selection import decide, in_test_slice, thompson_weights
+from core.campaigns.cross_channel import Fallback
+from core.common.durations import duration_seconds
+from core.experiments.models import ExtendTestInput, VariantStat
+from core.experiments.spec import ExperimentSpec, check_experiment
+from core.experiments.winner_selection import decide, in_test_slice, thompson_weights
 
 
 def _cells(*rows: tuple[str, int, int]) -> list[VariantStat]:

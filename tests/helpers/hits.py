@@ -1,5 +1,5 @@
 """Opens and clicks written straight through the tracking code's own hit writer
-(core.tracking.insert_hits), which flags machine ones as a real pixel or redirect hit would be;
+(core.engagement.tracking.insert_hits), which flags machine ones as a real pixel or redirect hit would be;
 and the customers a run sent to, per variant."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from core.db import tenant_tx
-from core.tracking import Hit, Kind, Token, agent_reason, insert_hits
+from core.engagement.tracking import Hit, Kind, Token, agent_reason, insert_hits
+from core.infra.db import tenant_tx
 
 HUMAN_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 BOT_AGENT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"

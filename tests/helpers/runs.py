@@ -13,11 +13,11 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from core.campaigns import CampaignSpec
-from core.db import tenant_tx
-from core.runs import TERMINAL_STATUSES, CampaignRunInput, RunProgress
-from core.settings import Settings
-from core.temporal import run_workflow_id, task_queue_for
+from core.campaigns.spec import CampaignSpec
+from core.infra.db import tenant_tx
+from core.infra.settings import Settings
+from core.infra.temporal import run_workflow_id, task_queue_for
+from core.runs.models import TERMINAL_STATUSES, CampaignRunInput, RunProgress
 from tests.helpers.tenants import Tenant
 from tests.helpers.waiting import until
 from workers.main import build_activities

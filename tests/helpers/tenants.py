@@ -11,8 +11,8 @@ from typing import Any, Protocol
 import asyncpg
 import httpx
 
-from core.auth import new_key, store_key
-from core.config_store import load_config_file, save_config
+from core.tenants.config_store import load_config_file, save_config
+from core.tenants.keys import new_key, store_key
 from devstack.demo_data import seed_customers
 from tests.helpers.stack import ISOLATED_PREFIX, TENANT_CONFIGS
 

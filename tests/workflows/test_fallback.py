@@ -13,11 +13,11 @@ from typing import Any
 import asyncpg
 from temporalio.testing import WorkflowEnvironment
 
-from core.campaigns import CampaignSpec
-from core.cross_channel import ENGAGED, NOT_REACHED
-from core.runs import RunProgress
-from core.settings import Settings
-from core.tenant_config import Engagement, Experiments, FrequencyCap, Policies, QuietHours
+from core.campaigns.cross_channel import ENGAGED, NOT_REACHED
+from core.campaigns.spec import CampaignSpec
+from core.infra.settings import Settings
+from core.runs.models import RunProgress
+from core.tenants.config_schema import Engagement, Experiments, FrequencyCap, Policies, QuietHours
 from devstack.provider_simulator import SimulatorControl
 from tests.helpers.engagement import click_email, open_email, run_emails
 from tests.helpers.histories import write_history

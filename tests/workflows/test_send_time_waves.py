@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo
 import asyncpg
 from temporalio.testing import WorkflowEnvironment
 
-from core.campaigns import CampaignSpec
-from core.send_times import OptimalSendTime
-from core.settings import Settings
-from core.tenant_config import Policies, QuietHours
+from core.campaigns.spec import CampaignSpec
+from core.infra.settings import Settings
+from core.optimisation.send_times import OptimalSendTime
+from core.tenants.config_schema import Policies, QuietHours
 from tests.helpers.engagement_history import seed_hour_habits, set_time_zones
 from tests.helpers.run_history import fired_timers, scheduled_batches
 from tests.helpers.runs import direct_run

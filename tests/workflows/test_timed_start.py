@@ -8,9 +8,9 @@ import asyncpg
 from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
-from core.campaigns import CampaignSpec
-from core.runs import RunProgress
-from core.settings import Settings
+from core.campaigns.spec import CampaignSpec
+from core.infra.settings import Settings
+from core.runs.models import RunProgress
 from tests.helpers.runs import direct_run
 from tests.helpers.tenants import store_tenant
 from tests.helpers.waiting import until
@@ -60,7 +60,7 @@ async def test_a_waiting_run_can_be_rescheduled_earlier_and_then_refuses_once_de
 ) -> None:
     from temporalio.client import WorkflowUpdateFailedError
 
-    from core.runs import RescheduleInput
+    from core.runs.models import RescheduleInput
 
     slug = await store_tenant(pool, "resched-", customers=10)
     start = await time_skipping_env.get_current_time()

@@ -11,10 +11,10 @@ import asyncpg
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from core.campaigns import CampaignSpec
-from core.runs import RunProgress
-from core.settings import Settings
-from core.tenant_config import Policies, QuietHours
+from core.campaigns.spec import CampaignSpec
+from core.infra.settings import Settings
+from core.runs.models import RunProgress
+from core.tenants.config_schema import Policies, QuietHours
 from tests.helpers.run_history import fired_timers, scheduled_batches
 from tests.helpers.runs import direct_run
 from tests.helpers.tenants import store_tenant

@@ -17,14 +17,14 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner
 
-from core import experiment_store
-from core.campaigns import CampaignSpec
-from core.channels import message_key, parse_message_key
-from core.cross_channel import ENGAGED
-from core.db import tenant_tx
-from core.settings import Settings
-from core.tenant_config import Engagement, Execution, Experiments, Policies
-from core.winner_selection import in_test_slice
+from core.campaigns.cross_channel import ENGAGED
+from core.campaigns.spec import CampaignSpec
+from core.content.channels import message_key, parse_message_key
+from core.experiments import store as experiment_store
+from core.experiments.winner_selection import in_test_slice
+from core.infra.db import tenant_tx
+from core.infra.settings import Settings
+from core.tenants.config_schema import Engagement, Execution, Experiments, Policies
 from tests.helpers.asserts import not_none
 from tests.helpers.histories import write_history
 from tests.helpers.hits import record_hits, sent_by_variant

@@ -1,0 +1,84 @@
+"""Campaigns: the campaign spec and its checks, the campaigns table, cross-channel delivery,
+recurring schedules, previews and test sends."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from core import lazy_exports
+
+if TYPE_CHECKING:
+    from core.campaigns.cross_channel import (
+        ENGAGED,
+        NOT_CHOSEN,
+        NOT_REACHED,
+        Fallback,
+        FallbackDue,
+        FallbackPlan,
+        count_own_sends,
+        exclude_engaged,
+    )
+    from core.campaigns.preview import (
+        TestSendInput,
+        TestSendMessage,
+        TestSendResult,
+        preview_customer,
+        preview_unsubscribe_url,
+    )
+    from core.campaigns.schedules import RecurrenceSpec, RegisterRunInput, ScheduledRunInput
+    from core.campaigns.spec import CampaignSpec, Variant, check_campaign, effective_split
+    from core.campaigns.store import CampaignRecord, CampaignStatus, as_uuid, get_campaign
+
+_EXPORTS = {
+    "CampaignRecord": "store",
+    "CampaignSpec": "spec",
+    "CampaignStatus": "store",
+    "ENGAGED": "cross_channel",
+    "Fallback": "cross_channel",
+    "FallbackDue": "cross_channel",
+    "FallbackPlan": "cross_channel",
+    "NOT_CHOSEN": "cross_channel",
+    "NOT_REACHED": "cross_channel",
+    "RecurrenceSpec": "schedules",
+    "RegisterRunInput": "schedules",
+    "ScheduledRunInput": "schedules",
+    "TestSendInput": "preview",
+    "TestSendMessage": "preview",
+    "TestSendResult": "preview",
+    "Variant": "spec",
+    "as_uuid": "store",
+    "check_campaign": "spec",
+    "count_own_sends": "cross_channel",
+    "effective_split": "spec",
+    "exclude_engaged": "cross_channel",
+    "get_campaign": "store",
+    "preview_customer": "preview",
+    "preview_unsubscribe_url": "preview",
+}
+__all__ = [
+    "ENGAGED",
+    "NOT_CHOSEN",
+    "NOT_REACHED",
+    "CampaignRecord",
+    "CampaignSpec",
+    "CampaignStatus",
+    "Fallback",
+    "FallbackDue",
+    "FallbackPlan",
+    "RecurrenceSpec",
+    "RegisterRunInput",
+    "ScheduledRunInput",
+    "TestSendInput",
+    "TestSendMessage",
+    "TestSendResult",
+    "Variant",
+    "as_uuid",
+    "check_campaign",
+    "count_own_sends",
+    "effective_split",
+    "exclude_engaged",
+    "get_campaign",
+    "preview_customer",
+    "preview_unsubscribe_url",
+]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

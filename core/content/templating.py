@@ -1,0 +1,454 @@
+"""The template engine: Jinja2's immutable sandbox with bounded work and output, the platform's
+base layouts, and each channel's renderer. `core.content.rendering` is the one way to render a message.
+
+A template may use variables, filters, tests, `if`, `for` (over bounded ranges and the
+customer's data), `set` and macros. It may not load other templates (`include`, `extends`,
+`import` are refused by name), and every render is bounded: see the limits below and the
+README's "What a template may do".
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from types import FrameType
+from typing import Any, Literal, overload
+
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta, nodes
+from jinja2.filters import do_center, do_indent, do_replace, do_wordwrap
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup
+
+from core.tenants.config_schema import (
+    Brand,
+    EmailTemplate,
+    PushTemplate,
+    SmsTemplate,
+    TemplateSet,
+    WebhookTemplate,
+)
+
+# The variables the renderer provides to every template. Anything else is a typo.
+CUSTOMER_VARIABLES = (
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "locale",
+    "time_zone",
+    "loyalty_tier",
+    "city",
+    "country",
+    "external_id",
+    "attributes",
+)
+RENDER_VARIABLES = frozenset((*CUSTOMER_VARIABLES, "brand", "campaign", "variant", "unsubscribe_url"))
+
+# Work limits, the same for every part of every channel (output limits are per part, see Part).
+MAX_RANGE = 1_000  # items one range() may produce
+MAX_STRING = 100_000  # characters of any string a template builds (repetition, padding, replace)
+MAX_FORMAT_WIDTH = 1_000  # widths in '%…' and '{:…}' formats
+MAX_EXPONENT = 100  # right-hand side of ** on integers
+TIME_BUDGET_SECONDS = 0.1  # work one part's render may do, checked while loops and macros run
+# Statements that would load other templates: there is no loader, and we say why by name.
+_FORBIDDEN_TAGS: dict[type[nodes.Node], str] = {
+    nodes.Include: "include",
+    nodes.Extends: "extends",
+    nodes.Import: "import",
+    nodes.FromImport: "import",
+}
+
+
+class TemplateError(ValueError):
+    """A template that does not compile, render or fit its limits; `errors` are `path: reason`."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+class RenderLimitError(Exception):
+    """A render went over one of the limits: the message names the limit."""
+
+
+class RenderFailure(Exception):
+    """One part did not render (an error in the template or a limit); says which part and why."""
+
+    def __init__(self, part: str, reason: str):
+        super().__init__(f"{part}: {reason}")
+        self.part = part
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Part:
+    """One rendered part of a message and its output limit."""
+
+    name: str
+    max_chars: int
+    html: bool = False
+    single_line: bool = False
+
+
+# -- the sandbox ----------------------------------------------------------------------------
+
+
+def _check_size(n: int, what: str) -> None:
+    if n > MAX_STRING:
+        raise RenderLimitError(f"{what} would make {n:,} characters, over the limit of {MAX_STRING:,}")
+
+
+_PERCENT_WIDTH = re.compile(r"%[-+ #0]*(\*|\d+)(?:\.(\*|\d+))?")
+_BRACE_WIDTH = re.compile(r"\{[^{}]*:[^{}]*?(\d+)")
+
+
+def _check_format(fmt: str) -> None:
+    """Refuse formats whose widths or precisions would pad a string past the limits."""
+    for match in (*_PERCENT_WIDTH.finditer(fmt), *_BRACE_WIDTH.finditer(fmt)):
+        for width in filter(None, match.groups()):
+            if width == "*" or int(width) > MAX_FORMAT_WIDTH:
+                raise RenderLimitError(f"format width '{width}' is over the limit of {MAX_FORMAT_WIDTH}")
+
+
+def _bounded_range(*args: int) -> range:
+    items = range(*args)
+    if len(items) > MAX_RANGE:
+        raise RenderLimitError(f"range of {len(items):,} items is over the limit of {MAX_RANGE:,}")
+    return items
+
+
+def _bounded_width(width: Any) -> None:
+    if isinstance(width, int) and width > MAX_FORMAT_WIDTH:
+        raise RenderLimitError(f"width {width} is over the limit of {MAX_FORMAT_WIDTH}")
+
+
+def _center(value: str, width: int = 80) -> str:
+    _bounded_width(width)
+    return do_center(value, width)
+
+
+def _indent(s: str, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
+    _bounded_width(width if isinstance(width, int) else len(width))
+    return do_indent(s, width, first, blank)
+
+
+def _replace(eval_ctx: Any, s: str, old: str, new: str, count: int | None = None) -> str:
+    hits = str(s).count(str(old)) if old else len(str(s)) + 1
+    _check_size(len(str(s)) + hits * max(0, len(str(new)) - len(str(old))), "replace")
+    return do_replace(eval_ctx, s, old, new, count)
+
+
+def _format(value: str, *args: Any, **kwargs: Any) -> str:
+    _check_format(value)
+    result = value % (kwargs or args)
+    _check_size(len(result), "format")
+    return result
+
+
+def _wordwrap(environment: Any, s: str, width: int = 79, *args: Any, **kwargs: Any) -> str:
+    _bounded_width(width)
+    return do_wordwrap(environment, s, width, *args, **kwargs)
+
+
+# Keep the filters' calling conventions (pass_eval_context / pass_environment) on the wrappers.
+_replace.jinja_pass_arg = do_replace.jinja_pass_arg  # type: ignore[attr-defined]
+_wordwrap.jinja_pass_arg = do_wordwrap.jinja_pass_arg  # type: ignore[attr-defined]
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The sandbox with its arithmetic, formatting and calls checked against the limits."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(undefined=StrictUndefined, **options)
+        self.globals["range"] = _bounded_range
+        self.filters.update(center=_center, indent=_indent, replace=_replace, format=_format, wordwrap=_wordwrap)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        """Check `*` repetition, `**` exponents and `%` formats before computing them."""
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(n, int):
+                    _check_size(len(seq) * max(n, 0), "repetition")
+        elif operator == "**":
+            if isinstance(right, int) and isinstance(left, int) and abs(left) > 1 and right > MAX_EXPONENT:
+                raise RenderLimitError(f"exponent {right} is over the limit of {MAX_EXPONENT}")
+        elif operator == "%" and isinstance(left, str):
+            _check_format(left)
+        return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """str.format and format_map, with their widths checked before formatting."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        fmt: str = value.__self__
+
+        def checked(*args: Any, **kwargs: Any) -> str:
+            _check_format(fmt)
+            return wrapped(*args, **kwargs)
+
+        return checked
+
+
+# Text parts must never be HTML-escaped; HTML parts always are.
+_html_env = _Sandbox(autoescape=True)
+_text_env = _Sandbox(autoescape=False)
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    template: Template
+    # Loops and macros are the only way a short template can do unbounded work; only they
+    # pay for the time budget's tracing.
+    loops: bool
+
+
+@lru_cache(maxsize=4096)
+def _compiled(source: str, html: bool) -> _Compiled:
+    env = _html_env if html else _text_env
+    ast = env.parse(source)
+    loops = any(True for _ in ast.find_all((nodes.For, nodes.Macro, nodes.CallBlock)))
+    return _Compiled(env.from_string(ast), loops)
+
+
+class _Budget:
+    """A line tracer for template frames that stops a render once its time is spent."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.ticks = 0
+
+    def global_trace(self, frame: FrameType, event: str, arg: Any) -> Callable[..., Any] | None:
+        return self.local_trace if frame.f_code.co_filename == "<template>" else None
+
+    def local_trace(self, frame: FrameType, event: str, arg: Any) -> Callable[..., Any] | None:
+        self.ticks += 1
+        if self.ticks % 256 == 0 and time.monotonic() > self.deadline:
+            raise RenderLimitError(f"rendering took longer than the limit of {TIME_BUDGET_SECONDS * 1000:.0f} ms")
+        return self.local_trace
+
+
+def _collect(chunks: Iterator[str], part: Part) -> str:
+    out: list[str] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > part.max_chars:
+            raise RenderLimitError(f"output is over the limit of {part.max_chars:,} characters")
+        out.append(chunk)
+    return "".join(out)
+
+
+def render_part(source: str, ctx: dict[str, Any], part: Part) -> str:
+    """Render one template part within the work and output limits; RenderFailure otherwise."""
+    try:
+        return _render_part(source, ctx, part)
+    except RenderFailure:
+        raise
+    except RecursionError:
+        raise RenderFailure(part.name, "recursion too deep") from None
+    except Exception as exc:  # any error inside a tenant's template is that template's failure
+        raise RenderFailure(part.name, str(exc) or type(exc).__name__) from None
+
+
+def _render_part(source: str, ctx: dict[str, Any], part: Part) -> str:
+    compiled = _compiled(source, part.html)
+    if not compiled.loops:
+        text = _collect(compiled.template.generate(ctx), part)
+    else:
+        previous = sys.gettrace()
+        budget = _Budget(TIME_BUDGET_SECONDS)
+        sys.settrace(budget.global_trace)
+        try:
+            text = _collect(compiled.template.generate(ctx), part)
+        finally:
+            sys.settrace(previous)
+    if not part.html:
+        text = text.strip() if part.single_line else text
+    if part.single_line and ("\n" in text or "\r" in text):
+        raise RenderLimitError("a line break is not allowed here (it must fit one header line)")
+    return text
+
+
+# -- checks at save time -----------------------------------------------------------------------
+
+
+def check_source(source: str, path: str, *, html: bool = False) -> list[str]:
+    """Compile `source` in the sandbox; `path: reason` for syntax errors, loading statements
+    (include, extends, import) and unknown variables (empty if fine)."""
+    env = _html_env if html else _text_env
+    try:
+        ast = env.parse(source)
+    except TemplateSyntaxError as exc:
+        return [f"{path}: syntax error at line {exc.lineno}: {exc.message}"]
+    errors = []
+    for node_type, tag in _FORBIDDEN_TAGS.items():
+        for node in ast.find_all(node_type):
+            errors.append(f"{path}: '{tag}' is not allowed (line {node.lineno}): templates cannot load other templates")
+    for name in sorted(meta.find_undeclared_variables(ast)):
+        if name not in RENDER_VARIABLES and name not in env.globals:
+            close = difflib.get_close_matches(name, sorted(RENDER_VARIABLES), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            errors.append(f"{path}: unknown variable '{name}'{hint}")
+    return errors
+
+
+# -- layouts, context and the channels' renderers ----------------------------------------------
+
+
+@lru_cache(maxsize=8)
+def _layout(name: str) -> Template:
+    """A platform layout (trusted, small): HTML ones autoescape, text ones never do."""
+    source = resources.files("core.content.layouts").joinpath(name).read_text(encoding="utf-8")
+    return (_html_env if ".html" in name else _text_env).from_string(source)
+
+
+@overload
+def content_for_locale(tset: TemplateSet, channel: Literal["email"], locale: str) -> EmailTemplate | None: ...
+@overload
+def content_for_locale(tset: TemplateSet, channel: Literal["sms"], locale: str) -> SmsTemplate | None: ...
+@overload
+def content_for_locale(tset: TemplateSet, channel: Literal["push"], locale: str) -> PushTemplate | None: ...
+@overload
+def content_for_locale(tset: TemplateSet, channel: Literal["webhook"], locale: str) -> WebhookTemplate | None: ...
+@overload
+def content_for_locale(tset: TemplateSet, channel: str, locale: str) -> Any: ...
+def content_for_locale(tset: TemplateSet, channel: str, locale: str) -> Any:
+    """The most specific `channel` template for `locale`: exact, then language, then default."""
+    for key in (locale, locale.split("-")[0]):
+        content = tset.locales.get(key)
+        if content is not None and getattr(content, channel) is not None:
+            return getattr(content, channel)
+    return getattr(tset, channel)
+
+
+def email_for_locale(tset: TemplateSet, locale: str) -> EmailTemplate | None:
+    """The most specific email template for `locale` (see content_for_locale)."""
+    return content_for_locale(tset, "email", locale)
+
+
+@lru_cache(maxsize=256)
+def _brand_vars(brand: Brand) -> dict[str, Any]:
+    # Brands are frozen and templates run in the immutable sandbox, so one dict can serve
+    # every recipient of a config version instead of a model_dump() per message.
+    return brand.model_dump()
+
+
+def render_context(
+    customer: dict[str, Any], brand: Brand, campaign: dict[str, Any], variant: str, unsubscribe_url: str
+) -> dict[str, Any]:
+    """The variables every template sees: the customer's fields, brand, campaign, variant, links."""
+    ctx = {k: customer.get(k) for k in CUSTOMER_VARIABLES}
+    attributes = customer.get("attributes")
+    ctx["attributes"] = attributes if attributes is not None else {}
+    ctx.update(brand=_brand_vars(brand), campaign=campaign, variant=variant, unsubscribe_url=unsubscribe_url)
+    return ctx
+
+
+# Output limits per part. A subject must fit one RFC 5322 header line (998 characters with
+# "Subject: "); SMS as long as a concatenated SMS may be (1,600); push within FCM's 4 KB payload.
+EMAIL_SUBJECT = Part("subject", 900, single_line=True)
+EMAIL_HTML = Part("html", 500_000, html=True)
+EMAIL_TEXT = Part("text", 200_000)
+SMS_BODY = Part("body", 1_600)
+PUSH_TITLE = Part("title", 250, single_line=True)
+PUSH_BODY = Part("body", 2_000)
+PUSH_DATA = Part("data", 1_024)
+WEBHOOK_VALUE = Part("payload", MAX_STRING)
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """A rendered email: subject, HTML inside the base layout, and the text part."""
+
+    subject: str
+    html: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RenderedSms:
+    """A rendered SMS body with the opt-out footer."""
+
+    body: str
+
+
+@dataclass(frozen=True)
+class RenderedPush:
+    """A rendered push notification."""
+
+    title: str
+    body: str
+    data: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RenderedWebhook:
+    """A rendered webhook payload."""
+
+    payload: dict[str, Any]
+
+
+def render_email(template: EmailTemplate, ctx: dict[str, Any], *, subject_override: str | None = None) -> RenderedEmail:
+    """Render subject, HTML (inside the base layout) and text parts of one email."""
+    subject = render_part(subject_override or template.subject, ctx, EMAIL_SUBJECT)
+    body_html = render_part(template.html, ctx, EMAIL_HTML)
+    html = _layout("email.html.j2").render(
+        {**ctx, "subject": subject, "content": Markup(body_html), "locale": ctx.get("locale") or "en"}
+    )
+    if template.text is not None:
+        text = render_part(template.text, ctx, EMAIL_TEXT)
+    else:
+        text = Markup(body_html).striptags()
+    text += f"\n\n--\n{ctx['brand']['name']} · Unsubscribe: {ctx['unsubscribe_url']}\n"
+    return RenderedEmail(subject=subject, html=html, text=text)
+
+
+def render_sms(template: SmsTemplate, ctx: dict[str, Any]) -> RenderedSms:
+    """The tenant's SMS body, then the platform opt-out footer on its own line (always)."""
+    body = render_part(template.body, ctx, SMS_BODY).strip()
+    footer = _layout("sms_footer.txt.j2").render(ctx).strip()
+    return RenderedSms(body=f"{body}\n{footer}" if footer else body)
+
+
+def render_push(template: PushTemplate, ctx: dict[str, Any]) -> RenderedPush:
+    """Title, body and every data value of one notification."""
+    return RenderedPush(
+        title=render_part(template.title, ctx, PUSH_TITLE),
+        body=render_part(template.body, ctx, PUSH_BODY).strip(),
+        data={k: render_part(v, ctx, PUSH_DATA) for k, v in template.data.items()},
+    )
+
+
+def render_webhook(template: WebhookTemplate, ctx: dict[str, Any]) -> RenderedWebhook:
+    """The payload with every string value rendered; keys and non-string values stay as they are."""
+    return RenderedWebhook(payload=_render_payload(template.payload, ctx))
+
+
+def _render_payload(value: Any, ctx: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+        return render_part(value, ctx, WEBHOOK_VALUE)
+    if isinstance(value, dict):
+        return {k: _render_payload(v, ctx) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_payload(v, ctx) for v in value]
+    return value
+
+
+def payload_strings(value: Any, path: str) -> list[tuple[str, str]]:
+    """Every string inside a webhook payload (they are templates), with its path."""
+    if isinstance(value, str):
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [found for k, v in value.items() for found in payload_strings(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [found for i, v in enumerate(value) for found in payload_strings(v, f"{path}[{i}]")]
+    return []

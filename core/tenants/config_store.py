@@ -1,0 +1,228 @@
+"""Tenant configuration: parse and validate (every error with its path), store immutable
+versions in PostgreSQL, read them back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import yaml
+from pydantic import ValidationError
+
+from core.common.validation import error_lines
+from core.content.rendering import check_template_set
+from core.customers.segments import SegmentError, compile_segment
+from core.infra.metrics import CONFIG_VERSIONS_SAVED
+from core.tenants.config_schema import Brand, Execution, TemplateSet, TenantConfig, config_checksum
+
+# Workers LISTEN on this channel to add and drop tenant queues without a restart.
+TENANTS_CHANNEL = "pennant_tenants"
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; `errors` lists every `path: reason` found, not just the first."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def parse_config(data: Any) -> TenantConfig:
+    """Validate a config mapping: schema, then templates and segments. Raises ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(["(root): must be a mapping"])
+    try:
+        config = TenantConfig.model_validate(data)
+    except ValidationError as exc:
+        # Report the template and segment problems too, so one round trip shows them all.
+        raise ConfigError(error_lines(exc.errors()) + _semantic_errors(data)) from None
+    errors = _semantic_errors(data)
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def _semantic_errors(data: dict[str, Any]) -> list[str]:
+    """Template and segment problems of whatever parts of `data` are well-formed."""
+    errors: list[str] = []
+    templates = data.get("templates")
+    if isinstance(templates, dict):
+        try:
+            brand: Brand | None = Brand.model_validate(data.get("brand"))
+        except ValidationError:
+            brand = None  # already reported by the schema; templates render with a sample brand
+        for name, raw in templates.items():
+            try:
+                errors += check_template_set(str(name), TemplateSet.model_validate(raw), brand)
+            except ValidationError:
+                pass  # already reported by the schema
+    segments = data.get("segments")
+    if isinstance(segments, dict):
+        for name, spec in segments.items():
+            try:
+                compile_segment(spec, segments, path=f"segments.{name}")
+            except SegmentError as exc:
+                errors += exc.errors
+    return errors
+
+
+def parse_config_yaml(text: str, source: str = "<config>") -> TenantConfig:
+    """Parse YAML text; syntax errors give line and column."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError([f"{source}: YAML syntax error at {where}: {exc.problem}"]) from None
+    return parse_config(data)
+
+
+def load_config_file(path: Path) -> TenantConfig:
+    """Parse and validate one tenant YAML file."""
+    return parse_config_yaml(path.read_text(encoding="utf-8"), str(path))
+
+
+async def save_config(conn: asyncpg.Connection | asyncpg.Pool, config: TenantConfig, author: str) -> tuple[int, bool]:
+    """Store `config` as the tenant's next version unless it equals the current one.
+
+    Returns (version, created). Creates the tenant row on first save; notifies workers.
+    """
+    data = config.model_dump(mode="json")
+    checksum = config_checksum(data)
+    async with _connection(conn) as c, c.transaction():
+        await c.execute(
+            """INSERT INTO tenants (slug, display_name) VALUES ($1, $2)
+               ON CONFLICT (slug) DO UPDATE SET display_name = EXCLUDED.display_name,
+                                                removed_at = NULL""",
+            config.slug,
+            config.display_name,
+        )
+        current = await c.fetchrow(
+            """SELECT v.version, v.checksum FROM tenants t
+               JOIN tenant_config_versions v ON v.tenant_id = t.slug AND v.version = t.current_version
+               WHERE t.slug = $1 FOR UPDATE OF t""",
+            config.slug,
+        )
+        if current is not None and current["checksum"] == checksum:
+            return current["version"], False
+        version = (current["version"] if current else 0) + 1
+        await c.execute(
+            """INSERT INTO tenant_config_versions (tenant_id, version, config, checksum, author)
+               VALUES ($1, $2, $3, $4, $5)""",
+            config.slug,
+            version,
+            data,
+            checksum,
+            author,
+        )
+        await c.execute("UPDATE tenants SET current_version = $2 WHERE slug = $1", config.slug, version)
+        await c.execute("SELECT pg_notify($1, $2)", TENANTS_CHANNEL, json.dumps({"tenant": config.slug}))
+    CONFIG_VERSIONS_SAVED.labels(config.slug).inc()
+    return version, True
+
+
+async def get_config(pool: asyncpg.Pool, tenant: str, version: int | None = None) -> tuple[int, TenantConfig] | None:
+    """The tenant's current config (or a given version), or None when there is none."""
+    row = await pool.fetchrow(
+        """SELECT v.version, v.config FROM tenants t
+           JOIN tenant_config_versions v
+             ON v.tenant_id = t.slug AND v.version = coalesce($2, t.current_version)
+           WHERE t.slug = $1 AND t.removed_at IS NULL""",
+        tenant,
+        version,
+    )
+    if row is None:
+        return None
+    return row["version"], TenantConfig.model_validate(row["config"])
+
+
+async def active_tenants(pool: asyncpg.Pool) -> dict[str, Execution]:
+    """Every active tenant with the execution settings of its current config, in one query."""
+    rows = await pool.fetch(
+        """SELECT t.slug, v.config -> 'execution' AS execution FROM tenants t
+           JOIN tenant_config_versions v ON v.tenant_id = t.slug AND v.version = t.current_version
+           WHERE t.removed_at IS NULL ORDER BY t.slug"""
+    )
+    return {r["slug"]: Execution.model_validate(r["execution"] or {}) for r in rows}
+
+
+class _connection:
+    """Use a given connection, or borrow one from a pool for the block."""
+
+    def __init__(self, conn: asyncpg.Connection | asyncpg.Pool):
+        self._given = conn
+        self._ctx: Any = None
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        if isinstance(self._given, asyncpg.Pool):
+            self._ctx = self._given.acquire()
+            conn: asyncpg.Connection = await self._ctx.__aenter__()
+            return conn
+        return self._given
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._ctx is not None:
+            await self._ctx.__aexit__(*exc)
+
+
+async def list_versions(pool: asyncpg.Pool, tenant: str) -> list[dict[str, Any]]:
+    """Every stored version of a tenant's config, newest first (without the bodies)."""
+    rows = await pool.fetch(
+        """SELECT version, checksum, author, created_at FROM tenant_config_versions
+           WHERE tenant_id = $1 ORDER BY version DESC""",
+        tenant,
+    )
+    return [dict(r) for r in rows]
+
+
+async def get_version(pool: asyncpg.Pool, tenant: str, version: int | None = None) -> dict[str, Any] | None:
+    """One stored version with its metadata (the current one when `version` is None)."""
+    row = await pool.fetchrow(
+        """SELECT v.version, v.checksum, v.author, v.created_at, v.config,
+                  (v.version = t.current_version) AS current
+           FROM tenants t JOIN tenant_config_versions v
+             ON v.tenant_id = t.slug AND v.version = coalesce($2, t.current_version)
+           WHERE t.slug = $1""",
+        tenant,
+        version,
+    )
+    return None if row is None else dict(row)
+
+
+async def remove_tenant(pool: asyncpg.Pool, tenant: str) -> bool:
+    """Mark a tenant removed (its data and versions stay); workers drop its queue."""
+    async with pool.acquire() as conn, conn.transaction():
+        status = await conn.execute(
+            "UPDATE tenants SET removed_at = now() WHERE slug = $1 AND removed_at IS NULL", tenant
+        )
+        await conn.execute("SELECT pg_notify($1, $2)", TENANTS_CHANNEL, json.dumps({"tenant": tenant}))
+    return status.endswith(" 1")
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any], old_label: str = "a", new_label: str = "b") -> dict[str, Any]:
+    """What changed between two configs: the changed paths, and a unified diff of their YAML."""
+    import difflib
+
+    def dump(data: dict[str, Any]) -> list[str]:
+        return yaml.safe_dump(data, sort_keys=True, allow_unicode=True).splitlines(keepends=True)
+
+    changes: list[dict[str, Any]] = []
+    _walk_diff(old, new, "", changes)
+    unified = "".join(difflib.unified_diff(dump(old), dump(new), fromfile=old_label, tofile=new_label))
+    return {"changes": changes, "unified": unified}
+
+
+def _walk_diff(old: Any, new: Any, path: str, out: list[dict[str, Any]]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in old:
+                out.append({"path": sub, "change": "added", "new": new[key]})
+            elif key not in new:
+                out.append({"path": sub, "change": "removed", "old": old[key]})
+            else:
+                _walk_diff(old[key], new[key], sub, out)
+    elif old != new:
+        out.append({"path": path or "(root)", "change": "changed", "old": old, "new": new})
