@@ -287,13 +287,21 @@ def check_source(source: str, path: str, *, html: bool = False) -> list[str]:
     env = _html_env if html else _text_env
     try:
         ast = env.parse(source)
+        forbidden = [
+            (tag, node.lineno) for node_type, tag in _FORBIDDEN_TAGS.items() for node in ast.find_all(node_type)
+        ]
+        # find_undeclared_variables compiles the template: an unknown filter or test is a
+        # TemplateAssertionError (a TemplateSyntaxError) only then, and deep nesting a RecursionError.
+        undeclared = meta.find_undeclared_variables(ast)
     except TemplateSyntaxError as exc:
         return [f"{path}: syntax error at line {exc.lineno}: {exc.message}"]
-    errors = []
-    for node_type, tag in _FORBIDDEN_TAGS.items():
-        for node in ast.find_all(node_type):
-            errors.append(f"{path}: '{tag}' is not allowed (line {node.lineno}): templates cannot load other templates")
-    for name in sorted(meta.find_undeclared_variables(ast)):
+    except RecursionError:
+        return [f"{path}: the template is nested too deeply"]
+    errors = [
+        f"{path}: '{tag}' is not allowed (line {line}): templates cannot load other templates"
+        for tag, line in forbidden
+    ]
+    for name in sorted(undeclared):
         if name not in RENDER_VARIABLES and name not in env.globals:
             close = difflib.get_close_matches(name, sorted(RENDER_VARIABLES), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""

@@ -211,3 +211,19 @@ async def test_test_send_emails_seed_addresses_without_touching_runs_or_the_ledg
         bad = await tenant.http.post(tenant.url(f"/campaigns/{campaign_id}:test-send"), json=request)
         assert bad.status_code == 422, bad.text
         assert any(expected in e for e in bad.json()["errors"]), bad.json()
+
+
+async def test_an_unknown_filter_or_deep_nesting_is_a_422_naming_the_field_not_a_500(make_tenant: MakeTenant) -> None:
+    tenant = await make_tenant(customers=5)
+    # Regression: an unknown filter raised TemplateAssertionError from the save-time check (a 500).
+    cases = [
+        ("{{ first_name | nope }}", "variants[0].subject: syntax error at line 1: No filter named 'nope'."),
+        ("{{ " + "(" * 2000 + "1" + ")" * 2000 + " }}", "variants[0].subject: "),
+    ]
+    for subject, expected in cases:
+        response = await tenant.http.post(
+            tenant.url("/campaigns"),
+            json={**EMAIL_CAMPAIGN, "variants": [{"key": "A", "template": "weekly_deals", "subject": subject}]},
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0].startswith(expected), response.text
