@@ -1,16 +1,23 @@
-"""Slow down clients that keep presenting wrong API keys.
+"""Slow down clients that keep presenting wrong API keys, never the customers beside them.
 
 In-process and per client address: each API process counts the failed authentications of
 each address in a sliding window; at `auth_failure_limit` failures within
-`auth_failure_window_seconds` that address is answered 429 with Retry-After (even with a good
-key, so guessing learns nothing while blocked) until its oldest failure leaves the window.
-Other addresses are unaffected. Behind a load balancer each process counts on its own, so the
-effective limit is per process; the address is the socket peer (put the real client address
-there with uvicorn's `--proxy-headers` when behind a trusted proxy).
+`auth_failure_window_seconds` that address is answered 429 with Retry-After until its oldest
+failure leaves the window, before any route or database work. Keys are 192-bit random, so the
+limit does not stop guessing (that is infeasible anyway); it bounds the load of failed attempts.
+
+A key this process has seen authenticate is let through even from a blocked address: behind a
+proxy or a shared NAT, one client's wrong keys must not lock out every other client there, and
+a key that has worked cannot be a guess. (It still meets the route's own check, so a key
+revoked since is refused there.) A valid key this process has not yet seen waits out the block.
+Other addresses are unaffected. Behind a load balancer each process counts on its own; the
+address is the socket peer (put the real client address there with uvicorn's
+`--proxy-headers` when behind a trusted proxy).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -25,10 +32,26 @@ class AuthFailureLimiter:
     # Bounds memory under a flood from many addresses: the least recently failing are forgotten.
     MAX_ADDRESSES = 10_000
 
+    # Keys seen to authenticate, by SHA-256 of the Authorization header (the header itself is
+    # never kept); the least recently seen are forgotten first.
+    MAX_KNOWN_KEYS = 10_000
+
     def __init__(self, limit: int, window_seconds: float) -> None:
         self.limit = limit
         self.window = window_seconds
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._known: OrderedDict[bytes, None] = OrderedDict()
+
+    def succeeded(self, credential: bytes) -> None:
+        """Remember that `credential` (a hash of the Authorization header) authenticated."""
+        self._known[credential] = None
+        self._known.move_to_end(credential)
+        while len(self._known) > self.MAX_KNOWN_KEYS:
+            self._known.popitem(last=False)
+
+    def known(self, credential: bytes) -> bool:
+        """Whether `credential` has authenticated in this process."""
+        return credential in self._known
 
     def _recent(self, address: str, now: float) -> deque[float] | None:
         failures = self._failures.get(address)
@@ -69,14 +92,17 @@ class AuthFailureGuard:
         self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        presented = scope["type"] == "http" and any(
-            name == b"authorization" and value.strip() for name, value in scope["headers"]
+        authorization = (
+            next((value.strip() for name, value in scope["headers"] if name == b"authorization"), b"")
+            if scope["type"] == "http"
+            else b""
         )
-        if not presented:  # a missing key is a mistake, not a guess
+        if not authorization:  # a missing key is a mistake, not a guess
             await self.app(scope, receive, send)
             return
+        credential = hashlib.sha256(authorization).digest()
         address = (scope.get("client") or ("unknown", 0))[0]
-        wait = self.limiter.retry_after(address)
+        wait = None if self.limiter.known(credential) else self.limiter.retry_after(address)
         if wait is not None:
             detail = f"too many failed authentications from {address}; retry in {wait} s"
             body = json.dumps({"detail": detail, "errors": [detail]}).encode()
@@ -95,8 +121,11 @@ class AuthFailureGuard:
             return
 
         async def watch(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 401:
-                self.limiter.failed(address)
+            if message["type"] == "http.response.start":
+                if message["status"] == 401:
+                    self.limiter.failed(address)
+                elif scope.get("state", {}).get("authenticated"):  # set by api/deps.py get_principal
+                    self.limiter.succeeded(credential)
             await send(message)
 
         await self.app(scope, receive, watch)

@@ -47,7 +47,7 @@ TemporalDep = Annotated[Client, Depends(get_temporal)]
 
 
 async def get_principal(
-    pool: PoolDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request, pool: PoolDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
     if credentials is None:
         raise HTTPException(
@@ -56,6 +56,8 @@ async def get_principal(
     principal = await lookup_key(pool, credentials.credentials)
     if principal is None:
         raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    # Tells the auth-failure guard (api/auth_limit.py) this key is genuine.
+    request.state.authenticated = True
     return principal
 
 
