@@ -23,7 +23,7 @@ from api.schemas import (
     TenantSummary,
 )
 from core.infra.temporal import task_queue_for
-from core.tenants.config_schema import TenantConfig
+from core.tenants.config_schema import SLUG_RE, TenantConfig
 from core.tenants.config_store import (
     ConfigError,
     config_diff,
@@ -32,6 +32,7 @@ from core.tenants.config_store import (
     parse_config,
     parse_config_yaml,
     remove_tenant,
+    restore_tenant,
     save_config,
 )
 from core.tenants.keys import Principal, key_prefix, new_key, store_key
@@ -84,11 +85,15 @@ async def create_tenant(
 ) -> SaveResult:
     """Create a tenant from its first config (JSON or YAML); 409 when the slug is taken."""
     config = await _config_from_request(request)
-    exists = await pool.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM tenants WHERE slug = $1 AND removed_at IS NULL)", config.slug
+    state = await pool.fetchval(
+        "SELECT CASE WHEN removed_at IS NULL THEN 'live' ELSE 'removed' END FROM tenants WHERE slug = $1", config.slug
     )
-    if exists:
+    if state == "live":
         raise HTTPException(409, f"tenant '{config.slug}' already exists; PUT its config to change it")
+    if state == "removed":
+        raise HTTPException(
+            409, f"tenant '{config.slug}' was removed; an admin may POST /v1/tenants/{config.slug}:restore"
+        )
     version, created = await save_config(pool, config, _author(principal))
     return SaveResult(tenant=config.slug, version=version, created=created)
 
@@ -110,8 +115,21 @@ async def create_key(
 async def delete_tenant(
     tenant: TenantDep, pool: PoolDep, _: Annotated[Principal, admin_only("removing a tenant")]
 ) -> None:
-    """Remove a tenant: its queue is dropped; its data and config versions stay."""
+    """Remove a tenant: its keys are revoked and its queue dropped; its data and config versions
+    stay. Its slug cannot be created again, only restored."""
     await remove_tenant(pool, tenant)
+
+
+@router.post("/{tenant}:restore", status_code=204)
+async def restore_removed_tenant(
+    tenant: Annotated[str, Path(pattern=SLUG_RE.pattern)],
+    pool: PoolDep,
+    _: Annotated[Principal, admin_only("restoring a tenant")],
+) -> None:
+    """Bring back a removed tenant with its data and config history; its old keys stay revoked
+    (issue new ones). 404 when no removed tenant has that slug."""
+    if not await restore_tenant(pool, tenant):
+        raise HTTPException(404, f"no removed tenant '{tenant}'")
 
 
 @router.get("/{tenant}/config", response_model=ConfigVersion)

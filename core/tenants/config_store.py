@@ -92,13 +92,18 @@ async def save_config(conn: asyncpg.Connection | asyncpg.Pool, config: TenantCon
     data = config.model_dump(mode="json")
     checksum = config_checksum(data)
     async with _connection(conn) as c, c.transaction():
-        await c.execute(
+        # A removed tenant is not revived by saving its slug's config (that brought back its
+        # keys, customers and history to whoever created the slug next): restore_tenant does.
+        live = await c.fetchval(
             """INSERT INTO tenants (slug, display_name) VALUES ($1, $2)
-               ON CONFLICT (slug) DO UPDATE SET display_name = EXCLUDED.display_name,
-                                                removed_at = NULL""",
+               ON CONFLICT (slug) DO UPDATE SET display_name = EXCLUDED.display_name
+                   WHERE tenants.removed_at IS NULL
+               RETURNING true""",
             config.slug,
             config.display_name,
         )
+        if not live:
+            raise TenantRemovedError(f"tenant '{config.slug}' was removed; an admin may restore it")
         current = await c.fetchrow(
             """SELECT v.version, v.checksum FROM tenants t
                JOIN tenant_config_versions v ON v.tenant_id = t.slug AND v.version = t.current_version
@@ -191,11 +196,28 @@ async def get_version(pool: asyncpg.Pool, tenant: str, version: int | None = Non
     return None if row is None else dict(row)
 
 
+class TenantRemovedError(Exception):
+    """The slug belongs to a removed tenant: only an admin's restore brings it back."""
+
+
 async def remove_tenant(pool: asyncpg.Pool, tenant: str) -> bool:
-    """Mark a tenant removed (its data and versions stay); workers drop its queue."""
+    """Mark a tenant removed and revoke its API keys (its data and versions stay); workers drop
+    its queue. Keys stay revoked for good: a restore never brings them back."""
     async with pool.acquire() as conn, conn.transaction():
         status = await conn.execute(
             "UPDATE tenants SET removed_at = now() WHERE slug = $1 AND removed_at IS NULL", tenant
+        )
+        await conn.execute("UPDATE api_keys SET revoked_at = now() WHERE tenant_id = $1 AND revoked_at IS NULL", tenant)
+        await conn.execute("SELECT pg_notify($1, $2)", TENANTS_CHANNEL, json.dumps({"tenant": tenant}))
+    return status.endswith(" 1")
+
+
+async def restore_tenant(pool: asyncpg.Pool, tenant: str) -> bool:
+    """Bring back a removed tenant with its data and config versions, never its keys: new keys
+    must be issued. Workers take its queue again."""
+    async with pool.acquire() as conn, conn.transaction():
+        status = await conn.execute(
+            "UPDATE tenants SET removed_at = NULL WHERE slug = $1 AND removed_at IS NOT NULL", tenant
         )
         await conn.execute("SELECT pg_notify($1, $2)", TENANTS_CHANNEL, json.dumps({"tenant": tenant}))
     return status.endswith(" 1")

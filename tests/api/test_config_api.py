@@ -169,6 +169,18 @@ async def test_new_tenant_is_served_without_restart_and_removed_one_is_dropped(
             lambda: slug not in workers.tenants, within=10, what="the running workers to drop the removed queue"
         )
         assert (await admin.get(f"/v1/tenants/{slug}/config")).status_code == 404
+        # Removal is removal: the key is revoked, and the slug cannot be created again (that
+        # used to hand its keys, customers and history to whoever created it next).
+        async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {key}"}) as old:
+            assert (await old.get(f"/v1/tenants/{slug}/campaigns")).status_code == 401
+        again = await admin.post("/v1/tenants", json=config)
+        assert again.status_code == 409 and ":restore" in again.json()["detail"], again.text
+        # An admin's restore brings back the data, never the keys.
+        assert (await admin.post(f"/v1/tenants/{slug}:restore")).status_code == 204
+        assert (await admin.post(f"/v1/tenants/{slug}:restore")).status_code == 404
+        assert (await admin.get(f"/v1/tenants/{slug}/config")).status_code == 200
+        async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {key}"}) as old:
+            assert (await old.get(f"/v1/tenants/{slug}/campaigns")).status_code == 401
 
 
 async def test_a_run_keeps_its_pinned_version_while_a_new_one_is_saved(
