@@ -26,6 +26,7 @@ from core.infra.temporal import task_queue_for
 from core.tenants.config_schema import SLUG_RE, TenantConfig
 from core.tenants.config_store import (
     ConfigError,
+    TenantRemovedError,
     config_diff,
     get_version,
     list_versions,
@@ -85,16 +86,15 @@ async def create_tenant(
 ) -> SaveResult:
     """Create a tenant from its first config (JSON or YAML); 409 when the slug is taken."""
     config = await _config_from_request(request)
-    state = await pool.fetchval(
-        "SELECT CASE WHEN removed_at IS NULL THEN 'live' ELSE 'removed' END FROM tenants WHERE slug = $1", config.slug
+    exists = await pool.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM tenants WHERE slug = $1 AND removed_at IS NULL)", config.slug
     )
-    if state == "live":
+    if exists:
         raise HTTPException(409, f"tenant '{config.slug}' already exists; PUT its config to change it")
-    if state == "removed":
-        raise HTTPException(
-            409, f"tenant '{config.slug}' was removed; an admin may POST /v1/tenants/{config.slug}:restore"
-        )
-    version, created = await save_config(pool, config, _author(principal))
+    try:
+        version, created = await save_config(pool, config, _author(principal))
+    except TenantRemovedError as exc:  # save_config is where a removed slug is refused
+        raise HTTPException(409, exc.errors[0].removeprefix("slug: ")) from exc
     return SaveResult(tenant=config.slug, version=version, created=created)
 
 

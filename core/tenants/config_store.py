@@ -29,6 +29,14 @@ class ConfigError(ValueError):
         self.errors = errors
 
 
+class TenantRemovedError(ConfigError):
+    """The slug belongs to a removed tenant: only an admin's restore brings it back (the API
+    answers 409; `pennant tenants sync` prints it like any config error)."""
+
+    def __init__(self, slug: str):
+        super().__init__([f"slug: tenant '{slug}' was removed; an admin may POST /v1/tenants/{slug}:restore"])
+
+
 def parse_config(data: Any) -> TenantConfig:
     """Validate a config mapping: schema, then templates and segments. Raises ConfigError."""
     if not isinstance(data, dict):
@@ -103,7 +111,7 @@ async def save_config(conn: asyncpg.Connection | asyncpg.Pool, config: TenantCon
             config.display_name,
         )
         if not live:
-            raise TenantRemovedError(f"tenant '{config.slug}' was removed; an admin may restore it")
+            raise TenantRemovedError(config.slug)
         current = await c.fetchrow(
             """SELECT v.version, v.checksum FROM tenants t
                JOIN tenant_config_versions v ON v.tenant_id = t.slug AND v.version = t.current_version
@@ -194,10 +202,6 @@ async def get_version(pool: asyncpg.Pool, tenant: str, version: int | None = Non
         version,
     )
     return None if row is None else dict(row)
-
-
-class TenantRemovedError(Exception):
-    """The slug belongs to a removed tenant: only an admin's restore brings it back."""
 
 
 async def remove_tenant(pool: asyncpg.Pool, tenant: str) -> bool:
