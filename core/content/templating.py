@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import difflib
 import re
+import string
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from types import FrameType
 from typing import Any, Literal, overload
 
-from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta, nodes
-from jinja2.filters import do_center, do_indent, do_replace, do_wordwrap
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, Undefined, meta, nodes
+from jinja2.compiler import CodeGenerator, Frame, optimizeconst
+from jinja2.exceptions import SecurityError
+from jinja2.filters import do_batch, do_center, do_indent, do_replace, do_wordwrap, sync_do_join, sync_do_slice
+from jinja2.runtime import Context, LoopContext, Namespace, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import Cycler, generate_lorem_ipsum
 from markupsafe import Markup
 
 from core.tenants.config_schema import (
@@ -51,10 +56,15 @@ CUSTOMER_VARIABLES = (
 RENDER_VARIABLES = frozenset((*CUSTOMER_VARIABLES, "brand", "campaign", "variant", "unsubscribe_url"))
 
 # Work limits, the same for every part of every channel (output limits are per part, see Part).
-MAX_RANGE = 1_000  # items one range() may produce
-MAX_STRING = 100_000  # characters of any string a template builds (repetition, padding, replace)
-MAX_FORMAT_WIDTH = 1_000  # widths in '%…' and '{:…}' formats
-MAX_EXPONENT = 100  # right-hand side of ** on integers
+# A single C-level operation (a padding, a join, a big power) cannot be interrupted by the time
+# budget's tracer, so every operation that can build a large value is checked against these
+# BEFORE it runs; they are the guarantee, the tracer and the check pool's deadline are backstops.
+MAX_RANGE = 1_000  # items one range() may produce: more than any message lists
+MAX_STRING = 100_000  # characters of any value a template builds: the largest part is 500 KB of HTML
+MAX_FORMAT_WIDTH = 1_000  # widths and precisions in '%…' and '{:…}' formats: column layouts need tens
+MAX_INT_BITS = 4_096  # bits of an integer a template computes (* and **): prices and counts need 64
+MAX_LIPSUM_PARAGRAPHS = 10  # lipsum(n): placeholder text for a draft, not a payload
+MAX_LIPSUM_WORDS = 100  # lipsum(min=, max=): words per paragraph
 TIME_BUDGET_SECONDS = 0.1  # work one part's render may do, checked while loops and macros run
 # Statements that would load other templates: there is no loader, and we say why by name.
 _FORBIDDEN_TAGS: dict[type[nodes.Node], str] = {
@@ -104,16 +114,104 @@ def _check_size(n: int, what: str) -> None:
         raise RenderLimitError(f"{what} would make {n:,} characters, over the limit of {MAX_STRING:,}")
 
 
-_PERCENT_WIDTH = re.compile(r"%[-+ #0]*(\*|\d+)(?:\.(\*|\d+))?")
-_BRACE_WIDTH = re.compile(r"\{[^{}]*:[^{}]*?(\d+)")
+def _size(value: Any, budget: int = MAX_STRING) -> int:
+    """About how many characters `value` makes as text; counting stops once past `budget`, so
+    a list holding one big string many times costs no more to measure than the limit."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, bool) or value is None:
+        return 5
+    if isinstance(value, int):
+        return value.bit_length() // 3 + 1  # decimal digits, from above
+    if isinstance(value, float):
+        return 24
+    items: Any
+    if isinstance(value, Mapping):
+        items = (x for pair in value.items() for x in pair)
+    elif isinstance(value, list | tuple | set | frozenset):
+        items = value
+    else:
+        return 16  # loop, namespace, macro, undefined: their text is short
+    total = 2
+    for item in items:
+        total += _size(item, budget - total) + 2
+        if total > budget:
+            break
+    return total
 
 
-def _check_format(fmt: str) -> None:
-    """Refuse formats whose widths or precisions would pad a string past the limits."""
-    for match in (*_PERCENT_WIDTH.finditer(fmt), *_BRACE_WIDTH.finditer(fmt)):
-        for width in filter(None, match.groups()):
-            if width == "*" or int(width) > MAX_FORMAT_WIDTH:
-                raise RenderLimitError(f"format width '{width}' is over the limit of {MAX_FORMAT_WIDTH}")
+def _check_int_bits(bits: int, what: str) -> None:
+    if bits > MAX_INT_BITS:
+        raise RenderLimitError(f"{what} would make a number of about {bits:,} bits, over the limit of {MAX_INT_BITS:,}")
+
+
+def _check_number(n: Any, what: str) -> None:
+    """A width, count or size argument: refuse it before Python allocates for it."""
+    if isinstance(n, int) and n > MAX_STRING:
+        raise RenderLimitError(f"{what} {n:,} is over the limit of {MAX_STRING:,}")
+
+
+def _check_width(width: Any) -> None:
+    if width == "*":
+        raise RenderLimitError("format width '*' is not allowed (widths must be written in the format)")
+    if int(width) > MAX_FORMAT_WIDTH:
+        raise RenderLimitError(f"format width '{width}' is over the limit of {MAX_FORMAT_WIDTH}")
+
+
+# A '%' conversion: mapping key, flags, width (or *), precision (or *), length, type.
+_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(\*|\d+)?(?:\.(\*|\d*))?[hlL]?(.?)", re.DOTALL)
+
+
+def _check_percent(fmt: str, args: Any) -> None:
+    """`fmt % args`: every width and precision within the limit, and the result's size bounded
+    (each conversion at most its width or the largest argument) before formatting."""
+    conversions = 0
+    widest = 0
+    for match in _PERCENT_SPEC.finditer(fmt):
+        width, precision, kind = match.groups()
+        if kind == "%" and width is None and precision is None:
+            continue
+        conversions += 1
+        for number in (width, precision):
+            if number:
+                _check_width(number)
+                widest = max(widest, int(number))
+    if conversions:
+        _check_size(len(fmt) + conversions * (widest + _size(args)), "format")
+
+
+def _check_brace_format(fmt: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """`fmt.format(...)`: no nested fields in a spec (`{:{w}}` would take its width from data),
+    every number in a spec within the limit, and the result's size bounded before formatting."""
+    fields = 0
+    widest = 0
+    for _literal, name, spec, _conversion in string.Formatter().parse(fmt):
+        if name is None:
+            continue
+        fields += 1
+        if spec and "{" in spec:
+            raise RenderLimitError("a format spec may not contain a replacement field ('{:{}}')")
+        for number in re.findall(r"\d+", spec or ""):
+            _check_width(number)
+            widest = max(widest, int(number))
+    if fields:
+        _check_size(len(fmt) + fields * (widest + _size(args) + _size(kwargs)), "format")
+
+
+def _check_join(sep: str, items: list[Any]) -> None:
+    size = len(sep) * max(len(items) - 1, 0)
+    for item in items:
+        size += _size(item, MAX_STRING - size + 1)
+        if size > MAX_STRING:
+            break
+    _check_size(size, "join")
+
+
+def _replaced_size(s: str, old: str, new: str, count: Any = -1) -> int:
+    hits = s.count(old) if old else len(s) + 1
+    if isinstance(count, int) and count >= 0:
+        hits = min(hits, count)
+    return len(s) + hits * max(0, len(new) - len(old))
 
 
 def _bounded_range(*args: int) -> range:
@@ -135,64 +233,226 @@ def _center(value: str, width: int = 80) -> str:
 
 def _indent(s: str, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
     _bounded_width(width if isinstance(width, int) else len(width))
+    text = str(s)
+    per_line = width if isinstance(width, int) else len(width)
+    _check_size(len(text) + (text.count("\n") + 1) * max(per_line, 0), "indent")
     return do_indent(s, width, first, blank)
 
 
 def _replace(eval_ctx: Any, s: str, old: str, new: str, count: int | None = None) -> str:
-    hits = str(s).count(str(old)) if old else len(str(s)) + 1
-    _check_size(len(str(s)) + hits * max(0, len(str(new)) - len(str(old))), "replace")
+    _check_size(_replaced_size(str(s), str(old), str(new), count if count is not None else -1), "replace")
     return do_replace(eval_ctx, s, old, new, count)
 
 
 def _format(value: str, *args: Any, **kwargs: Any) -> str:
-    _check_format(value)
-    result = value % (kwargs or args)
-    _check_size(len(result), "format")
-    return result
+    _check_percent(str(value), kwargs or args)
+    return str(value) % (kwargs or args)
 
 
 def _wordwrap(environment: Any, s: str, width: int = 79, *args: Any, **kwargs: Any) -> str:
     _bounded_width(width)
+    wrapstring = kwargs.get("wrapstring", args[1] if len(args) > 1 else None) or "\n"
+    text = str(s)
+    lines = len(text) // max(int(width), 1) + sum(c.isspace() for c in text) + 1
+    _check_size(len(text) + lines * len(str(wrapstring)), "wordwrap")
     return do_wordwrap(environment, s, width, *args, **kwargs)
+
+
+def _join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> str:
+    items = list(value)  # the source is itself bounded; a generator is read once
+    _check_join(str(d), items if attribute is None else [str(d)] * len(items))
+    return sync_do_join(eval_ctx, items, d, attribute)
+
+
+def _batch(value: Any, linecount: int, fill_with: Any = None) -> Any:
+    if linecount > MAX_RANGE:
+        raise RenderLimitError(f"batch size {linecount:,} is over the limit of {MAX_RANGE:,}")
+    return do_batch(value, linecount, fill_with)
+
+
+def _slice(value: Any, slices: int, fill_with: Any = None) -> Any:
+    if slices > MAX_RANGE:
+        raise RenderLimitError(f"slice count {slices:,} is over the limit of {MAX_RANGE:,}")
+    return sync_do_slice(value, slices, fill_with)
+
+
+def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
+    if n > MAX_LIPSUM_PARAGRAPHS or max > MAX_LIPSUM_WORDS or min > MAX_LIPSUM_WORDS:
+        raise RenderLimitError(
+            f"lipsum is limited to {MAX_LIPSUM_PARAGRAPHS} paragraphs of {MAX_LIPSUM_WORDS} words at most"
+        )
+    return str(generate_lorem_ipsum(n, html, min, max))
 
 
 # Keep the filters' calling conventions (pass_eval_context / pass_environment) on the wrappers.
 _replace.jinja_pass_arg = do_replace.jinja_pass_arg  # type: ignore[attr-defined]
 _wordwrap.jinja_pass_arg = do_wordwrap.jinja_pass_arg  # type: ignore[attr-defined]
+_join.jinja_pass_arg = sync_do_join.jinja_pass_arg  # type: ignore[attr-defined]
+
+
+def _check_pad(s: str, width: Any, fillchar: str = " ") -> None:
+    _check_number(width, "padding width")
+
+
+def _check_expandtabs(s: str, tabsize: Any = 8) -> None:
+    if isinstance(tabsize, int):
+        _check_size(len(s) + s.count("\t") * max(tabsize, 0), "expandtabs")
+
+
+def _check_replace_method(s: str, old: Any, new: Any, count: Any = -1) -> None:
+    if isinstance(old, str) and isinstance(new, str):
+        _check_size(_replaced_size(s, old, new, count), "replace")
+
+
+# The methods a template may call, by the type of value (str covers Markup). Everything a
+# marketer needs to tidy, test and split text and to read mappings; nothing that reaches
+# outside the value (no encode, translate, mro, …). Attributes starting with "_" never pass.
+_STR_METHODS = frozenset(
+    "capitalize casefold center count endswith expandtabs find format format_map index isalnum isalpha "
+    "isdecimal isdigit islower isnumeric isspace istitle isupper join ljust lower lstrip partition "
+    "removeprefix removesuffix replace rfind rindex rjust rpartition rsplit rstrip split splitlines "
+    "startswith strip swapcase title upper zfill".split()
+)
+_MARKUP_METHODS = _STR_METHODS | {"striptags", "unescape"}
+_MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})
+_SEQUENCE_METHODS = frozenset({"count", "index"})
+_LOOP_ATTRIBUTES = frozenset(
+    "index index0 revindex revindex0 first last length depth depth0 previtem nextitem cycle changed".split()
+)
+_CYCLER_ATTRIBUTES = frozenset({"next", "current", "reset"})
+# String methods that can build a large value: checked before the call (join is special-cased).
+_STR_CALL_CHECKS: dict[str, Callable[..., None]] = {
+    "ljust": _check_pad,
+    "rjust": _check_pad,
+    "center": _check_pad,
+    "zfill": _check_pad,
+    "expandtabs": _check_expandtabs,
+    "replace": _check_replace_method,
+}
+
+
+class _CheckedCodeGenerator(CodeGenerator):
+    """`a ~ b` compiles to a join the sandbox cannot intercept; route it through the environment."""
+
+    @optimizeconst
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        escape = "context.eval_ctx.autoescape" if frame.eval_ctx.volatile else repr(frame.eval_ctx.autoescape)
+        self.write("environment.checked_concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write(f"), {escape})")
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox with its arithmetic, formatting and calls checked against the limits."""
+    """The sandbox with an allowlist of attributes and methods, and every operation that can
+    build a large value (arithmetic, concatenation, padding, formats, joins) checked first."""
 
-    intercepted_binops = frozenset({"*", "**", "%"})
+    code_generator_class = _CheckedCodeGenerator
+    intercepted_binops = frozenset({"+", "*", "**", "%"})
 
     def __init__(self, **options: Any) -> None:
         super().__init__(undefined=StrictUndefined, **options)
         self.globals["range"] = _bounded_range
-        self.filters.update(center=_center, indent=_indent, replace=_replace, format=_format, wordwrap=_wordwrap)
+        self.globals["lipsum"] = _lipsum
+        self.filters.update(
+            center=_center,
+            indent=_indent,
+            replace=_replace,
+            format=_format,
+            wordwrap=_wordwrap,
+            join=_join,
+            batch=_batch,
+            slice=_slice,
+        )
 
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        """Check `*` repetition, `**` exponents and `%` formats before computing them."""
-        if operator == "*":
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        """The allowlist: only the listed methods of text, mappings and lists, the loop's and
+        cycler's attributes, and a namespace's own values."""
+        if attr.startswith("_"):
+            return False
+        if isinstance(obj, Markup):
+            return attr in _MARKUP_METHODS
+        if isinstance(obj, str):
+            return attr in _STR_METHODS
+        if isinstance(obj, Mapping):
+            return attr in _MAPPING_METHODS
+        if isinstance(obj, list | tuple):
+            return attr in _SEQUENCE_METHODS
+        if isinstance(obj, LoopContext):
+            return attr in _LOOP_ATTRIBUTES
+        if isinstance(obj, Cycler):
+            return attr in _CYCLER_ATTRIBUTES
+        return isinstance(obj, Namespace)
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
+        """A refused attribute says so by name when the template uses it."""
+        return self.undefined(
+            f"'{attribute}' of a {type(obj).__name__} value is not allowed in templates",
+            name=attribute,
+            obj=obj,
+            exc=SecurityError,
+        )
+
+    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """Check string methods that can build a large value before they run."""
+        target = getattr(obj, "__self__", None)
+        if isinstance(target, str):
+            name = getattr(obj, "__name__", "")
+            if name == "join" and len(args) == 1 and not kwargs:
+                items = list(args[0])  # read a generator once, then measure what it gave
+                _check_join(target, items)
+                args = (items,)
+            elif name in _STR_CALL_CHECKS:
+                _STR_CALL_CHECKS[name](target, *args, **kwargs)
+        return super().call(context, obj, *args, **kwargs)
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        """Check `+`, `*` (numbers and repetition), `**` and `%` formats before computing them."""
+        if operator == "+":
+            if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+                _check_size(_size(left) + _size(right), "concatenation")
+        elif operator == "*":
+            if isinstance(left, int) and isinstance(right, int):
+                _check_int_bits(abs(left).bit_length() + abs(right).bit_length(), "multiplication")
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, str | list | tuple) and isinstance(n, int):
-                    _check_size(len(seq) * max(n, 0), "repetition")
+                    _check_size(_size(seq) * max(n, 0), "repetition")
         elif operator == "**":
-            if isinstance(right, int) and isinstance(left, int) and abs(left) > 1 and right > MAX_EXPONENT:
-                raise RenderLimitError(f"exponent {right} is over the limit of {MAX_EXPONENT}")
+            if isinstance(right, int) and isinstance(left, int) and abs(left) > 1 and right > 0:
+                bits = right * abs(left).bit_length()
+                if bits > MAX_INT_BITS:
+                    raise RenderLimitError(
+                        f"exponent {right} is over the limit: the result would have about {bits:,} bits "
+                        f"(at most {MAX_INT_BITS:,})"
+                    )
         elif operator == "%" and isinstance(left, str):
-            _check_format(left)
+            _check_percent(left, right)
         return super().call_binop(context, operator, left, right)
 
+    def checked_concat(self, parts: tuple[Any, ...], autoescape: bool) -> str:
+        """`a ~ b ~ …` with the result's size checked before it is built."""
+        size = 0
+        for part in parts:
+            size += _size(part, MAX_STRING - size + 1)
+            if size > MAX_STRING:
+                break
+        _check_size(size, "concatenation (~)")
+        return markup_join(parts) if autoescape else str_join(parts)
+
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
-        """str.format and format_map, with their widths checked before formatting."""
+        """str.format and format_map, with their widths and result size checked before formatting."""
         wrapped = super().wrap_str_format(value)
         if wrapped is None:
             return None
         fmt: str = value.__self__
+        is_map = value.__name__ == "format_map"
 
         def checked(*args: Any, **kwargs: Any) -> str:
-            _check_format(fmt)
+            if is_map and len(args) == 1 and isinstance(args[0], Mapping):
+                _check_brace_format(fmt, (), args[0])
+            else:
+                _check_brace_format(fmt, args, kwargs)
             return wrapped(*args, **kwargs)
 
         return checked
