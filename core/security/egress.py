@@ -1,0 +1,644 @@
+"""The guarded outbound client: every call a tenant can aim (SMS, push and webhook endpoints, the
+LLM provider, an SMTP relay) goes through here, never through a plain client.
+
+One parse of the URL serves both the check and the request. The host is resolved with a timeout
+of its own, every address it resolves to is checked, and the connection is made to one of those
+checked addresses: the check happens inside the connect, so a name that answers differently the
+next time (DNS rebinding) cannot slip a second address past it. TLS is verified against the
+original hostname (SNI included): for HTTP, httpcore starts TLS on our pinned stream with
+`server_hostname` set to the URL's host; for SMTP, aiosmtplib gets our connected socket and the
+hostname. No proxy from the environment, no redirects, a wall-clock deadline over the whole call
+and a cap on the answer's size (httpx's own timeouts restart on every read, so a trickling server
+would otherwise hold the call open).
+
+A tenant sees only a few fixed words (`refused`, `unreachable`, `timeout`, `rejected with status
+N`, `too large`): never the remote body or a relay's message, and nothing that tells a closed
+port from a filtered one.
+
+The operator's `EGRESS_ALLOW` (`scheme://host:port[/path-prefix]`, comma or space separated)
+lets a call reach an address the class check would refuse, and is the only way to plaintext:
+an `http://` entry for HTTP, `smtp+plain://` for SMTP. Entries match the connected address,
+port and path; names in them are resolved once, when the list is read. Tests allow their own
+loopback listeners for a while with `allowing(...)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+import ssl
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpcore
+import httpx
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Fixed words a tenant may see (ledger reasons, API errors).
+REFUSED = "refused"
+UNREACHABLE = "unreachable"
+TIMEOUT = "timeout"
+TOO_LARGE = "too large"
+
+# Whole-call deadline and answer cap unless the caller asks for less.
+DEFAULT_DEADLINE_SECONDS = 30.0
+DEFAULT_MAX_BYTES = 1024 * 1024
+# Name resolution has its own, shorter budget inside the call's deadline.
+RESOLVE_TIMEOUT_SECONDS = 5.0
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+HTTP_SCHEMES = frozenset({"http", "https"})
+SMTP_SCHEMES = frozenset({"smtp", "smtps"})
+ALLOW_SCHEMES = frozenset({"http", "https", "smtp", "smtps", "smtp+plain"})
+DEFAULT_PORTS = {"http": 80, "https": 443, "smtp": 25, "smtps": 465, "smtp+plain": 25}
+
+
+class EgressError(Exception):
+    """An outbound call did not happen or did not finish; `word` is all a tenant is told."""
+
+    def __init__(self, word: str):
+        super().__init__(word)
+        self.word = word
+
+
+class EgressRefused(EgressError):
+    """The guard would not make the call (address class, scheme, userinfo, no allow entry).
+    Retrying cannot help: the caller fails the call for good."""
+
+    def __init__(self, why: str = ""):
+        super().__init__(REFUSED)
+        # For the operator's logs only (which rule refused); never shown to the tenant.
+        self.why = why
+
+
+class EgressRejected(EgressError):
+    """The remote answered with a status the caller treats as a failure."""
+
+    def __init__(self, status: int):
+        super().__init__(f"rejected with status {status}")
+        self.status = status
+
+
+# ---------------------------------------------------------------------------------------------
+# Address classes
+
+
+def _nets(*cidrs: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(c) for c in cidrs)
+
+
+# Spelled out rather than trusting `is_global`, which on Python 3.11 calls multicast global and
+# misses some of these.
+REFUSED_V4 = _nets(
+    "0.0.0.0/8",  # "this network", and the unspecified 0.0.0.0
+    "10.0.0.0/8",
+    "100.64.0.0/10",  # CGNAT
+    "127.0.0.0/8",
+    "169.254.0.0/16",  # link-local, incl. the metadata address 169.254.169.254
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",  # 6to4 relay anycast
+    "192.168.0.0/16",
+    "198.18.0.0/15",  # benchmarking
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",  # multicast
+    "240.0.0.0/4",  # reserved, incl. broadcast
+)
+REFUSED_V6 = _nets(
+    "::/128",  # unspecified
+    "::1/128",
+    "100::/64",  # discard
+    "2001:db8::/32",  # documentation
+    "fc00::/7",  # unique-local, incl. the metadata address fd00:ec2::254
+    "fec0::/10",  # site-local
+    "fe80::/10",  # link-local
+    "ff00::/8",  # multicast
+)
+MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+COMPATIBLE = ipaddress.ip_network("::/96")
+SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
+TEREDO = ipaddress.ip_network("2001::/32")
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address] | None:
+    """The IPv4 addresses an IPv6 address carries (mapped, compatible, 6to4, Teredo, NAT64), or
+    None when it carries none. The carried address is where the packets end up."""
+    value = int(address)
+    if address in MAPPED or address in COMPATIBLE or address in NAT64:
+        return [ipaddress.IPv4Address(value & 0xFFFFFFFF)]
+    if address in SIX_TO_FOUR:
+        return [ipaddress.IPv4Address((value >> 80) & 0xFFFFFFFF)]
+    if address in TEREDO:
+        server, client = address.teredo or (None, None)
+        return [a for a in (server, client) if a is not None]
+    if address in NAT64_LOCAL:
+        # A local-use NAT64 prefix may be any length from /48 to /96 (RFC 6052/8215): read the
+        # IPv4 both where a /96 and where a /48 prefix puts it, and refuse if either is refused.
+        slash48 = ((value >> 64) & 0xFFFF) << 16 | (value >> 40) & 0xFFFF
+        return [ipaddress.IPv4Address(value & 0xFFFFFFFF), ipaddress.IPv4Address(slash48)]
+    return None
+
+
+def refused_class(address: IPAddress) -> str | None:
+    """Why an address is not a public destination (its class), or None when it is one."""
+    if isinstance(address, ipaddress.IPv6Address):
+        carried = embedded_ipv4(address)
+        if carried is not None:
+            for v4 in carried:
+                why = refused_class(v4)
+                if why:
+                    return f"{why} (embedded in {address})"
+            return None
+        if address.scope_id:
+            return "scoped"
+        for net in REFUSED_V6:
+            if address in net:
+                return f"in {net}"
+    else:
+        for net in REFUSED_V4:
+            if address in net:
+                return f"in {net}"
+    if address.is_multicast or address.is_unspecified or address.is_loopback or address.is_link_local:
+        return "not global"
+    if not address.is_global:
+        return "not global"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets and allow entries
+
+
+@dataclass(frozen=True)
+class Target:
+    """One parse of a URL: what is checked is what is requested."""
+
+    url: str
+    scheme: str
+    host: str  # no brackets for IPv6
+    port: int
+    path: str
+
+    @property
+    def literal(self) -> IPAddress | None:
+        """The host as an address when the URL names one."""
+        try:
+            return ipaddress.ip_address(self.host)
+        except ValueError:
+            return None
+
+
+def parse_target(url: str, schemes: Iterable[str] = HTTP_SCHEMES) -> Target:
+    """The URL parsed once; refused when it has userinfo, another scheme or no host."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise EgressRefused(f"unparsable URL: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in set(schemes):
+        raise EgressRefused(f"scheme {scheme!r} is not allowed")
+    if "@" in parts.netloc or parts.username is not None or parts.password is not None:
+        raise EgressRefused("userinfo in the URL")
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        raise EgressRefused("no host")
+    if "%" in host:  # a scoped IPv6 literal names an interface, not a destination
+        raise EgressRefused("scoped address")
+    return Target(url.strip(), scheme, host, port or DEFAULT_PORTS[scheme], parts.path or "/")
+
+
+@dataclass(frozen=True)
+class AllowEntry:
+    """One `scheme://host:port[/path-prefix]` of the operator's allow list, its name resolved."""
+
+    text: str
+    scheme: str
+    addresses: frozenset[IPAddress]
+    port: int
+    path_prefix: str
+
+    def matches(self, scheme: str, port: int, path: str) -> bool:
+        """Whether a call with this scheme (the entry's, or SMTP's plaintext form), port and path
+        may use the entry (the address is matched at connect)."""
+        if self.port != port:
+            return False
+        if self.scheme != scheme and not (self.scheme == "smtp+plain" and scheme == "smtp"):
+            return False
+        prefix = self.path_prefix.rstrip("/")
+        return not prefix or path == prefix or path.startswith(prefix + "/")
+
+    @property
+    def plaintext(self) -> bool:
+        """The entry allows a call without TLS."""
+        return self.scheme in ("http", "smtp+plain")
+
+
+def _resolve_now(host: str) -> frozenset[IPAddress]:
+    try:
+        return frozenset({ipaddress.ip_address(host)})
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ValueError(f"EGRESS_ALLOW: cannot resolve {host!r}: {exc}") from None
+    return frozenset(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos)
+
+
+def parse_allow_entry(text: str) -> AllowEntry:
+    """One allow entry; its host resolved now (at start), a ValueError when it is malformed."""
+    parts = urlsplit(text.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ALLOW_SCHEMES:
+        raise ValueError(f"EGRESS_ALLOW: {text!r}: scheme must be one of {', '.join(sorted(ALLOW_SCHEMES))}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"EGRESS_ALLOW: {text!r}: bad port") from None
+    if not parts.hostname or port is None or parts.username or parts.query or parts.fragment:
+        raise ValueError(f"EGRESS_ALLOW: {text!r}: expected scheme://host:port[/path-prefix]")
+    if scheme.startswith("smtp") and parts.path not in ("", "/"):
+        raise ValueError(f"EGRESS_ALLOW: {text!r}: an SMTP entry has no path")
+    return AllowEntry(text.strip(), scheme, _resolve_now(parts.hostname), port, parts.path)
+
+
+@lru_cache(maxsize=16)
+def parse_allow(text: str) -> tuple[AllowEntry, ...]:
+    """The operator's allow list (comma or space separated), names resolved once."""
+    return tuple(parse_allow_entry(t) for t in text.replace(",", " ").split())
+
+
+_process_lock = threading.Lock()
+_process_entries: list[AllowEntry] = []
+
+
+@contextlib.contextmanager
+def allowing(*entries: str) -> Iterator[None]:
+    """Allow these entries in this process while the block runs, for every guard: how a test
+    lets the guard reach its own loopback listener."""
+    parsed = [parse_allow_entry(e) for e in entries]
+    with _process_lock:
+        _process_entries.extend(parsed)
+    try:
+        yield
+    finally:
+        with _process_lock:
+            for entry in parsed:
+                _process_entries.remove(entry)
+
+
+def process_entries() -> tuple[AllowEntry, ...]:
+    """The entries allowed in this process by `allowing`."""
+    with _process_lock:
+        return tuple(_process_entries)
+
+
+def literal_never_passes(url: str, schemes: Iterable[str], allow: str = "") -> str | None:
+    """Why a URL whose host is a literal address can never be called (refused class and no
+    allow entry, in `allow`, the process settings or `allowing`, for its scheme and port), else
+    None. Used at config save; names are checked at send, when they are resolved."""
+    try:
+        target = parse_target(url, schemes)
+    except EgressRefused as exc:
+        return exc.why
+    entries = _operator_entries(allow) + process_entries()
+    candidates = [e for e in entries if e.matches(target.scheme, target.port, target.path)]
+    plain = target.scheme == "http" and not any(e.plaintext for e in candidates)
+    address = target.literal
+    if address is None:
+        return "plain http is not allowed; use https" if plain else None
+    if any(address in e.addresses for e in candidates):
+        return None
+    if target.scheme == "http":
+        return "plain http is not allowed; use https"
+    why = refused_class(address)
+    return f"{address} is not a public address ({why})" if why else None
+
+
+def _operator_entries(allow: str) -> tuple[AllowEntry, ...]:
+    # The process's own settings too, so a config saved in the API sees EGRESS_ALLOW.
+    from core.infra.settings import get_settings
+
+    try:
+        return parse_allow(allow) + parse_allow(get_settings().egress_allow)
+    except ValueError:
+        return parse_allow(allow) if allow else ()
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution and the checked connect
+
+
+class Resolver:
+    """Resolves a name with a timeout of its own: through `nameserver` ("host:port", a test's
+    DNS server) when given, else the system's resolver."""
+
+    def __init__(self, nameserver: str | None = None, timeout: float = RESOLVE_TIMEOUT_SECONDS):
+        self.nameserver = nameserver
+        self.timeout = timeout
+
+    async def addresses(self, host: str) -> list[IPAddress]:
+        """Every address `host` resolves to (a literal is itself); EgressError when none."""
+        try:
+            return [ipaddress.ip_address(host)]
+        except ValueError:
+            pass
+        try:
+            async with asyncio.timeout(self.timeout):
+                found = await (self._dns(host) if self.nameserver else self._system(host))
+        except TimeoutError:
+            raise EgressError(UNREACHABLE) from None
+        if not found:
+            raise EgressError(UNREACHABLE)
+        return list(dict.fromkeys(found))
+
+    async def _system(self, host: str) -> list[IPAddress]:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError:
+            raise EgressError(UNREACHABLE) from None
+        return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+    async def _dns(self, host: str) -> list[IPAddress]:
+        import dns.asyncresolver
+        import dns.exception
+        import dns.rdatatype
+
+        assert self.nameserver is not None
+        server, _, port = self.nameserver.rpartition(":")
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = [server.strip("[]")]
+        resolver.port = int(port)
+        resolver.lifetime = self.timeout
+        resolver.cache = None  # every connect asks again: no stale answer stands in for a check
+        found: list[IPAddress] = []
+        for kind in (dns.rdatatype.A, dns.rdatatype.AAAA):
+            try:
+                answer = await resolver.resolve(host, kind, raise_on_no_answer=False, search=False)
+            except dns.exception.DNSException:
+                continue
+            if answer.rrset is not None:
+                found += [ipaddress.ip_address(r.address) for r in answer.rrset]
+        return found
+
+
+@dataclass(frozen=True)
+class Permit:
+    """What a call may connect to: public addresses (unless plaintext), plus the addresses of the
+    allow entries that match its scheme, port and path."""
+
+    scheme: str
+    entries: tuple[AllowEntry, ...]
+
+    @property
+    def plaintext(self) -> bool:
+        """The call goes without TLS (only ever through an entry that allows plaintext)."""
+        return self.scheme in ("http", "smtp") and any(e.plaintext for e in self.entries)
+
+    def check(self, address: IPAddress) -> None:
+        """Refuse `address` unless it is allowed for this call."""
+        if self.plaintext:
+            if not any(e.plaintext and address in e.addresses for e in self.entries):
+                raise EgressRefused(f"{address}: plaintext only to an allow entry")
+            return
+        if any(address in e.addresses for e in self.entries):
+            return
+        why = refused_class(address)
+        if why:
+            raise EgressRefused(f"{address}: {why}")
+
+
+async def checked_addresses(resolver: Resolver, host: str, permit: Permit) -> list[IPAddress]:
+    """`host`'s addresses, every one checked (one refused refuses the call)."""
+    found = await resolver.addresses(host)
+    for address in found:
+        permit.check(address)
+    return found
+
+
+class _PinnedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network layer for one permit: resolves, checks every address and connects to a
+    checked one. httpcore then starts TLS on this stream with the URL's hostname (SNI and the
+    certificate check), so verification stays against the name, not the address."""
+
+    def __init__(self, resolver: Resolver, permit: Permit):
+        self.resolver = resolver
+        self.permit = permit
+        self.inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = await checked_addresses(self.resolver, host.strip("[]"), self.permit)
+        last: Exception | None = None
+        for address in addresses:
+            try:
+                return await self.inner.connect_tcp(str(address), port, timeout=timeout, socket_options=socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        raise httpcore.ConnectError(UNREACHABLE) from last
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise EgressRefused("unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# The guard
+
+
+@dataclass(frozen=True)
+class SmtpConnection:
+    """A TCP connection to a checked relay address, and how the relay must be spoken to."""
+
+    sock: socket.socket
+    hostname: str  # the relay's name from the URL: what its certificate must be for
+    tls: Literal["implicit", "starttls", "none"]
+
+
+class EgressGuard:
+    """The guarded outbound client (one per process or per use; `aclose` when done).
+
+    HTTP calls go through one httpx client per permit (the allow entries a call may use), so a
+    pooled connection is only ever reused by calls that were allowed the same addresses."""
+
+    def __init__(
+        self,
+        allow: str = "",
+        *,
+        resolver: Resolver | None = None,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_connections: int = 100,
+        user_agent: str = "pennant",
+    ):
+        self.allow = parse_allow(allow)
+        self.resolver = resolver or Resolver()
+        self.deadline_seconds = deadline_seconds
+        self.max_bytes = max_bytes
+        self.max_connections = max_connections
+        self.user_agent = user_agent
+        self._clients: dict[Permit, httpx.AsyncClient] = {}
+        self._ssl = ssl.create_default_context()
+
+    @classmethod
+    def from_settings(cls, settings: Any, **kwargs: Any) -> EgressGuard:
+        """The guard for a process's settings (`egress_allow`, `egress_dns_server`)."""
+        return cls(settings.egress_allow, resolver=Resolver(settings.egress_dns_server), **kwargs)
+
+    async def __aenter__(self) -> EgressGuard:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+    def permit(self, target: Target) -> Permit:
+        """The permit for a call to `target`; refused at once when it is plaintext without an
+        entry that allows it."""
+        entries = tuple(e for e in self.allow + process_entries() if e.matches(target.scheme, target.port, target.path))
+        permit = Permit(target.scheme, entries)
+        if target.scheme == "http" and not permit.plaintext:
+            raise EgressRefused("plain http without an allow entry")
+        return permit
+
+    def _client(self, permit: Permit) -> httpx.AsyncClient:
+        client = self._clients.get(permit)
+        if client is None:
+            transport = httpx.AsyncHTTPTransport(trust_env=False)
+            # httpx takes no network backend of its own: give its pool one that pins the checked
+            # address (the rest of the transport, e.g. its exception mapping, stays httpx's).
+            transport._pool = httpcore.AsyncConnectionPool(
+                ssl_context=self._ssl,
+                max_connections=self.max_connections,
+                max_keepalive_connections=min(20, self.max_connections),
+                keepalive_expiry=5.0,
+                network_backend=_PinnedBackend(self.resolver, permit),
+            )
+            client = httpx.AsyncClient(
+                transport=transport,
+                trust_env=False,
+                follow_redirects=False,
+                timeout=httpx.Timeout(self.deadline_seconds, connect=CONNECT_TIMEOUT_SECONDS),
+                headers={"User-Agent": self.user_agent},
+            )
+            self._clients[permit] = client
+        return client
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        deadline_seconds: float | None = None,
+        max_bytes: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Make the call; the answer read whole (at most `max_bytes`) within the deadline.
+
+        Any status comes back as a response (its `extensions["pennant_guarded"]` is True, so
+        callers know not to quote it); the call's failures raise EgressError with a fixed word.
+        """
+        target = parse_target(url, HTTP_SCHEMES)
+        client = self._client(self.permit(target))
+        deadline = min(deadline_seconds or self.deadline_seconds, self.deadline_seconds)
+        cap = max_bytes or self.max_bytes
+        try:
+            async with asyncio.timeout(deadline):
+                request = client.build_request(method, target.url, headers=headers, **kwargs)
+                response = await client.send(request, stream=True)
+                try:
+                    body = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > cap:
+                            raise EgressError(TOO_LARGE)
+                finally:
+                    await response.aclose()
+        except EgressError:
+            raise
+        except TimeoutError:
+            raise EgressError(TIMEOUT) from None
+        except httpx.TimeoutException as exc:
+            # A connect that timed out is "unreachable", as one that was refused: no difference
+            # between a closed and a filtered port.
+            word = UNREACHABLE if isinstance(exc, httpx.ConnectTimeout) else TIMEOUT
+            raise EgressError(word) from None
+        except (httpx.HTTPError, OSError, ssl.SSLError):
+            raise EgressError(UNREACHABLE) from None
+        return httpx.Response(
+            response.status_code,
+            headers=[
+                (k, v) for k, v in response.headers.items() if k.lower() not in ("content-encoding", "content-length")
+            ],
+            content=bytes(body),
+            request=request,
+            extensions={"pennant_guarded": True},
+        )
+
+    async def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        """`request("POST", url, ...)`."""
+        return await self.request("POST", url, **kwargs)
+
+    def smtp_target(self, url: str) -> tuple[Target, Permit]:
+        """The relay URL (`smtp://host:port`, STARTTLS required, or `smtps://`, implicit TLS)
+        parsed once, and its permit."""
+        target = parse_target(url, SMTP_SCHEMES)
+        return target, self.permit(target)
+
+    async def connect_smtp(self, target: Target, permit: Permit, within: float) -> SmtpConnection:
+        """A TCP connection to a checked address of the relay, within `within` seconds."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(within):
+                addresses = await checked_addresses(self.resolver, target.host, permit)
+                for address in addresses:
+                    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+                    sock = socket.socket(family, socket.SOCK_STREAM)
+                    sock.setblocking(False)
+                    try:
+                        await loop.sock_connect(sock, (str(address), target.port))
+                    except OSError:
+                        sock.close()
+                        continue
+                    except BaseException:
+                        sock.close()
+                        raise
+                    tls: Literal["implicit", "starttls", "none"] = (
+                        "implicit" if target.scheme == "smtps" else "none" if permit.plaintext else "starttls"
+                    )
+                    return SmtpConnection(sock, target.host, tls)
+        except TimeoutError:
+            raise EgressError(UNREACHABLE) from None
+        raise EgressError(UNREACHABLE)
