@@ -15,6 +15,8 @@ from api.console.yaml_lines import located
 from api.routes import suppressions as suppression_routes
 from api.routes import tenants as tenant_routes
 from api.schemas import SuppressionIn
+from core.content.check_pool import run_check
+from core.content.templating import TemplateError
 from core.tenants.config_schema import TenantConfig
 from core.tenants.config_store import ConfigError, config_diff, get_version, parse_config_yaml, save_config
 
@@ -55,9 +57,9 @@ async def config_page(ctx: ConsoleDep) -> HTMLResponse:
     return await _page(ctx)
 
 
-def _check(ctx: Console, text: str) -> TenantConfig:
-    """Parse and validate as PUT /config does (the slug must stay the tenant's)."""
-    config = parse_config_yaml(text, "body")
+async def _check(ctx: Console, text: str) -> TenantConfig:
+    """Parse and validate as PUT /config does (the slug must stay the tenant's), in the check pool."""
+    config = await run_check("body", parse_config_yaml, text, "body")
     if config.slug != ctx.tenant:
         raise ConfigError([f"slug: '{config.slug}' does not match the tenant in the path ('{ctx.tenant}')"])
     return config
@@ -70,8 +72,8 @@ async def check_or_save(ctx: ConsoleDep) -> Response:
     form = await checked_form(ctx.request, ctx.session)
     text = first(form, "yaml")
     try:
-        config = _check(ctx, text)
-    except ConfigError as exc:
+        config = await _check(ctx, text)
+    except (ConfigError, TemplateError) as exc:
         return await _page(ctx, 422, text=text, errors=located(text, problems(exc)))
     current = await get_version(ctx.pool, ctx.tenant)
     new = config.model_dump(mode="json")

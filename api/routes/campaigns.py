@@ -19,6 +19,7 @@ from api.schemas import Campaign, CustomerRef, Preview, PreviewRequest, TestSend
 from core.campaigns import store as campaign_store
 from core.campaigns.preview import TestSendInput, TestSendResult, preview_customer, preview_unsubscribe_url
 from core.campaigns.spec import CampaignSpec, Variant, check_campaign
+from core.content.check_pool import run_check
 from core.content.rendering import render_message
 from core.content.templating import TemplateError
 from core.infra.db import tenant_tx
@@ -35,7 +36,7 @@ router = APIRouter(prefix="/v1/tenants/{tenant}/campaigns", tags=["campaigns"])
 @router.post("", status_code=201, response_model=Campaign)
 async def create_campaign(tenant: TenantDep, config: ConfigDep, spec: CampaignSpec, pool: PoolDep) -> Campaign:
     """Store a campaign, checked against the tenant's config (channels, segment, templates)."""
-    errors = check_campaign(spec, config)
+    errors = await run_check("body", check_campaign, spec, config)
     if errors:
         raise TemplateError(errors)
     async with tenant_tx(pool, tenant) as conn:
@@ -71,7 +72,7 @@ async def update_campaign(
         assert locked is not None  # campaigns are archived, never deleted
         if not locked.startable:
             raise HTTPException(409, f"campaign '{campaign.id}' is archived")
-        errors = check_campaign(spec, config)
+        errors = await run_check("body", check_campaign, spec, config)
         if errors:
             raise TemplateError(errors)
         active = await run_store.active_runs(conn, tenant, campaign.id)
@@ -135,7 +136,9 @@ async def preview_campaign(
             [f"channel: the campaign does not send on '{channel}' (channels: {', '.join(spec.channels)})"]
         )
     customer = await _customer(pool, tenant, spec, config, body.customer_id)
-    rendered = render_message(
+    rendered = await run_check(
+        f"variants[{spec.variants.index(variant)}]",
+        render_message,
         config,
         variant,
         channel,
@@ -169,7 +172,9 @@ async def test_send_campaign(
     variants = [_check_variant(spec, body.variant)] if body.variant else spec.variants
     customer = await _customer(pool, tenant, spec, config, body.customer_id)
     for variant in variants:  # template problems are a 422 here, not a failed workflow
-        render_message(
+        await run_check(
+            f"variants[{spec.variants.index(variant)}]",
+            render_message,
             config,
             variant,
             "email",

@@ -22,6 +22,7 @@ from api.schemas import (
     SaveResult,
     TenantSummary,
 )
+from core.content.check_pool import run_check
 from core.infra.temporal import task_queue_for
 from core.tenants.config_schema import SLUG_RE, TenantConfig
 from core.tenants.config_store import (
@@ -56,13 +57,15 @@ async def _config_from_request(request: Request) -> TenantConfig:
     """Parse a JSON or YAML body into a validated config; every problem as a ConfigError."""
     raw = await request.body()
     content_type = request.headers.get("content-type", "")
+    # Parsing compiles and renders the tenant's templates: in the check pool, off the event
+    # loop, under a deadline and a memory limit (core/content/check_pool.py).
     if "yaml" in content_type:
-        return parse_config_yaml(raw.decode("utf-8", errors="replace"), "body")
+        return await run_check("body", parse_config_yaml, raw.decode("utf-8", errors="replace"), "body")
     try:
         data = json.loads(raw or b"null")
     except json.JSONDecodeError as exc:
         raise ConfigError([f"body: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"]) from None
-    return parse_config(data)
+    return await run_check("body", parse_config, data)
 
 
 def _author(principal: Principal) -> str:

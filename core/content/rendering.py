@@ -16,6 +16,7 @@ from core.content.templating import (
     content_for_locale,
     render_context,
     render_part,
+    report_progress,
 )
 from core.engagement.tracking import RunTracking
 from core.tenants.config_schema import Brand, TemplateContent, TemplateSet, TenantConfig
@@ -141,6 +142,7 @@ def check_campaign_templates(spec: CampaignSpec, config: TenantConfig) -> list[s
     errors: list[str] = []
     ctx = _sample_ctx(config.brand, config)
     for i, variant in enumerate(spec.variants):
+        report_progress(f"variants[{i}]")
         tset = config.templates.get(variant.template)
         if tset is None or any(CHANNELS[c].template(tset) is None for c in spec.channels):
             continue

@@ -541,9 +541,27 @@ def _render_part(source: str, ctx: dict[str, Any], part: Part) -> str:
 # -- checks at save time -----------------------------------------------------------------------
 
 
+# Where a save-time check is: the check pool's child reports it, so a check killed at its
+# deadline or memory limit is a 422 naming the template it was on (see core/content/check_pool.py).
+_progress_hook: Callable[[str], None] | None = None
+
+
+def set_progress_hook(hook: Callable[[str], None] | None) -> None:
+    """Have `hook(path)` called as each save-time check starts (the check pool's children)."""
+    global _progress_hook
+    _progress_hook = hook
+
+
+def report_progress(path: str) -> None:
+    """Say which template (or config path) a save-time check is on now."""
+    if _progress_hook is not None:
+        _progress_hook(path)
+
+
 def check_source(source: str, path: str, *, html: bool = False) -> list[str]:
     """Compile `source` in the sandbox; `path: reason` for syntax errors, loading statements
     (include, extends, import) and unknown variables (empty if fine)."""
+    report_progress(path)
     env = _html_env if html else _text_env
     try:
         ast = env.parse(source)
@@ -557,6 +575,10 @@ def check_source(source: str, path: str, *, html: bool = False) -> list[str]:
         return [f"{path}: syntax error at line {exc.lineno}: {exc.message}"]
     except RecursionError:
         return [f"{path}: the template is nested too deeply"]
+    except MemoryError:
+        return [f"{path}: the template is too large to compile"]
+    except Exception as exc:  # any failure to compile a tenant's template is that template's error
+        return [f"{path}: the template does not compile: {exc or type(exc).__name__}"]
     errors = [
         f"{path}: '{tag}' is not allowed (line {line}): templates cannot load other templates"
         for tag, line in forbidden

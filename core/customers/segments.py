@@ -63,6 +63,23 @@ _NODE_KEYS = (
 )
 
 
+# Named segments may refer to each other, so a 1 KB config could expand tenfold per level (a
+# segment naming the previous one ten times, five levels deep: 1.9 MB of SQL). Expansion stops
+# at these bounds, far above any audience a marketer writes (tens of conditions).
+MAX_SEGMENT_NODES = 2_000  # conditions after expanding named segments
+MAX_SEGMENT_PARAMS = 1_000  # $n parameters of the compiled WHERE clause
+MAX_SEGMENT_SQL = 64 * 1024  # characters of the compiled WHERE clause
+
+
+class _TooLarge(Exception):
+    """Expansion went over a bound: stop at once instead of building the rest; `through` is
+    the outermost named segment being expanded then, if any."""
+
+    def __init__(self, reason: str, through: str | None = None):
+        super().__init__(reason)
+        self.through = through
+
+
 class SegmentError(ValueError):
     """A segment that does not compile; `errors` holds every `path: reason` found."""
 
@@ -91,9 +108,12 @@ class _Compiler:
         self.errors: list[str] = []
         self.first_param = first_param
         self._expanding: list[str] = []
+        self.nodes = 0
 
     def param(self, value: Any) -> str:
         self.params.append(value)
+        if len(self.params) > MAX_SEGMENT_PARAMS:
+            raise _TooLarge(f"has more than {MAX_SEGMENT_PARAMS:,} parameters", next(iter(self._expanding), None))
         return f"${self.first_param + len(self.params) - 1}"
 
     def fail(self, path: str, reason: str) -> str:
@@ -101,6 +121,9 @@ class _Compiler:
         return "FALSE"
 
     def node(self, spec: Any, path: str) -> str:
+        self.nodes += 1
+        if self.nodes > MAX_SEGMENT_NODES:
+            raise _TooLarge(f"expands to more than {MAX_SEGMENT_NODES:,} conditions", next(iter(self._expanding), None))
         if not isinstance(spec, Mapping):
             return self.fail(path, "must be a mapping")
         if not spec:
@@ -288,7 +311,14 @@ def compile_segment(
 ) -> CompiledSegment:
     """Compile `spec` to a WHERE fragment; raises SegmentError listing every problem found."""
     compiler = _Compiler(named or {}, first_param)
-    where = compiler.node(spec if spec is not None else {}, path)
+    try:
+        where = compiler.node(spec if spec is not None else {}, path)
+        if len(where) > MAX_SEGMENT_SQL:
+            raise _TooLarge(f"compiles to more than {MAX_SEGMENT_SQL // 1024} KB of SQL")
+    except _TooLarge as exc:
+        # Name the named segment that blew up too, when the path does not already.
+        via = f" (through segments.{exc.through})" if exc.through and not path.startswith("segments.") else ""
+        raise SegmentError([f"{path}: {exc}{via}"]) from None
     if compiler.errors:
         raise SegmentError(compiler.errors)
     return CompiledSegment(where=where, params=compiler.params)
