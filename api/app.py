@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from starlette.types import ASGIApp
 
 from api import console, errors, idempotency, metrics, openapi
 from api.auth_limit import AuthFailureGuard, AuthFailureLimiter
@@ -28,6 +29,7 @@ from api.routes import (
     tracking,
     unsubscribe,
 )
+from api.security_headers import SecurityHeaders
 from core.infra.db import create_pool, migrate
 from core.infra.settings import Settings, get_settings
 from core.infra.telemetry import setup_telemetry
@@ -37,6 +39,8 @@ from core.tenants.keys import store_key
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # Outside PENNANT_ENV=dev, refuse missing, short or shipped secrets before anything starts.
+    settings.check_production()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,4 +97,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     FastAPIInstrumentor.instrument_app(app)
     # Last: the open and click endpoints answer in front of the whole stack, tracing included.
     tracking.install(app)
+    # Outermost, around the tracking lane too: every response carries the security headers.
+    build = app.build_middleware_stack
+
+    def build_with_headers() -> ASGIApp:
+        return SecurityHeaders(build(), settings)
+
+    app.build_middleware_stack = build_with_headers  # type: ignore[method-assign]
     return app

@@ -38,7 +38,10 @@ def cmd_api(args: argparse.Namespace) -> int:
     setup_logging(settings.log_format, settings.log_level)
     # No log_config: uvicorn's own loggers go through the handler above (JSON or text lines).
     app = create_app(settings)
-    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="info", log_config=None)
+    uvicorn.run(
+        app, host=settings.api_host, port=settings.api_port, log_level="info", log_config=None,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+    )  # fmt: skip
     return 0
 
 

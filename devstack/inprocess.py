@@ -125,6 +125,7 @@ async def local_stack(
             database_url=database_url,
             temporal_address=env.client.service_client.config.target_host,
             smtp_port=smtp_port,
+            pennant_env="dev",
             link_signing_secret="local-stack-secret",
             provider_events_secret=events_secret,
             tenant_configs_dir=tenant_configs_dir.resolve(),

@@ -191,6 +191,8 @@ def run_dev(settings: Settings) -> int:
             PROVIDER_EVENTS_SECRET=settings.provider_events_secret or creds["provider_events_secret"],
             PROVIDER_EVENTS_URL=settings.provider_events_url or provider_events_url(settings),
             DATA_DIR=str(data),
+            # Generated secrets on a laptop: the API and workers accept them only in dev.
+            PENNANT_ENV="dev",
             TENANT_CONFIGS_DIR=str(settings.tenant_configs_dir.resolve()),
         )
         for name, value in DEMO_PROVIDER_ENV.items():

@@ -28,6 +28,8 @@ def worker_env(settings: Settings, **overrides: str) -> dict[str, str]:
         "LINK_SIGNING_SECRET": settings.link_signing_secret or "",
         "PROVIDER_BASE_URL": settings.provider_base_url,
         "OTEL_EXPORTER": "none",
+        # The tests' and benchmarks' short secrets are allowed only in dev (Settings.check_production).
+        "PENNANT_ENV": settings.pennant_env,
         **overrides,
     }
 

@@ -139,6 +139,7 @@ def settings(
     # Chosen now, not when the API starts: the sink and the simulator post provider events there.
     api_port = free_port()
     settings = Settings(
+        pennant_env="dev",  # the suite's short test secrets are allowed only in dev
         api_port=api_port,
         provider_events_url=f"http://127.0.0.1:{api_port}/v1/provider-events",
         provider_events_secret="test-provider-events-secret",

@@ -168,6 +168,8 @@ def run(
     """Entry point of `pennant worker`: serve until stopped, in this process or (`processes`
     above 1; default one per core) in that many child processes that poll the same queues.
     The exit status."""
+    # Outside PENNANT_ENV=dev, refuse missing, short or shipped secrets before serving anything.
+    settings.check_production()
     count = processes or settings.worker_processes or os.cpu_count() or 1
     if count > 1:
         return supervise(settings, tenants, shard, count)

@@ -34,7 +34,7 @@ def _login_form(request: Request, status_code: int = 200, error: str | None = No
     response = page(request, "login.html", status_code, error=error, login_token=token)
     response.set_cookie(
         sessions.LOGIN_COOKIE, token, max_age=sessions.LOGIN_LIFETIME_SECONDS, path=PREFIX,
-        httponly=True, samesite="strict", secure=request.url.scheme == "https",
+        httponly=True, samesite="strict", secure=sessions.secure_cookies(request, request.app.state.settings),
     )  # fmt: skip
     return response
 
@@ -65,6 +65,7 @@ async def login(request: Request) -> Response:
         limiter.failed(_client(request))
         return _login_form(request, 401, "key: not a valid API key (unknown or revoked)")
     session = sessions.new_session(principal)
+    await sessions.record(deps.get_pool(request), session)
     response = redirect("/campaigns" if session.tenant else "/tenants")
     set_session_cookie(response, request, session)
     response.delete_cookie(sessions.LOGIN_COOKIE, path=PREFIX)
@@ -73,8 +74,10 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request, session: SessionDep) -> Response:
-    """End the session: the cookie is cleared."""
+    """End the session everywhere (its row is revoked, so a copy of the cookie is refused too),
+    and clear the cookie."""
     await checked_form(request, session)
+    await sessions.end(deps.get_pool(request), session)
     response = redirect("/login")
     response.delete_cookie(sessions.COOKIE, path=PREFIX)
     return response

@@ -137,6 +137,7 @@ async def _campaign_page(ctx: Console, campaign: CampaignRecord, status: int = 2
         schedule=schedule,
         active={s.value for s in ACTIVE_STATUSES},
         notice=_NOTICES.get(ctx.request.query_params.get("done", "")),
+        remote_images=ctx.request.query_params.get("images") == "1",
         **(await _editor_context(ctx)),
         **(await optimisation_pages.campaign_panels(ctx, campaign)),
         **extra,

@@ -27,11 +27,16 @@ from core.tenants.config_store import ConfigError
 
 PREFIX = "/console"
 # Scripts and styles only from the console itself; previews (srcdoc iframes, which inherit this)
-# may show inline-styled email with images from anywhere, and run no script (sandboxed).
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src * data:; style-src 'self' 'unsafe-inline'; "
+# may show inline-styled email and run no script (sandboxed). Images only from the console and
+# data: URLs, so opening a preview tells no remote server (a tracker in a tenant's template) that
+# it was looked at, unless the marketer asks to see remote images (REMOTE_IMAGES_POLICY).
+_POLICY = (
+    "default-src 'self'; img-src {images}; style-src 'self' 'unsafe-inline'; "
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
 )
+CONTENT_SECURITY_POLICY = _POLICY.format(images="'self' data:")
+# A campaign page opened with ?images=1 ("Show remote images" beside its preview).
+REMOTE_IMAGES_POLICY = _POLICY.format(images="'self' data: https:")
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 templates.env.filters["duration"] = describe_duration
 
@@ -83,15 +88,17 @@ def page(request: Request, name: str, status_code: int = 200, **context: Any) ->
     response = templates.TemplateResponse(
         request, name, {"prefix": PREFIX, "now": dt.datetime.now(dt.UTC), **context}, status_code=status_code
     )
-    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    remote_images = bool(context.get("remote_images"))
+    response.headers["Content-Security-Policy"] = REMOTE_IMAGES_POLICY if remote_images else CONTENT_SECURITY_POLICY
     return response
 
 
 async def current_session(request: Request) -> sessions.Session:
-    """The request's valid session (its key not revoked since sign-in), else SignInNeeded."""
+    """The request's valid session (its key not revoked and the session not signed out since
+    sign-in), else SignInNeeded."""
     settings: Settings = request.app.state.settings
     found = sessions.decode(request.cookies.get(sessions.COOKIE), sessions.signing_key(settings))
-    if found is None or not await sessions.key_still_valid(deps.get_pool(request), found):
+    if found is None or not await sessions.still_valid(deps.get_pool(request), found):
         raise SignInNeeded
     return found
 
@@ -159,7 +166,8 @@ def redirect(path: str) -> RedirectResponse:
 
 
 def set_session_cookie(response: Response, request: Request, session: sessions.Session) -> None:
-    """Store `session` in the signed cookie: HttpOnly, SameSite=Lax, Secure over HTTPS."""
+    """Store `session` in the signed cookie: HttpOnly, SameSite=Lax, Secure over TLS (also
+    behind a trusted TLS-terminating proxy, or always with CONSOLE_SECURE_COOKIES)."""
     settings: Settings = request.app.state.settings
     response.set_cookie(
         sessions.COOKIE,
@@ -168,5 +176,5 @@ def set_session_cookie(response: Response, request: Request, session: sessions.S
         path=PREFIX,
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=sessions.secure_cookies(request, settings),
     )

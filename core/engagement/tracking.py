@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import asyncpg
 from crawlerdetect import CrawlerDetect
 
+from core.common.signed_links import keys as link_keys
 from core.content.templating import RenderedEmail, RenderedPush, RenderedSms
 from core.infra.db import tenant_tx
 from core.tenants.config_schema import Engagement
@@ -67,10 +68,16 @@ def _unb64(text: str) -> bytes | None:
 
 
 @lru_cache(maxsize=8)
+def _keys(secret: str) -> tuple[bytes, ...]:
+    # A key of its own per key of the link keyring (newest first), so a tracking MAC can never
+    # pass for an unsubscribe link's MAC or the other way round. Tokens are signed with the
+    # newest and verify under any, so links in mail already sent survive a rotation.
+    ring = link_keys(secret) or [secret]
+    return tuple(hmac.new(key.encode(), b"pennant tracking token v1", hashlib.sha256).digest() for key in ring)
+
+
 def _key(secret: str) -> bytes:
-    # A key of its own, derived from the link secret, so a tracking MAC can never pass for an
-    # unsubscribe link's MAC or the other way round.
-    return hmac.new(secret.encode(), b"pennant tracking token v1", hashlib.sha256).digest()
+    return _keys(secret)[0]
 
 
 def link_id(url: str) -> str:
@@ -129,7 +136,7 @@ def verify(text: str, secret: str, kind: Kind) -> Token | None:
     if raw is None or len(raw) < MAC_BYTES + 2:
         return None
     body, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
-    if not hmac.compare_digest(mac, _mac(secret, body)):
+    if not any(hmac.compare_digest(mac, hmac.digest(key, body, "sha256")[:MAC_BYTES]) for key in _keys(secret)):
         return None
     # Genuine from here on: we wrote it, so its layout is ours; still, parse strictly.
     head, size = body[0], body[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -41,6 +42,10 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # `dev` (set by `pennant dev`, the devstack and the tests) lets the API and workers start with
+    # generated or short secrets; anything else is production: they refuse to start unless the
+    # secrets below are set, long and none of the values this repository ships (check_production).
+    pennant_env: Literal["dev", "production"] = "production"
     # Bootstrap admin key; `pennant dev` generates one when unset.
     admin_key: str | None = None
     # Request bodies above this size are refused with 413 before they are read (api/input_guard.py).
@@ -79,7 +84,10 @@ class Settings(BaseSettings):
 
     # Where recipients reach the public endpoints (unsubscribe links in emails).
     public_base_url: str = "http://localhost:8000"
-    # Secret for signed links (unsubscribe); `pennant dev` generates one when unset.
+    # Secrets for signed links (unsubscribe, tracking); `pennant dev` generates one when unset.
+    # A keyring: several comma-separated keys, newest first. New links are signed with the first;
+    # links already in sent mail verify under any of them, so rotating is "prepend the new key,
+    # drop the oldest once its links have expired".
     link_signing_secret: str | None = None
     # Secret providers sign their events with (POST /v1/provider-events/…); unset refuses them
     # all. `pennant dev` generates one and gives it to the SMTP sink and provider simulator.
@@ -88,10 +96,130 @@ class Settings(BaseSettings):
     # /v1/provider-events); unset, they emit none.
     provider_events_url: str | None = None
 
+    # The HMAC key of console session cookies and sign-in forms, shared by nothing else (a leaked
+    # link key must not forge sessions). Unset (dev only): a random key per process.
+    console_session_secret: str | None = None
+    # Whether console cookies are `Secure` and responses carry HSTS. Unset: when the request came
+    # over https, as uvicorn sees it (behind a TLS-terminating proxy, that needs the proxy's
+    # X-Forwarded-Proto trusted through FORWARDED_ALLOW_IPS); true: always (the operator says the
+    # console is only served over TLS); false: never.
+    console_secure_cookies: bool | None = None
+    # Proxies whose X-Forwarded-Proto and X-Forwarded-For `pennant api` (uvicorn) trusts: addresses
+    # or networks, comma-separated, `*` for any. Behind a TLS-terminating proxy, the proxy's address
+    # here makes its https requests https to the API (Secure cookies, HSTS, the client's address).
+    forwarded_allow_ips: str = "127.0.0.1"
+
+    @property
+    def owner_database_url(self) -> str | None:
+        """Where migrations and admin-key bootstrap connect: the owner URL, else DATABASE_URL."""
+        return self.database_owner_url or self.database_url
+
     @property
     def outbox_dir(self) -> Path:
         """Where the local SMTP sink stores messages."""
         return self.data_dir / "outbox"
+
+    @property
+    def link_signing_keys(self) -> list[str]:
+        """The link-signing keyring, newest first (empty when unset)."""
+        return signing_keys(self.link_signing_secret)
+
+    def production_problems(self) -> list[str]:
+        """Why these settings are unsafe outside `pennant_env=dev`: one line per setting, naming it."""
+        if self.pennant_env == "dev":
+            return []
+        found: list[str] = []
+        secrets = {
+            "ADMIN_KEY": [self.admin_key] if self.admin_key else [],
+            "LINK_SIGNING_SECRET": self.link_signing_keys,
+            "PROVIDER_EVENTS_SECRET": [self.provider_events_secret] if self.provider_events_secret else [],
+            "CONSOLE_SESSION_SECRET": [self.console_session_secret] if self.console_session_secret else [],
+        }
+        for name, values in secrets.items():
+            if not values:
+                found.append(f"{name}: not set")
+            found.extend(f"{name}: {why}" for why in map(_weakness, values) if why)
+        # One secret per trust: a key reused for two purposes lets one forge the other's tokens.
+        seen: dict[str, str] = {}
+        for name, values in secrets.items():
+            for value in values:
+                if value in seen and seen[value] != name:
+                    found.append(f"{name}: the same value as {seen[value]} (each needs its own)")
+                seen.setdefault(value, name)
+        beyond = [
+            host
+            for host, serving in ((self.api_host, True), (self.metrics_host, bool(self.worker_metrics_port)))
+            if serving and not _loopback(host)
+        ]
+        if beyond and not self.metrics_token:
+            found.append(f"METRICS_TOKEN: not set, and metrics are reachable beyond loopback ({', '.join(beyond)})")
+        elif self.metrics_token and (why := _weakness(self.metrics_token)):
+            found.append(f"METRICS_TOKEN: {why}")
+        return found
+
+    def check_production(self) -> None:
+        """Refuse to start (UnsafeSettings naming each setting) unless safe or `pennant_env=dev`."""
+        found = self.production_problems()
+        if found:
+            raise UnsafeSettings(found)
+
+
+# Secrets shorter than this are refused outside dev: 32 bytes is 256 bits of a random key.
+MIN_SECRET_BYTES = 32
+# Values this repository has shipped in compose, the devstack and the tests: anyone can read them.
+SHIPPED_SECRETS = frozenset(
+    {
+        "change-me",
+        "change-me-too",
+        "change-me-three",
+        "test-signing-secret",
+        "test-provider-events-secret",
+        "local-stack-secret",
+        "local-stack-provider-events-secret",
+        "dev-sms-token",
+        "dev-push-server-key",
+        "test-sms-token",
+        "test-push-server-key",
+        "test-webhook-secret",
+        "s3cret",
+        "admin",
+        "pennant",
+    }
+)
+
+
+def _weakness(value: str) -> str | None:
+    """Why `value` is no secret (a value this repository ships, or too short), or None."""
+    folded = value.strip().lower()
+    if folded in SHIPPED_SECRETS or "change-me" in folded or "changeme" in folded:
+        return "a value this repository ships (generate your own)"
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        return f"shorter than {MIN_SECRET_BYTES} bytes"
+    return None
+
+
+def _loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost, or 0.0.0.0-like spellings: assume reachable
+
+
+def signing_keys(value: str | None) -> list[str]:
+    """A comma-separated keyring as its keys, newest first, blanks dropped."""
+    return [key.strip() for key in (value or "").split(",") if key.strip()]
+
+
+class UnsafeSettings(RuntimeError):
+    """The settings are not fit for production; `problems` names each setting and why."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__(
+            "refusing to start outside PENNANT_ENV=dev: " + "; ".join(problems) + " (see .env.example and the README)"
+        )
+        self.problems = problems
 
 
 @lru_cache(maxsize=1)
