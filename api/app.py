@@ -50,10 +50,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.database_url, min_size=settings.database_pool_min, max_size=settings.database_pool_max
         )
         try:
-            # Idempotent and advisory-locked, so API and workers may start in any order.
-            await migrate(app.state.pool)
-            if settings.admin_key:
-                await store_key(app.state.pool, settings.admin_key, None, "ADMIN_KEY setting")
+            # Idempotent and advisory-locked, so API and workers may start in any order. As the
+            # owner role: the app role owns nothing and may not create admin keys.
+            owner = await create_pool(settings.owner_database_url or settings.database_url, min_size=1, max_size=1)
+            try:
+                await migrate(owner)
+                if settings.admin_key:
+                    await store_key(owner, settings.admin_key, None, "ADMIN_KEY setting")
+            finally:
+                await owner.close()
             app.state.temporal = await connect(settings.temporal_address, settings.temporal_namespace)
             yield
         finally:

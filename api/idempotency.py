@@ -141,13 +141,10 @@ class IdempotencyKeys:
 
     @asynccontextmanager
     async def _conn(self, pool: asyncpg.Pool, claim: _Claim) -> AsyncIterator[Any]:
-        # Tenant callers' rows go through row-level security like every tenant table.
-        if claim.scope_id == _ADMIN_SCOPE:
-            async with pool.acquire() as conn:
-                yield conn
-        else:
-            async with tenant_tx(pool, claim.scope_id) as conn:
-                yield conn
+        # Every caller's rows go through row-level security like every tenant table; admin
+        # keys' rows belong to the scope '*', which is no tenant's slug.
+        async with tenant_tx(pool, claim.scope_id) as conn:
+            yield conn
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -251,7 +248,7 @@ class IdempotencyKeys:
         if now < self._next_cleanup:
             return
         self._next_cleanup = now + _CLEANUP_EVERY_SECONDS
-        await pool.execute("DELETE FROM idempotency_keys WHERE expires_at <= now()")
+        await pool.execute("SELECT pennant_sweep_idempotency_keys()")
 
 
 async def _quietly(work: Any) -> None:

@@ -20,13 +20,12 @@ from core.runs.models import ACTIVE_STATUSES, STORED_STATUSES
 
 # The statuses a run row holds while the run is unfinished.
 _UNFINISHED = sorted(s.value for s in ACTIVE_STATUSES if s in STORED_STATUSES)
-_RUNS_SQL = """
-SELECT tenant_id, status, count(*) AS n FROM runs WHERE status = ANY($1::text[]) GROUP BY tenant_id, status
-"""
+# Across tenants, through the owner's narrow function (migration 048): counts, never rows.
+_RUNS_SQL = "SELECT tenant_id, status, n FROM pennant_run_counts($1::text[])"
 
 
 async def refresh_run_gauges(pool: asyncpg.Pool) -> None:
-    """Set pennant_runs{tenant,status} from the runs table (as the server's user: every tenant)."""
+    """Set pennant_runs{tenant,status} from the runs table (every tenant)."""
     rows = await pool.fetch(_RUNS_SQL, _UNFINISHED)
     RUNS.clear()  # a tenant whose last run finished drops out instead of freezing at its old count
     for row in rows:

@@ -76,7 +76,7 @@ async def run(rows: int = 1_000_000, batch_size: int = 5_000, again: bool = Fals
         write_csv(path, rows)
         size_mb = path.stat().st_size / 1e6
         print(f"customers-import generated {rows:,} rows ({size_mb:.0f} MB) in {time.perf_counter() - t0:.1f} s")
-        pool = await create_pool(await ensure_database(pg.get_uri(), "pennant"), max_size=4)
+        pool = await create_pool((await ensure_database(pg.get_uri(), "pennant")).owner, max_size=4)
         try:
             await migrate(pool)
             slug = f"bench-{uuid.uuid4().hex[:8]}"

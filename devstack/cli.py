@@ -91,11 +91,11 @@ def cmd_provider_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    """`pennant migrate`: apply the SQL migrations to DATABASE_URL."""
+    """`pennant migrate`: apply the SQL migrations as the owner (DATABASE_OWNER_URL, else DATABASE_URL)."""
     from core.infra.db import create_pool, migrate
 
     async def go() -> None:
-        url = get_settings().database_url
+        url = get_settings().owner_database_url
         if not url:
             raise SystemExit("DATABASE_URL is not set")
         pool = await create_pool(url)
@@ -214,12 +214,13 @@ def cmd_customers_import(args: argparse.Namespace) -> int:
         return 2
     settings = get_settings()
     server = None
-    url = settings.database_url
+    url = settings.owner_database_url
     if not url:
         # The embedded PostgreSQL of `pennant dev` (started here if the stack is not running).
         from devstack.postgres import embedded_database_url
 
-        server, url = embedded_database_url(settings.data_dir / "pg")
+        server, urls = embedded_database_url(settings.data_dir / "pg")
+        url = urls.owner  # migrates, and imports as the platform (the file names its tenant)
 
     async def go() -> int:
         pool = await create_pool(url)

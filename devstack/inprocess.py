@@ -118,11 +118,12 @@ async def local_stack(
     )
     wait_for_port("127.0.0.1", smtp_port, 30, sink)
     try:
-        database_url = await ensure_database(pg.get_uri(), "pennant")
+        urls = await ensure_database(pg.get_uri(), "pennant")
         env = await start_local_environment()
         settings = Settings(
             data_dir=workdir,
-            database_url=database_url,
+            database_url=urls.app,
+            database_owner_url=urls.owner,
             temporal_address=env.client.service_client.config.target_host,
             smtp_port=smtp_port,
             pennant_env="dev",
@@ -130,13 +131,16 @@ async def local_stack(
             provider_events_secret=events_secret,
             tenant_configs_dir=tenant_configs_dir.resolve(),
         )
-        pool = await create_pool(database_url, max_size=20)
+        # `pool` is the owner's (the stack's callers seed and inspect any tenant with it); the
+        # workers, like the API, log in as the application role.
+        pool = await create_pool(urls.owner, max_size=20)
         await migrate(pool)
         shares = process_shares(settings)
         workers = TenantWorkers(
+        app_pool = await create_pool(urls.app, max_size=20)
             env.client,
-            pool,
-            build_activities(pool, settings, shares=shares),
+            app_pool,
+            build_activities(app_pool, settings, shares=shares),
             selection or TenantSelection(),
             poll_seconds=1.0,
             presence=shares.note,
@@ -153,6 +157,7 @@ async def local_stack(
                 await workers_task
             await pool.close()
             await env.shutdown()
+            await app_pool.close()
     finally:
         sink.terminate()
         sink.wait(10)

@@ -167,6 +167,7 @@ def run_dev(settings: Settings) -> int:
         print("Starting Pennant…")
         temporal = Child(
             "temporal",
+        owner_url = settings.owner_database_url
             dev_server_command(data / "temporal.db", t_port, settings.temporal_ui_port, settings.temporal_namespace),
             dict(os.environ),
             logs / "temporal.log",
@@ -176,11 +177,14 @@ def run_dev(settings: Settings) -> int:
         if not database_url:
             from devstack.postgres import embedded_database_url
 
-            pg_server, database_url = embedded_database_url(data / "pg")
+            pg_server, urls = embedded_database_url(data / "pg")
+            database_url, owner_url = urls.app, urls.owner
             print(f"  postgres: embedded, data in {data / 'pg'}")
         wait_for_port(t_host or "127.0.0.1", t_port, 60, temporal.proc)
         print(f"  temporal: {settings.temporal_address}")
-        creds = asyncio.run(_prepare(settings, database_url))
+            DATABASE_OWNER_URL=owner_url or database_url,
+        # Migrations, config sync, demo seeding and the admin key: as the owner role.
+        creds = asyncio.run(_prepare(settings, owner_url or database_url))
 
         env = dict(os.environ)
         env.update(

@@ -21,6 +21,7 @@ def worker_env(settings: Settings, **overrides: str) -> dict[str, str]:
     return {
         **os.environ,
         "DATABASE_URL": settings.database_url or "",
+        "DATABASE_OWNER_URL": settings.owner_database_url or "",
         "TEMPORAL_ADDRESS": settings.temporal_address,
         "SMTP_HOST": settings.smtp_host,
         "SMTP_PORT": str(settings.smtp_port),

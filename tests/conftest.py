@@ -35,7 +35,7 @@ from core.infra.telemetry import setup_telemetry
 from core.tenants.config_schema import Execution
 from core.tenants.keys import new_key, store_key
 from devstack.inprocess import serving
-from devstack.postgres import ensure_database, start_embedded
+from devstack.postgres import DatabaseUrls, ensure_database, start_embedded
 from devstack.provider_simulator import ProviderSimulator, SimulatorControl
 from devstack.smtp_sink import start_sink
 from devstack.temporal_server import start_local_environment
@@ -75,8 +75,8 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def database_url(workdir: Path) -> Iterator[str]:
-    """Embedded PostgreSQL in the work dir; the URL of the test database."""
+def database_urls(workdir: Path) -> Iterator[DatabaseUrls]:
+    """Embedded PostgreSQL in the work dir; the test database's URLs (app role and owner)."""
     server = start_embedded(workdir / "pg", cleanup="delete")
     try:
         yield asyncio.run(ensure_database(server.get_uri(), "pennant_test"))
@@ -85,15 +85,36 @@ def database_url(workdir: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    """A connection pool on the migrated test database."""
-    pool = await create_pool(database_url, max_size=20)
+def database_url(database_urls: DatabaseUrls) -> str:
+    """The URL the API and workers log in with: pennant_app (no superuser, owns nothing)."""
+    return database_urls.app
+
+
+@pytest.fixture(scope="session")
+def database_owner_url(database_urls: DatabaseUrls) -> str:
+    """The owner role's URL (the embedded superuser): migrations and admin keys."""
+    return database_urls.owner
+
+
+@pytest.fixture(scope="session")
+async def pool(database_owner_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A connection pool on the migrated test database as the owner role: tests arrange and
+    inspect any tenant's rows with it. What the platform runs with is app_pool."""
+    pool = await create_pool(database_owner_url, max_size=20)
     await migrate(pool)
     yield pool
     await pool.close()
 
 
 @pytest.fixture(scope="session")
+@pytest.fixture(scope="session")
+async def app_pool(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
+    """A connection pool as the application role (after `pool` has migrated)."""
+    app_pool = await create_pool(database_url, max_size=20)
+    yield app_pool
+    await app_pool.close()
+
+
 def smtp_sink(workdir: Path) -> Iterator[Controller]:
     """The SMTP sink on a free port, storing into the work dir's outbox."""
     controller = start_sink(workdir / "outbox", "127.0.0.1", free_port())
@@ -133,12 +154,18 @@ async def sim(provider_sim: ProviderSimulator) -> AsyncIterator[SimulatorControl
 
 @pytest.fixture(scope="session")
 def settings(
-    workdir: Path, database_url: str, smtp_sink: Controller, smtp_port: int, provider_sim: ProviderSimulator
+    workdir: Path,
+    database_url: str,
+    database_owner_url: str,
+    smtp_sink: Controller,
+    smtp_port: int,
+    provider_sim: ProviderSimulator,
 ) -> Settings:
     """Settings pointing at the session's servers, with spans kept in SPANS."""
     # Chosen now, not when the API starts: the sink and the simulator post provider events there.
     api_port = free_port()
     settings = Settings(
+        database_owner_url=database_owner_url,
         pennant_env="dev",  # the suite's short test secrets are allowed only in dev
         api_port=api_port,
         provider_events_url=f"http://127.0.0.1:{api_port}/v1/provider-events",
@@ -205,13 +232,14 @@ def shared_tenants() -> _SharedTenants:
 
 @pytest.fixture(scope="session")
 async def workers(
-    temporal_client: Client, pool: asyncpg.Pool, settings: Settings, shared_tenants: _SharedTenants
+    temporal_client: Client, app_pool: asyncpg.Pool, settings: Settings, shared_tenants: _SharedTenants
 ) -> AsyncIterator[TenantWorkers]:
-    """The in-process workers serving every tenant but the isolated and the retired ones."""
+    """The in-process workers serving every tenant but the isolated and the retired ones (as
+    the application role, like `pennant worker`)."""
     async with provider_http_client(PROVIDER_TIMEOUT_SECONDS) as http:
         # Runs started on a tenant's own queue (tests/test_queue_upgrade.py) are noticed within 2 s.
         workers = TenantWorkers(
-            temporal_client, pool, build_activities(pool, settings, http), poll_seconds=1.0, scan_seconds=2.0
+            temporal_client, app_pool, build_activities(app_pool, settings, http), poll_seconds=1.0, scan_seconds=2.0
         )
         workers.selection = shared_tenants
         task = asyncio.create_task(workers.run())

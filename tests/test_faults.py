@@ -30,7 +30,7 @@ from temporalio.client import Client
 from core.infra.db import create_pool, migrate
 from core.infra.settings import Settings
 from core.tenants.config_schema import Execution
-from devstack.postgres import ensure_database, start_embedded
+from devstack.postgres import DatabaseUrls, ensure_database, start_embedded
 from devstack.provider_simulator import SimulatorControl
 from devstack.worker_env import WorkerProcesses
 from tests.helpers.faults import (
@@ -288,8 +288,8 @@ async def test_temporal_restarted_on_its_database_file_mid_run_delivers_each_ema
 
 
 @pytest.fixture
-async def own_postgres(workdir: Path) -> AsyncIterator[tuple[Any, str]]:
-    """A PostgreSQL server of the test's own (so restarting it disturbs no other test): (server, url)."""
+async def own_postgres(workdir: Path) -> AsyncIterator[tuple[Any, DatabaseUrls]]:
+    """A PostgreSQL server of the test's own (so restarting it disturbs no other test): (server, urls)."""
     server = start_embedded(workdir / "pg-fault", cleanup="delete")
     try:
         yield server, await ensure_database(server.get_uri(), "pennant_fault")
@@ -329,7 +329,7 @@ async def own_temporal(workdir: Path) -> AsyncIterator[TemporalDevServer]:
 def postgres_outage(
     settings: Settings,
     own_temporal: TemporalDevServer,
-    own_postgres: tuple[Any, str],
+    own_postgres: tuple[Any, DatabaseUrls],
     workers_started: StartWorkers,
 ) -> PostgresOutageRun:
     """postgres_outage(slug, people, execution, campaign, under_way, down_for): a run taken through
@@ -337,9 +337,11 @@ def postgres_outage(
     there, stops the server once the ledger holds more than `under_way` rows, keeps it down
     `down_for` seconds and until the worker's tenant sync has met the outage, starts it again and
     waits for the run to end; the pool and tenant stay open inside."""
-    server, url = own_postgres
+    server, urls = own_postgres
     target = own_temporal.address
-    app_settings = settings.model_copy(update={"database_url": url, "temporal_address": target})
+    app_settings = settings.model_copy(
+        update={"database_url": urls.app, "database_owner_url": urls.owner, "temporal_address": target}
+    )
 
     @asynccontextmanager
     async def run_through(
@@ -351,7 +353,7 @@ def postgres_outage(
         down_for: float,
     ) -> AsyncIterator[PostgresOutage]:
         procs = workers_started(worker_env(app_settings, target))
-        pool = await create_pool(url, max_size=4)
+        pool = await create_pool(urls.owner, max_size=4)
         try:
             await migrate(pool)
             async with (

@@ -199,15 +199,13 @@ async def _match(pool: asyncpg.Pool, channel: str, events: list[ProviderEvent]) 
     by_id = {i: e.provider_message_id for i, e in enumerate(events) if i not in keyed and e.provider_message_id}
     found: dict[int, _Message] = {}
     # Outside a tenant transaction on purpose: the event names no tenant we may trust before
-    # the ledger does, and a provider's message id can only be found across tenants.
+    # the ledger does, and a provider's message id can only be found across tenants. The app
+    # role reads no tenant's rows outside one: these are the owner's narrow functions (048).
     async with pool.acquire() as conn:
         if keyed:
             rows = await conn.fetch(
-                """SELECT k.i, d.tenant_id, d.run_id, d.customer_id, d.address
-                   FROM unnest($1::int[], $2::text[], $3::uuid[], $4::bigint[]) AS k(i, tenant_id, run_id, customer_id)
-                   JOIN deliveries d ON d.tenant_id = k.tenant_id AND d.run_id = k.run_id
-                                    AND d.customer_id = k.customer_id AND d.channel = $5
-                   WHERE d.status = 'sent'""",
+                """SELECT i, tenant_id, run_id, customer_id, address
+                   FROM pennant_messages_by_key($5, $1::int[], $2::text[], $3::uuid[], $4::bigint[])""",
                 list(keyed),
                 [p[0] for p in keyed.values()],
                 [p[1] for p in keyed.values()],
@@ -218,8 +216,8 @@ async def _match(pool: asyncpg.Pool, channel: str, events: list[ProviderEvent]) 
                 found[r["i"]] = _Message(r["tenant_id"], r["run_id"], r["customer_id"], r["address"])
         if by_id:
             rows = await conn.fetch(
-                """SELECT tenant_id, run_id, customer_id, address, provider_message_id FROM deliveries
-                   WHERE provider_message_id = ANY($1::text[]) AND channel = $2 AND status = 'sent'""",
+                """SELECT tenant_id, run_id, customer_id, address, provider_message_id
+                   FROM pennant_messages_by_provider_id($2, $1::text[])""",
                 list(set(by_id.values())),
                 channel,
             )

@@ -27,17 +27,43 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asy
     return pool
 
 
+# A tenant's statement ends after this long (issue 21): one tenant's query, however its config
+# shaped it, cannot hold a shared connection for minutes. Bulk work that is bounded by its own
+# batching (imports, demo seeding) passes BULK_STATEMENT_TIMEOUT_SECONDS.
+TENANT_STATEMENT_TIMEOUT_SECONDS = 30.0
+BULK_STATEMENT_TIMEOUT_SECONDS = 600.0
+
+# pennant_enter_tenant (migration 048) records the tenant where only it can write, once per
+# transaction; every policy reads it back through pennant_tenant(). The login role has
+# row_security off (reads RLS would filter fail loudly): the tenant transaction turns it on.
+_ENTER_SQL = """SELECT pennant_enter_tenant($1), set_config('row_security', 'on', true),
+                       set_config('statement_timeout', $2, true)"""
+
+
+async def enter_tenant(conn: Any, tenant: str, *, statement_timeout: float = TENANT_STATEMENT_TIMEOUT_SECONDS) -> None:
+    """Scope the caller's open transaction to `tenant`'s rows without leaving the login role.
+
+    For platform work that writes platform tables and one tenant's rows together (saving a
+    config version and the tenant's current version); everything else uses tenant_tx.
+    """
+    await conn.execute(_ENTER_SQL, tenant, f"{round(statement_timeout * 1000)}ms")
+
+
 @asynccontextmanager
-async def tenant_tx(pool: asyncpg.Pool, tenant: str) -> AsyncIterator[Any]:
+async def tenant_tx(
+    pool: asyncpg.Pool, tenant: str, *, statement_timeout: float = TENANT_STATEMENT_TIMEOUT_SECONDS
+) -> AsyncIterator[Any]:
     """A transaction that can see and write only `tenant`'s rows.
 
-    The connection switches to the unprivileged role pennant_tenant for the transaction and
-    sets `pennant.tenant_id`, which every row-level-security policy compares against; both
-    are transaction-local, so a pooled connection carries nothing over.
+    The transaction enters the tenant (recorded where SQL run as the application cannot change
+    it: neither `set_config('pennant.tenant_id', ...)`, `RESET ROLE` nor a second enter reach
+    another tenant) and switches to the unprivileged role pennant_tenant; everything is
+    transaction-local, so a pooled connection carries nothing over. Statements end after
+    `statement_timeout` seconds.
     """
     async with pool.acquire() as conn, conn.transaction():
+        await enter_tenant(conn, tenant, statement_timeout=statement_timeout)
         await conn.execute("SET LOCAL ROLE pennant_tenant")
-        await conn.execute("SELECT set_config('pennant.tenant_id', $1, true)", tenant)
         yield conn
 
 
@@ -50,8 +76,37 @@ def _migration_files() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
+# After every migration run: each tenant_isolation policy reads the tenant from pennant_tenant()
+# and each table under row-level security is FORCEd, whatever a later migration wrote (one that
+# copies the older `current_setting('pennant.tenant_id')` policy gets it rewritten here). Only
+# what is stale is altered, so a start with nothing to do takes no table locks.
+_ENFORCE_TENANT_POLICIES_SQL = """
+DO $$
+DECLARE r record;
+BEGIN
+    IF to_regprocedure('pennant_tenant()') IS NULL THEN
+        RETURN;
+    END IF;
+    FOR r IN SELECT schemaname, tablename FROM pg_policies
+             WHERE policyname = 'tenant_isolation' AND schemaname = 'public'
+               AND (qual IS DISTINCT FROM '(tenant_id = ( SELECT pennant_tenant() AS pennant_tenant))'
+                    OR with_check IS DISTINCT FROM '(tenant_id = ( SELECT pennant_tenant() AS pennant_tenant))') LOOP
+        EXECUTE format('ALTER POLICY tenant_isolation ON %I.%I USING (tenant_id = (SELECT pennant_tenant())) '
+                       'WITH CHECK (tenant_id = (SELECT pennant_tenant()))', r.schemaname, r.tablename);
+    END LOOP;
+    FOR r IN SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'public' AND c.relrowsecurity AND NOT c.relforcerowsecurity LOOP
+        EXECUTE format('ALTER TABLE %I.%I FORCE ROW LEVEL SECURITY', r.nspname, r.relname);
+    END LOOP;
+END $$
+"""
+
+
 async def migrate(pool: asyncpg.Pool) -> list[str]:
-    """Apply the numbered SQL files not yet recorded in schema_migrations; returns their names."""
+    """Apply the numbered SQL files not yet recorded in schema_migrations; returns their names.
+
+    `pool` must log in as the owner role (Settings.owner_database_url): the application role
+    owns nothing and may not create tables, roles or functions."""
     applied_now: list[str] = []
     async with pool.acquire() as conn:
         await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_ID)
@@ -74,9 +129,19 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
                         name,
                     )
                 applied_now.append(name)
+            await conn.execute(_ENFORCE_TENANT_POLICIES_SQL)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_ID)
     return applied_now
+
+
+async def migrate_as_owner(owner_url: str) -> list[str]:
+    """Migrate over a short-lived connection of the owner role (`owner_url`)."""
+    pool = await create_pool(owner_url, min_size=1, max_size=1)
+    try:
+        return await migrate(pool)
+    finally:
+        await pool.close()
 
 
 # What asyncpg raises while PostgreSQL restarts or cannot be reached: a unix socket that is gone

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from core.common.validation import error_lines
 from core.content.rendering import check_template_set
 from core.customers.segments import SegmentError, compile_segment
+from core.infra.db import enter_tenant, tenant_tx
 from core.infra.metrics import CONFIG_VERSIONS_SAVED
 from core.tenants.config_schema import Brand, Execution, TemplateSet, TenantConfig, config_checksum
 
@@ -124,6 +125,9 @@ async def save_config(conn: asyncpg.Connection | asyncpg.Pool, config: TenantCon
         await c.execute(
             """INSERT INTO tenant_config_versions (tenant_id, version, config, checksum, author)
                VALUES ($1, $2, $3, $4, $5)""",
+        # The versions are the tenant's rows (row-level security); the tenants row is the
+        # platform's, so this transaction enters the tenant without leaving the login role.
+        await enter_tenant(c, config.slug)
             config.slug,
             version,
             data,
@@ -138,26 +142,24 @@ async def save_config(conn: asyncpg.Connection | asyncpg.Pool, config: TenantCon
 
 async def get_config(pool: asyncpg.Pool, tenant: str, version: int | None = None) -> tuple[int, TenantConfig] | None:
     """The tenant's current config (or a given version), or None when there is none."""
-    row = await pool.fetchrow(
-        """SELECT v.version, v.config FROM tenants t
-           JOIN tenant_config_versions v
-             ON v.tenant_id = t.slug AND v.version = coalesce($2, t.current_version)
-           WHERE t.slug = $1 AND t.removed_at IS NULL""",
-        tenant,
-        version,
-    )
+    async with tenant_tx(pool, tenant) as conn:
+        row = await conn.fetchrow(
+            """SELECT v.version, v.config FROM tenants t
+               JOIN tenant_config_versions v
+                 ON v.tenant_id = t.slug AND v.version = coalesce($2, t.current_version)
+               WHERE t.slug = $1 AND t.removed_at IS NULL""",
+            tenant,
+            version,
+        )
     if row is None:
         return None
     return row["version"], TenantConfig.model_validate(row["config"])
 
 
 async def active_tenants(pool: asyncpg.Pool) -> dict[str, Execution]:
-    """Every active tenant with the execution settings of its current config, in one query."""
-    rows = await pool.fetch(
-        """SELECT t.slug, v.config -> 'execution' AS execution FROM tenants t
-           JOIN tenant_config_versions v ON v.tenant_id = t.slug AND v.version = t.current_version
-           WHERE t.removed_at IS NULL ORDER BY t.slug"""
-    )
+    """Every active tenant with the execution settings of its current config, in one query
+    (across tenants: a function of the owner role, migration 048)."""
+    rows = await pool.fetch("SELECT slug, execution FROM pennant_active_tenants()")
     return {r["slug"]: Execution.model_validate(r["execution"] or {}) for r in rows}
 
 
@@ -182,25 +184,27 @@ class _connection:
 
 async def list_versions(pool: asyncpg.Pool, tenant: str) -> list[dict[str, Any]]:
     """Every stored version of a tenant's config, newest first (without the bodies)."""
-    rows = await pool.fetch(
-        """SELECT version, checksum, author, created_at FROM tenant_config_versions
-           WHERE tenant_id = $1 ORDER BY version DESC""",
-        tenant,
-    )
+    async with tenant_tx(pool, tenant) as conn:
+        rows = await conn.fetch(
+            """SELECT version, checksum, author, created_at FROM tenant_config_versions
+               WHERE tenant_id = $1 ORDER BY version DESC""",
+            tenant,
+        )
     return [dict(r) for r in rows]
 
 
 async def get_version(pool: asyncpg.Pool, tenant: str, version: int | None = None) -> dict[str, Any] | None:
     """One stored version with its metadata (the current one when `version` is None)."""
-    row = await pool.fetchrow(
-        """SELECT v.version, v.checksum, v.author, v.created_at, v.config,
-                  (v.version = t.current_version) AS current
-           FROM tenants t JOIN tenant_config_versions v
-             ON v.tenant_id = t.slug AND v.version = coalesce($2, t.current_version)
-           WHERE t.slug = $1""",
-        tenant,
-        version,
-    )
+    async with tenant_tx(pool, tenant) as conn:
+        row = await conn.fetchrow(
+            """SELECT v.version, v.checksum, v.author, v.created_at, v.config,
+                      (v.version = t.current_version) AS current
+               FROM tenants t JOIN tenant_config_versions v
+                 ON v.tenant_id = t.slug AND v.version = coalesce($2, t.current_version)
+               WHERE t.slug = $1""",
+            tenant,
+            version,
+        )
     return None if row is None else dict(row)
 
 
