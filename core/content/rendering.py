@@ -130,6 +130,7 @@ def check_template_set(name: str, tset: TemplateSet, brand: Brand | None, prefix
             template = entry.template(content)
             if template is None:
                 continue
+            report_progress(f"{path}.{entry.name}")  # listing a payload's strings is work too
             for suffix, source, part in entry.sources(template):
                 errors += check_part(source, f"{path}.{entry.name}.{suffix}", part, ctx)
     return errors
