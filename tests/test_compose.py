@@ -115,3 +115,108 @@ def test_readme_compose_section_names_real_services() -> None:
             assert not missing, f"README names compose services {missing} that docker-compose.yml lacks: {paragraph!r}"
             checked |= names
     assert checked, "README.md's compose section names no services in backticks, so nothing could be checked"
+
+
+# -- production defaults: secrets from .env, two published ports, Grafana locked, metrics token ---
+
+SECRETS = ("ADMIN_KEY", "LINK_SIGNING_SECRET", "PROVIDER_EVENTS_SECRET", "CONSOLE_SESSION_SECRET", "METRICS_TOKEN")
+_VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(?::([?-])([^}]*))?\}")
+
+
+def _compose_text() -> str:
+    return (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+
+
+def _variables(kind: str) -> set[str]:
+    """The variables compose interpolates with `${NAME:<kind>…}` in any value (comments aside)."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for item in node.values():
+                walk(item)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, str):
+            found.update(m.group(1) for m in _VARIABLE.finditer(node) if m.group(2) == kind)
+
+    walk(yaml.safe_load(_compose_text()))
+    return found
+
+
+def _required(value: str, name: str) -> bool:
+    """Whether `value` is `${name:?message}`: compose stops when the variable is unset or empty."""
+    return re.fullmatch(rf"\$\{{{name}:\?[^}}]+\}}", value) is not None
+
+
+def test_compose_takes_every_secret_from_env_and_refuses_without_it() -> None:
+    services = _services()
+    for service in PENNANT_SERVICES:
+        env = services[service]["environment"]
+        for name in SECRETS:
+            assert _required(str(env.get(name, "")), name), (
+                f"{service}: {name} is {env.get(name)!r}, not ${{{name}:?…}}"
+            )
+    text = _compose_text()
+    assert "change-me" not in text, "compose must not ship placeholder secrets"
+    defaulted = _variables("-")
+    assert not defaulted & {*SECRETS, "GRAFANA_ADMIN_PASSWORD"}, f"secrets with a default: {defaulted}"
+
+
+def test_env_example_lists_every_required_variable_and_no_value() -> None:
+    required = _variables("?")
+    lines = (ROOT / ".env.example").read_text(encoding="utf-8").splitlines()
+    given = dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+    missing = sorted(required - set(given))
+    assert not missing, f"compose requires {missing}, which .env.example does not list"
+    assert all(value == "" for value in given.values()), "the example ships no secret: every value is blank"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "cp .env.example .env" in readme, "the README tells the operator to create .env"
+
+
+def test_only_the_api_and_grafana_are_published() -> None:
+    published = {name: service["ports"] for name, service in _services().items() if service.get("ports")}
+    assert published == {"api": ["8000:8000"], "grafana": ["3000:3000"]}, published
+
+
+def test_grafana_has_no_anonymous_access_and_no_default_password() -> None:
+    env = _services()["grafana"]["environment"]
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert "GF_AUTH_ANONYMOUS_ORG_ROLE" not in env
+    assert _required(env["GF_SECURITY_ADMIN_PASSWORD"], "GRAFANA_ADMIN_PASSWORD")
+
+
+def test_prometheus_sends_the_metrics_token_the_services_require() -> None:
+    compose = yaml.safe_load(_compose_text())
+    assert compose["secrets"]["metrics_token"] == {"environment": "METRICS_TOKEN"}
+    assert "metrics_token" in compose["services"]["prometheus"]["secrets"]
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
+    jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
+    for name in ("pennant-api", "pennant-worker"):
+        assert jobs[name]["authorization"] == {"credentials_file": "/run/secrets/metrics_token"}, name
+
+
+def _substituted(value: str, env: dict[str, str]) -> str:
+    def one(match: re.Match[str]) -> str:
+        name, kind, rest = match.groups()
+        if name in env:
+            return env[name]
+        assert kind != "?", f"{name} is required and not set"
+        return rest if kind == "-" else ""
+
+    return _VARIABLE.sub(one, value)
+
+
+def test_compose_with_a_generated_env_passes_the_production_check() -> None:
+    """What the API and workers would see under compose with .env filled as .env.example says."""
+    import secrets
+
+    required = _variables("?")
+    dotenv = {name: secrets.token_urlsafe(32) for name in required}
+    for service in PENNANT_SERVICES:
+        raw = _services()[service]["environment"]
+        values = {name.lower(): _substituted(str(value), dotenv) for name, value in raw.items()}
+        settings = Settings(**values)
+        assert settings.pennant_env == "production"
+        assert settings.production_problems() == [], (service, settings.production_problems())

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import start_http_server
+from prometheus_client import make_wsgi_app, start_http_server
+from prometheus_client.exposition import ThreadingWSGIServer
 from temporalio import activity
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -33,11 +37,37 @@ _TASK_TYPES = {"workflow": TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, "activity": T
 
 
 def serve_metrics(settings: Settings) -> int | None:
-    """Serve this process's Pennant metrics on worker_metrics_port (a thread); the port, or None when off."""
+    """Serve this process's Pennant metrics on worker_metrics_port (a thread); the port, or None
+    when off. With METRICS_TOKEN set, only `Authorization: Bearer <token>` is answered, as on the
+    API: the metrics name every tenant."""
     if not settings.worker_metrics_port:
         return None
-    server, _ = start_http_server(settings.worker_metrics_port, settings.metrics_host)
-    return int(server.server_port)
+    if not settings.metrics_token:
+        server, _ = start_http_server(settings.worker_metrics_port, settings.metrics_host)
+        return int(server.server_port)
+    metrics = make_wsgi_app()
+    token = settings.metrics_token.encode()
+
+    def guarded(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        given = str(environ.get("HTTP_AUTHORIZATION", "")).removeprefix("Bearer ").strip().encode()
+        if not hmac.compare_digest(given, token):
+            start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")])
+            return [b"metrics need `Authorization: Bearer <METRICS_TOKEN>`\n"]
+        answer: Iterable[bytes] = metrics(environ, start_response)
+        return answer
+
+    served = make_server(
+        settings.metrics_host, settings.worker_metrics_port, guarded, ThreadingWSGIServer, handler_class=_Quiet
+    )
+    threading.Thread(target=served.serve_forever, name="metrics", daemon=True).start()
+    return int(served.server_port)
+
+
+class _Quiet(WSGIRequestHandler):
+    """No line per scrape on stderr (as prometheus-client's own server)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log nothing."""
 
 
 def install_temporal_runtime(settings: Settings) -> None:

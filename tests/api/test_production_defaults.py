@@ -230,3 +230,16 @@ async def test_previews_load_no_remote_images_unless_the_marketer_asks(make_tena
     shown = await _get(api_url, f"/console/campaigns/{campaign_id}?images=1", cookie)
     assert "img-src 'self' data: https:;" in shown.headers["content-security-policy"]
     assert "Hide remote images" in shown.text
+
+
+def test_worker_metrics_answer_only_the_metrics_token(settings: Settings) -> None:
+    from workers.metrics import serve_metrics
+
+    token = "M" * 43
+    port = serve_metrics(settings.model_copy(update={"worker_metrics_port": free_port(), "metrics_token": token}))
+    assert port
+    url = f"http://127.0.0.1:{port}/metrics"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    answer = httpx.get(url, headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200 and "pennant_" in answer.text
