@@ -135,9 +135,9 @@ async def local_stack(
         # workers, like the API, log in as the application role.
         pool = await create_pool(urls.owner, max_size=20)
         await migrate(pool)
+        app_pool = await create_pool(urls.app, max_size=20)
         shares = process_shares(settings)
         workers = TenantWorkers(
-        app_pool = await create_pool(urls.app, max_size=20)
             env.client,
             app_pool,
             build_activities(app_pool, settings, shares=shares),
@@ -155,9 +155,9 @@ async def local_stack(
             workers_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await workers_task
+            await app_pool.close()
             await pool.close()
             await env.shutdown()
-            await app_pool.close()
     finally:
         sink.terminate()
         sink.wait(10)

@@ -167,13 +167,13 @@ def run_dev(settings: Settings) -> int:
         print("Starting Pennant…")
         temporal = Child(
             "temporal",
-        owner_url = settings.owner_database_url
             dev_server_command(data / "temporal.db", t_port, settings.temporal_ui_port, settings.temporal_namespace),
             dict(os.environ),
             logs / "temporal.log",
         )
         temporal.start()
         database_url = settings.database_url
+        owner_url = settings.owner_database_url
         if not database_url:
             from devstack.postgres import embedded_database_url
 
@@ -182,13 +182,13 @@ def run_dev(settings: Settings) -> int:
             print(f"  postgres: embedded, data in {data / 'pg'}")
         wait_for_port(t_host or "127.0.0.1", t_port, 60, temporal.proc)
         print(f"  temporal: {settings.temporal_address}")
-            DATABASE_OWNER_URL=owner_url or database_url,
         # Migrations, config sync, demo seeding and the admin key: as the owner role.
         creds = asyncio.run(_prepare(settings, owner_url or database_url))
 
         env = dict(os.environ)
         env.update(
             DATABASE_URL=database_url,
+            DATABASE_OWNER_URL=owner_url or database_url,
             ADMIN_KEY=creds["admin_key"],
             LINK_SIGNING_SECRET=settings.link_signing_secret or creds["link_signing_secret"],
             # The API verifies with it; the SMTP sink and simulator sign the events they emit.

@@ -107,7 +107,6 @@ async def pool(database_owner_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture(scope="session")
-@pytest.fixture(scope="session")
 async def app_pool(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
     """A connection pool as the application role (after `pool` has migrated)."""
     app_pool = await create_pool(database_url, max_size=20)
@@ -115,6 +114,7 @@ async def app_pool(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[async
     await app_pool.close()
 
 
+@pytest.fixture(scope="session")
 def smtp_sink(workdir: Path) -> Iterator[Controller]:
     """The SMTP sink on a free port, storing into the work dir's outbox."""
     controller = start_sink(workdir / "outbox", "127.0.0.1", free_port())
@@ -165,13 +165,13 @@ def settings(
     # Chosen now, not when the API starts: the sink and the simulator post provider events there.
     api_port = free_port()
     settings = Settings(
-        database_owner_url=database_owner_url,
         pennant_env="dev",  # the suite's short test secrets are allowed only in dev
         api_port=api_port,
         provider_events_url=f"http://127.0.0.1:{api_port}/v1/provider-events",
         provider_events_secret="test-provider-events-secret",
         data_dir=workdir,
         database_url=database_url,
+        database_owner_url=database_owner_url,
         smtp_host="127.0.0.1",
         smtp_port=smtp_port,
         provider_base_url=provider_sim.url,

@@ -113,6 +113,9 @@ async def save_config(conn: asyncpg.Connection | asyncpg.Pool, config: TenantCon
         )
         if not live:
             raise TenantRemovedError(config.slug)
+        # The versions are the tenant's rows (row-level security); the tenants row is the
+        # platform's, so this transaction enters the tenant without leaving the login role.
+        await enter_tenant(c, config.slug)
         current = await c.fetchrow(
             """SELECT v.version, v.checksum FROM tenants t
                JOIN tenant_config_versions v ON v.tenant_id = t.slug AND v.version = t.current_version
@@ -125,9 +128,6 @@ async def save_config(conn: asyncpg.Connection | asyncpg.Pool, config: TenantCon
         await c.execute(
             """INSERT INTO tenant_config_versions (tenant_id, version, config, checksum, author)
                VALUES ($1, $2, $3, $4, $5)""",
-        # The versions are the tenant's rows (row-level security); the tenants row is the
-        # platform's, so this transaction enters the tenant without leaving the login role.
-        await enter_tenant(c, config.slug)
             config.slug,
             version,
             data,
