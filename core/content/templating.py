@@ -14,7 +14,7 @@ import re
 import string
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -24,7 +24,17 @@ from typing import Any, Literal, overload
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import SecurityError
-from jinja2.filters import do_batch, do_center, do_indent, do_replace, do_wordwrap, sync_do_join, sync_do_slice
+from jinja2.filters import (
+    do_batch,
+    do_center,
+    do_indent,
+    do_replace,
+    do_round,
+    do_tojson,
+    do_wordwrap,
+    sync_do_join,
+    sync_do_slice,
+)
 from jinja2.runtime import Context, LoopContext, Namespace, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Cycler, generate_lorem_ipsum
@@ -65,6 +75,10 @@ MAX_FORMAT_WIDTH = 1_000  # widths and precisions in '%…' and '{:…}' formats
 MAX_INT_BITS = 4_096  # bits of an integer a template computes (* and **): prices and counts need 64
 MAX_LIPSUM_PARAGRAPHS = 10  # lipsum(n): placeholder text for a draft, not a payload
 MAX_LIPSUM_WORDS = 100  # lipsum(min=, max=): words per paragraph
+MAX_BLOCK = 1_000_000  # characters a captured block makes ({% set %}…{% endset %}, a macro's or
+#                       caller's output, a layout's render): above the largest part and its layout
+MAX_ROUND_DIGITS = 100  # round(precision): round(5, -10**9) would compute 10**(10**9)
+MAX_JSON_INDENT = 8  # tojson(indent): each level of each line repeats it
 TIME_BUDGET_SECONDS = 0.1  # work one part's render may do, checked while loops and macros run
 # Statements that would load other templates: there is no loader, and we say why by name.
 _FORBIDDEN_TAGS: dict[type[nodes.Node], str] = {
@@ -284,10 +298,24 @@ def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str
     return str(generate_lorem_ipsum(n, html, min, max))
 
 
+def _round(value: float, precision: int = 0, method: Any = "common") -> float:
+    if isinstance(precision, int) and abs(precision) > MAX_ROUND_DIGITS:
+        raise RenderLimitError(f"round precision {precision:,} is over the limit of {MAX_ROUND_DIGITS}")
+    return do_round(value, precision, method)
+
+
+def _tojson(eval_ctx: Any, value: Any, indent: int | None = None) -> Markup:
+    if isinstance(indent, int) and indent > MAX_JSON_INDENT:
+        raise RenderLimitError(f"tojson indent {indent:,} is over the limit of {MAX_JSON_INDENT}")
+    _check_size(_size(value) * (1 + (indent or 0)), "tojson")
+    return do_tojson(eval_ctx, value, indent)
+
+
 # Keep the filters' calling conventions (pass_eval_context / pass_environment) on the wrappers.
 _replace.jinja_pass_arg = do_replace.jinja_pass_arg  # type: ignore[attr-defined]
 _wordwrap.jinja_pass_arg = do_wordwrap.jinja_pass_arg  # type: ignore[attr-defined]
 _join.jinja_pass_arg = sync_do_join.jinja_pass_arg  # type: ignore[attr-defined]
+_tojson.jinja_pass_arg = do_tojson.jinja_pass_arg  # type: ignore[attr-defined]
 
 
 def _check_pad(s: str, width: Any, fillchar: str = " ") -> None:
@@ -364,7 +392,20 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             join=_join,
             batch=_batch,
             slice=_slice,
+            round=_round,
+            tojson=_tojson,
         )
+
+    def concat(self, parts: Iterable[str]) -> str:  # type: ignore[override]
+        """Every captured block and whole render joins its pieces here: check the size first
+        (a loop yielding one long string a thousand times is cheap until it is joined)."""
+        items = parts if isinstance(parts, list) else list(parts)
+        size = 0
+        for item in items:
+            size += len(item)
+        if size > MAX_BLOCK:
+            raise RenderLimitError(f"a block would make {size:,} characters, over the limit of {MAX_BLOCK:,}")
+        return "".join(items)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         """The allowlist: only the listed methods of text, mappings and lists, the loop's and

@@ -104,6 +104,9 @@ def refused(source: str, **attributes: Any) -> str:
         ("{{ [1]|slice(100000000)|list }}", "slice count 100,000,000 is over the limit"),
         ("{{ lipsum(100000) }}", "lipsum is limited to 10 paragraphs of 100 words"),
         ("{{ lipsum(1, max=100000000) }}", "lipsum is limited to"),
+        # round's precision (round(5, -10**9) computes 10**(10**9)) and tojson's indent
+        ("{{ 5|round(-1000000000) }}", "round precision -1,000,000,000 is over the limit of 100"),
+        ("{{ [1]|tojson(100000000) }}", "tojson indent 100,000,000 is over the limit of 8"),
     ],
 )
 def test_each_bound_refuses_before_building_and_names_the_limit(source: str, reason: str | None) -> None:
@@ -111,6 +114,17 @@ def test_each_bound_refuses_before_building_and_names_the_limit(source: str, rea
         assert render_part(source, ctx(), EMAIL_HTML)
     else:
         assert reason in refused(source)
+
+
+def test_captured_blocks_are_bounded_before_they_are_joined() -> None:
+    """A loop yielding one long string a thousand times is cheap until it is joined (once, in C)."""
+    for source in (
+        "{% macro m(a) %}{% for i in range(1000) %}{{ a }}{% endfor %}{% endmacro %}{{ m('x' * 100000)|length }}",
+        "{% set b %}{% for i in range(1000) %}{{ 'x' * 100000 }}{% endfor %}{% endset %}{{ b|length }}",
+    ):
+        with pytest.raises(RenderFailure) as err:
+            render_part(source, ctx(), SMS_BODY)
+        assert err.value.reason == "a block would make 100,000,000 characters, over the limit of 1,000,000"
 
 
 def test_customer_data_meets_the_same_bounds_at_send_time() -> None:
