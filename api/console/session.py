@@ -107,6 +107,11 @@ async def record(pool: asyncpg.Pool, session: Session) -> None:
         )  # fmt: skip
         return
     async with tenant_tx(pool, session.key_tenant) as conn:
+        # Ended sessions are kept a day (when and how each ended), then go as the tenant signs in.
+        await conn.execute(
+            "DELETE FROM console_sessions WHERE tenant_id = $1 AND expires_at < now() - interval '1 day'",
+            session.key_tenant,
+        )
         await conn.execute(
             "INSERT INTO console_sessions (tenant_id, id, key_id, expires_at) VALUES ($1, $2, $3, $4)",
             session.key_tenant, uuid.UUID(session.id), uuid.UUID(session.key_id), expires,
