@@ -9,6 +9,7 @@ from core import lazy_exports
 
 if TYPE_CHECKING:
     from core.content.channels import CHANNELS, message_key, parse_message_key
+    from core.content.check_pool import CheckPool, run_check
     from core.content.rendering import (
         RenderError,
         check_campaign_templates,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "CHANNELS": "channels",
+    "CheckPool": "check_pool",
     "CUSTOMER_VARIABLES": "templating",
     "EMAIL_HTML": "templating",
     "EMAIL_SUBJECT": "templating",
@@ -71,6 +73,7 @@ _EXPORTS = {
     "render_push": "templating",
     "render_sms": "templating",
     "render_webhook": "templating",
+    "run_check": "check_pool",
     "sample_customer": "rendering",
 }
 __all__ = [
@@ -81,6 +84,7 @@ __all__ = [
     "MAX_RANGE",
     "SMS_BODY",
     "TIME_BUDGET_SECONDS",
+    "CheckPool",
     "RenderError",
     "RenderFailure",
     "RenderedEmail",
@@ -103,6 +107,7 @@ __all__ = [
     "render_push",
     "render_sms",
     "render_webhook",
+    "run_check",
     "sample_customer",
 ]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
