@@ -8,14 +8,16 @@ import collections
 import hashlib
 import quopri
 import time
+from dataclasses import dataclass
 from email.header import Header
 from email.utils import formataddr, formatdate
-from urllib.parse import urlsplit
 
 import aiosmtplib
 
-from activities.channels.base import ChannelConfigError, OutboundMessage, SendResult, TransientChannelError
+from activities.channels.base import OutboundMessage, SendResult, TransientChannelError
 from core.content.templating import RenderedEmail
+from core.infra.settings import get_settings
+from core.security.egress import EgressError, EgressGuard, EgressRefused, Permit, Target
 from core.tenants.config_schema import EmailChannel, TenantConfig
 
 
@@ -99,6 +101,30 @@ class _Connections:
         self.idle = keep
 
 
+# The reason recorded for every message of a batch after the guard refused the tenant's relay.
+EGRESS_REFUSED = "egress_refused"
+
+
+@dataclass(frozen=True)
+class Relay:
+    """Where a tenant's email goes: the platform relay (trusted), or the tenant's own, reached
+    only through the guard (`target` and `permit` set)."""
+
+    host: str
+    port: int
+    target: Target | None = None
+    permit: Permit | None = None
+
+    @property
+    def guarded(self) -> bool:
+        """The tenant set this relay: the guard connects, TLS is required, nothing it says is quoted."""
+        return self.target is not None
+
+
+class RelayRefused(Exception):
+    """The guard refused the tenant's relay: the batch's unsent messages fail for good."""
+
+
 class SmtpEmailAdapter:
     """Sends email over pooled SMTP connections to the tenant's relay (its
     `channels.email.endpoint`, `smtp://host:port`, else the platform's relay).
@@ -111,22 +137,26 @@ class SmtpEmailAdapter:
 
     channel = "email"
 
-    def __init__(self, host: str, port: int, timeout: float = 10.0):
+    def __init__(self, host: str, port: int, timeout: float = 10.0, guard: EgressGuard | None = None):
         self.host = host
         self.port = port
         self.timeout = timeout
+        # A tenant's own relay goes through the guard; the process's settings make one if not given.
+        self.guard = guard or EgressGuard.from_settings(get_settings())
         self._pools: dict[tuple[str, str, int], _Connections] = {}
         self._reaped = time.monotonic()
 
-    def relay(self, config: TenantConfig) -> tuple[str, int]:
-        """The SMTP relay (host, port) this tenant's email goes through."""
+    def relay(self, config: TenantConfig) -> Relay:
+        """The SMTP relay this tenant's email goes through (RelayRefused when the guard refuses
+        the tenant's own: a URL it will not call)."""
         email = config.channels.email
         if email is None or not email.endpoint:
-            return self.host, self.port
-        url = urlsplit(email.endpoint)
-        if url.scheme != "smtp" or not url.hostname:
-            raise ChannelConfigError(f"channels.email.endpoint of tenant {config.slug}: expected smtp://host:port")
-        return url.hostname, url.port or 25
+            return Relay(self.host, self.port)
+        try:
+            target, permit = self.guard.smtp_target(email.endpoint)
+        except EgressRefused:
+            raise RelayRefused() from None
+        return Relay(target.host, target.port, target, permit)
 
     def _pool(self, key: tuple[str, str, int], size: int) -> _Connections:
         pool = self._pools.get(key)
@@ -142,12 +172,37 @@ class SmtpEmailAdapter:
                 other.close_idle(now - IDLE_SECONDS)
         return pool
 
-    async def _connect(self, host: str, port: int) -> aiosmtplib.SMTP:
-        client = aiosmtplib.SMTP(hostname=host, port=port, timeout=self.timeout)
+    async def _connect(self, relay: Relay) -> aiosmtplib.SMTP:
+        if relay.target is None or relay.permit is None:
+            client = aiosmtplib.SMTP(hostname=relay.host, port=relay.port, timeout=self.timeout)
+            try:
+                await client.connect()
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                raise TransientChannelError(f"SMTP connect to {relay.host}:{relay.port} failed: {exc}") from exc
+            return client
+        # The tenant's relay: a socket to a checked address, then TLS (implicit, or STARTTLS
+        # required: no opportunistic downgrade) verified for the relay's name, unless an
+        # `smtp+plain://` allow entry says plaintext.
+        try:
+            conn = await self.guard.connect_smtp(relay.target, relay.permit, self.timeout)
+        except EgressRefused:
+            raise RelayRefused() from None
+        except EgressError as exc:
+            raise TransientChannelError(f"SMTP connect failed: {exc.word}") from None
+        client = aiosmtplib.SMTP(
+            hostname=conn.hostname,
+            sock=conn.sock,
+            timeout=self.timeout,
+            use_tls=conn.tls == "implicit",
+            start_tls=conn.tls == "starttls",
+            validate_certs=True,
+        )
         try:
             await client.connect()
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            raise TransientChannelError(f"SMTP connect to {host}:{port} failed: {exc}") from exc
+        except (aiosmtplib.SMTPException, OSError):
+            conn.sock.close()
+            # One word, as for a refused or filtered port: the relay's own message is not quoted.
+            raise TransientChannelError("SMTP connect failed: unreachable") from None
         return client
 
     async def _reuse(self, pool: _Connections) -> tuple[aiosmtplib.SMTP, bool] | None:
@@ -179,35 +234,42 @@ class SmtpEmailAdapter:
         lane after the message it is sending; the error then carries every result settled so
         far (`partial`), so the retry sends only the rest. A lane that cannot connect leaves
         its messages to the lanes that could; only when none could is that an error."""
-        host, port = self.relay(config)
-        pool = self._pool((config.slug, host, port), (config.channels.email or EmailChannel()).connections)
+        try:
+            relay = self.relay(config)
+        except RelayRefused:
+            return [SendResult(m.idempotency_key, "failed", EGRESS_REFUSED) for m in messages]
+        pool = self._pool((config.slug, relay.host, relay.port), (config.channels.email or EmailChannel()).connections)
         queue = collections.deque(enumerate(messages))
         settled: dict[int, SendResult] = {}
         failures: list[Exception] = []  # a send failed: every lane stops
         unreachable: list[TransientChannelError] = []  # a lane could not connect
+        refused: list[RelayRefused] = []  # the guard refused the relay: no lane connects any more
 
         async def lane() -> None:
             async with pool.leases:
-                if not queue or failures:
+                if not queue or failures or refused:
                     return  # nothing left for this lane by the time a connection was free
                 reused = await self._reuse(pool)
                 try:
-                    client, checked = reused or (await self._connect(host, port), True)
+                    client, checked = reused or (await self._connect(relay), True)
                 except TransientChannelError as exc:
                     unreachable.append(exc)
+                    return
+                except RelayRefused as exc:
+                    refused.append(exc)
                     return
                 try:
                     while queue and not failures:
                         index, msg = queue.popleft()
                         try:
-                            settled[index] = await self._send_one(client, config, msg)
+                            settled[index] = await self._send_one(client, config, msg, relay.guarded)
                         except TransientChannelError as exc:
                             if checked or not isinstance(exc.__cause__, aiosmtplib.SMTPServerDisconnected):
                                 raise
                             # The relay closed it while it was idle, before taking the message.
                             client.close()
-                            client = await self._connect(host, port)
-                            settled[index] = await self._send_one(client, config, msg)
+                            client = await self._connect(relay)
+                            settled[index] = await self._send_one(client, config, msg, relay.guarded)
                         checked = True
                 except Exception as exc:  # the other lanes stop after their message in flight
                     failures.append(exc)
@@ -219,22 +281,32 @@ class SmtpEmailAdapter:
         unexpected = [e for e in failures if not isinstance(e, TransientChannelError)]
         if unexpected:
             raise unexpected[0]
+        if refused:  # the relay can never be reached: the unsent messages fail for good
+            return [
+                settled.get(i) or SendResult(m.idempotency_key, "failed", EGRESS_REFUSED)
+                for i, m in enumerate(messages)
+            ]
         results = [settled[i] for i in sorted(settled)]
         if len(results) < len(messages):
             cause = (failures or unreachable)[0]
             raise TransientChannelError(str(cause), partial=results) from cause
         return results
 
-    async def _send_one(self, client: aiosmtplib.SMTP, config: TenantConfig, msg: OutboundMessage) -> SendResult:
-        """One SMTP transaction: the message's result, or TransientChannelError."""
+    async def _send_one(
+        self, client: aiosmtplib.SMTP, config: TenantConfig, msg: OutboundMessage, quiet: bool = False
+    ) -> SendResult:
+        """One SMTP transaction: the message's result, or TransientChannelError. `quiet`: the
+        relay is the tenant's own, so its words are not quoted, only its status code."""
         try:
             await client.sendmail(config.brand.from_email, [msg.address], build_message(config, msg))
         except (aiosmtplib.SMTPRecipientsRefused, ValueError) as exc:  # ValueError: unsafe to send (CR/LF)
-            return SendResult(msg.idempotency_key, "failed", f"invalid address: {exc}")
+            return SendResult(msg.idempotency_key, "failed", "invalid address" if quiet else f"invalid address: {exc}")
         except aiosmtplib.SMTPResponseException as exc:
             if 500 <= exc.code < 600:
-                return SendResult(msg.idempotency_key, "failed", f"rejected: {exc.code} {exc.message}")
-            raise TransientChannelError(f"SMTP {exc.code}: {exc.message}") from exc
+                said = f"rejected with status {exc.code}" if quiet else f"rejected: {exc.code} {exc.message}"
+                return SendResult(msg.idempotency_key, "failed", said)
+            said = f"SMTP rejected with status {exc.code}" if quiet else f"SMTP {exc.code}: {exc.message}"
+            raise TransientChannelError(said) from exc
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
-            raise TransientChannelError(f"SMTP connection lost: {exc}") from exc
+            raise TransientChannelError("SMTP connection lost" if quiet else f"SMTP connection lost: {exc}") from exc
         return SendResult(msg.idempotency_key, "sent", provider_message_id=message_id(msg.idempotency_key, config.slug))

@@ -314,7 +314,15 @@ def literal_never_passes(url: str, schemes: Iterable[str], allow: str = "") -> s
     except EgressRefused as exc:
         return exc.why
     entries = _operator_entries(allow) + process_entries()
-    candidates = [e for e in entries if e.matches(target.scheme, target.port, target.path)]
+    # The endpoint is a base the call adds its own path to: an entry whose prefix lies under it
+    # may still match the call.
+    base = target.path.rstrip("/") + "/"
+    candidates = [
+        e
+        for e in entries
+        if e.matches(target.scheme, target.port, target.path)
+        or (e.matches(target.scheme, target.port, e.path_prefix) and e.path_prefix.startswith(base))
+    ]
     plain = target.scheme == "http" and not any(e.plaintext for e in candidates)
     address = target.literal
     if address is None:
@@ -327,14 +335,34 @@ def literal_never_passes(url: str, schemes: Iterable[str], allow: str = "") -> s
     return f"{address} is not a public address ({why})" if why else None
 
 
+# What `configure_process` was given: (EGRESS_ALLOW, the DNS server).
+_configured: tuple[str, str | None] | None = None
+
+
+def configure_process(allow: str, nameserver: str | None = None) -> None:
+    """The process's egress settings (the API calls this with the settings it was made with):
+    `EgressGuard.for_process` and the save-time check use them."""
+    global _configured
+    parsed = parse_allow(allow)  # a malformed list fails at start, naming the entry
+    with _process_lock:
+        _guard_entries.update(parsed)
+    _configured = (allow, nameserver)
+
+
+# The allow lists of this process's guards: a config saved in a process checks its literal
+# endpoints against the same EGRESS_ALLOW its guards will apply at send.
+_guard_entries: set[AllowEntry] = set()
+
+
 def _operator_entries(allow: str) -> tuple[AllowEntry, ...]:
-    # The process's own settings too, so a config saved in the API sees EGRESS_ALLOW.
     from core.infra.settings import get_settings
 
+    with _process_lock:
+        known = tuple(_guard_entries)
     try:
-        return parse_allow(allow) + parse_allow(get_settings().egress_allow)
+        return parse_allow(allow) + parse_allow(get_settings().egress_allow) + known
     except ValueError:
-        return parse_allow(allow) if allow else ()
+        return (parse_allow(allow) if allow else ()) + known
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,6 +526,8 @@ class EgressGuard:
         user_agent: str = "pennant",
     ):
         self.allow = parse_allow(allow)
+        with _process_lock:
+            _guard_entries.update(self.allow)
         self.resolver = resolver or Resolver()
         self.deadline_seconds = deadline_seconds
         self.max_bytes = max_bytes
@@ -509,7 +539,19 @@ class EgressGuard:
     @classmethod
     def from_settings(cls, settings: Any, **kwargs: Any) -> EgressGuard:
         """The guard for a process's settings (`egress_allow`, `egress_dns_server`)."""
-        return cls(settings.egress_allow, resolver=Resolver(settings.egress_dns_server), **kwargs)
+        allow, nameserver = getattr(settings, "egress_allow", ""), getattr(settings, "egress_dns_server", None)
+        return cls(allow, resolver=Resolver(nameserver), **kwargs)
+
+    @classmethod
+    def for_process(cls, **kwargs: Any) -> EgressGuard:
+        """A guard with the settings the process was configured with (`configure_process`),
+        else those of its environment."""
+        if _configured is not None:
+            allow, nameserver = _configured
+            return cls(allow, resolver=Resolver(nameserver), **kwargs)
+        from core.infra.settings import get_settings
+
+        return cls.from_settings(get_settings(), **kwargs)
 
     async def __aenter__(self) -> EgressGuard:
         return self
@@ -576,8 +618,9 @@ class EgressGuard:
         cap = max_bytes or self.max_bytes
         try:
             async with asyncio.timeout(deadline):
+                auth = kwargs.pop("auth", None)
                 request = client.build_request(method, target.url, headers=headers, **kwargs)
-                response = await client.send(request, stream=True)
+                response = await client.send(request, auth=auth, stream=True)
                 try:
                     body = bytearray()
                     async for chunk in response.aiter_bytes():

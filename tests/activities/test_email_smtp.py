@@ -13,6 +13,7 @@ from aiosmtpd.controller import Controller
 from activities.channels.base import OutboundMessage, TransientChannelError
 from activities.channels.email_smtp import SmtpEmailAdapter
 from core.content.templating import RenderedEmail
+from core.security.egress import allowing
 from core.tenants.config_schema import EmailChannel, TenantConfig
 from core.tenants.config_store import load_config_file
 from devstack.inprocess import free_port
@@ -22,9 +23,11 @@ from tests.helpers.stack import ROOT
 
 @pytest.fixture
 def relay(tmp_path: Path) -> Iterator[Controller]:
-    """A sink of this test's own, so its connection counts are this test's alone."""
+    """A sink of this test's own, so its connection counts are this test's alone (and allowed to
+    the guard, in plaintext, while the test runs)."""
     controller = start_sink(tmp_path / "outbox", "127.0.0.1", free_port())
-    yield controller
+    with allowing(f"smtp+plain://127.0.0.1:{controller.port}"):
+        yield controller
     controller.stop()
 
 
@@ -68,7 +71,8 @@ async def test_another_tenant_has_connections_of_its_own(relay: Controller) -> N
 
 async def test_a_relay_that_cannot_be_reached_is_transient_with_nothing_settled() -> None:
     adapter = SmtpEmailAdapter("127.0.0.1", 1)
-    with pytest.raises(TransientChannelError) as caught:
-        await adapter.send_batch(tenant(free_port(), connections=4), emails("down", 10))
-    assert "SMTP connect" in str(caught.value)
+    port = free_port()
+    with allowing(f"smtp+plain://127.0.0.1:{port}"), pytest.raises(TransientChannelError) as caught:
+        await adapter.send_batch(tenant(port, connections=4), emails("down", 10))
+    assert str(caught.value) == "SMTP connect failed: unreachable"  # no relay message, no errno
     assert caught.value.partial == []
