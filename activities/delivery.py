@@ -91,13 +91,18 @@ WHERE d.tenant_id = $1 AND d.run_id = $2::uuid
 # per-recipient results trigger (a statement trigger fires per row under executemany).
 _LEDGER_SQL = """
 INSERT INTO deliveries (tenant_id, run_id, customer_id, channel, variant, status, reason,
-                        address, idempotency_key, provider_message_id, detail)
-SELECT $1, $2::uuid, c, ch, v, st, rs, ad, k, pm, dt
+                        address, idempotency_key, provider_message_id, detail, provider_account)
+SELECT $1, $2::uuid, c, ch, v, st, rs, ad, k, pm, dt,
+       CASE WHEN ch = ANY($12::text[]) THEN 'tenant' ELSE 'platform' END
 FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
             $10::text[], $11::text[]) AS t(c, ch, v, st, rs, ad, k, pm, dt)
 ORDER BY c, ch
 ON CONFLICT (tenant_id, run_id, customer_id, channel) DO NOTHING
 """
+# provider_account: a channel whose endpoint the tenant set goes through the tenant's own
+# provider account ('tenant'); only 'platform' rows are matched by provider events signed with
+# the platform's key (core/engagement/provider_events.py), so a tenant's endpoint, which chooses
+# its own message ids, can never steer an event onto another message.
 # The _LedgerRow fields _LEDGER_SQL unnests, in its order.
 _LEDGER_FIELDS = "customer_id channel variant status reason address key provider_message_id detail".split()
 
@@ -243,7 +248,7 @@ class DeliveryActivities:
             # Before any message leaves: a click must find its link the moment it can happen.
             async with tenant_tx(self.pool, inp.tenant) as conn:
                 await record_links(conn, inp.tenant, inp.run_id, tracking.links)
-        await self._record(inp, rows, counts)
+        await self._record(inp, config, rows, counts)
         for name, pending in outbound.items():
             await self._send_channel(inp, config, name, pending, counts, slot)
         return counts
@@ -288,11 +293,11 @@ class DeliveryActivities:
                 results = await adapter.send_batch(config, [m for m, _ in part])
             except TransientChannelError as exc:
                 # Record what was settled before the error so no retry sends it again.
-                await self._record(inp, _apply(part, exc.partial), counts)
+                await self._record(inp, config, _apply(part, exc.partial), counts)
                 raise
             except ChannelConfigError as exc:
                 raise ApplicationError(str(exc), type="ChannelConfigError", non_retryable=True) from exc
-            await self._record(inp, _apply(part, results), counts)
+            await self._record(inp, config, _apply(part, results), counts)
             await self._forget_gone_addresses(inp.tenant, adapter.channel, part, results)
 
         pending, idle_tries = chunk, 0
@@ -374,10 +379,13 @@ class DeliveryActivities:
                 addresses,
             )
 
-    async def _record(self, inp: DeliverBatchInput, rows: list[_LedgerRow], counts: Counts) -> None:
+    async def _record(
+        self, inp: DeliverBatchInput, config: TenantConfig, rows: list[_LedgerRow], counts: Counts
+    ) -> None:
         if not rows:
             return
         columns = unnest_columns(rows, *_LEDGER_FIELDS)
+        own_accounts = [name for name in config.channels.enabled() if getattr(config.channels, name).endpoint]
         # What a provider has taken must reach the ledger: were this write to fail the batch, its
         # retry would send these messages again (and an SMTP relay keeps no idempotency key). So
         # a database that is restarting or unreachable is waited for here, heartbeats going on.
@@ -385,7 +393,7 @@ class DeliveryActivities:
         for attempt in itertools.count():
             try:
                 async with tenant_tx(self.pool, inp.tenant) as conn:
-                    await conn.execute(_LEDGER_SQL, inp.tenant, inp.run_id, *columns)
+                    await conn.execute(_LEDGER_SQL, inp.tenant, inp.run_id, *columns, own_accounts)
                 break
             except DATABASE_UNAVAILABLE:
                 if time.monotonic() > deadline:

@@ -23,6 +23,7 @@ from api.routes import (
     results,
     runs,
     schedules,
+    secrets,
     segments,
     suppressions,
     tenants,
@@ -34,6 +35,7 @@ from core.infra.db import create_pool, migrate
 from core.infra.settings import Settings, get_settings
 from core.infra.telemetry import setup_telemetry
 from core.infra.temporal import connect
+from core.security.egress import configure_process
 from core.tenants.keys import store_key
 
 
@@ -72,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # Tenant endpoints this process calls or saves are checked against the operator's EGRESS_ALLOW.
+    configure_process(settings.egress_allow, settings.egress_dns_server)
     errors.install(app)
     # The last added runs first: refuse a blocked client before reading its body, and check
     # the body before an idempotency key is claimed for it.
@@ -85,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health,
         tenants,
         keys,
+        secrets,
         campaigns,
         runs,
         results,

@@ -15,6 +15,7 @@ from core.campaigns.store import CampaignRecord, get_campaign
 from core.infra.db import tenant_tx
 from core.infra.settings import Settings
 from core.runs.store import RunRecord, get_run
+from core.security.secrets import SecretResolver
 from core.tenants.config_schema import SLUG_RE, TenantConfig
 from core.tenants.config_store import get_config
 from core.tenants.keys import Principal, lookup_key
@@ -41,8 +42,18 @@ def get_temporal(request: Request) -> Client:
     return temporal
 
 
+def get_secrets(request: Request) -> SecretResolver:
+    """The app's resolver of tenants' `secret:` references (one per app: it caches briefly)."""
+    state = request.app.state
+    if getattr(state, "secrets", None) is None:
+        state.secrets = SecretResolver(state.pool, state.settings.secrets_keyring)
+    secrets: SecretResolver = state.secrets
+    return secrets
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
+SecretsDep = Annotated[SecretResolver, Depends(get_secrets)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 
 

@@ -11,17 +11,21 @@ from pathlib import Path
 
 import httpx
 
+from core.security.secrets import Keyring
 from core.tenants.config_store import load_config_file, save_config
 from core.tenants.keys import new_key, store_key
 from devstack.demo_data import seed_customers
 from devstack.inprocess import LocalStack
+from devstack.tenants import seed_demo_secrets
 
 
 async def make_tenant(stack: LocalStack, customers: int, **overrides: object) -> tuple[str, httpx.AsyncClient]:
     """A FreshMart-shaped tenant served by the workers; its slug and an HTTP client with its key."""
     base = load_config_file(stack.settings.tenant_configs_dir / "freshmart.yaml")
     slug = f"bench-{uuid.uuid4().hex[:8]}"
-    await save_config(stack.pool, base.model_copy(update={"slug": slug, **overrides}), "benchmark")
+    config = base.model_copy(update={"slug": slug, **overrides})
+    await seed_demo_secrets(stack.pool, Keyring.parse(stack.settings.secrets_keyring), config)
+    await save_config(stack.pool, config, "benchmark")
     await seed_customers(stack.pool, slug, customers)
     key = new_key("tk")
     await store_key(stack.pool, key, slug)

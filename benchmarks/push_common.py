@@ -25,14 +25,15 @@ from core.campaigns.spec import Variant
 from core.engagement.tracking import RunTracking
 from core.infra.db import tenant_tx
 from core.runs.models import TERMINAL_STATUSES
+from core.security.secrets import Keyring
 from core.tenants.config_schema import Execution, Experiments, Policies, TenantConfig
 from core.tenants.config_store import load_config_file, save_config
 from core.tenants.keys import new_key, store_key
 from devstack.inprocess import LocalStack, free_port
 from devstack.launcher import wait_for_port
+from devstack.tenants import seed_demo_secrets
 
 # The env variable the benchmark tenants' push credential refers to (the simulator takes any key).
-PUSH_KEY_VARIABLE = "BENCH_PUSH_KEY"
 # The issue's figures: batches of 1,000, 8 in flight.
 BENCH_EXECUTION = Execution(
     batch_size=1000, max_concurrent_batches=8, max_concurrent_activities=20, activities_per_second=None
@@ -66,7 +67,6 @@ def provider_simulator(log_path: Path) -> Iterator[tuple[str, int]]:
     try:
         wait_for_port("127.0.0.1", port, 30, proc)
         os.environ["PROVIDER_BASE_URL"] = url
-        os.environ[PUSH_KEY_VARIABLE] = "bench-push-key"
         yield url, proc.pid
     finally:
         stop_process(proc)
@@ -100,7 +100,7 @@ async def push_tenant(
     slug = f"{prefix}-{uuid.uuid4().hex[:8]}"
     assert base.channels.push is not None
     push = base.channels.push.model_copy(
-        update={"rate_limit_per_second": None, "credentials": {"server_key": f"env:{PUSH_KEY_VARIABLE}"}}
+        update={"rate_limit_per_second": None, "credentials": {"server_key": "secret:PUSH_SERVER_KEY"}}
     )
     config = base.model_copy(
         update={
@@ -111,6 +111,7 @@ async def push_tenant(
             "execution": execution,
         }
     )
+    await seed_demo_secrets(stack.pool, Keyring.parse(stack.settings.secrets_keyring), config)
     await save_config(stack.pool, config, "benchmark")
     await insert_customers(stack.pool, slug, customers)
     key = new_key("tk")

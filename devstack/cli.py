@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from core.infra.settings import get_settings
-from devstack import runs_cli
+from devstack import runs_cli, secrets_cli
 
 
 def _exit(status: int) -> None:
@@ -130,6 +130,7 @@ def cmd_tenants_validate(args: argparse.Namespace) -> int:
 def cmd_tenants_sync(args: argparse.Namespace) -> int:
     """`pennant tenants sync`: store each changed tenant config file as a new version."""
     from core.infra.db import create_pool
+    from core.security.secrets import Keyring
     from core.tenants.config_store import ConfigError
     from devstack.tenants import sync_directory
 
@@ -139,7 +140,11 @@ def cmd_tenants_sync(args: argparse.Namespace) -> int:
             raise SystemExit("DATABASE_URL is not set")
         pool = await create_pool(settings.database_url)
         try:
-            for slug, version, created in await sync_directory(pool, settings.tenant_configs_dir):
+            # --demo-secrets: the demo tenants get the simulator's dummy credentials they name
+            # (docker-compose's setup does this; a real tenant's admins store real ones).
+            keyring = Keyring.parse(settings.secrets_keyring) if args.demo_secrets else None
+            synced = await sync_directory(pool, settings.tenant_configs_dir, demo_keyring=keyring)
+            for slug, version, created in synced:
                 print(f"{slug}: version {version} ({'new' if created else 'unchanged'})")
             return 0
         except ConfigError as exc:
@@ -303,13 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
     validate = tenants.add_parser("validate", help="validate tenant config files")
     validate.add_argument("files", nargs="*")
     validate.set_defaults(func=cmd_tenants_validate)
-    tenants.add_parser("sync", help="store changed tenant configs as new versions").set_defaults(func=cmd_tenants_sync)
+    sync = tenants.add_parser("sync", help="store changed tenant configs as new versions")
+    sync.add_argument("--demo-secrets", action="store_true", help="store the demo credentials the configs name first")
+    sync.set_defaults(func=cmd_tenants_sync)
     diff = tenants.add_parser("diff", help="compare a tenant's config file with its stored version")
     diff.add_argument("slug")
     diff.set_defaults(func=cmd_tenants_diff)
     schema = tenants.add_parser("schema", help="write tenant_configs/schema.json from the model")
     schema.add_argument("--check", action="store_true", help="only check that it is up to date")
     schema.set_defaults(func=cmd_tenants_schema)
+    secrets_cli.register(tenants)  # tenants secrets set|generate|list|delete|new-key
     runs_cli.register(sub)  # runs list|show|watch|pause|resume|cancel, campaigns list|start
     customers = sub.add_parser("customers", help="customer data").add_subparsers(dest="action", required=True)
     load = customers.add_parser(

@@ -25,6 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 from api.app import create_app
 from core.infra.db import create_pool, migrate
 from core.infra.settings import Settings
+from core.security.secrets import Keyring
 from core.tenants.keys import new_key, store_key
 from devstack.launcher import wait_for_port
 from devstack.postgres import ensure_database, start_embedded
@@ -128,6 +129,7 @@ async def local_stack(
             smtp_port=smtp_port,
             pennant_env="dev",
             link_signing_secret="local-stack-secret",
+            secrets_keyring=Keyring.new_entry("local1"),
             provider_events_secret=events_secret,
             tenant_configs_dir=tenant_configs_dir.resolve(),
         )

@@ -21,18 +21,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from core.infra.settings import Settings
+from devstack.egress import dev_egress_allow
 from devstack.observability import dev_metrics_env, metrics_banner
 from devstack.temporal_server import dev_server_command
 
 RESTART_LIMIT = 5  # restarts of one child within a minute before the launcher gives up
-
-# The demo tenant configs reference these credentials; the provider simulator accepts any
-# value, so `pennant dev` fills in demo ones unless the environment already has them.
-DEMO_PROVIDER_ENV = {
-    "FRESHMART_SMS_SID": "ACdev00000000000000000000000000000",
-    "FRESHMART_SMS_TOKEN": "dev-sms-token",
-    "QUICKSTOP_PUSH_KEY": "dev-push-server-key",
-}
 
 
 class PortInUse(Exception):
@@ -101,7 +94,8 @@ def _pennant(*args: str) -> list[str]:
 
 async def _prepare(settings: Settings, database_url: str) -> dict[str, Any]:
     from core.infra.db import create_pool, migrate
-    from devstack.credentials import ensure_credentials
+    from core.security.secrets import Keyring
+    from devstack.credentials import dev_keyring, ensure_credentials
     from devstack.demo_data import seed_customers
     from devstack.tenants import sync_directory
 
@@ -109,7 +103,8 @@ async def _prepare(settings: Settings, database_url: str) -> dict[str, Any]:
     try:
         applied = await migrate(pool)
         print(f"  migrations: {', '.join(applied) or 'up to date'}")
-        synced = await sync_directory(pool, settings.tenant_configs_dir, author="pennant dev")
+        keyring = Keyring.parse(settings.secrets_keyring or dev_keyring(settings.data_dir / "dev-credentials.json"))
+        synced = await sync_directory(pool, settings.tenant_configs_dir, author="pennant dev", demo_keyring=keyring)
         for slug, version, created in synced:
             print(f"  tenant {slug}: config version {version}{' (new)' if created else ''}")
         tenants = [slug for slug, _, _ in synced]
@@ -193,14 +188,16 @@ def run_dev(settings: Settings) -> int:
             LINK_SIGNING_SECRET=settings.link_signing_secret or creds["link_signing_secret"],
             # The API verifies with it; the SMTP sink and simulator sign the events they emit.
             PROVIDER_EVENTS_SECRET=settings.provider_events_secret or creds["provider_events_secret"],
+            SECRETS_KEYRING=settings.secrets_keyring or creds["secrets_keyring"],
             PROVIDER_EVENTS_URL=settings.provider_events_url or provider_events_url(settings),
+            # Tenant endpoints may reach the simulator's message paths and the SMTP sink, no more.
+            EGRESS_ALLOW=settings.egress_allow
+            or dev_egress_allow(settings.provider_base_url, settings.smtp_host, settings.smtp_port),
             DATA_DIR=str(data),
             # Generated secrets on a laptop: the API and workers accept them only in dev.
             PENNANT_ENV="dev",
             TENANT_CONFIGS_DIR=str(settings.tenant_configs_dir.resolve()),
         )
-        for name, value in DEMO_PROVIDER_ENV.items():
-            env.setdefault(name, value)
         env.setdefault("LOG_FORMAT", "text")  # a terminal's logs, for humans (.data/logs/)
         env.update(dev_metrics_env(settings))
         smtp_sink = Child("smtp-sink", _pennant("smtp-sink"), env, logs / "smtp-sink.log")

@@ -55,7 +55,7 @@ class Api:
             except ValueError:
                 detail = response.text
             raise CliError(f"{method} {path}: HTTP {response.status_code}: {detail}")
-        return response.json()
+        return response.json() if response.content else None  # 204: no body
 
 
 def _credentials() -> dict[str, Any]:

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def worker_env(settings: Settings, **overrides: str) -> dict[str, str]:
     """This process's environment with `settings`' servers and secrets (PostgreSQL, Temporal,
-    SMTP, provider base URL, link signing), no trace exporter, then `overrides`."""
+    SMTP, provider base URL, link signing, tenant-secrets keyring), no trace exporter, then `overrides`."""
     return {
         **os.environ,
         "DATABASE_URL": settings.database_url or "",
@@ -27,6 +27,7 @@ def worker_env(settings: Settings, **overrides: str) -> dict[str, str]:
         "SMTP_PORT": str(settings.smtp_port),
         "PUBLIC_BASE_URL": settings.public_base_url,
         "LINK_SIGNING_SECRET": settings.link_signing_secret or "",
+        "SECRETS_KEYRING": settings.secrets_keyring or "",
         "PROVIDER_BASE_URL": settings.provider_base_url,
         "OTEL_EXPORTER": "none",
         # The tests' and benchmarks' short secrets are allowed only in dev (Settings.check_production).

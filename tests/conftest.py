@@ -34,12 +34,13 @@ from core.infra.settings import Settings
 from core.infra.telemetry import setup_telemetry
 from core.tenants.config_schema import Execution
 from core.tenants.keys import new_key, store_key
+from devstack.egress import dev_egress_allow
 from devstack.inprocess import serving
 from devstack.postgres import DatabaseUrls, ensure_database, start_embedded
 from devstack.provider_simulator import ProviderSimulator, SimulatorControl
 from devstack.smtp_sink import start_sink
 from devstack.temporal_server import start_local_environment
-from tests.helpers.stack import ISOLATED_PREFIX, PROVIDER_ENV, PROVIDER_TIMEOUT_SECONDS, ROOT, SPANS, free_port
+from tests.helpers.stack import ISOLATED_PREFIX, PROVIDER_TIMEOUT_SECONDS, ROOT, SPANS, TEST_KEYRING, free_port
 from tests.helpers.tenants import MakeTenant, Tenant, api_tenant, store_tenant
 from tests.helpers.time_skipping import time_skipping_server
 from tests.helpers.waiting import until
@@ -130,17 +131,10 @@ def smtp_port(smtp_sink: Controller) -> int:
 
 @pytest.fixture(scope="session")
 def provider_sim() -> Iterator[ProviderSimulator]:
-    """The provider simulator in this process on a free port, and the credentials it is sent."""
-    saved = {name: os.environ.get(name) for name in PROVIDER_ENV}
-    os.environ.update(PROVIDER_ENV)
+    """The provider simulator in this process on a free port."""
     sim = ProviderSimulator().start()
     yield sim
     sim.stop()
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
 
 
 @pytest.fixture
@@ -175,7 +169,11 @@ def settings(
         smtp_host="127.0.0.1",
         smtp_port=smtp_port,
         provider_base_url=provider_sim.url,
+        # Tenant endpoints reach the simulator's message paths and the sink; tests that aim one at
+        # a listener of their own allow it for the test (core.security.egress.allowing).
+        egress_allow=dev_egress_allow(provider_sim.url, "127.0.0.1", smtp_port),
         link_signing_secret="test-signing-secret",
+        secrets_keyring=TEST_KEYRING,
         public_base_url="http://pennant.test",
         tenant_configs_dir=ROOT / "tenant_configs",
         otel_exporter="none",

@@ -119,7 +119,14 @@ def test_readme_compose_section_names_real_services() -> None:
 
 # -- production defaults: secrets from .env, two published ports, Grafana locked, metrics token ---
 
-SECRETS = ("ADMIN_KEY", "LINK_SIGNING_SECRET", "PROVIDER_EVENTS_SECRET", "CONSOLE_SESSION_SECRET", "METRICS_TOKEN")
+SECRETS = (
+    "ADMIN_KEY",
+    "LINK_SIGNING_SECRET",
+    "PROVIDER_EVENTS_SECRET",
+    "CONSOLE_SESSION_SECRET",
+    "METRICS_TOKEN",
+    "SECRETS_KEYRING",
+)
 _VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(?::([?-])([^}]*))?\}")
 
 

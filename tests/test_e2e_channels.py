@@ -21,7 +21,7 @@ from core.tenants.config_schema import Experiments, Policies, TemplateSet, Webho
 from core.tenants.config_store import load_config_file
 from devstack.provider_simulator import SimulatorControl
 from tests.helpers.runs import wait_for_run
-from tests.helpers.stack import PROVIDER_ENV, ROOT
+from tests.helpers.stack import PROVIDER_SECRETS, ROOT
 from tests.helpers.tenants import MakeTenant, Tenant
 
 # No quiet hours, caps or default holdout: these tests are about delivery, at any time of day.
@@ -113,7 +113,7 @@ async def test_sms_campaign_delivers_each_rendered_message_with_the_opt_out_foot
             f"FreshMart: {customer['first_name']}, fresh deals this week. https://freshmart.example.com/deals\n"
             "Reply STOP to opt out. FreshMart"
         )
-        assert message["account_sid"] == PROVIDER_ENV["FRESHMART_SMS_SID"]
+        assert message["account_sid"] == PROVIDER_SECRETS["SMS_ACCOUNT_SID"]
     counts = run["counts"]
     assert (counts["sent"], counts["failed"]) == (len(reachable), 0)
     assert counts["skipped"] == len(people) - len(reachable)
@@ -165,7 +165,7 @@ async def test_webhook_campaign_posts_payloads_the_receiver_can_verify(
     make_tenant: MakeTenant, pool: asyncpg.Pool, sim: SimulatorControl
 ) -> None:
     base = load_config_file(ROOT / "tenant_configs" / "freshmart.yaml")
-    webhook = WebhookChannel(credentials={"signing_secret": "env:FRESHMART_WEBHOOK_SECRET"})
+    webhook = WebhookChannel(credentials={"signing_secret": "secret:WEBHOOK_SIGNING_SECRET"})
     template = TemplateSet.model_validate({"webhook": {"payload": {
         "event": "campaign.message",
         "campaign": "{{ campaign.name }}",
@@ -187,7 +187,7 @@ async def test_webhook_campaign_posts_payloads_the_receiver_can_verify(
     rows = await ledger(pool, tenant, run_id)
     delivered = once_each(await sim.messages("webhook", contains=f":{run_id}:"))
     assert len(delivered) == len(people) == run["counts"]["sent"]  # a webhook needs no consent
-    secret = PROVIDER_ENV["FRESHMART_WEBHOOK_SECRET"].encode()
+    secret = PROVIDER_SECRETS["WEBHOOK_SIGNING_SECRET"].encode()
     for cid, customer in people.items():
         row = rows[cid]
         message = delivered[row["idempotency_key"]]
@@ -274,18 +274,18 @@ async def test_permanent_failures_are_recorded_failed_and_never_retried(
     assert await deliver_attempts(temporal_client, workflow_id) == [1]
 
 
-async def test_an_unset_credential_fails_the_run_at_once_naming_the_variable(
+async def test_an_unset_secret_fails_the_run_at_once_naming_it(
     make_tenant: MakeTenant, sim: SimulatorControl, temporal_client: Client
 ) -> None:
     base = load_config_file(ROOT / "tenant_configs" / "freshmart.yaml")
     assert base.channels.sms is not None
-    creds = {"account_sid": "env:PENNANT_TEST_NO_SUCH_SID", "auth_token": "env:FRESHMART_SMS_TOKEN"}
+    creds = {"account_sid": "secret:NO_SUCH_SID", "auth_token": "secret:SMS_AUTH_TOKEN"}
     sms = base.channels.sms.model_copy(update={"credentials": creds})
     tenant = await make_tenant(
         "freshmart", customers=20, channels=base.channels.model_copy(update={"sms": sms}), **NO_POLICIES
     )
     _, workflow_id, run = await run_campaign(tenant, ["sms"], "weekly_deals")
     assert run["status"] == "failed", run
-    assert "environment variable PENNANT_TEST_NO_SUCH_SID is not set" in (run["error"] or "")
+    assert "secret NO_SUCH_SID is not set for tenant" in (run["error"] or "")
     assert await deliver_attempts(temporal_client, workflow_id) == [1]
     assert (await sim.stats())["requests"] == 0

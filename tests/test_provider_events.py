@@ -13,6 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
+from core.common.signing import sign
 from core.content.channels import CHANNELS
 from core.engagement.provider_events import signed_headers
 from core.infra.db import tenant_tx
@@ -168,9 +169,13 @@ async def test_the_endpoint_refuses_forged_stale_and_malformed_requests_and_stor
     forged = await post_events(api_url, "email", body, "not-the-secret")
     stale = await post_events(api_url, "email", body, secret, timestamp=int(time.time()) - 3600)
     headers = signed_headers(secret, body, str(int(time.time())))
+    # Signed as a webhook channel signs its payloads, with the very secret: another domain.
+    now = str(int(time.time()))
+    as_webhook = {"X-Pennant-Timestamp": now, "X-Pennant-Signature": sign(secret, now, body)}
     async with httpx.AsyncClient(base_url=api_url) as http:
         tampered = await http.post("/v1/provider-events/email", content=body.replace(b"soft", b"hard"), headers=headers)
-    for refused in (unsigned, forged, stale, tampered):
+        webhook_signed = await http.post("/v1/provider-events/email", content=body, headers=as_webhook)
+    for refused in (unsigned, forged, stale, tampered, webhook_signed):
         assert refused.status_code == 401, refused.text
     assert await pool.fetchval("SELECT count(*) FROM message_events WHERE dedupe_key LIKE 'email:replay-%'") == 0
 
@@ -254,3 +259,30 @@ async def test_sms_and_push_hard_failures_from_the_simulator_suppress_the_addres
     rows = await ledger(pool, tenant.slug, second)
     assert (rows[hard]["status"], rows[hard]["reason"]) == ("skipped", "suppressed")
     assert {cid for cid, r in rows.items() if r["status"] == "sent"} == sent - {hard}
+
+
+async def test_a_platform_signed_event_never_matches_a_message_sent_through_a_tenants_own_endpoint(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, api_url: str, settings: Settings, provider_sim: Any
+) -> None:
+    """The attack: a tenant's endpoint picks the message ids it answers with; a platform-keyed
+    event naming one of them must not land on any message (the tenant's or another's)."""
+    secret = settings.provider_events_secret
+    assert secret
+    base = await make_tenant("freshmart", customers=0)
+    config = (await base.http.get(base.url("/config"))).json()["config"]
+    config["channels"]["sms"]["endpoint"] = f"{provider_sim.url}/sms"  # its own account, same simulator
+    tenant = await make_tenant("freshmart", customers=4, **NO_POLICIES)
+    config["slug"] = tenant.slug
+    assert (await tenant.http.put(tenant.url("/config"), json=config)).status_code == 200, "saved"
+    ids = [r["id"] for r in await pool.fetch("SELECT id FROM customers WHERE tenant_id = $1 ORDER BY id", tenant.slug)]
+    await set_addresses(pool, tenant.slug, "sms", {ids[0]: "+12125550170"})
+    variants = [{"key": "A", "template": "weekly_deals"}]
+    run_id = await run_once(tenant, await create_campaign(tenant, channels=["sms"], variants=variants))
+    row = (await ledger(pool, tenant.slug, run_id))[ids[0]]
+    assert (row["status"], row["provider_account"]) == ("sent", "tenant")
+
+    body = f"MessageSid={row['provider_message_id']}&MessageStatus=undelivered&ErrorCode=30005".encode()
+    answer = await post_events(api_url, "sms", body, secret, "application/x-www-form-urlencoded")
+    assert answer.status_code == 200 and answer.json()["unmatched"] == 1, answer.text
+    assert await events(pool, tenant.slug, run_id) == {}
+    assert await suppressions(pool, tenant.slug, "sms") == {}

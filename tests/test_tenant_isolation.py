@@ -18,7 +18,7 @@ async def _start(tenant: Tenant, channels: list[str]) -> str:
 
 
 async def test_one_tenants_broken_channel_does_not_touch_another_tenant(make_tenant: MakeTenant) -> None:
-    broken_sms = SmsChannel(credentials={"account_sid": "env:PENNANT_TEST_UNSET_SID", "auth_token": "env:X_UNSET"})
+    broken_sms = SmsChannel(credentials={"account_sid": "secret:UNSET_SID", "auth_token": "secret:UNSET_TOKEN"})
     broken = await make_tenant(customers=50, policies=EVERYONE, channels=Channels(email=EmailChannel(), sms=broken_sms))
     healthy = await make_tenant(customers=300, policies=EVERYONE)
 
@@ -26,7 +26,7 @@ async def test_one_tenants_broken_channel_does_not_touch_another_tenant(make_ten
     failed, done = await asyncio.gather(wait_for_run(broken, broken_run), wait_for_run(healthy, healthy_run))
 
     assert failed["status"] == "failed"
-    assert "PENNANT_TEST_UNSET_SID" in failed["error"]
+    assert "secret UNSET_SID is not set" in failed["error"]
     assert done["status"] == "completed"
     assert done["counts"]["planned"] == 300 and done["counts"]["sent"] == 300
     # The broken tenant's own email still works once its failing campaign is out of the way.

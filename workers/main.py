@@ -39,6 +39,8 @@ from core.infra.fair_turns import ProcessShares
 from core.infra.logs import setup_logging
 from core.infra.settings import Settings
 from core.infra.telemetry import setup_telemetry
+from core.security.egress import EgressGuard
+from core.security.secrets import SecretResolver
 from workers.metrics import QueueStats, install_temporal_runtime, serve_metrics
 from workers.tenant_workers import TenantSelection, TenantWorkers
 
@@ -70,11 +72,14 @@ def build_activities(
     """
     http = http or provider_http_client()
     shares = shares or process_shares(settings)
+    secrets = SecretResolver(pool, settings.secrets_keyring)
+    # Endpoints a tenant set go through the guard (EGRESS_ALLOW), within a provider call's time.
+    guard = EgressGuard.from_settings(settings, deadline_seconds=PROVIDER_TIMEOUT.read or 10.0)
     providers: dict[str, ChannelAdapter] = {
-        "email": SmtpEmailAdapter(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds),
-        "sms": HttpSmsAdapter(http, settings.provider_base_url),
-        "push": HttpPushAdapter(http, settings.provider_base_url),
-        "webhook": HttpWebhookAdapter(http, settings.provider_base_url),
+        "email": SmtpEmailAdapter(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds, guard),
+        "sms": HttpSmsAdapter(http, settings.provider_base_url, secrets, guard=guard),
+        "push": HttpPushAdapter(http, settings.provider_base_url, secrets, guard=guard),
+        "webhook": HttpWebhookAdapter(http, settings.provider_base_url, secrets, guard=guard),
     }
     # Each provider call is timed and its outcome counted (pennant_provider_* metrics).
     adapters: dict[str, ChannelAdapter] = {name: MeteredAdapter(a) for name, a in providers.items()}

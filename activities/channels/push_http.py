@@ -8,14 +8,26 @@ from typing import Any
 import httpx
 
 from activities.channels.base import OutboundMessage, SendResult, TransientChannelError
-from activities.channels.http_common import HttpAdapter, credential, post, provider_reason
+from activities.channels.http_common import (
+    EndpointRefused,
+    HttpAdapter,
+    Sender,
+    guarded,
+    post,
+    provider_reason,
+    refused_result,
+)
 from core.content.templating import RenderedPush
+from core.security.egress import EgressGuard
+from core.security.secrets import SecretResolver
 from core.tenants.config_schema import TenantConfig
 
 # Per-token errors that say "try again later" rather than "this token is no good".
 TRANSIENT_TOKEN_ERRORS = frozenset({"UNAVAILABLE", "INTERNAL", "QUOTA_EXCEEDED"})
 # Per-token errors that mean the app was uninstalled or the token expired: never use it again.
 GONE_TOKEN_ERRORS = frozenset({"UNREGISTERED"})
+# The per-token error words recorded as they are; any other from a tenant-set endpoint is not.
+KNOWN_TOKEN_ERRORS = TRANSIENT_TOKEN_ERRORS | GONE_TOKEN_ERRORS | {"INVALID_ARGUMENT", "SENDER_ID_MISMATCH", None}
 
 
 def batch_key(messages: list[OutboundMessage]) -> str:
@@ -29,29 +41,39 @@ class HttpPushAdapter(HttpAdapter):
 
     channel = "push"
 
-    def __init__(self, http: httpx.AsyncClient, default_base_url: str, max_per_request: int = 500):
-        super().__init__(http, default_base_url)
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        default_base_url: str,
+        secrets: SecretResolver,
+        max_per_request: int = 500,
+        guard: EgressGuard | None = None,
+    ):
+        super().__init__(http, default_base_url, secrets, guard)
         self.max_per_request = max_per_request
 
     async def send_batch(self, config: TenantConfig, messages: list[OutboundMessage]) -> list[SendResult]:
         """Send the notifications in requests of up to `max_per_request`."""
-        server_key = credential(config, "push", "server_key")
+        server_key = await self.credential(config, "server_key")
         url = self.url(config, "/v1/batch")
+        via = self.sender(config)
         results: list[SendResult] = []
         for start in range(0, len(messages), self.max_per_request):
             group = messages[start : start + self.max_per_request]
             try:
-                results += await self._send(url, server_key, group)
+                results += await self._send(via, url, server_key, group)
+            except EndpointRefused:  # the rest fail for good, with no further request
+                return results + [refused_result(m) for m in messages[start:]]
             except TransientChannelError as exc:
                 raise TransientChannelError(str(exc), exc.retry_after_seconds, partial=results + exc.partial) from exc
         return results
 
-    async def _send(self, url: str, server_key: str, group: list[OutboundMessage]) -> list[SendResult]:
+    async def _send(self, via: Sender, url: str, server_key: str, group: list[OutboundMessage]) -> list[SendResult]:
         body = {"messages": [self._message(m) for m in group]}
         headers = {"Authorization": f"Bearer {server_key}", "Idempotency-Key": batch_key(group)}
-        response = await post(self.http, url, "push request", "push provider", json=body, headers=headers)
+        response = await post(via, url, "push request", "push provider", json=body, headers=headers)
         if not response.is_success:
-            reason = f"push rejected: {provider_reason(response)}"
+            reason = provider_reason(response) if guarded(response) else f"push rejected: {provider_reason(response)}"
             return [SendResult(m.idempotency_key, "failed", reason) for m in group]
         try:
             answers = response.json()["results"]
@@ -65,6 +87,8 @@ class HttpPushAdapter(HttpAdapter):
             if answer is None and len(answers) == len(group) and isinstance(answers[i], dict):
                 answer = answers[i]  # providers that answer in request order without echoing keys
             error = answer.get("error") if answer else "missing result"
+            if guarded(response) and error not in KNOWN_TOKEN_ERRORS:
+                error = "rejected"  # a tenant-set endpoint's own words are never quoted
             if answer is not None and answer.get("message_id"):
                 settled.append(SendResult(msg.idempotency_key, "sent", provider_message_id=answer["message_id"]))
             elif answer is None or error in TRANSIENT_TOKEN_ERRORS:

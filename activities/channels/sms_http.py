@@ -8,7 +8,7 @@ import re
 import httpx
 
 from activities.channels.base import OutboundMessage, SendResult
-from activities.channels.http_common import PerMessageHttpAdapter, SendOne, channel_config, credential, one_result, post
+from activities.channels.http_common import PerMessageHttpAdapter, SendOne, channel_config, one_result, post
 from core.content.templating import RenderedSms
 from core.tenants.config_schema import TenantConfig
 
@@ -20,13 +20,14 @@ class HttpSmsAdapter(PerMessageHttpAdapter):
 
     channel = "sms"
 
-    def message_sender(self, config: TenantConfig) -> SendOne:
+    async def message_sender(self, config: TenantConfig) -> SendOne:
         """Sends one SMS from the tenant's account; an address that is not E.164 fails unsent."""
         sender = channel_config(config, "sms").sender
-        sid = credential(config, "sms", "account_sid")
-        token = credential(config, "sms", "auth_token")
+        sid = await self.credential(config, "account_sid")
+        token = await self.credential(config, "auth_token")
         url = self.url(config, f"/2010-04-01/Accounts/{sid}/Messages.json")
         auth = httpx.BasicAuth(sid, token)
+        via = self.sender(config)
 
         async def send_one(msg: OutboundMessage) -> SendResult:
             if not E164.match(msg.address or ""):
@@ -36,7 +37,7 @@ class HttpSmsAdapter(PerMessageHttpAdapter):
             if sender:
                 form["From"] = sender
             headers = {**msg.headers, "Idempotency-Key": msg.idempotency_key}
-            response = await post(self.http, url, "SMS request", "SMS provider", data=form, auth=auth, headers=headers)
+            response = await post(via, url, "SMS request", "SMS provider", data=form, auth=auth, headers=headers)
             return one_result(msg, response, "sms rejected", "sid")
 
         return send_one

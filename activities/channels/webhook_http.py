@@ -10,7 +10,7 @@ import json
 import time
 
 from activities.channels.base import OutboundMessage, SendResult
-from activities.channels.http_common import PerMessageHttpAdapter, SendOne, credential, endpoint, one_result, post
+from activities.channels.http_common import PerMessageHttpAdapter, SendOne, endpoint, one_result, post
 from core.common.signing import sign
 from core.content.templating import RenderedWebhook
 from core.tenants.config_schema import TenantConfig
@@ -21,10 +21,11 @@ class HttpWebhookAdapter(PerMessageHttpAdapter):
 
     channel = "webhook"
 
-    def message_sender(self, config: TenantConfig) -> SendOne:
+    async def message_sender(self, config: TenantConfig) -> SendOne:
         """POSTs one signed payload to the tenant's endpoint."""
-        secret = credential(config, "webhook", "signing_secret")
+        secret = await self.credential(config, "signing_secret")
         url = endpoint(config, "webhook", f"{self.default_base_url}/webhook/{config.slug}")
+        via = self.sender(config)
 
         async def send_one(msg: OutboundMessage) -> SendResult:
             content: RenderedWebhook = msg.content
@@ -38,7 +39,7 @@ class HttpWebhookAdapter(PerMessageHttpAdapter):
                 "X-Pennant-Timestamp": timestamp,
                 "X-Pennant-Signature": sign(secret, timestamp, body),
             }
-            response = await post(self.http, url, "webhook request", "webhook endpoint", content=body, headers=headers)
+            response = await post(via, url, "webhook request", "webhook endpoint", content=body, headers=headers)
             return one_result(msg, response, "webhook rejected", "id")
 
         return send_one

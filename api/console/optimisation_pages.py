@@ -54,7 +54,8 @@ async def suggest(ctx: ConsoleDep, campaign_id: str) -> Response:
     try:
         body = SuggestRequest.model_validate(data)
         config = await deps.get_tenant_config(ctx.tenant, ctx.pool)
-        found = await optimisation_routes.suggest_campaign_texts(ctx.tenant, campaign, config, ctx.pool, body)
+        secrets = deps.get_secrets(ctx.request)
+        found = await optimisation_routes.suggest_campaign_texts(ctx.tenant, campaign, config, ctx.pool, secrets, body)
     except INVALID as exc:
         status = exc.status_code if isinstance(exc, HTTPException) else 422
         return await _campaign_page(ctx, campaign, status, suggest_errors=problems(exc))

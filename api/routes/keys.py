@@ -11,8 +11,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from api.deps import PoolDep, TenantDep, admin_only
+from api.deps import PoolDep, PrincipalDep, TenantDep, admin_only
 from api.schemas import ApiKey
+from core.security.audit import AuditEntry, entries, record_in
 from core.tenants.config_schema import SLUG_RE
 from core.tenants.keys import LastAdminKeyError, Principal, list_keys, revoke_key
 
@@ -30,10 +31,23 @@ async def list_tenant_keys(tenant: TenantDep, pool: PoolDep) -> list[ApiKey]:
 
 
 @router.delete("/v1/tenants/{tenant}/keys/{key_id}", status_code=204)
-async def revoke_tenant_key(tenant: TenantDep, key_id: str, pool: PoolDep) -> None:
+async def revoke_tenant_key(tenant: TenantDep, key_id: str, pool: PoolDep, principal: PrincipalDep) -> None:
     """Revoke one of the tenant's keys (a tenant key may revoke itself). Idempotent."""
     if not await revoke_key(pool, key_id, tenant):
         raise _not_found(key_id)
+    await record_in(pool, tenant, principal, "key.revoke", key_id)
+
+
+@router.get("/v1/tenants/{tenant}/audit", response_model=list[AuditEntry], tags=["audit"])
+async def tenant_audit_trail(
+    tenant: TenantDep,
+    pool: PoolDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    action: Annotated[str | None, Query(max_length=64, description="an action, or a prefix such as secret.")] = None,
+) -> list[AuditEntry]:
+    """Who changed the tenant's secrets, endpoints, credentials and keys, and when; newest first.
+    Entries name what changed (a secret's name, a config path, a key id), never a value."""
+    return await entries(pool, tenant, limit, action)
 
 
 @router.get("/v1/keys", response_model=list[ApiKey])

@@ -7,21 +7,26 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, HTTPException
 
-from api.deps import CampaignDep, ConfigDep, PoolDep, TenantDep
+from api.deps import CampaignDep, ConfigDep, PoolDep, SecretsDep, TenantDep
 from api.schemas import SendTimes, SendTimesRequest, Suggestions, SuggestRequest
 from core.content.templating import TemplateError
 from core.customers.segments import compile_segment
 from core.infra.db import tenant_tx
 from core.optimisation.send_times import Audience, OptimalSendTime, preview_send_times
-from core.optimisation.suggestions import ProviderFailure, suggest
+from core.optimisation.suggestions import PROVIDER_MAX_SECONDS, ProviderFailure, ProviderRefused, suggest
 from core.runs.policies import quiet_hours_for
+from core.security.egress import EgressGuard
+from core.security.secrets import SecretUnavailable
 from core.tenants.config_schema import TenantConfig
 from core.tenants.config_store import get_config
 
 router = APIRouter(prefix="/v1/tenants/{tenant}/campaigns", tags=["optimisation"])
+
+# Provider calls one tenant may have in flight in this API process; more answer 429.
+PROVIDER_CALLS_PER_TENANT = 2
+_provider_calls: dict[str, int] = {}
 
 
 @router.post("/{campaign_id}:send-times", response_model=SendTimes)
@@ -54,7 +59,12 @@ async def preview_campaign_send_times(
 
 @router.post("/{campaign_id}:suggest", response_model=Suggestions)
 async def suggest_campaign_texts(
-    tenant: TenantDep, campaign: CampaignDep, config: ConfigDep, pool: PoolDep, body: SuggestRequest | None = None
+    tenant: TenantDep,
+    campaign: CampaignDep,
+    config: ConfigDep,
+    pool: PoolDep,
+    secrets: SecretsDep,
+    body: SuggestRequest | None = None,
 ) -> Suggestions:
     """Ranked subject lines (email) or SMS bodies, each with its reason, learnt from the tenant's
     own results or asked of its configured provider; every one passes the template checks.
@@ -72,6 +82,14 @@ async def suggest_campaign_texts(
     engine = body.engine or ("provider" if config.suggestions.provider else "results")
     if engine == "provider" and config.suggestions.provider is None:
         raise TemplateError(["engine: the tenant has no suggestions.provider configured"])
+    api_key = None
+    if engine == "provider":
+        assert config.suggestions.provider is not None
+        try:
+            where = "suggestions.provider.api_key"
+            api_key = await secrets.resolve(tenant, config.suggestions.provider.api_key, where)
+        except SecretUnavailable as exc:
+            raise TemplateError([str(exc)]) from None
     configs: dict[int | None, TenantConfig | None] = {}
 
     async def config_at(version: int | None) -> TenantConfig | None:
@@ -80,10 +98,17 @@ async def suggest_campaign_texts(
             configs[version] = found[1] if found else None
         return configs[version]
 
+    # A provider call holds no database connection (suggest reads the results in a transaction
+    # of its own first) and a tenant has at most PROVIDER_CALLS_PER_TENANT of them at once here.
+    if engine == "provider" and _provider_calls.get(tenant, 0) >= PROVIDER_CALLS_PER_TENANT:
+        raise HTTPException(
+            429, "suggestions provider: too many calls in flight for this tenant", headers={"Retry-After": "1"}
+        )
+    _provider_calls[tenant] = _provider_calls.get(tenant, 0) + (engine == "provider")
     try:
-        async with httpx.AsyncClient() as http, tenant_tx(pool, tenant) as conn:
+        async with EgressGuard.for_process(deadline_seconds=PROVIDER_MAX_SECONDS) as guard:
             record = await suggest(
-                conn,
+                pool,
                 tenant,
                 campaign.id,
                 spec,
@@ -92,9 +117,17 @@ async def suggest_campaign_texts(
                 engine=engine,
                 limit=body.limit,
                 config_at=config_at,
-                http=http,
+                guard=guard,
+                api_key=api_key,
                 variant=body.variant,
             )
+    except ProviderRefused:
+        raise TemplateError(["suggestions.provider.endpoint: refused (not a public https endpoint)"]) from None
     except ProviderFailure as exc:
-        raise HTTPException(502, f"suggestions provider: {exc}") from exc
+        raise HTTPException(502, f"suggestions provider: {exc}") from None
+    finally:
+        if engine == "provider":
+            _provider_calls[tenant] -= 1
+            if not _provider_calls[tenant]:
+                del _provider_calls[tenant]
     return Suggestions(**record.model_dump())

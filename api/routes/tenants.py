@@ -24,11 +24,14 @@ from api.schemas import (
 )
 from core.content.check_pool import run_check
 from core.infra.temporal import task_queue_for
+from core.security.audit import changed_boundary, record_in
+from core.security.secrets import destroy_secrets
 from core.tenants.config_schema import SLUG_RE, TenantConfig
 from core.tenants.config_store import (
     ConfigError,
     TenantRemovedError,
     config_diff,
+    get_config,
     get_version,
     list_versions,
     parse_config,
@@ -98,6 +101,8 @@ async def create_tenant(
         version, created = await save_config(pool, config, _author(principal))
     except TenantRemovedError as exc:  # save_config is where a removed slug is refused
         raise HTTPException(409, exc.errors[0].removeprefix("slug: ")) from exc
+    await record_in(pool, config.slug, principal, "tenant.create", config.slug, version=version,
+                    boundary=changed_boundary(None, config))  # fmt: skip
     return SaveResult(tenant=config.slug, version=version, created=created)
 
 
@@ -105,34 +110,39 @@ async def create_tenant(
 async def create_key(
     tenant: TenantDep,
     pool: PoolDep,
-    _: Annotated[Principal, admin_only("issuing API keys")],
+    principal: Annotated[Principal, admin_only("issuing API keys")],
     label: str = Query(default="", max_length=200),
 ) -> IssuedKey:
     """Issue a new API key for the tenant. The key is shown once; only its hash is stored."""
     key = new_key(f"tk_{tenant.replace('-', '_')}")
     key_id = await store_key(pool, key, tenant, label)
+    await record_in(pool, tenant, principal, "key.issue", key_id, label=label)
     return IssuedKey(id=key_id, tenant=tenant, key=key, label=label, prefix=key_prefix(key))
 
 
 @router.delete("/{tenant}", status_code=204)
 async def delete_tenant(
-    tenant: TenantDep, pool: PoolDep, _: Annotated[Principal, admin_only("removing a tenant")]
+    tenant: TenantDep, pool: PoolDep, principal: Annotated[Principal, admin_only("removing a tenant")]
 ) -> None:
     """Remove a tenant: its keys are revoked and its queue dropped; its data and config versions
-    stay. Its slug cannot be created again, only restored."""
+    stay; its secrets are destroyed. Its slug cannot be created again, only restored."""
     await remove_tenant(pool, tenant)
+    destroyed = await destroy_secrets(pool, tenant)
+    await record_in(pool, tenant, principal, "tenant.remove", tenant, secrets_destroyed=destroyed)
 
 
 @router.post("/{tenant}:restore", status_code=204)
 async def restore_removed_tenant(
     tenant: Annotated[str, Path(pattern=SLUG_RE.pattern)],
     pool: PoolDep,
-    _: Annotated[Principal, admin_only("restoring a tenant")],
+    principal: Annotated[Principal, admin_only("restoring a tenant")],
 ) -> None:
     """Bring back a removed tenant with its data and config history; its old keys stay revoked
-    (issue new ones). 404 when no removed tenant has that slug."""
+    and its secrets stay destroyed (issue and store new ones). 404 when no removed tenant has
+    that slug."""
     if not await restore_tenant(pool, tenant):
         raise HTTPException(404, f"no removed tenant '{tenant}'")
+    await record_in(pool, tenant, principal, "tenant.restore", tenant)
 
 
 @router.get("/{tenant}/config", response_model=ConfigVersion)
@@ -150,7 +160,11 @@ async def put_config(tenant: TenantDep, request: Request, pool: PoolDep, princip
     config = await _config_from_request(request)
     if config.slug != tenant:
         raise ConfigError([f"slug: '{config.slug}' does not match the tenant in the path ('{tenant}')"])
+    before = await get_config(pool, tenant)
     version, created = await save_config(pool, config, _author(principal))
+    if created:
+        changed = changed_boundary(before[1] if before else None, config)
+        await record_in(pool, tenant, principal, "config.save", f"version {version}", version=version, boundary=changed)
     return SaveResult(tenant=tenant, version=version, created=created)
 
 

@@ -12,8 +12,8 @@ provider simulator send them):
   `undelivered`, `failed`; others are ignored), `ErrorCode`, optional `IdempotencyKey`, as a form
   post (one event) or JSON (an object or an array of objects).
 
-Both are signed like Pennant's outgoing webhooks (activities/channels/webhook_http.py), with the
-platform's `provider_events_secret`.
+Both are signed with the platform's `provider_events_secret`, in the form of Pennant's outgoing
+webhooks (activities/channels/webhook_http.py) but under a purpose of their own (SIGNING_PURPOSE).
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ SIGNATURE_HEADER = "X-Pennant-Signature"
 # Older than this (or as far in the future) and a signed request is refused as a replay.
 TOLERANCE_SECONDS = 300
 MAX_EVENTS = 1000
+# Provider-event signatures are domain-separated from outgoing webhook signatures: a payload a
+# tenant's webhook channel signed is never a valid provider event, whatever secret it used.
+SIGNING_PURPOSE = "pennant-provider-event-v1"
 
 _EMAIL_KINDS: dict[str, Kind] = {
     "delivered": "delivered",
@@ -276,7 +279,7 @@ async def record(pool: asyncpg.Pool, channel: Provider, events: list[ProviderEve
 
 def signed_headers(secret: str, body: bytes, timestamp: str) -> dict[str, str]:
     """The signature headers a provider sends with `body` (what the devstack emitters send)."""
-    return {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: sign(secret, timestamp, body)}
+    return {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: sign(secret, timestamp, body, SIGNING_PURPOSE)}
 
 
 def check_signature(secret: str | None, headers: Any, body: bytes) -> str | None:
@@ -286,6 +289,6 @@ def check_signature(secret: str | None, headers: Any, body: bytes) -> str | None
     timestamp, signature = headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER)
     if not timestamp or not signature:
         return f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header"
-    if not verify(secret, timestamp, body, signature, TOLERANCE_SECONDS):
+    if not verify(secret, timestamp, body, signature, TOLERANCE_SECONDS, SIGNING_PURPOSE):
         return f"bad signature or a timestamp more than {TOLERANCE_SECONDS} s from now"
     return None

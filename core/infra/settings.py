@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".data")
     # Unset means "start the embedded PostgreSQL under data_dir/pg".
     database_url: str | None = None
+    # The owner role's URL (owns the schema; runs migrations, creates admin keys). The app's
+    # DATABASE_URL logs in as pennant_app, which owns nothing and cannot bypass row-level
+    # security. Unset: DATABASE_URL does both (a single-role deployment).
+    database_owner_url: str | None = None
     database_pool_min: int = 1
     database_pool_max: int = 10
 
@@ -63,6 +67,15 @@ class Settings(BaseSettings):
     # `endpoint`: the devstack provider simulator (`pennant provider-sim`).
     provider_base_url: str = "http://127.0.0.1:8030"
 
+    # Outbound calls a tenant aims (core/security/egress.py) reach only public addresses over
+    # TLS, except these `scheme://host:port[/path-prefix]` entries (comma or space separated,
+    # names resolved at start): `http://` and `smtp+plain://` entries allow plaintext, any entry
+    # skips the address-class check for its address, port and path. Dev: the simulator's message
+    # paths and the SMTP sink, never the simulator's /_sim control routes.
+    egress_allow: str = ""
+    # The DNS server ("host:port") the guard resolves tenant endpoints through; unset, the system's.
+    egress_dns_server: str | None = None
+
     tenant_configs_dir: Path = Path("tenant_configs")
     demo_customers_per_tenant: int = Field(default=10_000, ge=0)
 
@@ -92,6 +105,10 @@ class Settings(BaseSettings):
     # Secret providers sign their events with (POST /v1/provider-events/…); unset refuses them
     # all. `pennant dev` generates one and gives it to the SMTP sink and provider simulator.
     provider_events_secret: str | None = None
+    # The keyring tenant secrets are encrypted under (core/security/secrets.py):
+    # `kid:base64(32 bytes)`, comma-separated, current key first; older keys still decrypt.
+    # `pennant dev` generates one when unset; `pennant tenants secrets new-key` prints an entry.
+    secrets_keyring: str | None = None
     # Where the devstack SMTP sink and provider simulator post the events they emit (the API's
     # /v1/provider-events); unset, they emit none.
     provider_events_url: str | None = None
@@ -151,6 +168,12 @@ class Settings(BaseSettings):
             for host, serving in ((self.api_host, True), (self.metrics_host, bool(self.worker_metrics_port)))
             if serving and not _loopback(host)
         ]
+        # Its keys are checked where they are parsed (core/security/secrets.py Keyring).
+        keyring = (self.secrets_keyring or "").strip()
+        if not keyring:
+            found.append("SECRETS_KEYRING: not set (`pennant tenants secrets new-key` prints an entry)")
+        elif "test1:" + "A" * 43 in keyring:
+            found.append("SECRETS_KEYRING: holds the test suite's key (generate your own)")
         if beyond and not self.metrics_token:
             found.append(f"METRICS_TOKEN: not set, and metrics are reachable beyond loopback ({', '.join(beyond)})")
         elif self.metrics_token and (why := _weakness(self.metrics_token)):

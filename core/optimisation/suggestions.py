@@ -25,20 +25,20 @@ before it is returned; the ones that fail are listed in `dropped` with the reaso
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import httpx
 from pydantic import BaseModel, Field
 
 from core.campaigns.spec import CampaignSpec, Variant
 from core.common import stats
 from core.content.rendering import check_text
 from core.content.templating import CUSTOMER_VARIABLES, EMAIL_SUBJECT, SMS_BODY, content_for_locale
+from core.infra.db import tenant_tx
 from core.results.report import results
+from core.security.egress import EgressError, EgressGuard, EgressRefused
 from core.tenants.config_schema import ChatProvider, TenantConfig
 
 SuggestChannel = Literal["email", "sms"]
@@ -355,37 +355,54 @@ def _answer_items(content: str) -> list[dict[str, Any]]:
     try:
         data = json.loads(fenced.group(1) if fenced else content)
     except ValueError as exc:
-        raise ProviderFailure(f"the answer is not JSON: {content[:200]!r}") from exc
+        raise ProviderFailure("the answer is not JSON") from exc
     items = data.get("suggestions") if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise ProviderFailure('the answer has no "suggestions" list')
     return [i if isinstance(i, dict) else {"text": str(i)} for i in items]
 
 
+# The platform's cap on one provider call, whatever the tenant's timeout_seconds says: a call
+# holds an API worker's attention (not a database connection) for at most this long.
+PROVIDER_MAX_SECONDS = 30.0
+# The most a provider's answer may be.
+PROVIDER_MAX_BYTES = 256 * 1024
+
+
+class ProviderRefused(ProviderFailure):
+    """The guard will not call the tenant's provider endpoint (a 422 naming the field)."""
+
+
 async def provider_suggestions(
-    http: httpx.AsyncClient,
+    guard: EgressGuard,
     config: TenantConfig,
     channel: SuggestChannel,
     current: list[str],
     found: list[FeatureEffect],
     limit: int,
+    key: str,
 ) -> list[tuple[str, str]]:
-    """Ask the tenant's chat-completions provider; (text, reason) in the provider's order."""
+    """Ask the tenant's chat-completions provider with `key` (the tenant's own secret, resolved
+    by the caller); (text, reason) in the provider's order."""
     provider = config.suggestions.provider
     assert provider is not None
-    variable = provider.api_key.removeprefix("env:")
-    key = os.environ.get(variable)
-    if not key:
-        raise ProviderFailure(f"suggestions.provider.api_key: environment variable {variable} is not set")
     body = {"model": provider.model, "messages": _prompt(config, channel, current, found, limit), "temperature": 0.7}
+    # Through the guard: the endpoint is the tenant's. What goes wrong is told in its fixed words,
+    # never with the remote body (which could be anything the endpoint was aimed at).
     try:
-        response = await http.post(
-            _chat_url(provider), json=body, headers={"Authorization": f"Bearer {key}"}, timeout=provider.timeout_seconds
+        response = await guard.post(
+            _chat_url(provider),
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+            deadline_seconds=min(provider.timeout_seconds, PROVIDER_MAX_SECONDS),
+            max_bytes=PROVIDER_MAX_BYTES,
         )
-    except httpx.HTTPError as exc:
-        raise ProviderFailure(f"{_chat_url(provider)}: {type(exc).__name__}: {exc}") from exc
+    except EgressRefused:
+        raise ProviderRefused("refused") from None
+    except EgressError as exc:
+        raise ProviderFailure(exc.word) from None
     if response.status_code != 200:
-        raise ProviderFailure(f"{_chat_url(provider)}: HTTP {response.status_code} {response.text[:200]}")
+        raise ProviderFailure(f"rejected with status {response.status_code}")
     try:
         content = response.json()["choices"][0]["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError) as exc:
@@ -423,7 +440,7 @@ def validated(
 
 
 async def suggest(
-    conn: Any,
+    pool: Any,
     tenant: str,
     campaign_id: str,
     spec: CampaignSpec,
@@ -433,19 +450,24 @@ async def suggest(
     engine: Engine,
     limit: int,
     config_at: Callable[[int | None], Awaitable[TenantConfig | None]],
-    http: httpx.AsyncClient | None = None,
+    guard: EgressGuard | None = None,
+    api_key: str | None = None,
     variant: str | None = None,
 ) -> SuggestionsRecord:
-    """Ranked, validated suggestions for the campaign's texts on `channel` (one variant's, or all)."""
+    """Ranked, validated suggestions for the campaign's texts on `channel` (one variant's, or all).
+
+    The tenant's results are read in a transaction of their own on `pool`, closed before the
+    provider is asked: no tenant holds a database connection while it waits on its provider."""
     variants = [v for v in spec.variants if variant is None or v.key == variant]
     current = list(dict.fromkeys(t for v in variants if (t := current_text(v, config, channel)) is not None))
-    obs = await observations(conn, tenant, channel, config_at)
+    async with tenant_tx(pool, tenant) as conn:
+        obs = await observations(conn, tenant, channel, config_at)
     ranked, learnt, found = results_suggestions(current, obs, channel, limit)
     note = None
     proposals: list[tuple[str, str, float | None]]
     if engine == "provider":
-        assert http is not None
-        answer = await provider_suggestions(http, config, channel, current, found, limit)
+        assert guard is not None and api_key is not None
+        answer = await provider_suggestions(guard, config, channel, current, found, limit, api_key)
         proposals = [(t, r, predicted_rate(t, channel, learnt.rate, found) if learnt.rate else None) for t, r in answer]
     else:
         proposals = [(t, r, p) for t, r, p in ranked]

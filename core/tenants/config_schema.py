@@ -6,15 +6,34 @@ import datetime as dt
 import hashlib
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.infra.temporal import task_queue_for
+from core.security.egress import EgressRefused, literal_never_passes, parse_target
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_SECRET_REF_RE = re.compile(r"^env:[A-Z_][A-Z0-9_]*$")
+
+
+def endpoint_problem(value: str, schemes: tuple[str, ...]) -> str | None:
+    """Why the guarded client could never call `value` (a literal non-public address without an
+    allow entry, plaintext without one, userinfo, another scheme), else None. Names are checked
+    at send, when they are resolved."""
+    try:
+        parse_target(value, schemes)
+    except EgressRefused as exc:
+        return f"'{value}' can never be called: {exc.why}"
+    why = literal_never_passes(value, schemes)
+    return f"'{value}' can never be called: {why}" if why else None
+
+
+# `secret:NAME` names a secret in the tenant's own store (core/security/secrets.py). `env:NAME`
+# is still read so that stored versions from before the store load for history and diff, but a
+# save refuses it (config_store.parse_config) and a send never resolves it.
+_SECRET_REF_RE = re.compile(r"^(secret:[A-Za-z][A-Za-z0-9_]{0,63}|env:[A-Z_][A-Z0-9_]*)$")
+LEGACY_SECRET_PREFIX = "env:"
 
 
 class Strict(BaseModel):
@@ -25,7 +44,9 @@ class Strict(BaseModel):
 
 def _secret_ref(value: str) -> str:
     if not _SECRET_REF_RE.match(value):
-        raise ValueError("literal secret not allowed; use env:NAME")
+        raise ValueError(
+            "a literal secret is not allowed; store it (PUT /v1/tenants/{tenant}/secrets/NAME) and write secret:NAME"
+        )
     return value
 
 
@@ -82,8 +103,12 @@ class ChannelConfig(Strict):
     enabled: bool = True
     endpoint: str | None = Field(default=None, description="provider base URL; the platform default when unset")
     sender: str | None = Field(default=None, description="from address, sender number or app id")
-    credentials: dict[str, SecretRef] = Field(default_factory=dict, description="env:NAME references only")
+    credentials: dict[str, SecretRef] = Field(
+        default_factory=dict, description="secret:NAME references to the tenant's secret store only"
+    )
     rate_limit_per_second: float | None = Field(default=None, gt=0)
+    # What the endpoint may be: https (plain http only to an operator's EGRESS_ALLOW entry).
+    endpoint_schemes: ClassVar[tuple[str, ...]] = ("https", "http")
 
 
 class EmailChannel(ChannelConfig):
@@ -101,10 +126,14 @@ class EmailChannel(ChannelConfig):
         "messages go over them in parallel",
     )
 
+    # smtp:// requires STARTTLS, smtps:// is implicit TLS; plaintext only to an operator's
+    # `smtp+plain://` EGRESS_ALLOW entry.
+    endpoint_schemes: ClassVar[tuple[str, ...]] = ("smtp", "smtps")
+
     @field_validator("endpoint")
     @classmethod
     def _smtp_url(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^smtp://[^/:\s]+(:[0-9]{1,5})?$", v):
+        if v is not None and not re.match(r"^smtps?://[^/:\s]+(:[0-9]{1,5})?$", v):
             raise ValueError(f"'{v}' is not an SMTP relay like smtp://mail.example.com:587")
         return v
 
@@ -280,7 +309,7 @@ class ChatProvider(Strict):
         pattern=r"^https?://[^\s/]+(/\S*)?$",
         description="the API base URL (e.g. https://api.openai.com/v1); /chat/completions is added unless given",
     )
-    api_key: SecretRef = Field(description="env:NAME of the bearer key")
+    api_key: SecretRef = Field(description="secret:NAME of the bearer key, in the tenant's secret store")
     model: str = Field(min_length=1, max_length=200)
     timeout_seconds: float = Field(default=20.0, gt=0, le=120)
 
@@ -318,6 +347,18 @@ class TenantConfig(Strict):
         """This tenant's Temporal task queue."""
         return task_queue_for(self.slug)
 
+    def secret_refs(self) -> dict[str, str]:
+        """Every secret reference in the config: its path → the reference as written."""
+        found: dict[str, str] = {}
+        for channel in ("email", "sms", "push", "webhook"):
+            settings: ChannelConfig | None = getattr(self.channels, channel, None)
+            if settings is not None:
+                for key, ref in settings.credentials.items():
+                    found[f"channels.{channel}.credentials.{key}"] = ref
+        if self.suggestions.provider is not None:
+            found["suggestions.provider.api_key"] = self.suggestions.provider.api_key
+        return found
+
     def checksum(self) -> str:
         """The checksum a stored version carries."""
         return config_checksum(self.model_dump(mode="json"))
@@ -335,3 +376,25 @@ def json_schema_text() -> str:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Pennant tenant configuration"
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def endpoint_problems(config: TenantConfig) -> list[str]:
+    """Every endpoint of `config` the guarded client could never call, as error lines naming
+    its path. Checked when a config is saved (config_store.save_config), not when a stored
+    version is read: an old version stays readable, and its refused endpoint fails at send."""
+    found: list[str] = []
+    for channel in ("email", "sms", "push", "webhook"):
+        settings: ChannelConfig | None = getattr(config.channels, channel, None)
+        if settings is not None and settings.endpoint:
+            why = endpoint_problem(settings.endpoint, settings.endpoint_schemes)
+            if why:
+                found.append(f"channels.{channel}.endpoint: {why}")
+    provider = config.suggestions.provider
+    if provider is not None:
+        # What is called: the base with /chat/completions added unless it already ends so.
+        base = provider.endpoint.rstrip("/")
+        called = base if base.endswith("/chat/completions") else base + "/chat/completions"
+        why = endpoint_problem(called, ("https", "http"))
+        if why:
+            found.append(f"suggestions.provider.endpoint: {why.replace(repr(called), repr(provider.endpoint), 1)}")
+    return found

@@ -16,7 +16,15 @@ from core.content.rendering import check_template_set
 from core.customers.segments import SegmentError, compile_segment
 from core.infra.db import enter_tenant, tenant_tx
 from core.infra.metrics import CONFIG_VERSIONS_SAVED
-from core.tenants.config_schema import Brand, Execution, TemplateSet, TenantConfig, config_checksum
+from core.tenants.config_schema import (
+    LEGACY_SECRET_PREFIX,
+    Brand,
+    Execution,
+    TemplateSet,
+    TenantConfig,
+    config_checksum,
+    endpoint_problems,
+)
 
 # Workers LISTEN on this channel to add and drop tenant queues without a restart.
 TENANTS_CHANNEL = "pennant_tenants"
@@ -47,7 +55,12 @@ def parse_config(data: Any) -> TenantConfig:
     except ValidationError as exc:
         # Report the template and segment problems too, so one round trip shows them all.
         raise ConfigError(error_lines(exc.errors()) + _semantic_errors(data)) from None
-    errors = _semantic_errors(data)
+    errors = _semantic_errors(data) + [
+        f"{path}: '{ref}' names a process environment variable, which tenant config may no longer do;"
+        " store the value with PUT /v1/tenants/{tenant}/secrets/NAME and write secret:NAME"
+        for path, ref in config.secret_refs().items()
+        if ref.startswith(LEGACY_SECRET_PREFIX)
+    ]
     if errors:
         raise ConfigError(errors)
     return config
@@ -98,6 +111,11 @@ async def save_config(conn: asyncpg.Connection | asyncpg.Pool, config: TenantCon
 
     Returns (version, created). Creates the tenant row on first save; notifies workers.
     """
+    # Here, in the saving process, not in parse_config (which runs in the check pool's children):
+    # the operator's EGRESS_ALLOW is this process's.
+    unreachable = endpoint_problems(config)
+    if unreachable:
+        raise ConfigError(unreachable)
     data = config.model_dump(mode="json")
     checksum = config_checksum(data)
     async with _connection(conn) as c, c.transaction():

@@ -6,10 +6,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import time
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 
@@ -20,11 +20,22 @@ from activities.channels.sms_http import HttpSmsAdapter
 from activities.channels.webhook_http import HttpWebhookAdapter
 from core.common.signing import verify
 from core.content.templating import RenderedPush, RenderedSms, RenderedWebhook
+from core.security.egress import allowing
+from core.security.secrets import SecretResolver
 from core.tenants.config_schema import TenantConfig, WebhookChannel
 from core.tenants.config_store import load_config_file
 from devstack.provider_simulator import ProviderSimulator, SimulatorControl
 from tests.helpers.asserts import not_none
-from tests.helpers.stack import PROVIDER_ENV, ROOT
+from tests.helpers.stack import PROVIDER_SECRETS, ROOT, TEST_KEYRING
+from tests.helpers.tenants import store_provider_secrets
+
+
+@pytest.fixture
+async def provider_secrets(pool: asyncpg.Pool) -> SecretResolver:
+    """The adapters' secret resolver, with the provider credentials stored for the two tenants."""
+    for slug in ("fm-test", "quickstop"):
+        await store_provider_secrets(pool, slug)
+    return SecretResolver(pool, TEST_KEYRING)
 
 
 @pytest.fixture
@@ -37,7 +48,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 def freshmart(**channel_updates: object) -> TenantConfig:
     """FreshMart's config with a webhook channel and `channel_updates` applied."""
     config = load_config_file(ROOT / "tenant_configs" / "freshmart.yaml")
-    webhook = WebhookChannel(credentials={"signing_secret": "env:FRESHMART_WEBHOOK_SECRET"})
+    webhook = WebhookChannel(credentials={"signing_secret": "secret:WEBHOOK_SIGNING_SECRET"})
     channels = config.channels.model_copy(update={"webhook": webhook, **channel_updates})
     return config.model_copy(update={"slug": "fm-test", "channels": channels})
 
@@ -63,9 +74,9 @@ def token(n: int) -> str:
 
 
 async def test_sms_posts_a_form_per_message_and_rejects_bad_numbers_without_a_request(
-    sim: SimulatorControl, provider_sim: ProviderSimulator, http: httpx.AsyncClient
+    sim: SimulatorControl, provider_sim: ProviderSimulator, http: httpx.AsyncClient, provider_secrets: SecretResolver
 ) -> None:
-    adapter = HttpSmsAdapter(http, provider_sim.url)
+    adapter = HttpSmsAdapter(http, provider_sim.url, provider_secrets)
     batch = [sms("k:1", "+12125550101", "Hi Ann"), sms("k:2", "212-555-0102"), sms("k:3", "+447700900123", "Hi Bo")]
     results = await adapter.send_batch(freshmart(), batch)
 
@@ -77,16 +88,16 @@ async def test_sms_posts_a_form_per_message_and_rejects_bad_numbers_without_a_re
     assert delivered["k:1"]["to"] == "+12125550101"
     assert delivered["k:1"]["from"] == "+15005550006"
     assert delivered["k:1"]["body"] == "Hi Ann"
-    assert delivered["k:1"]["account_sid"] == PROVIDER_ENV["FRESHMART_SMS_SID"]
+    assert delivered["k:1"]["account_sid"] == PROVIDER_SECRETS["SMS_ACCOUNT_SID"]
     assert delivered["k:1"]["headers"]["idempotency-key"] == "k:1"
     assert delivered["k:1"]["headers"]["authorization"] == "Basic <redacted>"
     assert (await sim.stats())["requests"] == 2
 
 
 async def test_a_resent_batch_is_delivered_once_and_gets_the_original_answers(
-    sim: SimulatorControl, provider_sim: ProviderSimulator, http: httpx.AsyncClient
+    sim: SimulatorControl, provider_sim: ProviderSimulator, http: httpx.AsyncClient, provider_secrets: SecretResolver
 ) -> None:
-    adapter = HttpSmsAdapter(http, provider_sim.url)
+    adapter = HttpSmsAdapter(http, provider_sim.url, provider_secrets)
     batch = [sms(f"k:{i}", f"+1212555010{i}") for i in range(3)]
     first = await adapter.send_batch(freshmart(), batch)
     again = await adapter.send_batch(freshmart(), batch)
@@ -97,9 +108,9 @@ async def test_a_resent_batch_is_delivered_once_and_gets_the_original_answers(
 
 
 async def test_permanent_rejections_are_results_and_transient_ones_raise(
-    sim: SimulatorControl, provider_sim: ProviderSimulator, http: httpx.AsyncClient
+    sim: SimulatorControl, provider_sim: ProviderSimulator, http: httpx.AsyncClient, provider_secrets: SecretResolver
 ) -> None:
-    adapter = HttpSmsAdapter(http, provider_sim.url, concurrency=1)
+    adapter = HttpSmsAdapter(http, provider_sim.url, provider_secrets, concurrency=1)
     await sim.set_faults(permanent_fail=["+12125550100"])
     [result] = await adapter.send_batch(freshmart(), [sms("k:p", "+12125550100")])
     assert result.status == "failed"
@@ -126,9 +137,9 @@ async def test_permanent_rejections_are_results_and_transient_ones_raise(
 
 
 async def test_a_timeout_is_transient_and_the_retry_is_a_duplicate_at_the_provider(
-    sim: SimulatorControl, provider_sim: ProviderSimulator, http: httpx.AsyncClient
+    sim: SimulatorControl, provider_sim: ProviderSimulator, http: httpx.AsyncClient, provider_secrets: SecretResolver
 ) -> None:
-    adapter = HttpSmsAdapter(http, provider_sim.url)
+    adapter = HttpSmsAdapter(http, provider_sim.url, provider_secrets)
     await sim.set_faults(timeout_n=1, hang_seconds=5)
     started = time.monotonic()
     with pytest.raises(TransientChannelError, match="timed out"):
@@ -143,27 +154,33 @@ async def test_a_timeout_is_transient_and_the_retry_is_a_duplicate_at_the_provid
 
 
 async def test_connection_refused_is_transient_and_a_missing_secret_is_a_config_error(
-    sim: SimulatorControl, provider_sim: ProviderSimulator, http: httpx.AsyncClient
+    sim: SimulatorControl, provider_sim: ProviderSimulator, http: httpx.AsyncClient, provider_secrets: SecretResolver
 ) -> None:
-    adapter = HttpSmsAdapter(http, provider_sim.url)
+    adapter = HttpSmsAdapter(http, provider_sim.url, provider_secrets)
     closed = freshmart(sms=not_none(freshmart().channels.sms).model_copy(update={"endpoint": "http://127.0.0.1:9"}))
-    with pytest.raises(TransientChannelError, match="SMS request failed"):
+    # A tenant-set endpoint goes through the guard: allowed here, a closed port says only "unreachable".
+    with allowing("http://127.0.0.1:9"), pytest.raises(TransientChannelError, match="SMS request failed: unreachable "):
         await adapter.send_batch(closed, [sms("k:c", "+12125550130")])
 
-    creds = {"account_sid": "env:PENNANT_TEST_UNSET_SID", "auth_token": "env:FRESHMART_SMS_TOKEN"}
-    assert "PENNANT_TEST_UNSET_SID" not in os.environ
+    creds = {"account_sid": "secret:NO_SUCH_SID", "auth_token": "secret:SMS_AUTH_TOKEN"}
     unset = freshmart(sms=not_none(freshmart().channels.sms).model_copy(update={"credentials": creds}))
-    with pytest.raises(ChannelConfigError, match="environment variable PENNANT_TEST_UNSET_SID is not set"):
+    with pytest.raises(ChannelConfigError, match="secret NO_SUCH_SID is not set for tenant fm-test"):
         await adapter.send_batch(unset, [sms("k:c", "+12125550130")])
+    # A reference from before the secret store names an environment variable: it never resolves,
+    # even to a variable the process has.
+    legacy = {"account_sid": "env:PATH", "auth_token": "secret:SMS_AUTH_TOKEN"}
+    old = freshmart(sms=not_none(freshmart().channels.sms).model_copy(update={"credentials": legacy}))
+    with pytest.raises(ChannelConfigError, match="env: references were removed"):
+        await adapter.send_batch(old, [sms("k:c", "+12125550130")])
     assert (await sim.stats())["requests"] == 0
 
 
 async def test_push_sends_many_tokens_per_request_with_a_result_per_token(
-    sim: SimulatorControl, provider_sim: ProviderSimulator, http: httpx.AsyncClient
+    sim: SimulatorControl, provider_sim: ProviderSimulator, http: httpx.AsyncClient, provider_secrets: SecretResolver
 ) -> None:
     await sim.set_faults(permanent_fail=[token(3)])
     batch = [push(f"p:{i}", token(i)) for i in range(6)] + [push("p:bad", "not a token")]
-    results = await HttpPushAdapter(http, provider_sim.url).send_batch(quickstop(), batch)
+    results = await HttpPushAdapter(http, provider_sim.url, provider_secrets).send_batch(quickstop(), batch)
 
     by_key = {r.idempotency_key: r for r in results}
     assert len(results) == 7
@@ -178,16 +195,16 @@ async def test_push_sends_many_tokens_per_request_with_a_result_per_token(
     assert delivered[0]["headers"]["authorization"] == "Bearer <redacted>"
 
     await sim.reset()
-    small = HttpPushAdapter(http, provider_sim.url, max_per_request=3)
+    small = HttpPushAdapter(http, provider_sim.url, provider_secrets, max_per_request=3)
     assert all(r.status == "sent" for r in await small.send_batch(quickstop(), batch[:6] + batch[:1]))
     assert (await sim.stats())["requests"] == 3
     assert len(await sim.messages("push")) == 6
 
 
 async def test_push_failure_of_a_later_request_keeps_the_earlier_results(
-    sim: SimulatorControl, provider_sim: ProviderSimulator, http: httpx.AsyncClient
+    sim: SimulatorControl, provider_sim: ProviderSimulator, http: httpx.AsyncClient, provider_secrets: SecretResolver
 ) -> None:
-    adapter = HttpPushAdapter(http, provider_sim.url, max_per_request=2)
+    adapter = HttpPushAdapter(http, provider_sim.url, provider_secrets, max_per_request=2)
     batch = [push(f"p:{i}", token(i)) for i in range(4)]
     await sim.set_faults(after_n=1, rate_limit={"count": 1, "retry_after": 3})
     with pytest.raises(TransientChannelError) as err:
@@ -202,9 +219,9 @@ async def test_push_failure_of_a_later_request_keeps_the_earlier_results(
 
 
 async def test_webhook_posts_signed_json_that_the_receiver_can_verify(
-    sim: SimulatorControl, provider_sim: ProviderSimulator, http: httpx.AsyncClient
+    sim: SimulatorControl, provider_sim: ProviderSimulator, http: httpx.AsyncClient, provider_secrets: SecretResolver
 ) -> None:
-    adapter = HttpWebhookAdapter(http, provider_sim.url)
+    adapter = HttpWebhookAdapter(http, provider_sim.url, provider_secrets)
     payload = {"event": "campaign.message", "customer": "cust-000001", "name": "Zoë", "n": 1}
     [result] = await adapter.send_batch(
         freshmart(), [OutboundMessage("w:1", 1, "cust-000001", RenderedWebhook(payload), {})]
@@ -218,7 +235,7 @@ async def test_webhook_posts_signed_json_that_the_receiver_can_verify(
     assert headers["content-type"] == "application/json"
     timestamp = headers["x-pennant-timestamp"]
     assert abs(int(timestamp) - time.time()) < 60
-    secret = PROVIDER_ENV["FRESHMART_WEBHOOK_SECRET"].encode()
+    secret = PROVIDER_SECRETS["WEBHOOK_SIGNING_SECRET"].encode()
     expected = hmac.new(secret, timestamp.encode() + b"." + raw, hashlib.sha256).hexdigest()
     assert headers["x-pennant-signature"] == f"sha256={expected}"
     assert verify(secret.decode(), timestamp, raw, headers["x-pennant-signature"])
@@ -232,8 +249,12 @@ async def test_webhook_posts_signed_json_that_the_receiver_can_verify(
             update={"endpoint": f"{provider_sim.url}/webhook/gone-hook"}
         )
     )
-    [result] = await adapter.send_batch(gone, [OutboundMessage("w:2", 2, "cust-000002", RenderedWebhook(payload), {})])
-    assert result.status == "failed" and not_none(result.reason).startswith("webhook rejected: HTTP 410")
+    with allowing(f"{provider_sim.url}/webhook"):  # a tenant-set endpoint: through the guard
+        [result] = await adapter.send_batch(
+            gone, [OutboundMessage("w:2", 2, "cust-000002", RenderedWebhook(payload), {})]
+        )
+    # The tenant's own endpoint: its status only, never its body.
+    assert result.status == "failed" and result.reason == "rejected with status 410"
 
 
 def test_retry_after_is_read_as_seconds_or_as_an_http_date() -> None:

@@ -78,7 +78,8 @@ async def test_invalid_config_is_rejected_with_paths_and_stores_nothing(make_ten
     bad["segments"]["lapsed"] = {"attribute": "loyality_tier"}
     expected = {
         "templates.weekly_deals.email.subject: unknown variable 'frist_name' (did you mean 'first_name'?)",
-        "channels.sms.credentials.auth_token: literal secret not allowed; use env:NAME",
+        "channels.sms.credentials.auth_token: a literal secret is not allowed;"
+        " store it (PUT /v1/tenants/{tenant}/secrets/NAME) and write secret:NAME",
         "segments.lapsed.attribute: unknown attribute 'loyality_tier' (did you mean 'loyalty_tier'?)",
     }
     for path in ("/config", "/config:validate"):

@@ -31,6 +31,7 @@ GOOD = {
     "link_signing_secret": "L" * 43,
     "provider_events_secret": "P" * 43,
     "console_session_secret": "C" * 43,
+    "secrets_keyring": "k1:" + "K" * 43,
 }
 
 
@@ -51,6 +52,7 @@ def test_missing_secrets_are_refused_naming_each_setting() -> None:
     )
     for name in ("ADMIN_KEY", "LINK_SIGNING_SECRET", "PROVIDER_EVENTS_SECRET", "CONSOLE_SESSION_SECRET"):
         assert f"{name}: not set" in message, message
+    assert "SECRETS_KEYRING: not set" in _refusal(_production(secrets_keyring=None))
 
 
 @pytest.mark.parametrize(

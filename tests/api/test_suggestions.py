@@ -8,14 +8,11 @@ import copy
 from typing import Any
 
 import asyncpg
-import pytest
 
 from core.tenants.config_schema import ChatProvider, Suggestions
 from devstack.provider_simulator import ProviderSimulator, SimulatorControl
 from tests.helpers.runs import EMAIL_CAMPAIGN, create_campaign, run_campaign
 from tests.helpers.tenants import MakeTenant, Tenant
-
-KEY_ENV = "PENNANT_TEST_CHAT_KEY"
 
 
 async def _suggest(tenant: Tenant, campaign_id: str, **body: Any) -> Any:
@@ -102,11 +99,11 @@ async def test_provider_engine_asks_the_chat_completions_api_and_drops_invalid_t
     make_tenant: MakeTenant,
     provider_sim: ProviderSimulator,
     sim: SimulatorControl,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    provider = ChatProvider(endpoint=f"{provider_sim.url}/v1", api_key=f"env:{KEY_ENV}", model="sim-gpt")
+    provider = ChatProvider(endpoint=f"{provider_sim.url}/v1", api_key="secret:CHAT_KEY", model="sim-gpt")
     tenant = await make_tenant(customers=0, suggestions=Suggestions(provider=provider))
-    monkeypatch.setenv(KEY_ENV, "sk-test-not-a-real-key")
+    stored = await tenant.http.put(tenant.url("/secrets/CHAT_KEY"), json={"value": "sk-test-not-a-real-key"})
+    assert stored.status_code == 201, stored.text
     campaign_id = await create_campaign(tenant)
 
     response = await _suggest(tenant, campaign_id)
@@ -129,10 +126,18 @@ async def test_provider_engine_asks_the_chat_completions_api_and_drops_invalid_t
     own = await _suggest(tenant, campaign_id, engine="results")
     assert own.status_code == 200 and own.json()["suggestions"] == [] and "no completed run" in own.json()["note"]
 
-    monkeypatch.delenv(KEY_ENV)
+    # The key is the tenant's own secret: while the config uses it, it cannot be deleted.
+    in_use = await tenant.http.delete(tenant.url("/secrets/CHAT_KEY"))
+    assert in_use.status_code == 409 and "the current config" in in_use.json()["detail"], in_use.text
+    missing_key = ChatProvider(endpoint=f"{provider_sim.url}/v1", api_key="secret:NO_SUCH_KEY", model="sim-gpt")
+    config = (await tenant.http.get(tenant.url("/config"))).json()["config"]
+    config["suggestions"] = Suggestions(provider=missing_key).model_dump(mode="json")
+    assert (await tenant.http.put(tenant.url("/config"), json=config)).status_code == 200
     missing = await _suggest(tenant, campaign_id)
-    assert missing.status_code == 502
-    assert missing.json()["detail"].endswith(f"environment variable {KEY_ENV} is not set")
+    assert missing.status_code == 422
+    assert missing.json()["errors"] == [
+        f"suggestions.provider.api_key: secret NO_SUCH_KEY is not set for tenant {tenant.slug}"
+    ]
 
 
 async def test_the_suggestions_provider_block_is_validated(make_tenant: MakeTenant) -> None:
@@ -140,7 +145,7 @@ async def test_the_suggestions_provider_block_is_validated(make_tenant: MakeTena
     config = (await tenant.http.get(tenant.url("/config"))).json()["config"]
     good = copy.deepcopy(config)
     good["suggestions"] = {
-        "provider": {"endpoint": "https://llm.example.com/v1", "api_key": "env:LLM_KEY", "model": "m"}
+        "provider": {"endpoint": "https://llm.example.com/v1", "api_key": "secret:LLM_KEY", "model": "m"}
     }
     valid = await tenant.http.post(tenant.url("/config:validate"), json=good)
     assert valid.status_code == 200 and valid.json()["valid"] is True, valid.text
@@ -152,7 +157,7 @@ async def test_the_suggestions_provider_block_is_validated(make_tenant: MakeTena
     errors = response.json()["errors"]
     for prefix in (
         "suggestions.provider.endpoint: String should match pattern",
-        "suggestions.provider.api_key: literal secret not allowed; use env:NAME",
+        "suggestions.provider.api_key: a literal secret is not allowed",
         "suggestions.provider.model: Field required",
         "suggestions.provider.temperature: unknown key",
     ):

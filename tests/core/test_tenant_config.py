@@ -66,7 +66,8 @@ def _set(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         (
             "channels.sms.credentials.auth_token",
             "s3cr3t-t0ken",
-            "channels.sms.credentials.auth_token: literal secret not allowed; use env:NAME",
+            "channels.sms.credentials.auth_token: a literal secret is not allowed;"
+            " store it (PUT /v1/tenants/{tenant}/secrets/NAME) and write secret:NAME",
         ),
         ("channels.sms.provider", "carrier-pigeon", "channels.sms.provider: Input should be 'twilio-like'"),
         ("channels.fax", {"provider": "x"}, "channels.fax: unknown key"),

@@ -11,10 +11,12 @@ from typing import Any, Protocol
 import asyncpg
 import httpx
 
+from core.infra.db import tenant_tx
+from core.security.secrets import Keyring, put_secret
 from core.tenants.config_store import load_config_file, save_config
 from core.tenants.keys import new_key, store_key
 from devstack.demo_data import seed_customers
-from tests.helpers.stack import ISOLATED_PREFIX, TENANT_CONFIGS
+from tests.helpers.stack import ISOLATED_PREFIX, PROVIDER_SECRETS, TENANT_CONFIGS, TEST_KEYRING
 
 
 class Tenant:
@@ -45,9 +47,19 @@ async def store_tenant(
     `customers` customers, straight to the database; the slug."""
     config = load_config_file(TENANT_CONFIGS / f"{template}.yaml")
     slug = f"{prefix}{uuid.uuid4().hex[:8]}"
-    await save_config(pool, config.model_copy(update={"slug": slug, **overrides}), "test")
+    config = config.model_copy(update={"slug": slug, **overrides})
+    await store_provider_secrets(pool, slug)
+    await save_config(pool, config, "test")
     await seed_customers(pool, slug, customers)
     return slug
+
+
+async def store_provider_secrets(pool: asyncpg.Pool, slug: str) -> None:
+    """Give the tenant `slug` every PROVIDER_SECRETS value, as its admins would through the API."""
+    keyring = Keyring.parse(TEST_KEYRING)
+    async with tenant_tx(pool, slug) as conn:
+        for name, value in PROVIDER_SECRETS.items():
+            await put_secret(conn, keyring, slug, name, value)
 
 
 @contextlib.asynccontextmanager
