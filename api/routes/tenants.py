@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
-from api.deps import PoolDep, PrincipalDep, TenantDep, admin_only, no_config
+from api.deps import PoolDep, PrincipalDep, TemporalDep, TenantDep, admin_only, no_config
 from api.input_guard import INT_MAX
 from api.schemas import (
     ConfigDiff,
@@ -41,6 +41,7 @@ from core.tenants.config_store import (
     save_config,
 )
 from core.tenants.keys import Principal, key_prefix, new_key, store_key
+from core.tenants.removal import end_tenant_work
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 
@@ -122,13 +123,19 @@ async def create_key(
 
 @router.delete("/{tenant}", status_code=204)
 async def delete_tenant(
-    tenant: TenantDep, pool: PoolDep, principal: Annotated[Principal, admin_only("removing a tenant")]
+    tenant: TenantDep,
+    pool: PoolDep,
+    temporal: TemporalDep,
+    principal: Annotated[Principal, admin_only("removing a tenant")],
 ) -> None:
-    """Remove a tenant: its keys are revoked and its queue dropped; its data and config versions
-    stay; its secrets are destroyed. Its slug cannot be created again, only restored."""
+    """Remove a tenant: its keys are revoked (ending its console sessions), its schedules deleted,
+    its open runs cancelled and its queue dropped; its secrets are destroyed; its data and config
+    versions stay. Its slug cannot be created again, only restored."""
     await remove_tenant(pool, tenant)
     destroyed = await destroy_secrets(pool, tenant)
-    await record_in(pool, tenant, principal, "tenant.remove", tenant, secrets_destroyed=destroyed)
+    schedules, workflows = await end_tenant_work(temporal, tenant)
+    await record_in(pool, tenant, principal, "tenant.remove", tenant, secrets_destroyed=destroyed,
+                    schedules_deleted=schedules, workflows_cancelled=workflows)  # fmt: skip
 
 
 @router.post("/{tenant}:restore", status_code=204)
