@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException
 
 from api.deps import CampaignDep, ConfigDep, PoolDep, SecretsDep, TenantDep
 from api.schemas import SendTimes, SendTimesRequest, Suggestions, SuggestRequest
+from api.tenant_limits import SUGGESTIONS_PER_MINUTE, per_tenant_limit
 from core.content.templating import TemplateError
 from core.customers.segments import compile_segment
 from core.infra.db import tenant_tx
@@ -57,7 +58,11 @@ async def preview_campaign_send_times(
     return SendTimes(campaign_id=campaign.id, **preview.model_dump())
 
 
-@router.post("/{campaign_id}:suggest", response_model=Suggestions)
+@router.post(
+    "/{campaign_id}:suggest",
+    response_model=Suggestions,
+    dependencies=[per_tenant_limit("suggestions", SUGGESTIONS_PER_MINUTE)],
+)
 async def suggest_campaign_texts(
     tenant: TenantDep,
     campaign: CampaignDep,

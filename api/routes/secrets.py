@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Path, Response
 from pydantic import BaseModel, Field
 
 from api.deps import PoolDep, PrincipalDep, SecretsDep, TenantDep
+from api.tenant_limits import SECRET_WRITES_PER_MINUTE, per_tenant_limit
 from core.infra.db import tenant_tx
 from core.security.audit import record
 from core.security.secrets import (
@@ -30,6 +31,8 @@ from core.security.secrets import (
 )
 
 router = APIRouter(prefix="/v1/tenants/{tenant}/secrets", tags=["secrets"])
+# Writes only: listing stays unlimited.
+_WRITE_LIMIT = [per_tenant_limit("secret writes", SECRET_WRITES_PER_MINUTE)]
 
 SecretName = Annotated[str, Path(pattern=SECRET_NAME_RE.pattern, description="letters, digits and _; ≤ 64")]
 
@@ -60,7 +63,7 @@ async def list_tenant_secrets(tenant: TenantDep, pool: PoolDep) -> list[SecretIn
         return await list_secrets(conn)
 
 
-@router.put("/{name}", response_model=SecretInfo)
+@router.put("/{name}", response_model=SecretInfo, dependencies=_WRITE_LIMIT)
 async def put_tenant_secret(
     tenant: TenantDep,
     name: SecretName,
@@ -80,7 +83,7 @@ async def put_tenant_secret(
     return info
 
 
-@router.post("/{name}:generate", response_model=GeneratedSecret, status_code=201)
+@router.post("/{name}:generate", response_model=GeneratedSecret, status_code=201, dependencies=_WRITE_LIMIT)
 async def generate_tenant_secret(
     tenant: TenantDep, name: SecretName, pool: PoolDep, secrets: SecretsDep, principal: PrincipalDep
 ) -> GeneratedSecret:
@@ -94,7 +97,7 @@ async def generate_tenant_secret(
     return GeneratedSecret(**info.model_dump(), value=value)
 
 
-@router.delete("/{name}", status_code=204)
+@router.delete("/{name}", status_code=204, dependencies=_WRITE_LIMIT)
 async def delete_tenant_secret(
     tenant: TenantDep, name: SecretName, pool: PoolDep, secrets: SecretsDep, principal: PrincipalDep
 ) -> None:

@@ -234,3 +234,15 @@ async def test_the_audit_trail_names_who_changed_secrets_endpoints_and_keys_neve
     only_secrets = (await tenant.http.get(tenant.url("/audit"), params={"action": "secret."})).json()
     assert {e["action"] for e in only_secrets} == {"secret.set", "secret.delete"}
     assert (await other.http.get(tenant.url("/audit"))).status_code in (403, 404)
+
+
+async def test_secret_writes_are_limited_per_tenant_and_a_neighbour_is_unaffected(make_tenant: MakeTenant) -> None:
+    busy, neighbour = await make_tenant(customers=0), await make_tenant(customers=0)
+    answers = [
+        (await busy.http.put(busy.url("/secrets/LOOPED"), json={"value": f"v{i}"})).status_code for i in range(31)
+    ]
+    assert answers[:30] == [201] + [200] * 29 and answers[30] == 429, answers
+    limited = await busy.http.put(busy.url("/secrets/LOOPED"), json={"value": "again"})
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+    assert (await busy.http.get(busy.url("/secrets"))).status_code == 200, "reading is not limited"
+    assert (await neighbour.http.put(neighbour.url("/secrets/MINE"), json={"value": "x"})).status_code == 201
