@@ -290,7 +290,9 @@ async def seed_customers(pool: asyncpg.Pool, tenant: str, count: int, *, seed: i
     if count <= 0:
         return 0
     base_seed = _tenant_seed(tenant) if seed is None else seed
-    async with tenant_tx(pool, tenant) as conn:
+    # No statement timeout: the operator's own demo data, up to millions of rows in one INSERT,
+    # and a second seeder waits here for the first.
+    async with tenant_tx(pool, tenant, statement_timeout=None) as conn:
         # Two seeders for one tenant (api and worker starting together) must not race.
         await conn.execute(
             "SELECT pg_advisory_xact_lock(hashtext('pennant.seed_customers'), hashtext($1))",

@@ -28,10 +28,11 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asy
 
 
 # A tenant's statement ends after this long (issue 21): one tenant's query, however its config
-# shaped it, cannot hold a shared connection for minutes. Bulk work that is bounded by its own
-# batching (imports, demo seeding) passes BULK_STATEMENT_TIMEOUT_SECONDS.
+# shaped it, cannot hold a shared connection for minutes. The one statement that grows with the
+# audience (freezing a run's recipients, a segment over all the tenant's customers) gets
+# BULK_STATEMENT_TIMEOUT_SECONDS; devstack's demo seeding, the operator's own data, passes None.
 TENANT_STATEMENT_TIMEOUT_SECONDS = 30.0
-BULK_STATEMENT_TIMEOUT_SECONDS = 600.0
+BULK_STATEMENT_TIMEOUT_SECONDS = 900.0
 
 # pennant_enter_tenant (migration 048) records the tenant where only it can write, once per
 # transaction; every policy reads it back through pennant_tenant(). The login role has
@@ -40,18 +41,21 @@ _ENTER_SQL = """SELECT pennant_enter_tenant($1), set_config('row_security', 'on'
                        set_config('statement_timeout', $2, true)"""
 
 
-async def enter_tenant(conn: Any, tenant: str, *, statement_timeout: float = TENANT_STATEMENT_TIMEOUT_SECONDS) -> None:
+async def enter_tenant(
+    conn: Any, tenant: str, *, statement_timeout: float | None = TENANT_STATEMENT_TIMEOUT_SECONDS
+) -> None:
     """Scope the caller's open transaction to `tenant`'s rows without leaving the login role.
 
     For platform work that writes platform tables and one tenant's rows together (saving a
     config version and the tenant's current version); everything else uses tenant_tx.
     """
-    await conn.execute(_ENTER_SQL, tenant, f"{round(statement_timeout * 1000)}ms")
+    # statement_timeout 0 is PostgreSQL's "no limit".
+    await conn.execute(_ENTER_SQL, tenant, f"{round((statement_timeout or 0) * 1000)}ms")
 
 
 @asynccontextmanager
 async def tenant_tx(
-    pool: asyncpg.Pool, tenant: str, *, statement_timeout: float = TENANT_STATEMENT_TIMEOUT_SECONDS
+    pool: asyncpg.Pool, tenant: str, *, statement_timeout: float | None = TENANT_STATEMENT_TIMEOUT_SECONDS
 ) -> AsyncIterator[Any]:
     """A transaction that can see and write only `tenant`'s rows.
 
@@ -59,7 +63,7 @@ async def tenant_tx(
     it: neither `set_config('pennant.tenant_id', ...)`, `RESET ROLE` nor a second enter reach
     another tenant) and switches to the unprivileged role pennant_tenant; everything is
     transaction-local, so a pooled connection carries nothing over. Statements end after
-    `statement_timeout` seconds.
+    `statement_timeout` seconds (None: no limit).
     """
     async with pool.acquire() as conn, conn.transaction():
         await enter_tenant(conn, tenant, statement_timeout=statement_timeout)
@@ -105,18 +109,22 @@ END $$
 async def migrate(pool: asyncpg.Pool) -> list[str]:
     """Apply the numbered SQL files not yet recorded in schema_migrations; returns their names.
 
-    `pool` must log in as the owner role (Settings.owner_database_url): the application role
-    owns nothing and may not create tables, roles or functions."""
+    `pool` logs in as the owner role (Settings.owner_database_url): the application role owns
+    nothing and may not create tables, roles or functions. As the application role, an
+    up-to-date database is a no-op and a pending migration fails with a permission error."""
     applied_now: list[str] = []
     async with pool.acquire() as conn:
         await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_ID)
         try:
-            await conn.execute(
-                """CREATE TABLE IF NOT EXISTS schema_migrations (
-                       version integer PRIMARY KEY,
-                       name text NOT NULL,
-                       applied_at timestamptz NOT NULL DEFAULT now())"""
-            )
+            # Checked first: CREATE ... IF NOT EXISTS still needs CREATE on the schema, which the
+            # application role lacks even when the table is there.
+            if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+                await conn.execute(
+                    """CREATE TABLE IF NOT EXISTS schema_migrations (
+                           version integer PRIMARY KEY,
+                           name text NOT NULL,
+                           applied_at timestamptz NOT NULL DEFAULT now())"""
+                )
             done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
             for version, name, sql in _migration_files():
                 if version in done:

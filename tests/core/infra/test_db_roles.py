@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from core.infra.db import TENANT_STATEMENT_TIMEOUT_SECONDS, tenant_tx
+from core.infra.db import BULK_STATEMENT_TIMEOUT_SECONDS, TENANT_STATEMENT_TIMEOUT_SECONDS, migrate, tenant_tx
 from core.tenants.config_store import active_tenants, get_config
 from core.tenants.keys import new_key, store_key
 from tests.helpers.tenants import store_tenant
@@ -203,8 +203,6 @@ async def test_a_read_outside_a_tenant_transaction_fails_instead_of_returning_no
     ):
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
             await app_pool.fetchval(sql)
-    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
-        await app_pool.fetchval("SELECT count(*) FROM schema_migrations")
     # The reads the platform needs across tenants go through the owner's narrow functions.
     tenants = await active_tenants(app_pool)
     assert {a, b} <= tenants.keys()
@@ -219,9 +217,21 @@ async def test_tenant_statements_run_under_a_statement_timeout(
     a, _ = two_tenants
     async with tenant_tx(app_pool, a) as conn:
         assert await conn.fetchval("SHOW statement_timeout") == f"{round(TENANT_STATEMENT_TIMEOUT_SECONDS)}s"
+    async with tenant_tx(app_pool, a, statement_timeout=BULK_STATEMENT_TIMEOUT_SECONDS) as conn:
+        assert await conn.fetchval("SHOW statement_timeout") == f"{round(BULK_STATEMENT_TIMEOUT_SECONDS / 60)}min"
+    async with tenant_tx(app_pool, a, statement_timeout=None) as conn:
+        assert await conn.fetchval("SHOW statement_timeout") == "0"
     with pytest.raises(asyncpg.QueryCanceledError, match="statement timeout"):
         async with tenant_tx(app_pool, a, statement_timeout=0.05) as conn:
             await conn.execute("SELECT pg_sleep(10)")
     # Transaction-local: the pooled connection is back to no timeout.
     async with app_pool.acquire() as conn:
         assert await conn.fetchval("SHOW statement_timeout") == "0"
+
+
+async def test_the_app_role_applies_no_migration_but_finds_an_up_to_date_database(app_pool: asyncpg.Pool) -> None:
+    assert await migrate(app_pool) == []
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+        await app_pool.execute("INSERT INTO schema_migrations (version, name) VALUES (999, 'forged')")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied for schema public"):
+        await app_pool.execute("CREATE TABLE forged (x int)")
