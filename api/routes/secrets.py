@@ -63,7 +63,7 @@ async def list_tenant_secrets(tenant: TenantDep, pool: PoolDep) -> list[SecretIn
         return await list_secrets(conn)
 
 
-@router.put("/{name}", response_model=SecretInfo, dependencies=_WRITE_LIMIT)
+@router.put("/{name}", response_model=SecretInfo, dependencies=_WRITE_LIMIT, responses={201: {"model": SecretInfo}})
 async def put_tenant_secret(
     tenant: TenantDep,
     name: SecretName,
