@@ -64,6 +64,7 @@ from core.customers.suppressions import suppressed_addresses
 from core.infra.db import tenant_tx
 from core.infra.temporal import run_workflow_id, task_queue_for
 from core.runs.frequency import CapTracker
+from core.security.secrets import SecretResolver
 from devstack.inprocess import LocalStack, local_stack
 from devstack.worker_env import WorkerProcesses, worker_env
 from workers.main import provider_http_client
@@ -113,7 +114,8 @@ async def raw_loop(stack: LocalStack, tenant: PushTenant, clock: StageClock) -> 
     errors: list[BaseException] = []
 
     async with provider_http_client() as http:
-        adapter = HttpPushAdapter(http, settings.provider_base_url, max_per_request=REQUEST)
+        secrets = SecretResolver(pool, settings.secrets_keyring)
+        adapter = HttpPushAdapter(http, settings.provider_base_url, secrets, max_per_request=REQUEST)
 
         async def send_and_record(messages: list[OutboundMessage]) -> None:
             nonlocal sent

@@ -29,14 +29,15 @@ from activities.channels.sms_http import HttpSmsAdapter
 from core.content.templating import RenderedSms
 from core.infra.settings import Settings
 from core.infra.temporal import task_queue_for
+from core.security.secrets import SecretResolver
 from core.tenants.config_schema import Policies
 from core.tenants.config_store import load_config_file
 from devstack.provider_simulator import ProviderSimulator, SimulatorControl
 from devstack.worker_env import WorkerProcesses
 from tests.helpers.faults import TemporalDevServer, serve_api, worker_env
 from tests.helpers.runs import create_campaign, ledger_count, start_run, wait_for_run
-from tests.helpers.stack import ISOLATED_PREFIX, ROOT, SPANS, TENANT_CONFIGS, free_port
-from tests.helpers.tenants import MakeTenant, Tenant, api_tenant, store_tenant
+from tests.helpers.stack import ISOLATED_PREFIX, ROOT, SPANS, TENANT_CONFIGS, TEST_KEYRING, free_port
+from tests.helpers.tenants import MakeTenant, Tenant, api_tenant, store_provider_secrets, store_tenant
 from tests.helpers.waiting import until
 from workers.main import child_ports
 
@@ -381,7 +382,9 @@ async def test_metrics_token_guards_the_api_metrics(settings: Settings, temporal
         assert answer.status_code == 200 and "pennant_runs" in answer.text
 
 
-async def test_provider_calls_are_counted_by_outcome(provider_sim: ProviderSimulator, sim: SimulatorControl) -> None:
+async def test_provider_calls_are_counted_by_outcome(
+    provider_sim: ProviderSimulator, sim: SimulatorControl, pool: asyncpg.Pool
+) -> None:
     config = load_config_file(TENANT_CONFIGS / "freshmart.yaml")
     config = config.model_copy(update={"slug": f"ops-{uuid.uuid4().hex[:8]}"})
     outcomes = ("ok", "permanent", "transient", "rate_limited")
@@ -395,7 +398,9 @@ async def test_provider_calls_are_counted_by_outcome(provider_sim: ProviderSimul
         return OutboundMessage(key, 1, to, RenderedSms("hello"), {})
 
     async with httpx.AsyncClient(timeout=2) as http:
-        adapter = MeteredAdapter(HttpSmsAdapter(http, provider_sim.url, concurrency=1))
+        await store_provider_secrets(pool, config.slug)
+        secrets = SecretResolver(pool, TEST_KEYRING)
+        adapter = MeteredAdapter(HttpSmsAdapter(http, provider_sim.url, secrets, concurrency=1))
         await sim.set_faults(permanent_fail=["+12125550100"])
         await adapter.send_batch(config, [sms("o:1", "+12125550100"), sms("o:2", "+12125550101")])
         assert counted() == {"ok": 1, "permanent": 1, "transient": 0, "rate_limited": 0}
