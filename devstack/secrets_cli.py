@@ -64,6 +64,33 @@ def cmd_new_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_legacy(args: argparse.Namespace) -> int:
+    """`legacy`: every current config and run in progress that still names an `env:` variable
+    (they no longer resolve: store the values as secrets, then save `secret:NAME`). Exit 1 when any."""
+    import asyncio
+
+    from core.infra.db import create_pool
+    from core.infra.settings import get_settings
+    from core.security.secrets import legacy_references
+
+    async def go() -> list[tuple[str, str, list[str]]]:
+        url = get_settings().owner_database_url
+        if not url:
+            raise SystemExit("DATABASE_URL (or DATABASE_OWNER_URL) is not set")
+        pool = await create_pool(url)
+        try:
+            return await legacy_references(pool)
+        finally:
+            await pool.close()
+
+    found = asyncio.run(go())
+    for tenant, what, paths in found:
+        print(f"{tenant}: {what}: {', '.join(paths)}")
+    if not found:
+        print("no current config or run in progress names an env: variable")
+    return 1 if found else 0
+
+
 def register(tenants: Any) -> None:
     """Add `secrets` to `pennant tenants`."""
     secrets = tenants.add_parser("secrets", help="the tenant's secret store (write-only)")
@@ -72,6 +99,8 @@ def register(tenants: Any) -> None:
     _subcommand(actions, "generate", cmd_generate, "store a random secret and print it once").add_argument("name")
     _subcommand(actions, "list", cmd_list, "the tenant's secrets (never values)")
     _subcommand(actions, "delete", cmd_delete, "delete a secret no config in use names").add_argument("name")
+    legacy = actions.add_parser("legacy", help="configs and runs still naming env: variables (the upgrade)")
+    legacy.set_defaults(func=cmd_legacy)
     new_key = actions.add_parser("new-key", help="print a new SECRETS_KEYRING entry for rotation")
     new_key.add_argument("--id", help="the key id (default: k<UTC timestamp>)")
     new_key.set_defaults(func=cmd_new_key)

@@ -300,3 +300,33 @@ class SecretResolver:
         """Drop cached values (after a write in this process)."""
         for key in [k for k in self._cache if k[0] == tenant and (name is None or k[1] == name)]:
             del self._cache[key]
+
+
+async def legacy_references(owner_pool: asyncpg.Pool) -> list[tuple[str, str, list[str]]]:
+    """What still names `env:` variables, for the upgrade: (tenant, the current config or a run in
+    progress, the config paths). Reads every tenant, so it takes the owner role's pool."""
+    rows = await owner_pool.fetch(
+        """SELECT v.tenant_id, v.version, v.config, (v.version = t.current_version) AS current,
+                  array_agg(r.id::text) FILTER (WHERE r.id IS NOT NULL) AS runs
+             FROM tenant_config_versions v
+             JOIN tenants t ON t.slug = v.tenant_id AND t.removed_at IS NULL
+             LEFT JOIN runs r ON r.tenant_id = v.tenant_id AND r.config_version = v.version
+                             AND r.status IN ('scheduled', 'running', 'paused')
+            WHERE v.version = t.current_version OR r.id IS NOT NULL
+            GROUP BY v.tenant_id, v.version, v.config, t.current_version
+            ORDER BY v.tenant_id, v.version"""
+    )
+    found: list[tuple[str, str, list[str]]] = []
+    for row in rows:
+        try:
+            config = TenantConfig.model_validate(row["config"])
+        except ValueError:
+            continue
+        paths = sorted(p for p, ref in config.secret_refs().items() if ref.startswith("env:"))
+        if not paths:
+            continue
+        if row["current"]:
+            found.append((row["tenant_id"], f"current config (version {row['version']})", paths))
+        for run in row["runs"] or []:
+            found.append((row["tenant_id"], f"run {run} (config version {row['version']})", paths))
+    return found

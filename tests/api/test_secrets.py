@@ -16,8 +16,9 @@ import pytest
 from temporalio.client import Client
 
 from core.infra.db import tenant_tx
-from core.security.secrets import Keyring, SecretResolver, SecretUnavailable, rotate_rows
-from core.tenants.config_schema import Experiments, Policies
+from core.security.secrets import Keyring, SecretResolver, SecretUnavailable, legacy_references, rotate_rows
+from core.tenants.config_schema import Experiments, Policies, TenantConfig
+from core.tenants.config_store import save_config
 from tests.helpers.runs import wait_for_run
 from tests.helpers.stack import SPANS, TEST_KEYRING
 from tests.helpers.tenants import MakeTenant, Tenant
@@ -246,3 +247,35 @@ async def test_secret_writes_are_limited_per_tenant_and_a_neighbour_is_unaffecte
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
     assert (await busy.http.get(busy.url("/secrets"))).status_code == 200, "reading is not limited"
     assert (await neighbour.http.put(neighbour.url("/secrets/MINE"), json={"value": "x"})).status_code == 201
+
+
+async def test_the_upgrade_lists_configs_still_naming_env_variables(
+    make_tenant: MakeTenant, pool: asyncpg.Pool
+) -> None:
+    """A version stored before the secret store (env: references) still loads for history, is
+    listed by `pennant tenants secrets legacy`, and a run pinned to it fails naming the path."""
+    tenant = await make_tenant(customers=3, **EVERYONE)
+    current = TenantConfig.model_validate(await _config(tenant))
+    assert current.channels.sms is not None
+    old_sms = current.channels.sms.model_copy(
+        update={"credentials": {"account_sid": "env:PATH", "auth_token": "env:HOME"}}
+    )
+    old = current.model_copy(update={"channels": current.channels.model_copy(update={"sms": old_sms})})
+    await save_config(pool, old, "before the secret store")  # as stored then: save_config checks no refs
+
+    listed = [(what, paths) for slug, what, paths in await legacy_references(pool) if slug == tenant.slug]
+    assert listed == [
+        ("current config (version 2)", ["channels.sms.credentials.account_sid", "channels.sms.credentials.auth_token"])
+    ]
+    history = await tenant.http.get(tenant.url("/config/versions/2"))
+    assert (
+        history.status_code == 200
+        and history.json()["config"]["channels"]["sms"]["credentials"]["auth_token"] == "env:HOME"
+    )
+
+    body = {"name": "legacy", "channels": ["sms"], "variants": [{"key": "A", "template": "weekly_deals"}]}
+    campaign = (await tenant.http.post(tenant.url("/campaigns"), json=body)).json()["id"]
+    started = (await tenant.http.post(tenant.url(f"/campaigns/{campaign}/runs"))).json()
+    run = await wait_for_run(tenant, started["run_id"])
+    assert run["status"] == "failed" and "channels.sms.credentials.account_sid" in run["error"], run
+    assert "env: references were removed" in run["error"]

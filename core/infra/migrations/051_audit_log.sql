@@ -14,7 +14,8 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_log_recent ON audit_log (tenant_id, at DESC);
 
 ALTER TABLE audit_log ENABLE ROW LEVEL SECURITY;
+ALTER TABLE audit_log FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON audit_log
-    USING (tenant_id = current_setting('pennant.tenant_id', true))
-    WITH CHECK (tenant_id = current_setting('pennant.tenant_id', true));
+    USING (tenant_id = (SELECT pennant_tenant()))
+    WITH CHECK (tenant_id = (SELECT pennant_tenant()));
 GRANT SELECT, INSERT ON audit_log TO pennant_tenant;
