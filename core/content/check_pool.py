@@ -40,6 +40,8 @@ CHECK_DEADLINE_SECONDS = 2.0
 CHECK_MEMORY_BYTES = 512 * 1024 * 1024
 # Children checking at once. Checks are short; more would only compete with the API for CPU.
 CHECK_PROCESSES = 2
+# How much lower than the API the children run (nice(2) increment).
+CHILD_NICENESS = 10
 # The parent's own wait: the child's deadline plus time to start a child (a fork from the
 # forkserver, or the forkserver itself on first use). The child's alarm normally fires first.
 _PARENT_GRACE_SECONDS = 30.0
@@ -58,6 +60,9 @@ def _init_child(progress: Any) -> None:
     global _child_progress
     _child_progress = progress
     resource.setrlimit(resource.RLIMIT_AS, (CHECK_MEMORY_BYTES, CHECK_MEMORY_BYTES))
+    # Below the API in the scheduler: a check spinning to its deadline must not take the CPU
+    # from /healthz and other tenants' requests (two cores, two children).
+    os.nice(CHILD_NICENESS)
     set_progress_hook(_note)
 
 
