@@ -31,7 +31,7 @@ from devstack.provider_simulator import SimulatorControl
 from devstack.temporal_server import dev_server_command
 from devstack.worker_env import worker_env as stack_worker_env
 from tests.helpers.stack import ISOLATED_PREFIX, TENANT_CONFIGS, free_port
-from tests.helpers.tenants import Tenant
+from tests.helpers.tenants import Tenant, store_provider_secrets
 
 ROOT = TENANT_CONFIGS.parent
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*<([^>]+)>", re.MULTILINE | re.IGNORECASE)
@@ -168,6 +168,7 @@ async def isolated_tenant(
         "policies": Policies(),
         "experiments": Experiments(),
     }
+    await store_provider_secrets(pool, slug)
     await save_config(pool, config.model_copy(update=update), "test")
     columns = list(people[0].keys())
     names = ", ".join(columns)
