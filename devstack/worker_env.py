@@ -28,6 +28,7 @@ def worker_env(settings: Settings, **overrides: str) -> dict[str, str]:
         "PUBLIC_BASE_URL": settings.public_base_url,
         "LINK_SIGNING_SECRET": settings.link_signing_secret or "",
         "SECRETS_KEYRING": settings.secrets_keyring or "",
+        "EGRESS_ALLOW": settings.egress_allow,
         "PROVIDER_BASE_URL": settings.provider_base_url,
         "OTEL_EXPORTER": "none",
         # The tests' and benchmarks' short secrets are allowed only in dev (Settings.check_production).

@@ -64,10 +64,10 @@ async def test_the_rollup_follows_the_ledger_and_the_events(pool: asyncpg.Pool) 
         _ledger_row(tenant, run, 3, "email", "holdout", "skipped"),
     ]
     async with tenant_tx(pool, tenant) as conn:
-        await conn.execute(_LEDGER_SQL, *_ledger_columns(ledger))
+        await conn.execute(_LEDGER_SQL, *_ledger_columns(ledger), [])  # every channel via the platform
     async with tenant_tx(pool, tenant) as conn:
         # A retried batch writes the same rows again: ON CONFLICT DO NOTHING, counted once.
-        await conn.execute(_LEDGER_SQL, *_ledger_columns(ledger))
+        await conn.execute(_LEDGER_SQL, *_ledger_columns(ledger), [])  # every channel via the platform
         await conn.execute(
             _EVENTS_SQL, tenant, run,
             [1, 1, 1, 1, 1, 1, 1, 2, 99],
