@@ -385,7 +385,7 @@ class DeliveryActivities:
         if not rows:
             return
         columns = unnest_columns(rows, *_LEDGER_FIELDS)
-        own_accounts = [name for name in config.channels.enabled() if getattr(config.channels, name).endpoint]
+        own_accounts = [name for name, settings in config.channels.configured() if settings.endpoint]
         # What a provider has taken must reach the ledger: were this write to fail the batch, its
         # retry would send these messages again (and an SMTP relay keeps no idempotency key). So
         # a database that is restarting or unreachable is waited for here, heartbeats going on.

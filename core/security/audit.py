@@ -68,10 +68,8 @@ def boundary_paths(config: TenantConfig) -> dict[str, Any]:
     """The parts of a config the trail watches: every channel endpoint, every secret reference,
     and the suggestions provider's endpoint; path → value (endpoints and references, not secrets)."""
     found: dict[str, Any] = dict(config.secret_refs())
-    for channel in ("email", "sms", "push", "webhook"):
-        settings = getattr(config.channels, channel, None)
-        if settings is not None:
-            found[f"channels.{channel}.endpoint"] = settings.endpoint
+    for channel, settings in config.channels.configured():
+        found[f"channels.{channel}.endpoint"] = settings.endpoint
     if config.suggestions.provider is not None:
         found["suggestions.provider.endpoint"] = config.suggestions.provider.endpoint
     return found

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, Field
 
 from core.infra.db import tenant_tx
-from core.tenants.config_schema import TenantConfig
+from core.tenants.config_schema import LEGACY_SECRET_PREFIX, TenantConfig
 
 SECRET_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 SECRET_REF_RE = re.compile(r"^secret:([A-Za-z][A-Za-z0-9_]{0,63})$")
@@ -201,30 +201,51 @@ async def destroy_secrets(pool: asyncpg.Pool, tenant: str) -> int:
     return int(str(status).split()[-1])
 
 
-async def users_of(conn: Any, name: str) -> list[str]:
-    """Where the secret `name` is in use, in `conn`'s tenant transaction: the current config and
-    the config versions runs still in progress are pinned to (they resolve secrets at send)."""
+@dataclass(frozen=True)
+class ConfigInUse:
+    """A config version something still resolves secrets with: the tenant's current one, or one
+    that runs in progress are pinned to (their sends resolve at send time)."""
+
+    tenant: str
+    version: int
+    config: TenantConfig
+    current: bool
+    runs: list[str]
+
+
+async def configs_in_use(conn: Any) -> list[ConfigInUse]:
+    """Every config version in use that `conn` can see: one tenant's inside its tenant
+    transaction, every live tenant's through the owner role's pool. Versions that no longer
+    parse are left out (they resolve nothing)."""
     rows = await conn.fetch(
-        """SELECT v.version, v.config, (v.version = t.current_version) AS current,
+        """SELECT v.tenant_id, v.version, v.config, (v.version = t.current_version) AS current,
                   array_agg(r.id::text) FILTER (WHERE r.id IS NOT NULL) AS runs
              FROM tenant_config_versions v
-             JOIN tenants t ON t.slug = v.tenant_id
+             JOIN tenants t ON t.slug = v.tenant_id AND t.removed_at IS NULL
              LEFT JOIN runs r ON r.tenant_id = v.tenant_id AND r.config_version = v.version
                              AND r.status IN ('scheduled', 'running', 'paused')
             WHERE v.version = t.current_version OR r.id IS NOT NULL
-            GROUP BY v.version, v.config, t.current_version"""
+            GROUP BY v.tenant_id, v.version, v.config, t.current_version
+            ORDER BY v.tenant_id, v.version"""
     )
-    found: list[str] = []
+    found: list[ConfigInUse] = []
     for row in rows:
         try:
             config = TenantConfig.model_validate(row["config"])
         except ValueError:
             continue
-        if name in referenced_names(config):
-            if row["current"]:
-                found.append(f"the current config (version {row['version']})")
-            for run in row["runs"] or []:
-                found.append(f"run {run} (config version {row['version']})")
+        found.append(ConfigInUse(row["tenant_id"], row["version"], config, row["current"], row["runs"] or []))
+    return found
+
+
+async def users_of(conn: Any, name: str) -> list[str]:
+    """Where the secret `name` is in use, in `conn`'s tenant transaction (see configs_in_use)."""
+    found: list[str] = []
+    for used in await configs_in_use(conn):
+        if name in referenced_names(used.config):
+            if used.current:
+                found.append(f"the current config (version {used.version})")
+            found += [f"run {run} (config version {used.version})" for run in used.runs]
     return found
 
 
@@ -305,28 +326,12 @@ class SecretResolver:
 async def legacy_references(owner_pool: asyncpg.Pool) -> list[tuple[str, str, list[str]]]:
     """What still names `env:` variables, for the upgrade: (tenant, the current config or a run in
     progress, the config paths). Reads every tenant, so it takes the owner role's pool."""
-    rows = await owner_pool.fetch(
-        """SELECT v.tenant_id, v.version, v.config, (v.version = t.current_version) AS current,
-                  array_agg(r.id::text) FILTER (WHERE r.id IS NOT NULL) AS runs
-             FROM tenant_config_versions v
-             JOIN tenants t ON t.slug = v.tenant_id AND t.removed_at IS NULL
-             LEFT JOIN runs r ON r.tenant_id = v.tenant_id AND r.config_version = v.version
-                             AND r.status IN ('scheduled', 'running', 'paused')
-            WHERE v.version = t.current_version OR r.id IS NOT NULL
-            GROUP BY v.tenant_id, v.version, v.config, t.current_version
-            ORDER BY v.tenant_id, v.version"""
-    )
     found: list[tuple[str, str, list[str]]] = []
-    for row in rows:
-        try:
-            config = TenantConfig.model_validate(row["config"])
-        except ValueError:
-            continue
-        paths = sorted(p for p, ref in config.secret_refs().items() if ref.startswith("env:"))
+    for used in await configs_in_use(owner_pool):
+        paths = sorted(p for p, ref in used.config.secret_refs().items() if ref.startswith(LEGACY_SECRET_PREFIX))
         if not paths:
             continue
-        if row["current"]:
-            found.append((row["tenant_id"], f"current config (version {row['version']})", paths))
-        for run in row["runs"] or []:
-            found.append((row["tenant_id"], f"run {run} (config version {row['version']})", paths))
+        if used.current:
+            found.append((used.tenant, f"current config (version {used.version})", paths))
+        found += [(used.tenant, f"run {run} (config version {used.version})", paths) for run in used.runs]
     return found

@@ -164,9 +164,13 @@ class Channels(Strict):
     push: PushChannel | None = None
     webhook: WebhookChannel | None = None
 
+    def configured(self) -> list[tuple[str, ChannelConfig]]:
+        """(name, settings) of each channel the config has, enabled or not."""
+        return [(name, c) for name in ("email", "sms", "push", "webhook") if (c := getattr(self, name)) is not None]
+
     def enabled(self) -> list[str]:
         """The names of the channels that are configured and enabled."""
-        return [name for name in ("email", "sms", "push", "webhook") if (c := getattr(self, name)) and c.enabled]
+        return [name for name, c in self.configured() if c.enabled]
 
 
 _HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
@@ -349,12 +353,11 @@ class TenantConfig(Strict):
 
     def secret_refs(self) -> dict[str, str]:
         """Every secret reference in the config: its path → the reference as written."""
-        found: dict[str, str] = {}
-        for channel in ("email", "sms", "push", "webhook"):
-            settings: ChannelConfig | None = getattr(self.channels, channel, None)
-            if settings is not None:
-                for key, ref in settings.credentials.items():
-                    found[f"channels.{channel}.credentials.{key}"] = ref
+        found = {
+            f"channels.{channel}.credentials.{key}": ref
+            for channel, settings in self.channels.configured()
+            for key, ref in settings.credentials.items()
+        }
         if self.suggestions.provider is not None:
             found["suggestions.provider.api_key"] = self.suggestions.provider.api_key
         return found
@@ -383,9 +386,8 @@ def endpoint_problems(config: TenantConfig) -> list[str]:
     its path. Checked when a config is saved (config_store.save_config), not when a stored
     version is read: an old version stays readable, and its refused endpoint fails at send."""
     found: list[str] = []
-    for channel in ("email", "sms", "push", "webhook"):
-        settings: ChannelConfig | None = getattr(config.channels, channel, None)
-        if settings is not None and settings.endpoint:
+    for channel, settings in config.channels.configured():
+        if settings.endpoint:
             why = endpoint_problem(settings.endpoint, settings.endpoint_schemes)
             if why:
                 found.append(f"channels.{channel}.endpoint: {why}")
