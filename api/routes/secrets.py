@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from api.deps import PoolDep, PrincipalDep, SecretsDep, TenantDep
 from api.tenant_limits import SECRET_WRITES_PER_MINUTE, per_tenant_limit
@@ -41,6 +41,14 @@ class SecretValue(BaseModel):
     """The value to store. It is encrypted at once and never shown again."""
 
     value: str = Field(min_length=1, max_length=MAX_SECRET_BYTES)
+
+    @field_validator("value")
+    @classmethod
+    def _bytes(cls, value: str) -> str:
+        # max_length counts characters; the store's bound is on the encoded bytes.
+        if len(value.encode()) > MAX_SECRET_BYTES:
+            raise ValueError(f"must be at most {MAX_SECRET_BYTES} bytes as UTF-8")
+        return value
 
 
 class GeneratedSecret(SecretInfo):

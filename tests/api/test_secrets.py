@@ -61,6 +61,7 @@ async def test_secrets_are_write_only_listed_by_fingerprint_and_deleted_only_whe
         ("1BAD", {"value": "x"}, "name"),
         ("GOOD", {"value": ""}, "value"),
         ("GOOD", {"value": "x" * 9000}, "value"),
+        ("GOOD", {"value": "é" * 5000}, "value"),  # 5,000 characters, 10,000 bytes
         ("GOOD", {}, "value"),
     ):
         bad = await tenant.http.put(tenant.url(f"/secrets/{name}"), json=body)
