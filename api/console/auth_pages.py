@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -54,18 +56,22 @@ async def login(request: Request) -> Response:
     if not sessions.login_token_ok(request.cookies.get(sessions.LOGIN_COOKIE), first(form, "csrf") or None, signing):
         return _login_form(request, 403, "This sign-in form has expired or is not the console's; sign in again.")
     key = first(form, "key")
-    limiter = request.app.state.auth_limiter
-    wait = limiter.retry_after(_client(request))
-    if wait is not None:
-        return _login_form(request, 429, f"Too many wrong keys from this address; try again in {wait} s.")
     if not key:
         return _login_form(request, 422, "key: paste your API key")
-    principal = await lookup_key(deps.get_pool(request), key)
+    # A valid key always signs in (failures by others at this address never lock it out); a
+    # wrong one counts against the same shared per-address limit as wrong API keys.
+    limiter = request.app.state.auth_limiter
+    pool = deps.get_pool(request)
+    principal = await lookup_key(pool, key)
     if principal is None:
-        limiter.failed(_client(request))
-        return _login_form(request, 401, "key: not a valid API key (unknown or revoked)")
+        address = _client(request)
+        wait = limiter.blocked_for(address)
+        if wait is None:
+            await limiter.failed(pool, address, hashlib.sha256(f"Bearer {key}".encode()).digest())
+            return _login_form(request, 401, "key: not a valid API key (unknown or revoked)")
+        return _login_form(request, 429, f"Too many wrong keys from this address; try again in {wait} s.")
     session = sessions.new_session(principal)
-    await sessions.record(deps.get_pool(request), session)
+    await sessions.record(pool, session)
     response = redirect("/campaigns" if session.tenant else "/tenants")
     set_session_cookie(response, request, session)
     response.delete_cookie(sessions.LOGIN_COOKIE, path=PREFIX)

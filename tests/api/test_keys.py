@@ -6,9 +6,13 @@ import random
 
 import asyncpg
 import httpx
+from temporalio.client import Client
 
+from api.app import create_app
 from core.infra.settings import Settings
 from core.tenants.keys import new_key, store_key
+from devstack.inprocess import serving
+from tests.helpers.stack import free_port
 from tests.helpers.tenants import MakeTenant
 
 SECRET_FIELDS = {"key", "key_hash", "hash", "secret"}
@@ -113,9 +117,10 @@ async def test_an_admin_key_can_be_revoked(api_url: str, admin_key: str, pool: a
 
 
 async def test_repeated_authentication_failures_slow_the_guesser_not_a_working_key_or_the_neighbours(
-    make_tenant: MakeTenant, api_url: str, settings: Settings
+    make_tenant: MakeTenant, api_url: str, settings: Settings, pool: asyncpg.Pool, temporal_client: Client
 ) -> None:
     tenant = await make_tenant(customers=0)
+    api_settings = settings.model_copy(update={"temporal_address": temporal_client.service_client.config.target_host})
     guesser_address, neighbour_address = _random_loopback(), _random_loopback()
     async with (
         _from_address(api_url, guesser_address, "tk_guess") as guesser,
@@ -140,6 +145,23 @@ async def test_repeated_authentication_failures_slow_the_guesser_not_a_working_k
         assert (
             await guesser.get(tenant.url("/campaigns"), headers={"Authorization": f"Bearer {unseen}"})
         ).status_code == 429
+        # A valid key never used before, from the blocked address, is served too: the guard
+        # looks it up rather than refusing it for failures that were not its own.
+        fresh = new_key("tk")
+        await store_key(pool, fresh, tenant.slug, "issued during the block")
+        assert (
+            await guesser.get(tenant.url("/campaigns"), headers={"Authorization": f"Bearer {fresh}"})
+        ).status_code == 200
+        # The count is shared by every API process: a second one, which has seen none of these
+        # failures, refuses the address at its first guess there and still serves the good key.
+        async with serving(create_app(api_settings), free_port()) as second_url:
+            async with (
+                _from_address(second_url, guesser_address, "tk_guess_again") as second_guesser,
+                _from_address(second_url, guesser_address, tenant.key) as second_with_key,
+            ):
+                assert (await second_guesser.get(tenant.url("/campaigns"))).status_code == 401
+                assert (await second_guesser.get(tenant.url("/campaigns"))).status_code == 429
+                assert (await second_with_key.get(tenant.url("/campaigns"))).status_code == 200
         # Another client is unaffected: its own mistakes are 401 and its good key works.
         assert (await neighbour.get(tenant.url("/campaigns"))).status_code == 401
         assert (await neighbour_with_key.get(tenant.url("/campaigns"))).status_code == 200
