@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -31,6 +32,7 @@ from api.routes import (
     unsubscribe,
 )
 from api.security_headers import SecurityHeaders
+from core.content.check_pool import check_pool
 from core.infra.db import create_pool, migrate
 from core.infra.settings import Settings, get_settings
 from core.infra.telemetry import setup_telemetry
@@ -62,7 +64,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             finally:
                 await owner.close()
             app.state.temporal = await connect(settings.temporal_address, settings.temporal_namespace)
+            # Start the save-time check children now, beside serving, so the first config save
+            # does not pay for the forkserver's start (about a second).
+            warming = asyncio.create_task(check_pool().warm())
+            # A failed warm-up only means the first check starts its child itself.
+            warming.add_done_callback(lambda task: task.cancelled() or task.exception())
             yield
+            warming.cancel()
         finally:
             await app.state.pool.close()
 
