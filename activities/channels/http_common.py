@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import email.utils
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -21,9 +22,33 @@ from core.tenants.config_schema import ChannelConfig, TenantConfig
 TRANSIENT_STATUS = frozenset({408, 429})
 # Sends one message as its own request: the result, or TransientChannelError.
 SendOne = Callable[[OutboundMessage], Awaitable[SendResult]]
-# Who makes a request: the shared client for the operator's own providers (trusted), the
-# guarded client for an endpoint the tenant set.
-Sender = httpx.AsyncClient | EgressGuard
+# Requests in flight for one tenant in one worker process, over both the shared client (200
+# connections) and the guarded one: a quarter of the pool, so a tenant with many batches in flight,
+# or a slow endpoint of its own, leaves connections for every other tenant.
+TENANT_HTTP_CONNECTIONS = 50
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who makes a tenant's request: the shared client for the operator's own providers
+    (trusted), or the guarded client for an endpoint the tenant set; and whose share of the
+    process's connections the request takes."""
+
+    client: httpx.AsyncClient | EgressGuard
+    tenant: str
+
+
+_tenant_slots: dict[str, asyncio.Semaphore] = {}
+
+
+def tenant_slots(tenant: str) -> asyncio.Semaphore:
+    """The process's cap on `tenant`'s requests in flight (TENANT_HTTP_CONNECTIONS)."""
+    slots = _tenant_slots.get(tenant)
+    if slots is None:
+        slots = _tenant_slots[tenant] = asyncio.Semaphore(TENANT_HTTP_CONNECTIONS)
+    return slots
+
+
 # The reason recorded for every message of a batch after the guard refused its endpoint.
 EGRESS_REFUSED = "egress_refused"
 
@@ -82,7 +107,8 @@ class HttpAdapter:
     def sender(self, config: TenantConfig) -> Sender:
         """The guard when the tenant set the channel's endpoint, else the shared client: the
         platform default is the operator's own provider, trusted as configured."""
-        return self.guard if channel_config(config, self.channel).endpoint else self.http
+        client = self.guard if channel_config(config, self.channel).endpoint else self.http
+        return Sender(client, config.slug)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -157,10 +183,18 @@ def transport_error(exc: Exception, what: str) -> Exception:
     return TransientChannelError(f"{what} {kind}: {type(exc).__name__} {exc}".rstrip())
 
 
-async def post(http: Sender, url: str, request: str, provider: str, **kwargs: Any) -> httpx.Response:
-    """POST to a provider. Transport errors, 5xx, 429 and 408 raise (transient, or a config
-    error for a malformed endpoint); any other answer is the caller's to read. Through the guard,
-    a refusal raises EndpointRefused and other failures say only the guard's fixed word."""
+async def post(via: Sender, url: str, request: str, provider: str, **kwargs: Any) -> httpx.Response:
+    """POST to a provider, within the tenant's share of connections. Transport errors, 5xx, 429
+    and 408 raise (transient, or a config error for a malformed endpoint); any other answer is the
+    caller's to read. Through the guard, a refusal raises EndpointRefused and other failures say
+    only the guard's fixed word."""
+    async with tenant_slots(via.tenant):
+        return await _post(via.client, url, request, provider, **kwargs)
+
+
+async def _post(
+    http: httpx.AsyncClient | EgressGuard, url: str, request: str, provider: str, **kwargs: Any
+) -> httpx.Response:
     if isinstance(http, EgressGuard):
         try:
             response = await http.post(url, **kwargs)
