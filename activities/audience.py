@@ -13,10 +13,9 @@ from temporalio.exceptions import ApplicationError
 from activities.lookups import campaign_spec, pinned_config
 from activities.names import LIST_BATCHES, PLAN_AUDIENCE, SKIP_REMAINING
 from activities.pooled import PooledActivities
-from core.campaigns.spec import CampaignSpec
+from core.campaigns.spec import CampaignSpec, experiment_assignment
 from core.content.channels import message_key
 from core.customers.segments import SegmentError, compile_segment
-from core.experiments.winner_selection import ExperimentAssignment
 from core.infra.db import BULK_STATEMENT_TIMEOUT_SECONDS, tenant_tx
 from core.infra.telemetry import tag_current_span
 from core.optimisation.send_times import assign_run_send_times
@@ -198,7 +197,7 @@ class AudienceActivities(PooledActivities):
         async with tenant_tx(self.pool, inp.tenant) as conn:
             spec = await campaign_spec(conn, inp.tenant, inp.campaign_id)
         config = await pinned_config(self.pool, inp.tenant, inp.config_version)
-        variant_of = ExperimentAssignment(spec, config, inp.tenant, inp.campaign_id, inp.experiment).ledger_variant
+        variant_of = experiment_assignment(spec, config, inp.tenant, inp.campaign_id, inp.experiment).ledger_variant
 
         channels = [*spec.channels, *([inp.fallback] if inp.fallback else [])]
         cursor = -(2**63)

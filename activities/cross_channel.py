@@ -41,7 +41,7 @@ class CrossChannelActivities(PooledActivities):
         async with tenant_tx(self.pool, inp.tenant) as conn:
             spec = await campaign_spec(conn, inp.tenant, inp.campaign_id)
             assert spec.fallback is not None, "fallback_due said the campaign has one"
-            engaged, not_reached = await exclude_engaged(conn, inp.tenant, inp.run_id, spec)
+            engaged, not_reached = await exclude_engaged(conn, inp.tenant, inp.run_id, spec.fallback, spec.channels)
             await conn.execute(_CLEAR_WAVES_SQL, inp.tenant, inp.run_id)
             # The same quiet-hours waves a run on the fallback channel alone would get, from now.
             alone = spec.model_copy(update={"channels": [spec.fallback.channel], "local_send_time": None})

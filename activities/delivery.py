@@ -27,14 +27,13 @@ from activities.channels.rate_limit import RateLimits
 from activities.lookups import campaign_spec, pinned_config
 from activities.names import DELIVER_BATCH
 from core.campaigns.cross_channel import NOT_CHOSEN, count_own_sends
-from core.campaigns.spec import Variant
+from core.campaigns.spec import Variant, experiment_assignment
 from core.common import signed_links as links
 from core.content.channels import CHANNELS, message_key
 from core.content.rendering import RenderError, render_message
 from core.customers.suppressions import suppressed_addresses
 from core.engagement.tracking import RunTracking, record_links
 from core.experiments.buckets import GLOBAL_CONTROL, HOLDOUT
-from core.experiments.winner_selection import ExperimentAssignment
 from core.infra.db import DATABASE_UNAVAILABLE, tenant_tx
 from core.infra.fair_turns import TenantTurns, TurnSlices
 from core.infra.metrics import RENDER_DURATION, count_messages
@@ -189,7 +188,7 @@ class DeliveryActivities:
                 await count_own_sends(conn, inp.tenant, inp.run_id, [c["id"] for c in customers], channels, caps)
         done = {(r["customer_id"], r["channel"]) for r in done_rows}
         campaign_ctx = {"id": inp.campaign_id, "name": spec.name}
-        assignment = ExperimentAssignment(spec, config, inp.tenant, inp.campaign_id, inp.experiment)
+        assignment = experiment_assignment(spec, config, inp.tenant, inp.campaign_id, inp.experiment)
         assign = assignment.variant
         done_rows = [r for r in done_rows if assignment.in_batch(r["customer_id"])]  # a winner test's part
         variants = {v.key: v for v in spec.variants}

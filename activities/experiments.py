@@ -20,7 +20,7 @@ from core.experiments.models import (
     VariantStat,
 )
 from core.experiments.spec import ExperimentSpec
-from core.experiments.winner_selection import decide, thompson_weights, variant_stats
+from core.experiments.winner_selection import decide, thompson_weights
 from core.infra.db import tenant_tx
 from core.infra.telemetry import tag_current_span
 from core.results import report as results
@@ -35,7 +35,7 @@ async def _metric_stats(
     found = await results.results(
         conn, tenant, scope="campaign", campaign_id=campaign_id, run_ids=run_ids, variant_order=order
     )
-    return variant_stats(found.groups, order, experiment.metric)
+    return results.variant_stats(found.groups, order, experiment.metric)
 
 
 class ExperimentActivities:

@@ -9,12 +9,13 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.input_guard import BIGINT_MAX, BIGINT_MIN
+from core.campaigns.send_time import SendTime
 from core.campaigns.spec import CampaignSpec
 from core.campaigns.store import CampaignRecord, CampaignStatus
 from core.customers.records import MAX_BATCH
 from core.engagement.conversions import MAX_EVENTS
 from core.experiments.models import RunExperiment
-from core.optimisation.send_times import SendTime, SendTimePreview
+from core.optimisation.send_times import SendTimePreview
 from core.optimisation.suggestions import SuggestionsRecord
 from core.results.report import ResultsRecord, SeriesRecord
 from core.runs.models import Counts, RunStatus

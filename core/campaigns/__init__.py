@@ -26,8 +26,9 @@ if TYPE_CHECKING:
         preview_unsubscribe_url,
     )
     from core.campaigns.schedules import RecurrenceSpec, RegisterRunInput, ScheduledRunInput
+    from core.campaigns.send_time import OptimalSendTime, SendTime, check_send_time
     from core.campaigns.spec import CampaignSpec, Variant, check_campaign, effective_split
-    from core.campaigns.store import CampaignRecord, CampaignStatus, as_uuid, get_campaign
+    from core.campaigns.store import CampaignRecord, CampaignStatus, get_campaign
 
 _EXPORTS = {
     "CampaignRecord": "store",
@@ -39,15 +40,17 @@ _EXPORTS = {
     "FallbackPlan": "cross_channel",
     "NOT_CHOSEN": "cross_channel",
     "NOT_REACHED": "cross_channel",
+    "OptimalSendTime": "send_time",
     "RecurrenceSpec": "schedules",
     "RegisterRunInput": "schedules",
     "ScheduledRunInput": "schedules",
+    "SendTime": "send_time",
     "TestSendInput": "preview",
     "TestSendMessage": "preview",
     "TestSendResult": "preview",
     "Variant": "spec",
-    "as_uuid": "store",
     "check_campaign": "spec",
+    "check_send_time": "send_time",
     "count_own_sends": "cross_channel",
     "effective_split": "spec",
     "exclude_engaged": "cross_channel",
@@ -65,15 +68,17 @@ __all__ = [
     "Fallback",
     "FallbackDue",
     "FallbackPlan",
+    "OptimalSendTime",
     "RecurrenceSpec",
     "RegisterRunInput",
     "ScheduledRunInput",
+    "SendTime",
     "TestSendInput",
     "TestSendMessage",
     "TestSendResult",
     "Variant",
-    "as_uuid",
     "check_campaign",
+    "check_send_time",
     "count_own_sends",
     "effective_split",
     "exclude_engaged",

@@ -11,20 +11,18 @@ plans the fallback.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.common.durations import Duration, duration_seconds
 from core.content.channels import CHANNELS, message_key
-from core.content.rendering import check_campaign_templates
+from core.content.rendering import MessageVariant, check_campaign_templates
 from core.experiments.buckets import GLOBAL_CONTROL, HOLDOUT
+from core.runs.frequency import CapTracker
 from core.runs.models import Wave
 from core.tenants.config_schema import ChannelName, TenantConfig
-
-if TYPE_CHECKING:
-    from core.campaigns.spec import CampaignSpec
-    from core.runs.frequency import CapTracker
 
 DeliveryMode = Literal["all", "first_available"]
 
@@ -55,37 +53,43 @@ class Fallback(BaseModel):
         return dt.timedelta(seconds=duration_seconds(self.after))
 
 
-def check_cross_channel(spec: CampaignSpec, config: TenantConfig) -> list[str]:
-    """What stops the campaign's fallback from running under `config`, as `path: reason` lines."""
-    fallback = spec.fallback
+def check_cross_channel(
+    fallback: Fallback | None,
+    channels: Sequence[str],
+    variants: Sequence[MessageVariant],
+    tracking: bool,
+    config: TenantConfig,
+) -> list[str]:
+    """What stops a campaign's `fallback` (after its `channels`, for its `variants`, with its
+    `tracking` setting) from running under `config`, as `path: reason` lines."""
     if fallback is None:
         return []
     errors: list[str] = []
-    if fallback.channel in spec.channels:
+    if fallback.channel in channels:
         errors.append(f"fallback.channel: '{fallback.channel}' is already one of the campaign's channels")
     if fallback.channel not in config.channels.enabled():
         errors.append(f"fallback.channel: channel '{fallback.channel}' is not enabled for this tenant")
-    errors += _engagement_errors(spec, fallback, config)
-    for i, variant in enumerate(spec.variants):
+    errors += _engagement_errors(fallback, channels, tracking, config)
+    for i, variant in enumerate(variants):
         tset = config.templates.get(variant.template)
         if tset is not None and CHANNELS[fallback.channel].template(tset) is None:
             errors.append(f"variants[{i}].template: template '{variant.template}' has no {fallback.channel} part")
     if not errors:  # each variant's fallback part, rendered for the sample customer as delivery would
-        errors += check_campaign_templates(spec.model_copy(update={"channels": [fallback.channel]}), config)
+        errors += check_campaign_templates(variants, [fallback.channel], config)
     return errors
 
 
-def _engagement_errors(spec: CampaignSpec, fallback: Fallback, config: TenantConfig) -> list[str]:
+def _engagement_errors(fallback: Fallback, channels: Sequence[str], tracking: bool, config: TenantConfig) -> list[str]:
     """The engagement the fallback waits for must be measurable on the first channel(s)."""
     eng = config.engagement
-    if not spec.tracking:
+    if not tracking:
         return ["fallback.unless: needs tracking (the campaign sets tracking: false)"]
     if fallback.unless == "opened":
-        if "email" not in spec.channels or not eng.track_opens:
+        if "email" not in channels or not eng.track_opens:
             return ["fallback.unless: 'opened' needs email among the channels and engagement.track_opens"]
         return []
     trackable = {"email": eng.track_clicks, "sms": eng.track_sms_links, "push": eng.track_push_links}
-    if not any(trackable.get(c, False) for c in spec.channels):
+    if not any(trackable.get(c, False) for c in channels):
         return ["fallback.unless: 'clicked' needs a channel whose links the tenant tracks"]
     return []
 
@@ -149,12 +153,13 @@ def engagement_kinds(fallback: Fallback) -> list[str]:
     return ["open", "click"] if fallback.unless == "opened" else ["click"]
 
 
-async def exclude_engaged(conn: Any, tenant: str, run_id: str, spec: CampaignSpec) -> tuple[int, int]:
-    """Record who is not to get the fallback (idempotent); (engaged, not reached) counts."""
-    fallback = spec.fallback
-    assert fallback is not None
+async def exclude_engaged(
+    conn: Any, tenant: str, run_id: str, fallback: Fallback, channels: Sequence[str]
+) -> tuple[int, int]:
+    """Record who is not to get the `fallback` after the first `channels` (idempotent);
+    (engaged, not reached) counts."""
     args = (tenant, run_id, fallback.channel)
-    first = (list(spec.channels), engagement_kinds(fallback), NOT_REACHED, ENGAGED, [HOLDOUT, GLOBAL_CONTROL])
+    first = (list(channels), engagement_kinds(fallback), NOT_REACHED, ENGAGED, [HOLDOUT, GLOBAL_CONTROL])
     cursor = -(2**63)
     while rows := await conn.fetch(_EXCLUDE_PAGE_SQL, tenant, run_id, *first, cursor, _EXCLUDE_PAGE):
         ids = [r["customer_id"] for r in rows]

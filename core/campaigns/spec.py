@@ -9,12 +9,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.campaigns.cross_channel import DeliveryMode, Fallback, check_cross_channel
+from core.campaigns.send_time import SendTime, check_send_time
 from core.content.channels import CHANNELS
 from core.content.rendering import check_campaign_templates
 from core.customers.segments import SegmentError, compile_segment
 from core.experiments.buckets import GLOBAL_CONTROL, assign_variant, in_global_control
+from core.experiments.models import BatchExperiment
 from core.experiments.spec import ExperimentSpec, check_experiment
-from core.optimisation.send_times import SendTime, check_send_time
+from core.experiments.winner_selection import ExperimentAssignment
 from core.tenants.config_schema import ChannelName, TenantConfig
 
 
@@ -114,9 +116,9 @@ def check_campaign(spec: CampaignSpec, config: TenantConfig) -> list[str]:
         for channel in spec.channels:
             if CHANNELS[channel].template(tset) is None:
                 errors.append(f"variants[{i}].template: template '{variant.template}' has no {channel} part")
-    errors += check_campaign_templates(spec, config)
-    errors += check_cross_channel(spec, config)
-    errors += check_send_time(spec)
+    errors += check_campaign_templates(spec.variants, spec.channels, config)
+    errors += check_cross_channel(spec.fallback, spec.channels, spec.variants, spec.tracking, config)
+    errors += check_send_time(spec.send_time, spec.local_send_time)
     errors += check_experiment(spec.experiment, [v.key for v in spec.variants])
     return errors
 
@@ -133,6 +135,17 @@ def variant_assigner(spec: CampaignSpec, config: TenantConfig, tenant: str, camp
         return assign_variant(campaign_id, customer_id, weights, holdout)
 
     return assign
+
+
+def experiment_assignment(
+    spec: CampaignSpec, config: TenantConfig, tenant: str, campaign_id: str, exp: BatchExperiment | None
+) -> ExperimentAssignment:
+    """The variant assignment of one part of a run of `spec` (its experiment's phase `exp`):
+    variant_assigner's split, with a winner test's slice and winner."""
+    weights, holdout = effective_split(spec, config)
+    return ExperimentAssignment(
+        weights, holdout, config.policies.holdout_percent, spec.experiment, tenant, campaign_id, exp
+    )
 
 
 def effective_split(spec: CampaignSpec, config: TenantConfig) -> tuple[list[tuple[str, float]], float]:

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from core.campaigns.spec import CampaignSpec
+from core.common.ids import as_uuid
 
 _COLUMNS = "id, definition, status, created_at"
 
@@ -35,16 +36,6 @@ class CampaignRecord(BaseModel):
     def startable(self) -> bool:
         """Whether the campaign may start runs or change: archiving freezes it."""
         return self.status is not CampaignStatus.ARCHIVED
-
-
-def as_uuid(value: str | uuid.UUID) -> uuid.UUID | None:
-    """`value` as a UUID, or None when it is not one (so no row can have it as its id)."""
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
 
 
 def _record(row: Any) -> CampaignRecord:

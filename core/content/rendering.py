@@ -4,7 +4,8 @@ campaigns render through the same code against a sample customer that has every 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from core.content.channels import CHANNELS
 from core.content.templating import (
@@ -18,11 +19,27 @@ from core.content.templating import (
     render_part,
     report_progress,
 )
-from core.engagement.tracking import RunTracking
 from core.tenants.config_schema import Brand, TemplateContent, TemplateSet, TenantConfig
 
-if TYPE_CHECKING:
-    from core.campaigns.spec import CampaignSpec, Variant
+
+class MessageVariant(Protocol):
+    """What rendering reads of a campaign variant (core.campaigns.spec.Variant is one)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def template(self) -> str: ...
+
+    @property
+    def subject(self) -> str | None: ...
+
+
+class LinkTracking(Protocol):
+    """What rendering asks of a run's tracking (core.engagement.tracking.RunTracking is one):
+    the rendered content with its links rewritten and its open pixel added."""
+
+    def apply(self, content: Any, channel: str, customer_id: int, unsubscribe_url: str) -> Any: ...
 
 
 class RenderError(TemplateError):
@@ -63,14 +80,14 @@ SAMPLE_UNSUBSCRIBE_URL = "https://example.com/u/sample"
 
 def render_message(
     config: TenantConfig,
-    variant: Variant,
+    variant: MessageVariant,
     channel: str,
     customer: dict[str, Any],
     *,
     campaign: dict[str, Any],
     unsubscribe_url: str,
     path: str = "variant",
-    tracking: RunTracking | None = None,
+    tracking: LinkTracking | None = None,
 ) -> Any:
     """`variant` rendered for `customer` on `channel` in the customer's locale: the channel's
     rendered content (RenderedEmail, RenderedSms, …). Raises RenderError naming `path`.
@@ -136,23 +153,25 @@ def check_template_set(name: str, tset: TemplateSet, brand: Brand | None, prefix
     return errors
 
 
-def check_campaign_templates(spec: CampaignSpec, config: TenantConfig) -> list[str]:
-    """Each variant's templates on each of the campaign's channels, rendered for the sample
+def check_campaign_templates(
+    variants: Sequence[MessageVariant], channels: Sequence[str], config: TenantConfig
+) -> list[str]:
+    """A campaign's variants' templates on each of its channels, rendered for the sample
     customer exactly as delivery would; subject overrides checked on their own first. A missing
     template or channel part is check_campaign's to report, once."""
     errors: list[str] = []
     ctx = _sample_ctx(config.brand, config)
-    for i, variant in enumerate(spec.variants):
+    for i, variant in enumerate(variants):
         report_progress(f"variants[{i}]")
         tset = config.templates.get(variant.template)
-        if tset is None or any(CHANNELS[c].template(tset) is None for c in spec.channels):
+        if tset is None or any(CHANNELS[c].template(tset) is None for c in channels):
             continue
         if variant.subject is not None:
             subject_errors = check_part(variant.subject, f"variants[{i}].subject", EMAIL_SUBJECT, ctx)
             if subject_errors:
                 errors += subject_errors
                 continue
-        for channel in spec.channels:
+        for channel in channels:
             try:
                 render_message(
                     config,

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
         decide,
         in_test_slice,
         thompson_weights,
-        variant_stats,
     )
 
 _EXPORTS = {
@@ -53,7 +52,6 @@ _EXPORTS = {
     "in_global_control": "buckets",
     "in_test_slice": "winner_selection",
     "thompson_weights": "winner_selection",
-    "variant_stats": "winner_selection",
 }
 __all__ = [
     "GLOBAL_CONTROL",
@@ -77,6 +75,5 @@ __all__ = [
     "in_global_control",
     "in_test_slice",
     "thompson_weights",
-    "variant_stats",
 ]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -8,13 +8,10 @@ import hashlib
 import random
 from collections.abc import Sequence
 
-from core.campaigns.spec import CampaignSpec, effective_split
 from core.common import stats
 from core.experiments.buckets import GLOBAL_CONTROL, HOLDOUT, assign_variant, bucket, in_global_control
 from core.experiments.models import BatchExperiment, Decision, VariantStat
-from core.experiments.spec import ExperimentMetric, ExperimentSpec
-from core.results.report import GroupResult, _successes
-from core.tenants.config_schema import TenantConfig
+from core.experiments.spec import ExperimentSpec
 
 # Draws per Thompson-sampling estimate: the weights move by well under a percent between seeds.
 THOMPSON_DRAWS = 4_000
@@ -29,19 +26,29 @@ def in_test_slice(campaign_id: str, customer_id: int, percent: float) -> bool:
 class ExperimentAssignment:
     """Variant assignment for one part of a run: the campaign's split (or an adaptive run's
     weights) in a winner test's slice, the winner for the rest; holdout and global control as
-    always. Deterministic per (campaign, customer), like core/experiments/buckets.py."""
+    always. Deterministic per (campaign, customer), like core/experiments/buckets.py.
+
+    `weights` and `holdout` are the campaign's effective split, `control` the tenant's global
+    control percent (core.campaigns.spec.experiment_assignment reads them from a campaign)."""
 
     def __init__(
-        self, spec: CampaignSpec, config: TenantConfig, tenant: str, campaign_id: str, exp: BatchExperiment | None
+        self,
+        weights: Sequence[tuple[str, float]],
+        holdout: float,
+        control: float,
+        experiment: ExperimentSpec | None,
+        tenant: str,
+        campaign_id: str,
+        exp: BatchExperiment | None,
     ):
-        weights, self.holdout = effective_split(spec, config)
         if exp is not None and exp.weights:
             weights = [(key, exp.weights.get(key, 0.0)) for key, _ in weights]
-        self.weights = weights
+        self.weights = list(weights)
+        self.holdout = holdout
         self.tenant, self.campaign_id, self.exp = tenant, campaign_id, exp
-        self.control = config.policies.holdout_percent
-        winner_test = spec.experiment is not None and spec.experiment.mode == "winner"
-        self.test_percent = spec.experiment.test_percent if spec.experiment is not None and winner_test else None
+        self.control = control
+        winner_test = experiment is not None and experiment.mode == "winner"
+        self.test_percent = experiment.test_percent if experiment is not None and winner_test else None
         if exp is not None and exp.test_percent is not None:  # the run's own, pinned at its start
             self.test_percent = exp.test_percent
 
@@ -75,17 +82,6 @@ class ExperimentAssignment:
         if key in (HOLDOUT, GLOBAL_CONTROL) or not self._rest(customer_id):
             return key
         return self.exp.winner if self.exp is not None and self.exp.winner else None
-
-
-def variant_stats(groups: Sequence[GroupResult], order: Sequence[str], metric: ExperimentMetric) -> list[VariantStat]:
-    """(successes, trials) of each variant in `order` on `metric` from a results record's groups;
-    machine opens and clicks never count (the results count human ones only)."""
-    by_key = {g.variant: g for g in groups if g.kind == "variant"}
-    out = []
-    for key in order:
-        x, n = _successes(by_key[key], metric) if key in by_key else (0, 0)
-        out.append(VariantStat(variant=key, successes=x, trials=n, rate=x / n if n else None))
-    return out
 
 
 def decide(experiment: ExperimentSpec, cells: list[VariantStat], picked: str | None = None) -> Decision:

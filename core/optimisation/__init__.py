@@ -10,36 +10,27 @@ from core import lazy_exports
 if TYPE_CHECKING:
     from core.optimisation.send_times import (
         Audience,
-        OptimalSendTime,
-        SendTime,
         SendTimePreview,
         assign_run_send_times,
-        check_send_time,
         preview_send_times,
     )
     from core.optimisation.suggestions import ProviderFailure, SuggestionsRecord, suggest
 
 _EXPORTS = {
     "Audience": "send_times",
-    "OptimalSendTime": "send_times",
     "ProviderFailure": "suggestions",
-    "SendTime": "send_times",
     "SendTimePreview": "send_times",
     "SuggestionsRecord": "suggestions",
     "assign_run_send_times": "send_times",
-    "check_send_time": "send_times",
     "preview_send_times": "send_times",
     "suggest": "suggestions",
 }
 __all__ = [
     "Audience",
-    "OptimalSendTime",
     "ProviderFailure",
-    "SendTime",
     "SendTimePreview",
     "SuggestionsRecord",
     "assign_run_send_times",
-    "check_send_time",
     "preview_send_times",
     "suggest",
 ]

@@ -19,11 +19,12 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from core.campaigns.send_time import OptimalSendTime as OptimalSendTime
 from core.runs.policies import local_send_instant, quiet_hours_end
 from core.tenants.config_schema import QuietHours
 
@@ -32,34 +33,6 @@ HALF_LIFE_DAYS = 30.0
 PRIOR_STRENGTH = 2.0
 # The candidate "hour" of the fallback local time in the instants table.
 FALLBACK = -1
-
-
-class OptimalSendTime(BaseModel):
-    """`send_time: optimal` on a campaign: each recipient at their best local hour."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    mode: Literal["optimal"] = "optimal"
-    within_hours: int = Field(
-        default=24, ge=1, le=168, description="send everyone within this many hours of the run's start"
-    )
-    fallback_local_time: dt.time = Field(
-        default=dt.time(10, 0), description="local send time (HH:MM) of recipients with no open or click history"
-    )
-
-
-def _shorthand(value: Any) -> Any:
-    return {"mode": value} if isinstance(value, str) else value
-
-
-SendTime = Annotated[OptimalSendTime, BeforeValidator(_shorthand)]
-
-
-def check_send_time(spec: Any) -> list[str]:
-    """What in a campaign's `send_time` cannot work with its other fields (`path: reason` lines)."""
-    if getattr(spec, "send_time", None) is not None and spec.local_send_time is not None:
-        return ["send_time: cannot be combined with local_send_time (each recipient gets their own hour)"]
-    return []
 
 
 class Candidate(BaseModel):

@@ -21,6 +21,8 @@ from pydantic import BaseModel, Field
 
 from core.common import stats
 from core.experiments.buckets import GLOBAL_CONTROL, HOLDOUT
+from core.experiments.models import VariantStat
+from core.experiments.spec import ExperimentMetric
 
 DEFAULT_CONVERSION_EVENT = "purchase"
 SIGNIFICANCE = 0.05
@@ -324,6 +326,17 @@ def _successes(group: GroupResult, metric: Metric) -> tuple[int, int]:
     else:
         x, n = (group.clicks_unique if metric == "click" else group.opens_unique), group.sent
     return min(x, n), n
+
+
+def variant_stats(groups: Sequence[GroupResult], order: Sequence[str], metric: ExperimentMetric) -> list[VariantStat]:
+    """(successes, trials) of each variant in `order` on `metric` from a results record's groups;
+    machine opens and clicks never count (the results count human ones only)."""
+    by_key = {g.variant: g for g in groups if g.kind == "variant"}
+    out = []
+    for key in order:
+        x, n = _successes(by_key[key], metric) if key in by_key else (0, 0)
+        out.append(VariantStat(variant=key, successes=x, trials=n, rate=x / n if n else None))
+    return out
 
 
 def _lift(group: GroupResult, base: GroupResult, metric: Metric) -> Lift:

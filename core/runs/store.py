@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from core.campaigns.store import as_uuid
+from core.common.ids import as_uuid
 from core.runs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Counts, MarkRunInput, RunStatus
 
 _COLUMNS = (
