@@ -9,7 +9,7 @@ import re
 from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from core.infra.temporal import task_queue_for
 from core.security.egress import EgressRefused, literal_never_passes, parse_target
@@ -248,6 +248,23 @@ class Engagement(Strict):
     )
 
 
+class Events(Strict):
+    """The tenant's event stream in (the Segment-compatible tracking API, issue 23)."""
+
+    rate_per_second: float = Field(
+        default=5000, gt=0, le=100_000, description="events accepted per second, over every source; beyond it 429"
+    )
+    burst_seconds: float = Field(
+        default=5, gt=0, le=60, description="a quiet tenant may send this many seconds' worth of events at once"
+    )
+    cors_origins: list[Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")]] = Field(
+        default_factory=list,
+        max_length=50,
+        description="web origins (scheme://host[:port]) whose pages may send events; others are refused",
+    )
+    retention_days: int = Field(default=400, ge=1, le=3650, description="events older than this may be dropped")
+
+
 class Experiments(Strict):
     """Defaults for campaigns that do not set their own split."""
 
@@ -338,6 +355,7 @@ class TenantConfig(Strict):
     experiments: Experiments = Experiments()
     engagement: Engagement = Engagement()
     suggestions: Suggestions = Suggestions()
+    events: Events = Events()
 
     @field_validator("slug")
     @classmethod
