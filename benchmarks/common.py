@@ -11,8 +11,9 @@ from pathlib import Path
 
 import httpx
 
+from core.configs.checks import load_config_file
 from core.security.secrets import Keyring
-from core.tenants.config_store import load_config_file, save_config
+from core.tenants.config_store import save_config
 from core.tenants.keys import new_key, store_key
 from devstack.demo_data import seed_customers
 from devstack.inprocess import LocalStack

@@ -21,9 +21,10 @@ import time
 import uuid
 from pathlib import Path
 
+from core.configs.checks import load_config_file
 from core.customers.records import import_file
 from core.infra.db import create_pool, migrate
-from core.tenants.config_store import load_config_file, save_config
+from core.tenants.config_store import save_config
 from devstack.postgres import ensure_database, start_embedded
 
 ROOT = Path(__file__).resolve().parent.parent

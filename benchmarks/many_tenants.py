@@ -30,9 +30,10 @@ import httpx
 
 from benchmarks.common import stop_process, summary
 from benchmarks.push_common import PushTenant, run_to_end
+from core.configs.checks import load_config_file
 from core.infra.temporal import task_queue_for
 from core.tenants.config_schema import Execution, Experiments, Policies, TenantConfig
-from core.tenants.config_store import load_config_file, save_config
+from core.tenants.config_store import save_config
 from core.tenants.keys import new_key, store_key
 from devstack.demo_data import seed_customers
 from devstack.inprocess import LocalStack, local_stack

@@ -22,12 +22,13 @@ import httpx
 from activities.lookups import campaign_spec, pinned_config
 from benchmarks.common import stop_process
 from core.campaigns.spec import Variant
+from core.configs.checks import load_config_file
 from core.engagement.tracking import RunTracking
 from core.infra.db import tenant_tx
 from core.runs.models import TERMINAL_STATUSES
 from core.security.secrets import Keyring
 from core.tenants.config_schema import Execution, Experiments, Policies, TenantConfig
-from core.tenants.config_store import load_config_file, save_config
+from core.tenants.config_store import save_config
 from core.tenants.keys import new_key, store_key
 from devstack.inprocess import LocalStack, free_port
 from devstack.launcher import wait_for_port

@@ -176,8 +176,9 @@ def cmd_tenants_schema(args: argparse.Namespace) -> int:
 
 def cmd_tenants_diff(args: argparse.Namespace) -> int:
     """Show what `tenants sync` would change for one tenant: its file against its stored config."""
+    from core.configs.checks import load_config_file
     from core.infra.db import create_pool
-    from core.tenants.config_store import ConfigError, config_diff, get_version, load_config_file
+    from core.tenants.config_store import ConfigError, config_diff, get_version
 
     async def go() -> int:
         settings = get_settings()

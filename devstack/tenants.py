@@ -6,10 +6,11 @@ from pathlib import Path
 
 import asyncpg
 
+from core.configs.checks import load_config_file
 from core.infra.db import tenant_tx
 from core.security.secrets import Keyring, put_secret, referenced_names
 from core.tenants.config_schema import TenantConfig
-from core.tenants.config_store import ConfigError, load_config_file, save_config
+from core.tenants.config_store import ConfigError, save_config
 
 # The demo tenants' provider credentials, stored in each tenant's secret store before its config
 # is synced. The provider simulator accepts any value; real ones come from the tenant's admins.

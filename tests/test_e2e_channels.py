@@ -15,10 +15,10 @@ import asyncpg
 from temporalio.client import Client
 
 from activities.delivery import CHUNK, CHUNK_BY_CHANNEL
+from core.configs.checks import load_config_file
 from core.content.channels import CHANNELS
 from core.infra.db import tenant_tx
 from core.tenants.config_schema import Experiments, Policies, TemplateSet, WebhookChannel
-from core.tenants.config_store import load_config_file
 from devstack.provider_simulator import SimulatorControl
 from tests.helpers.runs import wait_for_run
 from tests.helpers.stack import PROVIDER_SECRETS, ROOT

@@ -26,12 +26,12 @@ from temporalio.client import Client
 from activities.channels.base import OutboundMessage, TransientChannelError
 from activities.channels.metered import MeteredAdapter
 from activities.channels.sms_http import HttpSmsAdapter
+from core.configs.checks import load_config_file
 from core.content.templating import RenderedSms
 from core.infra.settings import Settings
 from core.infra.temporal import task_queue_for
 from core.security.secrets import SecretResolver
 from core.tenants.config_schema import Policies
-from core.tenants.config_store import load_config_file
 from devstack.provider_simulator import ProviderSimulator, SimulatorControl
 from devstack.worker_env import WorkerProcesses
 from tests.helpers.faults import TemporalDevServer, serve_api, worker_env

@@ -12,9 +12,9 @@ import asyncpg
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from core.configs.checks import load_config_file
 from core.experiments.buckets import GLOBAL_CONTROL, in_global_control
 from core.tenants.config_schema import Execution
-from core.tenants.config_store import load_config_file
 from tests.helpers.runs import (
     assert_each_recipient_once,
     create_campaign,

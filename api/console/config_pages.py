@@ -15,10 +15,11 @@ from api.console.yaml_lines import located
 from api.routes import suppressions as suppression_routes
 from api.routes import tenants as tenant_routes
 from api.schemas import SuppressionIn
+from core.configs.checks import parse_config_yaml
 from core.content.check_pool import run_check
 from core.content.templating import TemplateError
 from core.tenants.config_schema import TenantConfig
-from core.tenants.config_store import ConfigError, config_diff, get_version, parse_config_yaml, save_config
+from core.tenants.config_store import ConfigError, config_diff, get_version, save_config
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 

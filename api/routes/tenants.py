@@ -22,6 +22,7 @@ from api.schemas import (
     SaveResult,
     TenantSummary,
 )
+from core.configs.checks import parse_config, parse_config_yaml
 from core.content.check_pool import run_check
 from core.infra.temporal import task_queue_for
 from core.security.audit import changed_boundary, record_in
@@ -34,8 +35,6 @@ from core.tenants.config_store import (
     get_config,
     get_version,
     list_versions,
-    parse_config,
-    parse_config_yaml,
     remove_tenant,
     restore_tenant,
     save_config,

@@ -19,11 +19,11 @@ from activities.channels.push_http import HttpPushAdapter
 from activities.channels.sms_http import HttpSmsAdapter
 from activities.channels.webhook_http import HttpWebhookAdapter
 from core.common.signing import verify
+from core.configs.checks import load_config_file
 from core.content.templating import RenderedPush, RenderedSms, RenderedWebhook
 from core.security.egress import allowing
 from core.security.secrets import SecretResolver
 from core.tenants.config_schema import TenantConfig, WebhookChannel
-from core.tenants.config_store import load_config_file
 from devstack.provider_simulator import ProviderSimulator, SimulatorControl
 from tests.helpers.asserts import not_none
 from tests.helpers.stack import PROVIDER_SECRETS, ROOT, TEST_KEYRING

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from activities.channels.base import OutboundMessage
 from activities.channels.email_smtp import build_message, message_id
+from core.configs.checks import load_config_file
 from core.content.templating import RenderedEmail
-from core.tenants.config_store import load_config_file
 from tests.helpers.asserts import not_none
 
 ROOT = Path(__file__).resolve().parents[2]

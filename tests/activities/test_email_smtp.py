@@ -12,10 +12,10 @@ from aiosmtpd.controller import Controller
 
 from activities.channels.base import OutboundMessage, TransientChannelError
 from activities.channels.email_smtp import SmtpEmailAdapter
+from core.configs.checks import load_config_file
 from core.content.templating import RenderedEmail
 from core.security.egress import allowing
 from core.tenants.config_schema import EmailChannel, TenantConfig
-from core.tenants.config_store import load_config_file
 from devstack.inprocess import free_port
 from devstack.smtp_sink import read_outbox, start_sink
 from tests.helpers.stack import ROOT

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
+from core.configs.checks import parse_config, parse_config_yaml
 from core.tenants.config_schema import json_schema_text
-from core.tenants.config_store import ConfigError, parse_config, parse_config_yaml
+from core.tenants.config_store import ConfigError
 from devstack.tenants import config_files, validate_files
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,10 +11,10 @@ import asyncpg
 import pytest
 from temporalio.client import Client
 
+from core.configs.checks import load_config_file
 from core.infra.settings import Settings
 from core.security.egress import EgressGuard, EgressRefused, allowing
 from core.tenants.config_schema import ChatProvider, EmailChannel, Experiments, Policies, Suggestions
-from core.tenants.config_store import load_config_file
 from devstack.provider_simulator import ProviderSimulator, SimulatorControl
 from tests.helpers.listeners import listening
 from tests.helpers.runs import create_campaign, wait_for_run

@@ -22,9 +22,10 @@ from temporalio.client import Client
 
 from activities.channels.email_smtp import message_id
 from api.app import create_app
+from core.configs.checks import load_config_file
 from core.infra.settings import Settings
 from core.tenants.config_schema import Execution, Experiments, Policies
-from core.tenants.config_store import load_config_file, save_config
+from core.tenants.config_store import save_config
 from core.tenants.keys import new_key, store_key
 from devstack.demo_data import seed_customers
 from devstack.provider_simulator import SimulatorControl

@@ -11,9 +11,10 @@ from typing import Any, Protocol
 import asyncpg
 import httpx
 
+from core.configs.checks import load_config_file
 from core.infra.db import tenant_tx
 from core.security.secrets import Keyring, put_secret
-from core.tenants.config_store import load_config_file, save_config
+from core.tenants.config_store import save_config
 from core.tenants.keys import new_key, store_key
 from devstack.demo_data import seed_customers
 from tests.helpers.stack import ISOLATED_PREFIX, PROVIDER_SECRETS, TENANT_CONFIGS, TEST_KEYRING

@@ -23,11 +23,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.names import DELIVER_BATCH
 from core.campaigns.spec import CampaignSpec
+from core.configs.checks import load_config_file
 from core.infra.settings import Settings
 from core.infra.temporal import schedule_id
 from core.runs.models import RescheduleInput, RunProgress
 from core.tenants.config_schema import Execution, Policies
-from core.tenants.config_store import load_config_file, save_config
+from core.tenants.config_store import save_config
 from devstack.demo_data import seed_customers
 from tests.helpers.histories import HISTORIES, SCENARIOS, write_history
 from tests.helpers.runs import EMAIL_CAMPAIGN, create_campaign, direct_run
