@@ -158,6 +158,25 @@ TRACKING_EVENTS = Family(
     "Engagement events recorded (open, click, unsubscribe, delivered, bounce, complaint, …).",
     ["tenant", "kind"],
 )
+INGESTED_EVENTS = Family(
+    "counter",
+    "pennant_ingested_events",
+    "Events in through the tracking API (/v1/batch …) by outcome: accepted, duplicate, rejected.",
+    ["tenant", "outcome"],
+)
+REJECTED_EVENTS = Family(
+    "counter",
+    "pennant_rejected_events",
+    "Events the tracking API rejected, by the field at fault (type, event, userId, timestamp, …).",
+    ["tenant", "field"],
+)
+INGEST_DURATION = Family(
+    "histogram",
+    "pennant_ingest_seconds",
+    "One tracking API call: body read, checked and committed.",
+    ["tenant"],
+    buckets=_WAIT_BUCKETS,
+)
 CONFIG_VERSIONS_SAVED = Family(
     "counter",
     "pennant_config_versions_saved",
