@@ -10,10 +10,10 @@ from activities.audience import assign_waves, run_waves
 from activities.lookups import campaign_spec, pinned_config
 from activities.names import FALLBACK_DUE, PLAN_FALLBACK
 from activities.pooled import PooledActivities
-from core.campaigns.cross_channel import FallbackDue, FallbackPlan, exclude_engaged
+from core.campaigns.cross_channel import exclude_engaged
 from core.infra.db import tenant_tx
 from core.infra.telemetry import tag_current_span
-from core.runs.models import PlanAudienceInput
+from core.runs.models import FallbackDue, FallbackPlan, PlanAudienceInput
 
 # The fallback's waves replace the run's first ones (that delivery is over by now).
 _CLEAR_WAVES_SQL = "UPDATE run_recipients SET send_after = NULL WHERE tenant_id = $1 AND run_id = $2::uuid"

@@ -13,13 +13,8 @@ from temporalio.exceptions import ApplicationError
 from activities.channels.base import ChannelAdapter, OutboundMessage, TransientChannelError
 from activities.lookups import campaign_spec, pinned_config
 from activities.names import TEST_SEND
-from core.campaigns.preview import (
-    TestSendInput,
-    TestSendMessage,
-    TestSendResult,
-    preview_customer,
-    preview_unsubscribe_url,
-)
+from core.campaigns.preview import preview_customer, preview_unsubscribe_url
+from core.campaigns.test_send_io import TestSendInput, TestSendMessage, TestSendResult
 from core.content.rendering import RenderError, render_message
 from core.infra.db import tenant_tx
 from core.infra.telemetry import tag_current_span

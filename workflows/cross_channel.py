@@ -10,9 +10,8 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.cross_channel import CrossChannelActivities
-    from core.campaigns.cross_channel import FallbackDue, FallbackPlan
     from core.infra.temporal import task_queue_for
-    from core.runs.models import PlanAudienceInput
+    from core.runs.models import FallbackDue, FallbackPlan, PlanAudienceInput
 from workflows.activity_options import RETRY as _RETRY
 from workflows.activity_options import bookkeeping
 

@@ -10,7 +10,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.testsend import TestSendActivities
-    from core.campaigns.preview import TestSendInput, TestSendResult
+    from core.campaigns.test_send_io import TestSendInput, TestSendResult
     from core.infra.temporal import task_queue_for
 
 

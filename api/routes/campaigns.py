@@ -17,8 +17,9 @@ from temporalio.service import RPCError
 from api.deps import CampaignDep, ConfigDep, PoolDep, SettingsDep, TemporalDep, TenantDep
 from api.schemas import Campaign, CustomerRef, Preview, PreviewRequest, TestSendRequest
 from core.campaigns import store as campaign_store
-from core.campaigns.preview import TestSendInput, TestSendResult, preview_customer, preview_unsubscribe_url
+from core.campaigns.preview import preview_customer, preview_unsubscribe_url
 from core.campaigns.spec import CampaignSpec, Variant, check_campaign
+from core.campaigns.test_send_io import TestSendInput, TestSendResult
 from core.content.check_pool import run_check
 from core.content.rendering import render_message
 from core.content.templating import TemplateError

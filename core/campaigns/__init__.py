@@ -13,22 +13,15 @@ if TYPE_CHECKING:
         NOT_CHOSEN,
         NOT_REACHED,
         Fallback,
-        FallbackDue,
-        FallbackPlan,
         count_own_sends,
         exclude_engaged,
     )
-    from core.campaigns.preview import (
-        TestSendInput,
-        TestSendMessage,
-        TestSendResult,
-        preview_customer,
-        preview_unsubscribe_url,
-    )
+    from core.campaigns.preview import preview_customer, preview_unsubscribe_url
     from core.campaigns.schedules import RecurrenceSpec, RegisterRunInput, ScheduledRunInput
     from core.campaigns.send_time import OptimalSendTime, SendTime, check_send_time
     from core.campaigns.spec import CampaignSpec, Variant, check_campaign, effective_split
     from core.campaigns.store import CampaignRecord, CampaignStatus, get_campaign
+    from core.campaigns.test_send_io import TestSendInput, TestSendMessage, TestSendResult
 
 _EXPORTS = {
     "CampaignRecord": "store",
@@ -36,8 +29,6 @@ _EXPORTS = {
     "CampaignStatus": "store",
     "ENGAGED": "cross_channel",
     "Fallback": "cross_channel",
-    "FallbackDue": "cross_channel",
-    "FallbackPlan": "cross_channel",
     "NOT_CHOSEN": "cross_channel",
     "NOT_REACHED": "cross_channel",
     "OptimalSendTime": "send_time",
@@ -45,9 +36,9 @@ _EXPORTS = {
     "RegisterRunInput": "schedules",
     "ScheduledRunInput": "schedules",
     "SendTime": "send_time",
-    "TestSendInput": "preview",
-    "TestSendMessage": "preview",
-    "TestSendResult": "preview",
+    "TestSendInput": "test_send_io",
+    "TestSendMessage": "test_send_io",
+    "TestSendResult": "test_send_io",
     "Variant": "spec",
     "check_campaign": "spec",
     "check_send_time": "send_time",
@@ -66,8 +57,6 @@ __all__ = [
     "CampaignSpec",
     "CampaignStatus",
     "Fallback",
-    "FallbackDue",
-    "FallbackPlan",
     "OptimalSendTime",
     "RecurrenceSpec",
     "RegisterRunInput",

@@ -21,7 +21,6 @@ from core.content.channels import CHANNELS, message_key
 from core.content.rendering import MessageVariant, check_campaign_templates
 from core.experiments.buckets import GLOBAL_CONTROL, HOLDOUT
 from core.runs.frequency import CapTracker
-from core.runs.models import Wave
 from core.tenants.config_schema import ChannelName, TenantConfig
 
 DeliveryMode = Literal["all", "first_available"]
@@ -92,23 +91,6 @@ def _engagement_errors(fallback: Fallback, channels: Sequence[str], tracking: bo
     if not any(trackable.get(c, False) for c in channels):
         return ["fallback.unless: 'clicked' needs a channel whose links the tenant tracks"]
     return []
-
-
-class FallbackDue(BaseModel):
-    """Whether the run has a fallback, on which channel and after how long."""
-
-    channel: str | None = None
-    after: dt.timedelta | None = None
-
-
-class FallbackPlan(BaseModel):
-    """The fallback's recipients (those not engaged, reached on the first channel) and its waves."""
-
-    channel: str
-    recipients: int
-    engaged: int
-    not_reached: int
-    waves: list[Wave] = Field(default_factory=list)
 
 
 # Who is not to get the fallback, a page at a time after the cursor: no message was sent to them

@@ -1,17 +1,16 @@
-"""Previews and test sends: whose data fills them, the link they carry, and the test-send
-workflow's input and output. Rendering itself is core.content.rendering.render_message, the same
-function delivery uses, so what a marketer sees is what recipients get."""
+"""Previews and test sends: whose data fills them and the link they carry (the test-send
+workflow's input and output are core/campaigns/test_send_io.py). Rendering itself is
+core.content.rendering.render_message, the same function delivery uses, so what a marketer
+sees is what recipients get."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 from core.campaigns.spec import CampaignSpec
 from core.content.rendering import sample_customer
 from core.customers.segments import compile_segment
-from core.tenants.config_schema import EmailAddress, TenantConfig
+from core.tenants.config_schema import TenantConfig
 
 _CUSTOMER_SQL = "SELECT * FROM customers c WHERE c.tenant_id = $1 AND c.id = $2"
 
@@ -43,31 +42,3 @@ async def preview_customer(
     if row is not None:
         return dict(row)
     return sample_customer(config)
-
-
-class TestSendInput(BaseModel):
-    """Send one campaign's rendered email to seed addresses; the ledger is not involved."""
-
-    tenant: str
-    campaign_id: str
-    send_id: str  # one per request, so a retried send reuses its idempotency keys
-    emails: list[EmailAddress] = Field(min_length=1, max_length=20)
-    variants: list[str] = Field(min_length=1)
-    customer_id: int | None = None
-
-
-class TestSendMessage(BaseModel):
-    """The outcome of one test email."""
-
-    email: str
-    variant: str
-    status: str  # sent | failed
-    reason: str | None = None
-    message_id: str | None = None
-
-
-class TestSendResult(BaseModel):
-    """Whose data filled a test send, and each message's outcome."""
-
-    customer_id: int | None  # whose data filled the templates; None for the placeholder
-    messages: list[TestSendMessage]

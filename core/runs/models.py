@@ -238,3 +238,20 @@ class CampaignRunInput(BaseModel):
     run_id: str
     send_at: dt.datetime | None = None
     carry: RunCarry | None = None  # set only by continue-as-new
+
+
+class FallbackDue(BaseModel):
+    """Whether the run has a fallback (core/campaigns/cross_channel.py), on which channel and after how long."""
+
+    channel: str | None = None
+    after: dt.timedelta | None = None
+
+
+class FallbackPlan(BaseModel):
+    """The fallback's recipients (those not engaged, reached on the first channel) and its waves."""
+
+    channel: str
+    recipients: int
+    engaged: int
+    not_reached: int
+    waves: list[Wave] = Field(default_factory=list)

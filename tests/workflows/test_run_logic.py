@@ -32,10 +32,10 @@ from activities.names import (
     PREPARE_EXPERIMENT,
     SKIP_REMAINING,
 )
-from core.campaigns.cross_channel import FallbackDue
 from core.experiments.models import ExperimentPlan, PrepareExperimentInput
 from core.infra.temporal import task_queue_for
 from core.runs import models as runs
+from core.runs.models import FallbackDue
 from workflows.campaign_run import RUN_STATE_CONFLICT, CampaignRunWorkflow
 
 BATCH = 10
