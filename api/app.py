@@ -18,14 +18,17 @@ from api.routes import (
     customers,
     events,
     health,
+    ingest,
     keys,
     optimisation,
+    profiles,
     provider_events,
     results,
     runs,
     schedules,
     secrets,
     segments,
+    sources,
     suppressions,
     tenants,
     tracking,
@@ -108,6 +111,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         provider_events,
         customers,
         events,
+        sources,
+        profiles,
         optimisation,
     ):
         app.include_router(module.router)
@@ -115,6 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     FastAPIInstrumentor.instrument_app(app)
     # Last: the open and click endpoints answer in front of the whole stack, tracing included.
     tracking.install(app)
+    # The Segment-compatible tracking API reads its own bodies (one bad event is not a bad body).
+    ingest.install(app)
     # Outermost, around the tracking lane too: every response carries the security headers.
     build = app.build_middleware_stack
 

@@ -1,0 +1,57 @@
+"""The tenant's event stream read back: a customer's profile (fields, attributes, consent) and
+events (newest first, paged by a keyset cursor), and the partitions the stream is written to."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import asyncpg
+
+# Monthly partitions are made this far ahead of the current month (migration 055).
+MONTHS_AHEAD = 3
+MAX_PAGE = 500
+
+_PROFILE_SQL = """
+SELECT id, external_id, email, phone, first_name, last_name, locale, time_zone, loyalty_tier, city, country,
+       birth_date, consent_email, consent_sms, consent_push, attributes, created_at, updated_at
+FROM customers WHERE tenant_id = $1 AND external_id = $2"""
+
+
+async def ensure_partitions(pool: asyncpg.Pool) -> int:
+    """Make the stream's missing monthly partitions (last month to MONTHS_AHEAD ahead) and
+    sweep dedupe rows past their window; the number of partitions made. Platform work: call
+    it outside any tenant transaction."""
+    made = int(await pool.fetchval("SELECT pennant_ensure_event_partitions($1)", MONTHS_AHEAD))
+    await pool.fetchval("SELECT pennant_sweep_event_dedupe()")
+    return made
+
+
+async def customer_profile(conn: asyncpg.Connection, tenant: str, external_id: str) -> dict[str, Any] | None:
+    """The customer the tenant knows as `external_id`: fields, attributes and consent; None if none."""
+    row = await conn.fetchrow(_PROFILE_SQL, tenant, external_id)
+    if row is None:
+        return None
+    profile = dict(row)
+    profile["consent"] = {c: profile.pop(f"consent_{c}") for c in ("email", "sms", "push")}
+    return profile
+
+
+async def customer_events(
+    conn: asyncpg.Connection, tenant: str, customer_id: int, *, limit: int, before: tuple[dt.datetime, int] | None
+) -> list[dict[str, Any]]:
+    """The customer's events, newest first: at most `limit`, older than the `before` cursor
+    (timestamp, id) when given."""
+    rows = await conn.fetch(
+        """SELECT id, message_id, type, event, user_id, anonymous_id, properties, traits, context,
+                  "timestamp", received_at
+           FROM events WHERE tenant_id = $1 AND customer_id = $2
+             AND ($3::timestamptz IS NULL OR ("timestamp", id) < ($3, $4))
+           ORDER BY "timestamp" DESC, id DESC LIMIT $5""",
+        tenant,
+        customer_id,
+        before[0] if before else None,
+        before[1] if before else 0,
+        min(limit, MAX_PAGE),
+    )
+    return [dict(r) for r in rows]

@@ -1,0 +1,196 @@
+"""The Segment-compatible tracking API against the real API and PostgreSQL: the real
+`segment-analytics-python` library pointed at it delivers track, identify and alias calls that
+land as the customer's events and traits; source keys write events and nothing else; a bad
+event is rejected by index and field while the rest are kept; messageId dedupe; clock skew;
+gzip bodies and a gzip bomb refused early; the per-tenant rate limit answers 429 before the
+body is read."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import gzip
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from segment.analytics import Client as SegmentClient
+
+from core.tenants.config_schema import Events
+from tests.helpers.tenants import Tenant, api_tenant, store_tenant
+
+
+@pytest.fixture
+async def tenant(pool: asyncpg.Pool, api_url: str) -> AsyncIterator[Tenant]:
+    """A fresh tenant with no customers, reached through the API with a tenant key."""
+    slug = await store_tenant(pool, "events-", customers=0)
+    async with api_tenant(pool, api_url, slug) as made:
+        yield made
+
+
+async def _source(tenant: Tenant, label: str = "web shop") -> dict[str, Any]:
+    response = await tenant.http.post(tenant.url("/sources"), json={"label": label})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    assert body["key"].startswith(f"sk_{tenant.slug}_")
+    return body
+
+
+def _basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+async def _post(api_url: str, key: str, path: str, body: Any, **headers: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return await http.post(path, content=content, headers={**_basic(key), **headers})
+
+
+async def test_the_segment_library_delivers_track_identify_and_alias(tenant: Tenant, api_url: str) -> None:
+    source = await _source(tenant)
+    errors: list[Any] = []
+    client = SegmentClient(
+        source["key"], host=api_url, sync_mode=True, gzip=True, on_error=lambda e, batch: errors.append(e)
+    )
+
+    def send() -> None:
+        # Anonymous browsing first, then the shopper signs in (alias), is identified, and buys.
+        client.track(anonymous_id="anon-1", event="Product Viewed", properties={"sku": "DRY-1", "price": 3.5})
+        client.alias(previous_id="anon-1", user_id="shopper-1")
+        client.identify(
+            "shopper-1",
+            traits={"email": "Ann@Example.com", "firstName": "Ann", "address": {"city": "Austin", "country": "us"},
+                    "plan": "gold", "phone": "not a phone", "consent": {"email": True}},
+            context={"ip": "203.0.113.9", "timezone": "America/Chicago", "locale": "en-US"},
+        )  # fmt: skip
+        client.track("shopper-1", "Order Completed", properties={"order_id": "o-1", "revenue": 12.5})
+        client.flush()
+
+    await asyncio.to_thread(send)
+    assert errors == []
+
+    profile = await tenant.http.get(tenant.url("/customers/shopper-1"))
+    assert profile.status_code == 200, profile.text
+    found = profile.json()
+    assert (found["email"], found["first_name"], found["city"], found["country"]) == (
+        "Ann@Example.com", "Ann", "Austin", "US",
+    )  # fmt: skip
+    assert found["time_zone"] == "America/Chicago" and found["consent"]["email"] is True
+    assert found["attributes"] == {"plan": "gold"}
+    assert found["phone"] is None  # the bad trait was dropped, the rest kept
+
+    events = await tenant.http.get(tenant.url("/customers/shopper-1/events"), params={"limit": 2})
+    assert events.status_code == 200, events.text
+    page = events.json()
+    assert [e["type"] for e in page["events"]] == ["track", "identify"]
+    assert page["events"][0]["event"] == "Order Completed" and page["next_cursor"]
+    rest = await tenant.http.get(tenant.url("/customers/shopper-1/events"), params={"cursor": page["next_cursor"]})
+    older = rest.json()["events"]
+    # The anonymous view joined the customer when the alias linked its anonymous id.
+    assert [(e["type"], e["event"]) for e in older] == [("alias", None), ("track", "Product Viewed")]
+    for event in page["events"] + older:
+        assert "ip" not in event["context"]
+    same = await tenant.http.get(tenant.url("/customers:lookup"), params={"external_id": "shopper-1"})
+    assert same.json()["id"] == found["id"]
+
+
+async def test_a_bad_event_is_rejected_by_index_and_field_and_the_rest_are_kept(
+    tenant: Tenant, api_url: str, pool: asyncpg.Pool
+) -> None:
+    key = (await _source(tenant))["key"]
+    now = dt.datetime.now(dt.UTC)
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    batch = {
+        "sentAt": (now + dt.timedelta(hours=2)).isoformat(),  # the client's clock is 2 h fast
+        "batch": [
+            {"type": "track", "event": "Cart Viewed", "userId": "u-1", "messageId": ids[0],
+             "timestamp": (now + dt.timedelta(hours=1)).isoformat(), "context": {"ip": "198.51.100.1"}},
+            {"type": "track", "userId": "u-1"},  # no event name
+            {"type": "launch", "userId": "u-1"},
+            {"type": "page", "name": "Home", "anonymousId": "a-9", "messageId": ids[1]},
+            {"type": "track", "event": "Future", "userId": "u-1",
+             "timestamp": (now + dt.timedelta(days=3)).isoformat()},  # sentAt absent per event: batch's used
+            {"type": "track", "event": "Cart Viewed", "userId": "u-1", "messageId": ids[0]},  # repeat in body
+            {"type": "track", "event": "No id", "userId": "u-1", "properties": {"k": "\u0000"}},
+            {"type": "screen", "name": "Cart", "userId": "u-1", "messageId": ids[2]},
+        ],
+    }  # fmt: skip
+    response = await _post(api_url, key, "/v1/batch", gzip.compress(json.dumps(batch).encode()),
+                           **{"Content-Encoding": "gzip", "Content-Type": "application/json"})  # fmt: skip
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["success"] is True and body["accepted"] == 3, body
+    assert [(p["index"], p["field"]) for p in body["rejected"]] == [
+        (1, "event"), (2, "type"), (4, "timestamp"), (6, "properties"),
+    ], body  # fmt: skip
+    stored = await pool.fetch(
+        'SELECT message_id, type, "timestamp", context FROM events WHERE tenant_id = $1', tenant.slug
+    )
+    by_id = {r["message_id"]: r for r in stored}
+    assert set(by_id) == set(ids)
+    # receivedAt - (sentAt - timestamp): an hour before receipt, whatever the client's clock said.
+    skewed = by_id[ids[0]]["timestamp"]
+    assert dt.timedelta(minutes=55) < now - skewed < dt.timedelta(minutes=65), skewed
+    assert "ip" not in by_id[ids[0]]["context"]
+
+    # The same messageIds again (a retry): nothing stored twice, answered 200.
+    again = await _post(api_url, key, "/v1/batch", batch)
+    assert again.json()["duplicates"] == 3 and again.json()["accepted"] == 0, again.text
+    assert await pool.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1", tenant.slug) == 3
+
+    # One call, the short path, writeKey in a text/plain body (analytics.js in a page).
+    single = {"writeKey": key, "event": "Clicked", "anonymousId": "a-9", "messageId": str(uuid.uuid4())}
+    async with httpx.AsyncClient(base_url=api_url) as http:
+        answer = await http.post("/v1/t", content=json.dumps(single), headers={"Content-Type": "text/plain"})
+        assert answer.status_code == 200 and answer.json()["accepted"] == 1, answer.text
+        not_json = await http.post("/v1/batch", content=b"{", headers=_basic(key))
+        assert not_json.status_code == 400
+
+
+async def test_source_keys_write_events_only_and_revocation_holds_at_once(tenant: Tenant, api_url: str) -> None:
+    source = await _source(tenant)
+    async with httpx.AsyncClient(base_url=api_url) as http:
+        for headers in (_basic(source["key"]), {"Authorization": f"Bearer {source['key']}"}):
+            elsewhere = await http.get(tenant.url("/sources"), headers=headers)
+            assert elsewhere.status_code == 401, elsewhere.text
+    call = {"type": "track", "event": "Viewed", "userId": "u-2"}
+    tenant_key = await _post(api_url, tenant.key, "/v1/track", call)  # a tenant API key works too
+    assert tenant_key.status_code == 200 and tenant_key.json()["accepted"] == 1, tenant_key.text
+    listed = (await tenant.http.get(tenant.url("/sources"))).json()
+    assert [s["id"] for s in listed] == [source["id"]] and "key" not in listed[0]
+    revoked = await tenant.http.delete(tenant.url(f"/sources/{source['id']}"))
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+    refused = await _post(api_url, source["key"], "/v1/track", call)
+    assert refused.status_code == 401, refused.text
+    unknown = await _post(api_url, "sk_nobody_" + "x" * 32, "/v1/track", call)
+    assert unknown.status_code == 401
+
+
+async def test_a_gzip_bomb_is_refused_after_500_kb_of_output(tenant: Tenant, api_url: str) -> None:
+    key = (await _source(tenant))["key"]
+    # 50 MB of zeros compress to about 50 KB; the answer comes after inflating 500 KB of it.
+    bomb = gzip.compress(b'{"batch": [' + b" " * 50_000_000 + b"]}")
+    assert len(bomb) < 100_000
+    response = await _post(api_url, key, "/v1/batch", bomb, **{"Content-Encoding": "gzip"})
+    assert response.status_code == 400 and "500 KB" in response.text, response.text
+
+
+async def test_a_tenant_over_its_event_rate_gets_429_with_retry_after(pool: asyncpg.Pool, api_url: str) -> None:
+    slug = await store_tenant(pool, "events-", customers=0, events=Events(rate_per_second=1, burst_seconds=5))
+    async with api_tenant(pool, api_url, slug) as tenant:
+        key = (await _source(tenant))["key"]
+        batch = {"batch": [{"type": "track", "event": "E", "userId": f"u-{i}"} for i in range(20)]}
+        first = await _post(api_url, key, "/v1/batch", batch)
+        assert first.status_code == 200, first.text  # admitted: the bucket was not in debt
+        second = await _post(api_url, key, "/v1/batch", batch)
+        assert second.status_code == 429 and int(second.headers["retry-after"]) >= 1, second.text
+        # Another tenant is not slowed by this one's debt.
+        other_slug = await store_tenant(pool, "events-", customers=0)
+        async with api_tenant(pool, api_url, other_slug) as other:
+            fine = await _post(api_url, other.key, "/v1/batch", batch)
+            assert fine.status_code == 200, fine.text
