@@ -19,11 +19,8 @@ from temporalio.client import Client
 from api import deps
 from api.console import session as sessions
 from core.common.durations import describe_duration
-from core.common.validation import error_lines
-from core.content.templating import TemplateError
-from core.customers.segments import SegmentError
+from core.common.validation import InvalidInput, error_lines
 from core.infra.settings import Settings
-from core.tenants.config_store import ConfigError
 
 PREFIX = "/console"
 # Scripts and styles only from the console itself; previews (srcdoc iframes, which inherit this)
@@ -150,14 +147,14 @@ def problems(exc: Exception) -> list[str]:
     """An exception the API would answer 4xx as the same `path: reason` lines it would send."""
     if isinstance(exc, ValidationError):
         return error_lines(exc.errors(), unknown="unknown field")
-    if isinstance(exc, ConfigError | SegmentError | TemplateError):
+    if isinstance(exc, InvalidInput):
         return list(exc.errors)
     if isinstance(exc, HTTPException):
         return [str(exc.detail)]
     raise exc
 
 
-INVALID = (ValidationError, ConfigError, SegmentError, TemplateError, HTTPException)
+INVALID = (ValidationError, InvalidInput, HTTPException)
 
 
 def redirect(path: str) -> RedirectResponse:

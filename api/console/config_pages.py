@@ -15,9 +15,9 @@ from api.console.yaml_lines import located
 from api.routes import suppressions as suppression_routes
 from api.routes import tenants as tenant_routes
 from api.schemas import SuppressionIn
+from core.common.validation import InvalidInput
 from core.configs.checks import parse_config_yaml
 from core.content.check_pool import run_check
-from core.content.templating import TemplateError
 from core.tenants.config_schema import TenantConfig
 from core.tenants.config_store import ConfigError, config_diff, get_version, save_config
 
@@ -74,7 +74,7 @@ async def check_or_save(ctx: ConsoleDep) -> Response:
     text = first(form, "yaml")
     try:
         config = await _check(ctx, text)
-    except (ConfigError, TemplateError) as exc:
+    except InvalidInput as exc:
         return await _page(ctx, 422, text=text, errors=located(text, problems(exc)))
     current = await get_version(ctx.pool, ctx.tenant)
     new = config.model_dump(mode="json")

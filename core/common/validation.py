@@ -1,5 +1,6 @@
-"""pydantic validation errors as `path: reason` lines: the one formatter of error locations,
-shared by config validation (core) and every API error body (api)."""
+"""Bad input as `path: reason` lines: InvalidInput, the one base of every located error
+(tenant config, segment, template, campaign), and the one formatter of pydantic error
+locations, shared by config validation (core) and every API error body (api)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,12 @@ def error_lines(errors: Iterable[Mapping[str, Any]], prefix: str = "", unknown: 
             msg = unknown
         out.append(f"{error_path(err.get('loc', ()), prefix) or '(root)'}: {msg}")
     return out
+
+
+class InvalidInput(ValueError):
+    """Input that cannot be used as given; `errors` lists every `path: reason` found, not just
+    the first. The API answers it 422 with those lines; the console shows them at their fields."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors

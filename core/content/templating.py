@@ -40,6 +40,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Cycler, generate_lorem_ipsum
 from markupsafe import Markup
 
+from core.common.validation import InvalidInput
 from core.tenants.config_schema import (
     Brand,
     EmailTemplate,
@@ -89,12 +90,8 @@ _FORBIDDEN_TAGS: dict[type[nodes.Node], str] = {
 }
 
 
-class TemplateError(ValueError):
+class TemplateError(InvalidInput):
     """A template that does not compile, render or fit its limits; `errors` are `path: reason`."""
-
-    def __init__(self, errors: list[str]):
-        super().__init__("; ".join(errors))
-        self.errors = errors
 
 
 class RenderLimitError(Exception):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from core.common.validation import InvalidInput
 from core.content.channels import CHANNELS
 
 # attribute name -> (SQL expression over customers c, type)
@@ -80,12 +81,8 @@ class _TooLarge(Exception):
         self.through = through
 
 
-class SegmentError(ValueError):
+class SegmentError(InvalidInput):
     """A segment that does not compile; `errors` holds every `path: reason` found."""
-
-    def __init__(self, errors: list[str]):
-        super().__init__("; ".join(errors))
-        self.errors = errors
 
 
 @dataclass

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import yaml
 
+from core.common.validation import InvalidInput
 from core.infra.db import enter_tenant, tenant_tx
 from core.infra.metrics import CONFIG_VERSIONS_SAVED
 from core.tenants.config_schema import (
@@ -23,12 +24,8 @@ from core.tenants.config_schema import (
 TENANTS_CHANNEL = "pennant_tenants"
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidInput):
     """An invalid configuration; `errors` lists every `path: reason` found, not just the first."""
-
-    def __init__(self, errors: list[str]):
-        super().__init__("; ".join(errors))
-        self.errors = errors
 
 
 class TenantRemovedError(ConfigError):
