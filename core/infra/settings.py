@@ -62,6 +62,15 @@ class Settings(BaseSettings):
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
     smtp_timeout_seconds: float = 10.0
+    # Sending domains (core/deliverability/domains.py): what a domain's SPF record includes and
+    # where its bounce subdomain points; the name server the records check asks (`host:port`;
+    # unset: the system's), which is `pennant dev`'s loopback DNS server (DNS_PORT) in dev and
+    # tests; and whether a campaign from a domain whose records are missing is refused at start.
+    mail_spf_include: str = "spf.pennant.example"
+    mail_bounce_host: str = "bounces.pennant.example"
+    dns_nameserver: str | None = None
+    dns_port: int = 5354
+    require_sending_domain_records: bool = False
 
     # Default base URL of the SMS, push and webhook providers when a tenant's channel sets no
     # `endpoint`: the devstack provider simulator (`pennant provider-sim`).
