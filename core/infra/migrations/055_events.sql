@@ -45,6 +45,21 @@ CREATE TABLE events (
 ) PARTITION BY RANGE ("timestamp");
 -- Events older than the first monthly partition (a backfill) land here.
 CREATE TABLE events_before PARTITION OF events DEFAULT;
+
+-- A partition is read only through `events` (the application role has no grant on it), whose
+-- policy applies; each partition carries the same policy too, so a grant added by mistake
+-- still reaches one tenant's rows only.
+CREATE FUNCTION pennant_guard_event_partition(part text) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, public AS $$
+BEGIN
+    EXECUTE format('ALTER TABLE public.%I ENABLE ROW LEVEL SECURITY', part);
+    EXECUTE format('ALTER TABLE public.%I FORCE ROW LEVEL SECURITY', part);
+    EXECUTE format($p$CREATE POLICY tenant_isolation ON public.%I
+                      USING (tenant_id = (SELECT pennant_tenant()))
+                      WITH CHECK (tenant_id = (SELECT pennant_tenant()))$p$, part);
+END $$;
+REVOKE ALL ON FUNCTION pennant_guard_event_partition(text) FROM PUBLIC;
+SELECT pennant_guard_event_partition('events_before');
 CREATE INDEX events_by_customer ON events (tenant_id, customer_id, "timestamp" DESC) WHERE customer_id IS NOT NULL;
 CREATE INDEX events_by_name ON events (tenant_id, event, "timestamp", customer_id);
 -- Events waiting for their customer: attached by the identify or alias that names them.
@@ -105,6 +120,7 @@ BEGIN
             BEGIN
                 EXECUTE format('CREATE TABLE public.%I PARTITION OF public.events FOR VALUES FROM (%L) TO (%L)',
                                part, m, (m + interval '1 month')::date);
+                PERFORM pennant_guard_event_partition(part);
                 made := made + 1;
             EXCEPTION WHEN check_violation THEN
                 NULL;

@@ -17,7 +17,8 @@ from tests.helpers.tenants import store_tenant
 
 # Tables without a row-level-security policy on purpose: the platform's own, read across
 # tenants (a key is looked up before its tenant is known).
-PLATFORM_TABLES_WITH_TENANT_ID = {"api_keys"}
+# source_keys: write keys, looked up before the call is in any tenant (like api_keys).
+PLATFORM_TABLES_WITH_TENANT_ID = {"api_keys", "source_keys"}
 
 
 @pytest.fixture(scope="module")
