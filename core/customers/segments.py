@@ -10,6 +10,8 @@ A segment is a small JSON/YAML tree:
     {"no_purchase_in_days": 60}
     {"purchase_count": {"op": "gte", "value": 3, "within_days": 90}}
     {"total_spend": {"op": "gte", "value": 100, "within_days": 365}}
+    {"performed": {"event": "Product Viewed", "where": {"category": "dairy", "price": {"op": "gte", "value": 5}},
+                   "within_days": 7, "count": {"op": "gte", "value": 3}}}  # the event stream (track calls)
 
 `{"all": []}` (or an empty mapping) is everyone. Values only ever travel as `$n`
 parameters; identifiers come from the fixed attribute table below, never from input.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -61,6 +64,7 @@ _NODE_KEYS = (
     "no_purchase_in_days",
     "purchase_count",
     "total_spend",
+    "performed",
 )
 
 
@@ -70,6 +74,10 @@ _NODE_KEYS = (
 MAX_SEGMENT_NODES = 2_000  # conditions after expanding named segments
 MAX_SEGMENT_PARAMS = 1_000  # $n parameters of the compiled WHERE clause
 MAX_SEGMENT_SQL = 64 * 1024  # characters of the compiled WHERE clause
+# `performed`: property filters per condition, and how far back a window may reach.
+MAX_PERFORMED_FILTERS = 20
+MAX_WITHIN_DAYS = 3650
+_PROPERTY_NAME = re.compile(r"^[A-Za-z0-9_.$ -]{1,100}$")
 
 
 class _TooLarge(Exception):
@@ -293,6 +301,87 @@ class _Compiler:
 
     def _total_spend(self, spec: Mapping[str, Any], path: str) -> str:
         return self._aggregate(spec, path, "total_spend", "coalesce(sum(p.amount), 0)")
+
+    def _performed(self, spec: Mapping[str, Any], path: str) -> str:
+        """Customers whose stream holds the event (within the window, matching the property
+        filters), at least once or as often as `count` says."""
+        self._only(spec, {"performed"}, path)
+        body, bpath = spec["performed"], f"{path}.performed"
+        if not isinstance(body, Mapping):
+            return self.fail(bpath, "must be a mapping")
+        self._only(body, {"event", "where", "within_days", "count"}, bpath)
+        name = body.get("event")
+        if not isinstance(name, str) or not name or len(name) > 200:
+            return self.fail(f"{bpath}.event", "must be an event name (1 to 200 characters)")
+        conds = ["ev.tenant_id = c.tenant_id", "ev.customer_id = c.id", f"ev.event = {self.param(name)}"]
+        if "within_days" in body:
+            days = body["within_days"]
+            if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_WITHIN_DAYS:
+                return self.fail(f"{bpath}.within_days", f"must be an integer from 1 to {MAX_WITHIN_DAYS}")
+            conds.append(f'ev."timestamp" >= now() - make_interval(days => {self.param(days)})')
+        where = body.get("where", {})
+        if not isinstance(where, Mapping) or len(where) > MAX_PERFORMED_FILTERS:
+            return self.fail(f"{bpath}.where", f"must be a mapping of at most {MAX_PERFORMED_FILTERS} properties")
+        for key, test in where.items():
+            cond = self._property(str(key), test, f"{bpath}.where.{key}")
+            if cond is None:
+                return "FALSE"
+            conds.append(cond)
+        found = f"FROM events ev WHERE {' AND '.join(conds)}"
+        if "count" not in body:
+            return f"EXISTS (SELECT 1 {found})"
+        count, cpath = body["count"], f"{bpath}.count"
+        if not isinstance(count, Mapping):
+            return self.fail(cpath, "must be a mapping like {op: gte, value: 3}")
+        self._only(count, {"op", "value"}, cpath)
+        op, value = count.get("op", "gte"), count.get("value")
+        if op not in _COMPARE:
+            return self.fail(f"{cpath}.op", f"unknown operator '{op}'; one of {', '.join(_COMPARE)}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return self.fail(f"{cpath}.value", "must be a whole number, 0 or more")
+        return f"((SELECT count(*) {found}) {_COMPARE[op]} {self.param(value)})"
+
+    def _property(self, key: str, test: Any, path: str) -> str | None:
+        """One property filter of `performed`: a value (equal, as JSON) or {op, value}."""
+        if not _PROPERTY_NAME.match(key):
+            self.fail(path, "property names are letters, digits, spaces and _ . $ - (at most 100)")
+            return None
+        if not isinstance(test, Mapping):
+            if isinstance(test, list | dict) or test is None:
+                self.fail(path, "must be a string, number or boolean, or {op, value}")
+                return None
+            return f"ev.properties @> {self.param({key: test})}"
+        self._only(test, {"op", "value"}, path)
+        op, value = test.get("op", "eq"), test.get("value")
+        field = f"ev.properties -> {self.param(key)}"
+        if op == "exists":
+            return f"({field} IS NOT NULL)" if value is not False else f"({field} IS NULL)"
+        if op in ("in", "not_in"):
+            if (
+                not isinstance(value, list)
+                or not value
+                or len(value) > 100
+                or any(isinstance(v, list | dict) or v is None for v in value)
+            ):
+                self.fail(f"{path}.value", f"'{op}' needs a list of 1 to 100 strings, numbers or booleans")
+                return None
+            test_sql = f"({field} = ANY(ARRAY(SELECT jsonb_array_elements({self.param(list(value))}))))"
+            return test_sql if op == "in" else f"(NOT coalesce({test_sql}, FALSE))"
+        if op in ("eq", "ne"):
+            if isinstance(value, list | dict) or value is None:
+                self.fail(f"{path}.value", "must be a string, number or boolean")
+                return None
+            has = f"(ev.properties @> {self.param({key: value})})"
+            return has if op == "eq" else f"(NOT {has})"
+        if op in ("gt", "gte", "lt", "lte"):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                self.fail(f"{path}.value", f"'{op}' needs a number")
+                return None
+            # Only numbers compare: a property holding text never matches (and never fails the query).
+            number = f"CASE WHEN jsonb_typeof({field}) = 'number' THEN ({field})::numeric END"
+            return f"({number} {_COMPARE[op]} {self.param(Decimal(str(value)))})"
+        self.fail(f"{path}.op", f"unknown operator '{op}'; one of eq, ne, in, not_in, gt, gte, lt, lte, exists")
+        return None
 
 
 def _all_numbers(values: list[Any]) -> bool:

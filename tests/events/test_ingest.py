@@ -194,3 +194,40 @@ async def test_a_tenant_over_its_event_rate_gets_429_with_retry_after(pool: asyn
         async with api_tenant(pool, api_url, other_slug) as other:
             fine = await _post(api_url, other.key, "/v1/batch", batch)
             assert fine.status_code == 200, fine.text
+
+
+async def test_segments_select_customers_by_what_they_performed(tenant: Tenant, api_url: str) -> None:
+    key = (await _source(tenant))["key"]
+    now = dt.datetime.now(dt.UTC)
+    old = (now - dt.timedelta(days=20)).isoformat()
+    calls: list[dict[str, Any]] = [{"type": "identify", "userId": f"p-{i}"} for i in range(4)]
+    calls += [
+        {"type": "track", "userId": "p-0", "event": "Product Viewed", "properties": {"category": "dairy", "price": 4}},
+        {"type": "track", "userId": "p-0", "event": "Product Viewed", "properties": {"category": "dairy", "price": 6}},
+        {"type": "track", "userId": "p-0", "event": "Product Viewed", "properties": {"category": "dairy", "price": 9}},
+        {"type": "track", "userId": "p-1", "event": "Product Viewed", "properties": {"category": "bakery"}},
+        {"type": "track", "userId": "p-2", "event": "Product Viewed", "properties": {"category": "dairy"},
+         "timestamp": old},
+        {"type": "track", "userId": "p-3", "event": "Product Viewed", "properties": {"price": "cheap"}},
+    ]  # fmt: skip
+    response = await _post(api_url, key, "/v1/batch", {"batch": calls})
+    assert response.json()["accepted"] == len(calls), response.text
+
+    async def count(performed: dict[str, Any]) -> int:
+        answer = await tenant.http.post(tenant.url("/segments:estimate"), json={"segment": {"performed": performed}})
+        assert answer.status_code == 200, answer.text
+        return int(answer.json()["count"])
+
+    assert await count({"event": "Product Viewed"}) == 4
+    assert await count({"event": "Product Viewed", "within_days": 7}) == 3
+    assert await count({"event": "Product Viewed", "where": {"category": "dairy"}, "within_days": 7}) == 1
+    assert await count({"event": "Product Viewed", "where": {"category": "dairy"}}) == 2
+    assert await count({"event": "Product Viewed", "where": {"price": {"op": "gte", "value": 5}}}) == 1
+    assert await count({"event": "Product Viewed", "count": {"op": "gte", "value": 3}}) == 1
+    assert await count({"event": "Product Viewed", "where": {"category": {"op": "in", "value": ["bakery", "x"]}}}) == 1
+    assert await count({"event": "Order Completed"}) == 0
+    bad = await tenant.http.post(
+        tenant.url("/segments:estimate"),
+        json={"segment": {"performed": {"event": "Product Viewed", "within_days": 0, "count": {"value": -1}}}},
+    )
+    assert bad.status_code == 422 and "segment.performed.within_days" in bad.text, bad.text
