@@ -1,4 +1,4 @@
-"""What the fault tests (tests/test_faults.py) start, break and count: `pennant worker`
+"""What the fault tests (tests/e2e/test_faults.py) start, break and count: `pennant worker`
 processes they may kill, a Temporal dev server and a PostgreSQL server of their own they may
 stop and start again, an API instance pointed at those, and the sinks' view of a run."""
 

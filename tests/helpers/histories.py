@@ -27,7 +27,7 @@ SCENARIOS = (
     "test_send",
     "failed_run",
     "cross_channel_fallback",  # recorded by tests/workflows/test_fallback.py
-    "winner_test",  # recorded by tests/test_winner_selection.py, as is winner_picked
+    "winner_test",  # recorded by tests/e2e/test_winner_and_adaptive_splits.py, as is winner_picked
     "winner_picked",
     "winner_then_fallback",  # recorded before local-bookkeeping; no longer recordable
     "local_bookkeeping",  # the same run after it and before local-plan; no longer recordable

@@ -32,5 +32,5 @@ PROVIDER_SECRETS = DEMO_SECRETS
 # The workers' provider timeout in tests: short, so injected timeouts cost little time.
 PROVIDER_TIMEOUT_SECONDS = 2.0
 # Tenants whose slug starts with this are not served by the session's worker: a test serves them
-# with a worker process of its own, which it may kill (tests/test_worker_crash.py).
+# with a worker process of its own, which it may kill (tests/e2e/test_worker_crash.py).
 ISOLATED_PREFIX = "iso-"

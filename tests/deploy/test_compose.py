@@ -13,7 +13,7 @@ import yaml
 from core.infra.settings import Settings
 from core.infra.temporal import SEARCH_ATTRIBUTES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REQUIRED_SERVICES = {"postgres", "temporal", "temporal-ui", "mailpit", "api", "worker"}
 PENNANT_SERVICES = {"api": ["pennant", "api"], "worker": ["pennant", "worker"]}
 
