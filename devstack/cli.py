@@ -53,6 +53,38 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return run(get_settings(), tenants, args.shard, args.processes)
 
 
+def cmd_dns(args: argparse.Namespace) -> int:
+    """`pennant dns`: serve the demo sending domains' records on loopback until SIGTERM or Ctrl-C."""
+    import asyncio
+    import signal
+
+    from core.infra.db import create_pool
+    from devstack.dns_server import demo_domains, start_dns
+
+    settings = get_settings()
+
+    async def serve() -> None:
+        pool = await create_pool(settings.database_url or "", min_size=1, max_size=2)
+        domains = demo_domains(settings.tenant_configs_dir)
+        transport, _ = await start_dns(
+            pool, domains, settings.mail_spf_include, settings.mail_bounce_host, port=settings.dns_port
+        )
+        print(f"DNS on 127.0.0.1:{settings.dns_port} (UDP) for {', '.join(domains)}", flush=True)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            transport.close()
+            await pool.close()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def cmd_smtp_sink(args: argparse.Namespace) -> int:
     """`pennant smtp-sink`: run the local SMTP sink until SIGTERM or Ctrl-C."""
     import signal
@@ -64,6 +96,9 @@ def cmd_smtp_sink(args: argparse.Namespace) -> int:
     settings = get_settings()
     events = EventEmitter(settings.provider_events_url, settings.provider_events_secret)
     controller = start_sink(settings.outbox_dir, settings.smtp_host, settings.smtp_port, events)
+    if settings.dns_nameserver:  # `pennant dev`'s loopback DNS: each message's DKIM is verified
+        host, _, port = settings.dns_nameserver.rpartition(":")
+        controller.handler.configure_dns(host, int(port))
     print(f"SMTP sink on {settings.smtp_host}:{settings.smtp_port}, storing in {settings.outbox_dir}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -300,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(func=cmd_worker)
     sub.add_parser("smtp-sink", help="local SMTP server storing mail in the outbox").set_defaults(func=cmd_smtp_sink)
+    sub.add_parser("dns", help="local DNS server for the demo sending domains").set_defaults(func=cmd_dns)
     sim = sub.add_parser("provider-sim", help="local SMS/push/webhook provider simulator")
     sim.add_argument("--host", help="default: the host of PROVIDER_BASE_URL")
     sim.add_argument("--port", type=int, help="default: the port of PROVIDER_BASE_URL")

@@ -197,13 +197,17 @@ def run_dev(settings: Settings) -> int:
             # Generated secrets on a laptop: the API and workers accept them only in dev.
             PENNANT_ENV="dev",
             TENANT_CONFIGS_DIR=str(settings.tenant_configs_dir.resolve()),
+            # The loopback DNS server (`pennant dns`): the sink verifies DKIM with the keys it
+            # publishes, and the sending-domain check asks it.
+            DNS_NAMESERVER=settings.dns_nameserver or f"127.0.0.1:{settings.dns_port}",
         )
         env.setdefault("LOG_FORMAT", "text")  # a terminal's logs, for humans (.data/logs/)
         env.update(dev_metrics_env(settings))
         smtp_sink = Child("smtp-sink", _pennant("smtp-sink"), env, logs / "smtp-sink.log")
         provider_sim = Child("provider-sim", _pennant("provider-sim"), env, logs / "provider-sim.log")
         api = Child("api", _pennant("api"), env, logs / "api.log")
-        children = [smtp_sink, provider_sim, Child("worker", _pennant("worker"), env, logs / "worker.log"), api]
+        dns = Child("dns", _pennant("dns"), env, logs / "dns.log")
+        children = [dns, smtp_sink, provider_sim, Child("worker", _pennant("worker"), env, logs / "worker.log"), api]
         for child in children:
             child.start()
         wait_for_port(settings.smtp_host, settings.smtp_port, 30, smtp_sink.proc)

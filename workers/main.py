@@ -35,6 +35,7 @@ from activities.experiments import ExperimentActivities
 from activities.run_start import RunStartActivities
 from activities.run_status import RunStatusActivities
 from activities.testsend import TestSendActivities
+from core.deliverability.dkim import DkimKeys
 from core.infra.fair_turns import ProcessShares
 from core.infra.logs import setup_logging
 from core.infra.settings import Settings
@@ -76,7 +77,9 @@ def build_activities(
     # Endpoints a tenant set go through the guard (EGRESS_ALLOW), within a provider call's time.
     guard = EgressGuard.from_settings(settings, deadline_seconds=PROVIDER_TIMEOUT.read or 10.0)
     providers: dict[str, ChannelAdapter] = {
-        "email": SmtpEmailAdapter(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds, guard),
+        "email": SmtpEmailAdapter(
+            settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds, guard, DkimKeys(pool, secrets)
+        ),
         "sms": HttpSmsAdapter(http, settings.provider_base_url, secrets, guard=guard),
         "push": HttpPushAdapter(http, settings.provider_base_url, secrets, guard=guard),
         "webhook": HttpWebhookAdapter(http, settings.provider_base_url, secrets, guard=guard),

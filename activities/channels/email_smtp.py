@@ -1,5 +1,5 @@
 """Email over SMTP (aiosmtplib): HTML and text parts, deterministic Message-ID, one-click
-List-Unsubscribe headers (RFC 8058)."""
+List-Unsubscribe headers (RFC 8058), DKIM-signed per sending domain (core/deliverability/dkim.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import aiosmtplib
 
 from activities.channels.base import OutboundMessage, SendResult, TransientChannelError
 from core.content.templating import RenderedEmail
+from core.deliverability.dkim import DkimKeys, DkimSigner
 from core.infra.settings import get_settings
 from core.security.egress import EgressError, EgressGuard, EgressRefused, Permit, Target
 from core.tenants.config_schema import EmailChannel, TenantConfig
@@ -37,8 +38,9 @@ def _qp(text: str) -> bytes:
     return quopri.encodestring(text.replace("\r\n", "\n").encode()).replace(b"\n", b"\r\n")
 
 
-def build_message(config: TenantConfig, msg: OutboundMessage) -> bytes:
-    """The message as RFC 5322 bytes: multipart/alternative with text and HTML parts.
+def build_message(config: TenantConfig, msg: OutboundMessage, signer: DkimSigner | None = None) -> bytes:
+    """The message as RFC 5322 bytes: multipart/alternative with text and HTML parts, signed
+    by `signer` when given.
 
     Written directly rather than through `email.message.EmailMessage`, whose header parsing
     and generator cost most of a worker's CPU per message (see benchmarks/throughput.py).
@@ -69,7 +71,8 @@ def build_message(config: TenantConfig, msg: OutboundMessage) -> bytes:
             + _qp(body)
             + b"\r\n"
         )
-    return head + b"\r\n" + parts + f"--{boundary}--\r\n".encode()
+    message = head + b"\r\n" + parts + f"--{boundary}--\r\n".encode()
+    return signer.sign(message) if signer is not None else message
 
 
 # An idle connection older than this is closed rather than kept for the tenant's next batch
@@ -137,12 +140,21 @@ class SmtpEmailAdapter:
 
     channel = "email"
 
-    def __init__(self, host: str, port: int, timeout: float = 10.0, guard: EgressGuard | None = None):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float = 10.0,
+        guard: EgressGuard | None = None,
+        dkim: DkimKeys | None = None,
+    ):
         self.host = host
         self.port = port
         self.timeout = timeout
         # A tenant's own relay goes through the guard; the process's settings make one if not given.
         self.guard = guard or EgressGuard.from_settings(get_settings())
+        # Each tenant's DKIM signers (a worker always has them; without, mail goes unsigned).
+        self.dkim = dkim
         self._pools: dict[tuple[str, str, int], _Connections] = {}
         self._reaped = time.monotonic()
 
@@ -238,6 +250,8 @@ class SmtpEmailAdapter:
             relay = self.relay(config)
         except RelayRefused:
             return [SendResult(m.idempotency_key, "failed", EGRESS_REFUSED) for m in messages]
+        # The sending domain's key, once for the batch (cached per process between batches).
+        signer = await self.dkim.signer(config) if self.dkim is not None else None
         pool = self._pool((config.slug, relay.host, relay.port), (config.channels.email or EmailChannel()).connections)
         queue = collections.deque(enumerate(messages))
         settled: dict[int, SendResult] = {}
@@ -262,14 +276,14 @@ class SmtpEmailAdapter:
                     while queue and not failures:
                         index, msg = queue.popleft()
                         try:
-                            settled[index] = await self._send_one(client, config, msg, relay.guarded)
+                            settled[index] = await self._send_one(client, config, msg, relay.guarded, signer)
                         except TransientChannelError as exc:
                             if checked or not isinstance(exc.__cause__, aiosmtplib.SMTPServerDisconnected):
                                 raise
                             # The relay closed it while it was idle, before taking the message.
                             client.close()
                             client = await self._connect(relay)
-                            settled[index] = await self._send_one(client, config, msg, relay.guarded)
+                            settled[index] = await self._send_one(client, config, msg, relay.guarded, signer)
                         checked = True
                 except Exception as exc:  # the other lanes stop after their message in flight
                     failures.append(exc)
@@ -293,12 +307,17 @@ class SmtpEmailAdapter:
         return results
 
     async def _send_one(
-        self, client: aiosmtplib.SMTP, config: TenantConfig, msg: OutboundMessage, quiet: bool = False
+        self,
+        client: aiosmtplib.SMTP,
+        config: TenantConfig,
+        msg: OutboundMessage,
+        quiet: bool = False,
+        signer: DkimSigner | None = None,
     ) -> SendResult:
         """One SMTP transaction: the message's result, or TransientChannelError. `quiet`: the
         relay is the tenant's own, so its words are not quoted, only its status code."""
         try:
-            await client.sendmail(config.brand.from_email, [msg.address], build_message(config, msg))
+            await client.sendmail(config.brand.from_email, [msg.address], build_message(config, msg, signer))
         except (aiosmtplib.SMTPRecipientsRefused, ValueError) as exc:  # ValueError: unsafe to send (CR/LF)
             return SendResult(msg.idempotency_key, "failed", "invalid address" if quiet else f"invalid address: {exc}")
         except aiosmtplib.SMTPResponseException as exc:

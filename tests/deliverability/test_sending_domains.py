@@ -1,0 +1,84 @@
+"""Sending domains: the records a domain needs, and the check against the loopback DNS server
+(never the internet) reporting each present, missing or wrong."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from core.configs.checks import load_config_file
+from devstack.dns_server import DnsServer
+from tests.helpers.stack import TENANT_CONFIGS
+from tests.helpers.tenants import MakeTenant
+
+
+@pytest.fixture
+def dns(dns_server: DnsServer) -> Iterator[DnsServer]:
+    """The session's DNS server, with what a test changed undone after it."""
+    yield dns_server
+    dns_server.reset()
+
+
+def _by_purpose(body: dict) -> dict[str, dict]:
+    return {r["purpose"]: r for r in body["records"]}
+
+
+async def test_records_listed_and_present_for_a_demo_domain(make_tenant: MakeTenant, dns: DnsServer) -> None:
+    tenant = await make_tenant("freshmart", customers=0)
+    listing = await tenant.http.get(tenant.url("/sending-domains"))
+    assert listing.status_code == 200, listing.text
+    [domain] = listing.json()
+    assert domain["domain"] == "freshmart.example.com"
+    records = _by_purpose(domain)
+    assert set(records) == {"dkim", "spf", "dmarc", "bounce"}
+    assert records["dkim"]["name"].endswith("._domainkey.freshmart.example.com")
+    assert records["dkim"]["value"].startswith("v=DKIM1; k=rsa; p=")
+    assert "include:spf.pennant.example" in records["spf"]["value"]
+    assert records["dmarc"]["name"] == "_dmarc.freshmart.example.com"
+    assert records["bounce"] == {**records["bounce"], "type": "CNAME", "name": "bounces.freshmart.example.com"}
+
+    check = await tenant.http.post(tenant.url("/sending-domains/freshmart.example.com:check"))
+    assert check.status_code == 200, check.text
+    assert check.json()["ok"] is True, check.json()
+    assert {r["status"] for r in check.json()["records"]} == {"present"}
+
+
+async def test_missing_and_wrong_records_are_named(make_tenant: MakeTenant, dns: DnsServer) -> None:
+    tenant = await make_tenant("freshmart", customers=0)
+    dns.withhold("freshmart.example.com", "TXT")  # no SPF
+    dns.publish("_dmarc.freshmart.example.com", "TXT", ["v=DMARC1; p=bogus"])
+    dns.publish("bounces.freshmart.example.com", "CNAME", ["elsewhere.example.net."])
+    dkim_name = _by_purpose((await tenant.http.get(tenant.url("/sending-domains/freshmart.example.com"))).json())[
+        "dkim"
+    ]["name"]
+    dns.publish(dkim_name, "TXT", ["v=DKIM1; k=rsa; p=AAAA"])
+    body = (await tenant.http.post(tenant.url("/sending-domains/freshmart.example.com:check"))).json()
+    assert body["ok"] is False
+    status = {r["purpose"]: (r["status"], r["found"]) for r in body["records"]}
+    assert status == {
+        "spf": ("missing", []),
+        "dmarc": ("wrong", ["v=DMARC1; p=bogus"]),
+        "bounce": ("wrong", ["elsewhere.example.net."]),
+        "dkim": ("wrong", ["v=DKIM1; k=rsa; p=AAAA"]),
+    }
+
+
+async def test_a_domain_nobody_published_is_missing_all_but_its_key(make_tenant: MakeTenant, dns: DnsServer) -> None:
+    brand = load_config_file(TENANT_CONFIGS / "freshmart.yaml").brand.model_copy(
+        update={"from_email": "hi@new.example.net"}
+    )
+    tenant = await make_tenant("freshmart", customers=0, brand=brand)
+    body = (await tenant.http.post(tenant.url("/sending-domains/new.example.net:check"))).json()
+    status = {r["purpose"]: r["status"] for r in body["records"]}
+    # The loopback server publishes every generated DKIM key (it stands in for the tenant's DNS);
+    # the domain's own SPF, DMARC and bounce records it does not have.
+    assert status == {"dkim": "present", "spf": "missing", "dmarc": "missing", "bounce": "missing"}
+
+
+async def test_another_domain_is_not_found(make_tenant: MakeTenant) -> None:
+    tenant = await make_tenant("freshmart", customers=0)
+    for path in ("/sending-domains/wellcare.example.com", "/sending-domains/wellcare.example.com:check"):
+        response = await (tenant.http.get if ":" not in path else tenant.http.post)(tenant.url(path))
+        assert response.status_code == 404, response.text
+        assert "not a sending domain of this tenant" in response.json()["detail"]
