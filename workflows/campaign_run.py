@@ -110,7 +110,7 @@ class CampaignRunWorkflow(WinnerSelection):
             return RunStatus.PAUSED
         return self._status
 
-    @workflow.query
+    @workflow.query(name="progress")
     def progress(self) -> RunProgress:
         """Status, planned count, batches and counts so far."""
         return RunProgress(
@@ -124,7 +124,7 @@ class CampaignRunWorkflow(WinnerSelection):
 
     # -- control ------------------------------------------------------------------------------
 
-    @workflow.update
+    @workflow.update(name="pause")
     async def pause(self) -> RunProgress:
         """Start no new batch until resumed; running batches stop sending between chunks (they
         read the run's status) and carry on when it is resumed."""
@@ -136,7 +136,7 @@ class CampaignRunWorkflow(WinnerSelection):
     def _validate_pause(self) -> None:
         self._require("pause", (RunStatus.SCHEDULED, RunStatus.RUNNING))
 
-    @workflow.update
+    @workflow.update(name="resume")
     async def resume(self) -> RunProgress:
         """Carry on a paused run."""
         self._paused = False
@@ -147,7 +147,7 @@ class CampaignRunWorkflow(WinnerSelection):
     def _validate_resume(self) -> None:
         self._require("resume", (RunStatus.PAUSED,))
 
-    @workflow.update
+    @workflow.update(name="cancel")
     async def cancel(self) -> RunProgress:
         """Start no new batch, stop the running ones (each records what it sent first), record
         everyone never attempted as skipped (cancelled); returns once the run is cancelled."""
@@ -159,7 +159,7 @@ class CampaignRunWorkflow(WinnerSelection):
     def _validate_cancel(self) -> None:
         self._require("cancel", (RunStatus.SCHEDULED, RunStatus.RUNNING, RunStatus.PAUSED))
 
-    @workflow.update
+    @workflow.update(name="reschedule")
     async def reschedule(self, change: RescheduleInput) -> RunProgress:
         """Move the send time of a run that is still waiting for it (earlier, later, or now)."""
         self._send_at = change.send_at

@@ -52,12 +52,12 @@ class WinnerSelection:
     _experiment: ExperimentState | None
     _decision: Decision | None
 
-    @workflow.query
+    @workflow.query(name="experiment")
     def experiment(self) -> ExperimentState | None:
         """The run's winner test: phase, when it decides, the winner once chosen."""
         return self._experiment
 
-    @workflow.update
+    @workflow.update(name="pick_winner")
     async def pick_winner(self, pick: PickWinnerInput) -> ExperimentState:
         """Decide a waiting test now, for `pick.variant`; returns once the decision is recorded."""
         assert self._experiment is not None
@@ -80,7 +80,7 @@ class WinnerSelection:
                 non_retryable=True,
             )
 
-    @workflow.update
+    @workflow.update(name="extend_test")
     async def extend_test(self, change: ExtendTestInput) -> ExperimentState:
         """Decide later: move the decision `change.by` further out."""
         assert self._experiment is not None and self._experiment.decide_at is not None
