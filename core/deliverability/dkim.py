@@ -112,7 +112,10 @@ class DkimSigner:
         The same steps as dkimpy's `DKIM.sign`/`gen_header`: the tags with a placeholder b=
         (so that b= folds onto a line of its own), folded, b= emptied, the selected headers and
         this header hashed, then the signature filled in and the whole folded again."""
-        headers, body = dkim.rfc822_parse(message)
+        # dkimpy's parser splits the whole message into lines and joins the body back: only the
+        # head goes through it (the messages are CRLF throughout, as build_message writes them).
+        head, _, body = message.partition(b"\r\n\r\n")
+        headers, _ = dkim.rfc822_parse(head + b"\r\n\r\n")
         body_hash = base64.b64encode(hashlib.sha256(_RELAXED.canonicalize_body(body)).digest())
         fields = [
             (b"v", b"1"),
