@@ -238,7 +238,7 @@ class Outcome:
 
 _CLAIM_SQL = f"""
 INSERT INTO event_dedupe AS d (tenant_id, message_id, received_at)
-SELECT $1, m, $3 FROM unnest($2::text[]) AS m
+SELECT $1, m, $3 FROM unnest($2::text[]) AS m ORDER BY m
 ON CONFLICT (tenant_id, message_id) DO UPDATE SET received_at = excluded.received_at
     WHERE d.received_at < excluded.received_at - {_DEDUPE_WINDOW}
 RETURNING message_id"""
@@ -262,7 +262,9 @@ async def store(
     if not parsed.events:
         return outcome
     async with tenant_tx(pool, tenant) as conn:
-        given = [e.message_id for e in parsed.events if e.given_id]
+        # Claimed in one order (sorted) by every call: two batches sharing ids wait for each
+        # other instead of deadlocking.
+        given = sorted(e.message_id for e in parsed.events if e.given_id)
         fresh: set[str] = set()
         if given:
             fresh = {r["message_id"] for r in await conn.fetch(_CLAIM_SQL, tenant, given, received_at)}
