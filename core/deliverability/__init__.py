@@ -1,5 +1,6 @@
 """Deliverability: each tenant's DKIM keys per sending domain and the signer (`dkim`), and the DNS
-records a sending domain needs, with a check that looks them up (`domains`)."""
+records a sending domain needs, with a check that looks them up (`domains`), and the gate that
+refuses a campaign's start while they are missing (`gate`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from core import lazy_exports
 if TYPE_CHECKING:
     from core.deliverability.dkim import DkimKey, DkimKeys, DkimSigner, ensure_key, rotate, sending_domain
     from core.deliverability.domains import DomainRecords, RecordCheck, check_domain, required_records
+    from core.deliverability.gate import start_refusal
 
 _EXPORTS: dict[str, str] = {
     "DkimKey": "dkim",
@@ -22,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "RecordCheck": "domains",
     "check_domain": "domains",
     "required_records": "domains",
+    "start_refusal": "gate",
 }
 __all__ = [
     "DkimKey",
@@ -34,5 +37,6 @@ __all__ = [
     "required_records",
     "rotate",
     "sending_domain",
+    "start_refusal",
 ]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import asyncpg
 import pytest
 
 from core.configs.checks import load_config_file
+from core.deliverability.gate import start_refusal
+from core.infra.settings import Settings
+from core.tenants.config_store import get_config
 from devstack.dns_server import DnsServer
 from tests.helpers.stack import TENANT_CONFIGS
 from tests.helpers.tenants import MakeTenant
@@ -82,3 +86,22 @@ async def test_another_domain_is_not_found(make_tenant: MakeTenant) -> None:
         response = await (tenant.http.get if ":" not in path else tenant.http.post)(tenant.url(path))
         assert response.status_code == 404, response.text
         assert "not a sending domain of this tenant" in response.json()["detail"]
+
+
+async def test_the_start_gate_names_what_is_missing(
+    make_tenant: MakeTenant, dns: DnsServer, app_pool: asyncpg.Pool, settings: Settings
+) -> None:
+    tenant = await make_tenant("freshmart", customers=0)
+    found = await get_config(app_pool, tenant.slug)
+    assert found is not None
+    config = found[1]
+    assert await start_refusal(app_pool, settings, config, ["email"]) is None  # off by default
+    gated = settings.model_copy(update={"require_sending_domain_records": True})
+    assert await start_refusal(app_pool, gated, config, ["email"]) is None  # every record present
+    dns.withhold("_dmarc.freshmart.example.com", "TXT")
+    refusal = await start_refusal(app_pool, gated, config, ["email"])
+    assert refusal == (
+        "sending domain freshmart.example.com is not ready: dmarc _dmarc.freshmart.example.com (missing)"
+        " (see sending-domains/freshmart.example.com)"
+    )
+    assert await start_refusal(app_pool, gated, config, ["sms"]) is None  # no email, no gate
