@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from core.infra.settings import get_settings
-from devstack import runs_cli, secrets_cli
+from devstack import events_cli, runs_cli, secrets_cli
 
 
 def _exit(status: int) -> None:
@@ -356,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(func=cmd_tenants_schema)
     secrets_cli.register(tenants)  # tenants secrets set|generate|list|delete|new-key
     runs_cli.register(sub)  # runs list|show|watch|pause|resume|cancel, campaigns list|start
+    events_cli.register(sub)  # events sources create|list|revoke, events tail, events send
     customers = sub.add_parser("customers", help="customer data").add_subparsers(dest="action", required=True)
     load = customers.add_parser(
         "import",

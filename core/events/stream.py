@@ -55,3 +55,18 @@ async def customer_events(
         min(limit, MAX_PAGE),
     )
     return [dict(r) for r in rows]
+
+
+async def recent_events(conn: asyncpg.Connection, tenant: str, *, after_id: int, limit: int) -> list[dict[str, Any]]:
+    """The tenant's events of the last day with ids above `after_id`, oldest id first (what
+    `pennant events tail` follows); reads only the partitions of the last day."""
+    rows = await conn.fetch(
+        """SELECT id, message_id, type, event, user_id, anonymous_id, customer_id, properties, "timestamp",
+                  received_at
+           FROM events WHERE tenant_id = $1 AND "timestamp" >= now() - interval '1 day' AND id > $2
+           ORDER BY id LIMIT $3""",
+        tenant,
+        after_id,
+        min(limit, MAX_PAGE),
+    )
+    return [dict(r) for r in rows]

@@ -12,8 +12,11 @@ import base64
 import datetime as dt
 import gzip
 import json
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -231,3 +234,27 @@ async def test_segments_select_customers_by_what_they_performed(tenant: Tenant, 
         json={"segment": {"performed": {"event": "Product Viewed", "within_days": 0, "count": {"value": -1}}}},
     )
     assert bad.status_code == 422 and "segment.performed.within_days" in bad.text, bad.text
+
+
+async def test_pennant_events_send_posts_a_jsonl_file_and_the_stream_follows_it(
+    tenant: Tenant, api_url: str, tmp_path: Path
+) -> None:
+    calls = tmp_path / "calls.jsonl"
+    lines = [
+        {"type": "track", "event": "Refill Requested", "userId": "rx-1", "messageId": "cli-1"},
+        {"type": "track", "userId": "rx-1"},
+        {"type": "page", "name": "Pharmacy", "anonymousId": "a-cli"},
+    ]
+    calls.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    env = {**os.environ, "PENNANT_API_URL": api_url, "PENNANT_API_KEY": tenant.key}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "devstack.cli", "events", "send", str(calls), "--tenant", tenant.slug,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 1, err.decode()  # one call was rejected
+    assert "2 accepted, 0 duplicates, 1 rejected" in out.decode() and "call 2: event" in out.decode(), out.decode()
+    stream = (await tenant.http.get(tenant.url("/stream"))).json()
+    assert [e["event"] for e in stream["events"]] == ["Refill Requested", "Pharmacy"]
+    later = (await tenant.http.get(tenant.url("/stream"), params={"after_id": stream["last_id"]})).json()
+    assert later["events"] == [] and later["last_id"] == stream["last_id"]
