@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path
 
 from api.deps import ConfigDep, PoolDep, PrincipalDep, SecretsDep, SettingsDep, TenantDep
+from api.tenant_limits import SECRET_WRITES_PER_MINUTE, per_tenant_limit
 from core.deliverability.dkim import ensure_key, rotate, sending_domain
 from core.deliverability.domains import DomainCheck, DomainRecords, check_domain, required_records
 from core.infra.db import tenant_tx
@@ -19,6 +20,10 @@ from core.security.audit import record
 from core.security.secrets import KeyringError
 
 router = APIRouter(prefix="/v1/tenants/{tenant}/sending-domains", tags=["sending domains"])
+# A check is four lookups at the platform's name server; a rotation writes a secret.
+DOMAIN_CHECKS_PER_MINUTE = 30
+_CHECK_LIMIT = [per_tenant_limit("sending-domain checks", DOMAIN_CHECKS_PER_MINUTE)]
+_ROTATE_LIMIT = [per_tenant_limit("secret writes", SECRET_WRITES_PER_MINUTE)]
 
 Domain = Annotated[str, Path(max_length=253, description="a sending domain of the tenant (its From domain)")]
 
@@ -57,7 +62,7 @@ async def get_sending_domain(
     return await _records(tenant, _domain_of(config, domain), pool, secrets, settings)
 
 
-@router.post("/{domain}:check", response_model=DomainCheck)
+@router.post("/{domain}:check", response_model=DomainCheck, dependencies=_CHECK_LIMIT)
 async def check_sending_domain(
     tenant: TenantDep, domain: Domain, config: ConfigDep, pool: PoolDep, secrets: SecretsDep, settings: SettingsDep
 ) -> DomainCheck:
@@ -66,7 +71,7 @@ async def check_sending_domain(
     return await check_domain(records, settings.dns_nameserver)
 
 
-@router.post("/{domain}:rotate-dkim", response_model=DomainRecords)
+@router.post("/{domain}:rotate-dkim", response_model=DomainRecords, dependencies=_ROTATE_LIMIT)
 async def rotate_dkim(
     tenant: TenantDep,
     domain: Domain,

@@ -105,3 +105,10 @@ async def test_the_start_gate_names_what_is_missing(
         " (see sending-domains/freshmart.example.com)"
     )
     assert await start_refusal(app_pool, gated, config, ["sms"]) is None  # no email, no gate
+
+
+async def test_an_over_long_domain_is_a_422_naming_it(make_tenant: MakeTenant) -> None:
+    tenant = await make_tenant("freshmart", customers=0)
+    response = await tenant.http.post(tenant.url("/sending-domains/" + "a" * 300 + ":check"))
+    assert response.status_code == 422, response.text
+    assert "domain" in response.text
