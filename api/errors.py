@@ -12,10 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from core.common.validation import error_lines
-from core.content.templating import TemplateError
-from core.customers.segments import SegmentError
-from core.tenants.config_store import ConfigError
+from core.common.refusals import Conflict, NotFound, Refused, TooMany, Unavailable, UpstreamFailed
+from core.common.validation import InvalidInput, error_lines
 
 log = logging.getLogger("pennant.api")
 
@@ -27,6 +25,25 @@ def error_response(status_code: int, errors: list[str], headers: Mapping[str, st
     )
 
 
+# A service's refusal (core/common/refusals.py) as the API answers it.
+REFUSAL_STATUS: dict[type[Refused], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    TooMany: 429,
+    UpstreamFailed: 502,
+    Unavailable: 503,
+}
+
+
+def refusal_status(exc: Refused) -> int:
+    """The HTTP status of a service's refusal: its class's, or the nearest base's (409 for
+    a bare Refused)."""
+    for cls in type(exc).__mro__:
+        if cls in REFUSAL_STATUS:
+            return REFUSAL_STATUS[cls]
+    return 409
+
+
 def install(app: FastAPI) -> None:
     """Answer every error raised by a route or by request validation in the one shape."""
 
@@ -34,11 +51,14 @@ def install(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(422, error_lines(exc.errors(), unknown="unknown field"))
 
-    @app.exception_handler(ConfigError)
-    @app.exception_handler(SegmentError)
-    @app.exception_handler(TemplateError)
-    async def _invalid(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(422, getattr(exc, "errors", [str(exc)]))
+    @app.exception_handler(InvalidInput)  # config, segment, template and campaign errors alike
+    async def _invalid(_: Request, exc: InvalidInput) -> JSONResponse:
+        return error_response(422, exc.errors)
+
+    @app.exception_handler(Refused)
+    async def _refused(_: Request, exc: Refused) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        return error_response(refusal_status(exc), [exc.message], headers)
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:

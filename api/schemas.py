@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any, Literal, Self
 
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.input_guard import BIGINT_MAX, BIGINT_MIN
 from core.campaigns.send_time import SendTime
+from core.campaigns.service import PreviewResult
 from core.campaigns.spec import CampaignSpec
 from core.campaigns.store import CampaignRecord, CampaignStatus
 from core.customers.records import MAX_BATCH
@@ -19,6 +21,7 @@ from core.optimisation.send_times import SendTimePreview
 from core.optimisation.suggestions import SuggestionsRecord
 from core.results.report import ResultsRecord, SeriesRecord
 from core.runs.models import Counts, RunStatus
+from core.runs.service import RunView
 from core.runs.store import DeliveryRecord, RunRecord
 from core.tenants.config_schema import ChannelName, EmailAddress
 
@@ -68,6 +71,16 @@ class Preview(BaseModel):
     variant: str
     channel: str
     customer: CustomerRef | None = Field(description="null when no customer exists and a placeholder was used")
+
+    @classmethod
+    def of(cls, campaign_id: str, found: PreviewResult) -> Self:
+        """The answer for a rendered preview (core.campaigns.service.preview_campaign)."""
+        customer = found.customer
+        ref = CustomerRef(**{k: customer[k] for k in ("id", "first_name", "email")}) if customer["id"] else None
+        return cls(
+            campaign_id=campaign_id, variant=found.variant.key, channel=found.channel, customer=ref,
+            **dataclasses.asdict(found.rendered),
+        )  # fmt: skip
 
 
 class TestSendRequest(BaseModel):
@@ -135,6 +148,20 @@ class Run(RunSummary):
     experiment: RunExperiment | None = Field(
         default=None, description="the run's winner test (decision and statistics) or adaptive weights"
     )
+
+    @classmethod
+    def of(cls, view: RunView) -> Self:
+        """The answer for a run as it stands (core.runs.service.run_view)."""
+        progress = view.progress
+        return cls(
+            **view.run.model_dump(exclude={"status"}),
+            status=view.status,
+            counts=RunCounts.of(view.counts, view.planned),
+            counts_source="workflow" if progress is not None else "ledger",
+            batches_total=progress.batches_total if progress is not None else None,
+            batches_done=progress.batches_done if progress is not None else None,
+            experiment=view.experiment,
+        )
 
 
 class RunPage(BaseModel):

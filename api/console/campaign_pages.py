@@ -1,20 +1,19 @@
 """Campaign pages: the list with each campaign's last run and live progress, the editor with
 its segment estimate and variant previews, test sends, starting runs and schedules. Every
-read and write goes through the API's own route functions, so the console shows and accepts
-exactly what the API does."""
+read and write goes through the same services as the API (core/campaigns/service.py), so the
+console shows and accepts exactly what the API does."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
-from temporalio.service import RPCError
 
 from api import deps
-from api.console import campaign_form, optimisation_pages
+from api.console import campaign_form
+from api.console import campaign_view as view
 from api.console.common import (
     INVALID,
     PREFIX,
@@ -25,29 +24,28 @@ from api.console.common import (
     first,
     problems,
     redirect,
+    status_of,
 )
-from api.routes import campaigns as campaign_routes
-from api.routes import runs as run_routes
+from api.errors import refusal_status
 from api.routes import schedules as schedule_routes
 from api.routes import segments as segment_routes
-from api.schemas import PreviewRequest, SegmentEstimateRequest, TestSendRequest
+from api.run_pages import runs_page
+from api.schemas import Campaign, Preview, PreviewRequest, SegmentEstimateRequest, TestSendRequest
+from core.campaigns import service as campaign_service
 from core.campaigns.schedules import RecurrenceSpec
 from core.campaigns.spec import CampaignSpec
 from core.campaigns.store import CampaignRecord
+from core.common.refusals import Refused
 from core.runs.models import ACTIVE_STATUSES
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 
-async def _campaign(ctx: Console, campaign_id: str) -> CampaignRecord:
-    return await deps.get_path_campaign(ctx.tenant, ctx.pool, campaign_id)
-
-
 @router.get("/campaigns", response_class=HTMLResponse)
 async def campaigns_page(ctx: ConsoleDep) -> HTMLResponse:
     """Every campaign with its status and last run (live progress while it is active)."""
-    campaigns = await campaign_routes.list_campaigns(ctx.tenant, ctx.pool)
-    page = await run_routes.list_runs(ctx.tenant, ctx.pool, status=None, campaign_id=None, limit=200, cursor=None)
+    campaigns = [Campaign.of(r) for r in await campaign_service.list_campaigns(ctx.pool, ctx.tenant)]
+    page = await runs_page(ctx.pool, ctx.tenant, status=None, campaign_id=None, limit=200, cursor=None)
     last_run: dict[str, Any] = {}
     for run in page.items:  # newest first: the first seen is the campaign's last
         last_run.setdefault(run.campaign_id, run)
@@ -56,20 +54,10 @@ async def campaigns_page(ctx: ConsoleDep) -> HTMLResponse:
     )
 
 
-async def _editor_context(ctx: Console) -> dict[str, Any]:
-    """What the editor offers: the tenant's named segments, templates and enabled channels."""
-    config = await deps.get_tenant_config(ctx.tenant, ctx.pool)
-    return {
-        "segments": sorted(config.segments),
-        "template_names": sorted(config.templates),
-        "enabled_channels": config.channels.enabled(),
-    }
-
-
 @router.get("/campaigns/new", response_class=HTMLResponse)
 async def new_campaign_page(ctx: ConsoleDep) -> HTMLResponse:
     """An empty editor (one variant, email, the first named segment)."""
-    editor = await _editor_context(ctx)
+    editor = await view.editor_context(ctx)
     values = campaign_form.form_values({})
     values["channels"] = editor["enabled_channels"][:1]
     values["segment_name"] = editor["segments"][0] if editor["segments"] else ""
@@ -86,9 +74,9 @@ async def _save(ctx: Console, campaign: CampaignRecord | None) -> Response:
             spec = CampaignSpec.model_validate(data)
             config = await deps.get_tenant_config(ctx.tenant, ctx.pool)
             if campaign is None:
-                saved = await campaign_routes.create_campaign(ctx.tenant, config, spec, ctx.pool)
+                saved = await campaign_service.create_campaign(ctx.pool, ctx.tenant, config, spec)
             else:
-                saved = await campaign_routes.update_campaign(ctx.tenant, campaign, config, spec, ctx.pool)
+                saved = await campaign_service.update_campaign(ctx.pool, ctx.tenant, campaign.id, config, spec)
             return redirect(f"/campaigns/{saved.id}?done=saved")
         except INVALID as exc:
             errors = problems(exc)
@@ -99,7 +87,7 @@ async def _save(ctx: Console, campaign: CampaignRecord | None) -> Response:
         values=values,
         errors=errors,
         field_errors=campaign_form.field_errors(errors),
-        **await _editor_context(ctx),
+        **await view.editor_context(ctx),
     )
 
 
@@ -109,59 +97,24 @@ async def create_campaign(ctx: ConsoleDep) -> Response:
     return await _save(ctx, None)
 
 
-_NOTICES = {
-    "saved": "Campaign saved.",
-    "scheduled": "Schedule saved.",
-    "unscheduled": "Schedule removed.",
-    "archived": "Campaign archived; it starts no new runs.",
-}
-
-
-async def _campaign_page(ctx: Console, campaign: CampaignRecord, status: int = 200, **extra: Any) -> HTMLResponse:
-    runs = await run_routes.list_runs(
-        ctx.tenant, ctx.pool, status=None, campaign_id=uuid.UUID(campaign.id), limit=50, cursor=None
-    )
-    try:
-        handle = await schedule_routes.existing_schedule(ctx.tenant, campaign, ctx.temporal)
-        schedule = await schedule_routes.get_schedule(handle, campaign)
-    except (HTTPException, RPCError):  # none, or Temporal cannot say right now
-        schedule = None
-    extra.setdefault("values", campaign_form.from_spec(campaign.spec))
-    extra.setdefault("errors", [])
-    extra.setdefault("field_errors", {})
-    return ctx.render(
-        "campaign.html",
-        status,
-        campaign=campaign,
-        runs=runs.items,
-        schedule=schedule,
-        active={s.value for s in ACTIVE_STATUSES},
-        notice=_NOTICES.get(ctx.request.query_params.get("done", "")),
-        remote_images=ctx.request.query_params.get("images") == "1",
-        **(await _editor_context(ctx)),
-        **(await optimisation_pages.campaign_panels(ctx, campaign)),
-        **extra,
-    )
-
-
 @router.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
 async def campaign_page(ctx: ConsoleDep, campaign_id: str) -> HTMLResponse:
     """One campaign: its editor, previews, test send, start and schedule, and its runs."""
-    return await _campaign_page(ctx, await _campaign(ctx, campaign_id))
+    return await view.campaign_page(ctx, await view.path_campaign(ctx, campaign_id))
 
 
 @router.post("/campaigns/{campaign_id}", response_class=HTMLResponse)
 async def update_campaign(ctx: ConsoleDep, campaign_id: str) -> Response:
     """Save the editor over the campaign (refused while a run of it is unfinished, as the API does)."""
-    return await _save(ctx, await _campaign(ctx, campaign_id))
+    return await _save(ctx, await view.path_campaign(ctx, campaign_id))
 
 
 @router.post("/campaigns/{campaign_id}/archive", response_class=HTMLResponse)
 async def archive_campaign(ctx: ConsoleDep, campaign_id: str) -> Response:
     """Archive the campaign."""
     await checked_form(ctx.request, ctx.session)
-    campaign = await _campaign(ctx, campaign_id)
-    await campaign_routes.archive_campaign(ctx.tenant, campaign, ctx.pool)
+    campaign = await view.path_campaign(ctx, campaign_id)
+    await campaign_service.archive_campaign(ctx.pool, ctx.tenant, campaign.id)
     return redirect(f"/campaigns/{campaign_id}?done=archived")
 
 
@@ -169,11 +122,11 @@ async def archive_campaign(ctx: ConsoleDep, campaign_id: str) -> Response:
 async def start_run(ctx: ConsoleDep, campaign_id: str) -> Response:
     """Start a run (at the campaign's send time or local time if it has one); opens the run."""
     await checked_form(ctx.request, ctx.session)
-    campaign = await _campaign(ctx, campaign_id)
+    campaign = await view.path_campaign(ctx, campaign_id)
     try:
-        started = await run_routes.start_run(ctx.tenant, campaign, ctx.pool, ctx.temporal)
-    except HTTPException as exc:
-        return await _campaign_page(ctx, campaign, exc.status_code, action_error=str(exc.detail))
+        started = await campaign_service.start_run(ctx.pool, ctx.temporal, ctx.tenant, campaign)
+    except Refused as exc:
+        return await view.campaign_page(ctx, campaign, refusal_status(exc), action_error=exc.message)
     return redirect(f"/runs/{started.run_id}")
 
 
@@ -181,7 +134,7 @@ async def start_run(ctx: ConsoleDep, campaign_id: str) -> Response:
 async def put_schedule(ctx: ConsoleDep, campaign_id: str) -> Response:
     """Make the campaign recurring (cron or interval, in a time zone), or remove its schedule."""
     form = await checked_form(ctx.request, ctx.session)
-    campaign = await _campaign(ctx, campaign_id)
+    campaign = await view.path_campaign(ctx, campaign_id)
     try:
         if first(form, "action") == "delete":
             handle = await schedule_routes.existing_schedule(ctx.tenant, campaign, ctx.temporal)
@@ -195,7 +148,7 @@ async def put_schedule(ctx: ConsoleDep, campaign_id: str) -> Response:
         spec = RecurrenceSpec.model_validate(data)
         await schedule_routes.put_schedule(ctx.tenant, campaign, spec, ctx.temporal, Response())
     except INVALID as exc:
-        return await _campaign_page(ctx, campaign, 422, schedule_errors=problems(exc))
+        return await view.campaign_page(ctx, campaign, 422, schedule_errors=problems(exc))
     return redirect(f"/campaigns/{campaign_id}?done=scheduled")
 
 
@@ -203,7 +156,7 @@ async def put_schedule(ctx: ConsoleDep, campaign_id: str) -> Response:
 async def test_send(ctx: ConsoleDep, campaign_id: str) -> Response:
     """Email every variant (or one) to seed addresses, marked [TEST]."""
     form = await checked_form(ctx.request, ctx.session)
-    campaign = await _campaign(ctx, campaign_id)
+    campaign = await view.path_campaign(ctx, campaign_id)
     emails = [e.strip() for e in first(form, "emails").replace(";", ",").split(",") if e.strip()]
     data: dict[str, Any] = {"emails": emails}
     if first(form, "variant"):
@@ -213,16 +166,17 @@ async def test_send(ctx: ConsoleDep, campaign_id: str) -> Response:
     try:
         body = TestSendRequest.model_validate(data)
         config = await deps.get_tenant_config(ctx.tenant, ctx.pool)
-        result = await campaign_routes.test_send_campaign(
-            ctx.tenant, campaign, config, body, ctx.pool, ctx.temporal, ctx.settings
-        )
+        result = await campaign_service.test_send_campaign(
+            ctx.pool, ctx.temporal, ctx.tenant, campaign, config, ctx.settings.public_base_url, body.emails,
+            variant=body.variant, customer_id=body.customer_id,
+        )  # fmt: skip
     except INVALID as exc:
-        return await _campaign_page(ctx, campaign, 422, test_send_errors=problems(exc))
-    return await _campaign_page(ctx, campaign, test_send_result=result)
+        return await view.campaign_page(ctx, campaign, 422, test_send_errors=problems(exc))
+    return await view.campaign_page(ctx, campaign, test_send_result=result)
 
 
 def _json_errors(exc: Exception) -> JSONResponse:
-    status = exc.status_code if isinstance(exc, HTTPException) else 422
+    status = status_of(exc)
     errors = problems(exc)
     return JSONResponse({"detail": "; ".join(errors), "errors": errors}, status_code=status)
 
@@ -245,10 +199,13 @@ async def preview(ctx: ConsoleDep, campaign_id: str, request: Request) -> JSONRe
     """A variant rendered on a channel for a customer, exactly as a run would (the API's preview)."""
     check_header_csrf(request, ctx.session)
     try:
-        campaign = await _campaign(ctx, campaign_id)
+        campaign = await view.path_campaign(ctx, campaign_id)
         body = PreviewRequest.model_validate_json(await request.body())
         config = await deps.get_tenant_config(ctx.tenant, ctx.pool)
-        found = await campaign_routes.preview_campaign(ctx.tenant, campaign, config, ctx.pool, ctx.settings, body)
+        found = await campaign_service.preview_campaign(
+            ctx.pool, ctx.tenant, campaign, config, ctx.settings.public_base_url,
+            variant=body.variant, channel=body.channel, customer_id=body.customer_id,
+        )  # fmt: skip
     except (*INVALID, ValidationError) as exc:
         return _json_errors(exc)
-    return JSONResponse(found.model_dump(mode="json"))
+    return JSONResponse(Preview.of(str(campaign.id), found).model_dump(mode="json"))

@@ -18,7 +18,9 @@ from temporalio.client import Client
 
 from api import deps
 from api.console import session as sessions
+from api.errors import refusal_status
 from core.common.durations import describe_duration
+from core.common.refusals import Refused
 from core.common.validation import InvalidInput, error_lines
 from core.infra.settings import Settings
 
@@ -151,10 +153,21 @@ def problems(exc: Exception) -> list[str]:
         return list(exc.errors)
     if isinstance(exc, HTTPException):
         return [str(exc.detail)]
+    if isinstance(exc, Refused):
+        return [exc.message]
     raise exc
 
 
-INVALID = (ValidationError, InvalidInput, HTTPException)
+def status_of(exc: Exception) -> int:
+    """The status the API would answer `exc` (one of INVALID) with."""
+    if isinstance(exc, HTTPException):
+        return exc.status_code
+    if isinstance(exc, Refused):
+        return refusal_status(exc)
+    return 422
+
+
+INVALID = (ValidationError, InvalidInput, Refused, HTTPException)
 
 
 def redirect(path: str) -> RedirectResponse:

@@ -1,65 +1,42 @@
 """The console's optimisation views: a campaign's send-time preview (chosen local hours as a
 bar chart, with the fallback count) and ranked text suggestions, and a run's winner test:
-its state, Pick-winner per variant and Extend. Each calls the JSON API's own route function."""
+its state, Pick-winner per variant and Extend. Each calls the service the API calls."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from markupsafe import Markup
 
 from api import deps
-from api.console import charts
-from api.console.common import INVALID, PREFIX, Console, ConsoleDep, checked_form, first, problems, redirect
-from api.routes import optimisation as optimisation_routes
-from api.routes import runs as run_routes
-from api.schemas import SendTimes, SuggestRequest
-from core.campaigns.store import CampaignRecord
+from api.console import campaign_view as view
+from api.console.common import INVALID, PREFIX, Console, ConsoleDep, checked_form, first, problems, redirect, status_of
+from api.schemas import Suggestions, SuggestRequest
 from core.experiments.models import ExtendTestInput, PickWinnerInput
+from core.optimisation import service as optimisation
+from core.runs import service as run_service
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
-
-
-def hour_bars(preview: SendTimes) -> Markup:
-    """The optimised recipients' chosen local hours, one bar per hour 0-23, as inline SVG."""
-    return charts.count_columns(
-        [(f"{h.hour:02d}", h.recipients) for h in preview.hours], "Recipients by chosen local hour"
-    )
-
-
-async def campaign_panels(ctx: Console, campaign: CampaignRecord) -> dict[str, Any]:
-    """The campaign page's send-time preview: shown when the campaign uses `send_time: optimal`
-    or the marketer asks for it (`?send_times=1`); errors are shown in its panel."""
-    wanted = campaign.spec.send_time is not None or ctx.request.query_params.get("send_times") == "1"
-    if not wanted:
-        return {"send_times": None}
-    try:
-        config = await deps.get_tenant_config(ctx.tenant, ctx.pool)
-        preview = await optimisation_routes.preview_campaign_send_times(ctx.tenant, campaign, config, ctx.pool)
-    except INVALID as exc:
-        return {"send_times": None, "send_times_errors": problems(exc)}
-    return {"send_times": preview, "send_times_chart": hour_bars(preview)}
 
 
 @router.post("/campaigns/{campaign_id}/suggest", response_class=HTMLResponse)
 async def suggest(ctx: ConsoleDep, campaign_id: str) -> Response:
     """Ranked subject lines (or SMS bodies) with their reasons; nothing is applied to the campaign."""
-    from api.console.campaign_pages import _campaign_page  # that module imports this one
-
     form = await checked_form(ctx.request, ctx.session)
-    campaign = await deps.get_path_campaign(ctx.tenant, ctx.pool, campaign_id)
+    campaign = await view.path_campaign(ctx, campaign_id)
     data = {k: first(form, k) for k in ("channel", "variant", "engine") if first(form, k)}
     try:
         body = SuggestRequest.model_validate(data)
         config = await deps.get_tenant_config(ctx.tenant, ctx.pool)
         secrets = deps.get_secrets(ctx.request)
-        found = await optimisation_routes.suggest_campaign_texts(ctx.tenant, campaign, config, ctx.pool, secrets, body)
+        record = await optimisation.suggest_campaign_texts(
+            ctx.pool, secrets, ctx.tenant, campaign, config,
+            channel=body.channel, variant=body.variant, engine=body.engine, limit=body.limit,
+        )  # fmt: skip
     except INVALID as exc:
-        status = exc.status_code if isinstance(exc, HTTPException) else 422
-        return await _campaign_page(ctx, campaign, status, suggest_errors=problems(exc))
-    return await _campaign_page(ctx, campaign, suggestions=found)
+        return await view.campaign_page(ctx, campaign, status_of(exc), suggest_errors=problems(exc))
+    return await view.campaign_page(ctx, campaign, suggestions=Suggestions(**record.model_dump()))
 
 
 @router.post("/runs/{run_id}/pick-winner", response_class=HTMLResponse)
@@ -84,10 +61,12 @@ async def _experiment_action(
     run = await deps.get_path_run(ctx.tenant, ctx.pool, run_id)
     try:
         if action == "pick-winner":
-            await run_routes.pick_winner(ctx.tenant, run, PickWinnerInput.model_validate(data), ctx.pool, ctx.temporal)
+            pick = PickWinnerInput.model_validate(data)
+            await run_service.control_run(ctx.pool, ctx.temporal, ctx.tenant, run, "pick-winner", pick)
         else:
-            await run_routes.extend_test(ctx.tenant, run, ExtendTestInput.model_validate(data), ctx.pool, ctx.temporal)
+            change = ExtendTestInput.model_validate(data)
+            await run_service.control_run(ctx.pool, ctx.temporal, ctx.tenant, run, "extend-test", change)
     except INVALID as exc:
-        status = exc.status_code if isinstance(exc, HTTPException) else 422
+        status = status_of(exc)
         return await _run_page(ctx, run, request, status, experiment_errors=problems(exc))
     return redirect(f"/runs/{run_id}?done={action}")

@@ -14,15 +14,17 @@ from api import deps
 from api.console import charts
 from api.console.common import INVALID, PREFIX, Console, ConsoleDep, checked_form, problems, redirect
 from api.routes import results as result_routes
-from api.routes import runs as run_routes
+from api.run_pages import deliveries_page
+from api.schemas import Run
 from core.results import report as results
+from core.runs import service as run_service
 from core.runs.models import TERMINAL_STATUSES
 from core.runs.store import RunRecord
 from core.tenants.config_schema import ChannelName
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
-_CONTROLS = {"pause": run_routes.pause_run, "resume": run_routes.resume_run, "cancel": run_routes.cancel_run}
+_CONTROLS: tuple[run_service.Action, ...] = ("pause", "resume", "cancel")
 PAGE_SIZE = 50
 
 
@@ -47,7 +49,7 @@ async def progress(ctx: ConsoleDep, run_id: str) -> JSONResponse:
         run = await _run(ctx, run_id)
     except HTTPException as exc:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
-    view = await run_routes.get_run(ctx.tenant, run, ctx.pool, ctx.temporal)
+    view = Run.of(await run_service.run_view(ctx.pool, ctx.temporal, ctx.tenant, run))
     return JSONResponse({**view.model_dump(mode="json"), "finished": view.status in TERMINAL_STATUSES})
 
 
@@ -76,16 +78,16 @@ async def run_page(ctx: ConsoleDep, run_id: str, request: Request) -> HTMLRespon
 
 
 async def _run_page(ctx: Console, run: RunRecord, request: Request, status: int = 200, **extra: Any) -> HTMLResponse:
-    view = await run_routes.get_run(ctx.tenant, run, ctx.pool, ctx.temporal)
+    view = Run.of(await run_service.run_view(ctx.pool, ctx.temporal, ctx.tenant, run))
     campaign = await deps.get_path_campaign(ctx.tenant, ctx.pool, run.campaign_id)
     query = {k: v for k, v in request.query_params.items() if v}
     filter_errors: list[str] = []
     deliveries = None
     try:
         filters = DeliveryFilters.model_validate(query)
-        deliveries = await run_routes.list_deliveries(
-            ctx.tenant, run, ctx.pool, status=filters.status, reason=filters.reason, channel=filters.channel,
-            variant=filters.variant, limit=PAGE_SIZE, cursor=filters.cursor,
+        deliveries = await deliveries_page(
+            ctx.pool, ctx.tenant, run.id, limit=PAGE_SIZE, cursor=filters.cursor, status=filters.status,
+            reason=filters.reason, channel=filters.channel, variant=filters.variant,
         )  # fmt: skip
     except (ValidationError, HTTPException) as exc:
         filter_errors = problems(exc)
@@ -119,10 +121,11 @@ async def control(ctx: ConsoleDep, run_id: str, action: str, request: Request) -
     """Pause, resume or cancel the run, as the API's control routes do (a refusal is shown)."""
     await checked_form(request, ctx.session)
     run = await _run(ctx, run_id)
-    if action not in _CONTROLS:
+    chosen = next((a for a in _CONTROLS if a == action), None)
+    if chosen is None:
         raise HTTPException(404, f"no run action '{action}'")
     try:
-        await _CONTROLS[action](ctx.tenant, run, ctx.pool, ctx.temporal)
+        await run_service.control_run(ctx.pool, ctx.temporal, ctx.tenant, run, chosen)
     except INVALID as exc:
         return await _run_page(ctx, run, request, 409, action_error=problems(exc)[0])
     return redirect(f"/runs/{run_id}")
