@@ -40,7 +40,9 @@ from core.tenants.config_schema import Events, Experiments, Policies
 from devstack.inprocess import LocalStack, free_port, local_stack
 from devstack.launcher import wait_for_port
 
-BATCH_EVENTS = 400  # ~1 KB each: about 400 KB a batch, under Segment's 500 KB
+BATCH_EVENTS = 400
+# Repeated messageIds are taken from batches at least this many batches back.
+SETTLED_BATCHES = 20  # ~1 KB each: about 400 KB a batch, under Segment's 500 KB
 _CATEGORIES = ("dairy", "bakery", "produce", "pantry", "frozen", "beverages", "household", "pharmacy")
 _EVENTS = ("Product Viewed", "Product Added", "Cart Viewed", "Checkout Started", "Order Completed")
 
@@ -83,8 +85,10 @@ def _batches(count: int, customers: int, duplicate_share: float, seed: int) -> t
     for _ in range(count):
         events = []
         for _ in range(BATCH_EVENTS):
-            if issued and rng.random() < duplicate_share:
-                message_id = rng.choice(issued)
+            # A repeat is a retry of a batch answered a while ago (not one still in flight).
+            settled = len(issued) - SETTLED_BATCHES * BATCH_EVENTS
+            if settled > 0 and rng.random() < duplicate_share:
+                message_id = issued[rng.randrange(settled)]
             else:
                 message_id = str(uuid.uuid4())
                 issued.append(message_id)

@@ -236,11 +236,17 @@ class Outcome:
         }
 
 
-_CLAIM_SQL = f"""
-INSERT INTO event_dedupe AS d (tenant_id, message_id, received_at)
+# A messageId not seen before is claimed by inserting it; a copy in flight in another call waits
+# for that call's commit (exactly once). A committed copy costs an index probe and no row lock.
+_CLAIM_SQL = """
+INSERT INTO event_dedupe (tenant_id, message_id, received_at)
 SELECT $1, m, $3 FROM unnest($2::text[]) AS m ORDER BY m
-ON CONFLICT (tenant_id, message_id) DO UPDATE SET received_at = excluded.received_at
-    WHERE d.received_at < excluded.received_at - {_DEDUPE_WINDOW}
+ON CONFLICT (tenant_id, message_id) DO NOTHING
+RETURNING message_id"""
+# Seen before, but longer ago than the window: the id is the new copy's.
+_RECLAIM_SQL = f"""
+UPDATE event_dedupe SET received_at = $3::timestamptz
+WHERE tenant_id = $1 AND message_id = ANY($2::text[]) AND received_at < $3::timestamptz - {_DEDUPE_WINDOW}
 RETURNING message_id"""
 
 _INSERT_SQL = """
@@ -268,6 +274,9 @@ async def store(
         fresh: set[str] = set()
         if given:
             fresh = {r["message_id"] for r in await conn.fetch(_CLAIM_SQL, tenant, given, received_at)}
+            if len(fresh) < len(given):
+                seen = [m for m in given if m not in fresh]
+                fresh.update(r["message_id"] for r in await conn.fetch(_RECLAIM_SQL, tenant, seen, received_at))
         events = [e for e in parsed.events if not e.given_id or e.message_id in fresh]
         outcome.duplicates = len(parsed.events) - len(events)
         resolved = await identities.resolve(conn, tenant, events)

@@ -145,6 +145,14 @@ async def test_a_bad_event_is_rejected_by_index_and_field_and_the_rest_are_kept(
     again = await _post(api_url, key, "/v1/batch", batch)
     assert again.json()["duplicates"] == 3 and again.json()["accepted"] == 0, again.text
     assert await pool.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1", tenant.slug) == 3
+    # Past the 7-day window the id is new again.
+    await pool.execute(
+        "UPDATE event_dedupe SET received_at = now() - interval '8 days' WHERE tenant_id = $1 AND message_id = $2",
+        tenant.slug,
+        ids[2],
+    )
+    later = await _post(api_url, key, "/v1/batch", batch)
+    assert (later.json()["accepted"], later.json()["duplicates"]) == (1, 2), later.text
 
     # One call, the short path, writeKey in a text/plain body (analytics.js in a page).
     single = {"writeKey": key, "event": "Clicked", "anonymousId": "a-9", "messageId": str(uuid.uuid4())}
