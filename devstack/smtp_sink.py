@@ -90,7 +90,7 @@ class DkimVerifier:
             answer = self.resolver.resolve(name.decode(), "TXT", search=False)
             value: bytes | None = b"".join(answer[0].strings)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers, dns.exception.Timeout):
-            value = None
+            return None  # not kept: a key published a moment later verifies the next message
         self._keys[name] = (now + DKIM_KEY_TTL_SECONDS, value)
         return value
 

@@ -119,26 +119,31 @@ async def app_pool(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[async
 
 @pytest.fixture(scope="session")
 def dns_port() -> int:
-    """The loopback DNS server's UDP port (chosen before the sink, which asks it)."""
+    """The loopback DNS server's UDP port (chosen early: the settings name it)."""
     return free_port()
 
 
 @pytest.fixture(scope="session")
-async def dns_server(app_pool: asyncpg.Pool, settings: Settings, dns_port: int) -> AsyncIterator[DnsServer]:
-    """The loopback DNS server: the demo domains' records and every generated DKIM key."""
+async def dns_server(
+    app_pool: asyncpg.Pool, settings: Settings, dns_port: int, smtp_sink: Controller
+) -> AsyncIterator[DnsServer]:
+    """The loopback DNS server: the demo domains' records and every generated DKIM key. While it
+    runs, the SMTP sink verifies each message's DKIM signature with the keys it publishes."""
     transport, server = await start_dns(
         app_pool, demo_domains(ROOT / "tenant_configs"), settings.mail_spf_include, settings.mail_bounce_host,
         port=dns_port,
     )  # fmt: skip
+    smtp_sink.handler.configure_dns("127.0.0.1", dns_port)
     yield server
+    smtp_sink.handler.dkim = None
     transport.close()
 
 
 @pytest.fixture(scope="session")
-def smtp_sink(workdir: Path, dns_port: int) -> Iterator[Controller]:
-    """The SMTP sink on a free port, storing into the work dir's outbox, verifying DKIM."""
+def smtp_sink(workdir: Path) -> Iterator[Controller]:
+    """The SMTP sink on a free port, storing into the work dir's outbox (verifying DKIM while
+    `dns_server` runs)."""
     controller = start_sink(workdir / "outbox", "127.0.0.1", free_port())
-    controller.handler.configure_dns("127.0.0.1", dns_port)
     yield controller
     controller.stop()
 
