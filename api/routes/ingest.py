@@ -36,7 +36,7 @@ from core.events.sources import Source, lookup_source
 from core.events.stream import ensure_partitions
 from core.infra.metrics import INGEST_DURATION, INGESTED_EVENTS, REJECTED_EVENTS
 from core.infra.rate_limits import admit, debit
-from core.tenants.config_schema import Events
+from core.tenants.config_schema import Engagement, Events
 from core.tenants.config_store import get_config
 from core.tenants.keys import lookup_key
 
@@ -155,19 +155,20 @@ class Ingest:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self._settings: dict[str, tuple[float, Events]] = {}
+        self._settings: dict[str, tuple[float, Events, float]] = {}
         self._upkeep_at = 0.0
 
-    async def settings(self, tenant: str) -> Events:
-        """The tenant's `events:` settings (defaults when it has no configuration)."""
+    async def settings(self, tenant: str) -> tuple[Events, float]:
+        """The tenant's `events:` settings and attribution window (defaults without a config)."""
         now = time.monotonic()
         cached = self._settings.get(tenant)
         if cached is not None and now - cached[0] < CONFIG_TTL_SECONDS:
-            return cached[1]
+            return cached[1], cached[2]
         found = await get_config(self.pool, tenant)
         events = found[1].events if found else Events()
-        self._settings[tenant] = (now, events)
-        return events
+        window = found[1].engagement.attribution_window_days if found else Engagement().attribution_window_days
+        self._settings[tenant] = (now, events, window)
+        return events, window
 
     async def upkeep(self) -> None:
         """Partitions ahead and the dedupe sweep, at most every UPKEEP_SECONDS."""
@@ -202,7 +203,7 @@ class Ingest:
 
     async def admit(self, source: Source, origin: str | None) -> Events:
         """Refuse a browser origin the tenant does not list, and a tenant over its event rate."""
-        settings = await self.settings(source.tenant)
+        settings, _ = await self.settings(source.tenant)
         if origin is not None and origin not in settings.cors_origins:
             raise _Refused(_error(403, "this origin may not send events (events.cors_origins)"))
         wait = await admit(self.pool, f"events:{source.tenant}", **_bucket(settings), cost=0.0, need=0.0)
@@ -237,7 +238,8 @@ class Ingest:
         offered = len(parsed.events) + len(parsed.rejected)
         if offered:
             await debit(self.pool, f"events:{tenant}", **_bucket(settings), cost=float(offered))
-        outcome = await store(self.pool, tenant, source.source_id, parsed, received_at)
+        _, window = await self.settings(tenant)
+        outcome = await store(self.pool, tenant, source.source_id, parsed, received_at, attribution_window_days=window)
         INGESTED_EVENTS.labels(tenant, "accepted").inc(outcome.accepted)
         if outcome.duplicates:
             INGESTED_EVENTS.labels(tenant, "duplicate").inc(outcome.duplicates)

@@ -169,42 +169,64 @@ async def record_events(
     if not valid:
         return report
     async with tenant_tx(pool, tenant) as conn:
-        by_external, known = await _customer_ids(conn, tenant, valid)
-        resolved: list[_Resolved] = []
-        seen: set[str] = set()
-        for i, event, properties in valid:
-            if event.external_id is not None:
-                customer = by_external.get(event.external_id)
-                if customer is None:
-                    report.errors.append(describe(i, f"external_id: no customer '{event.external_id}'"))
-            else:
-                customer = event.customer_id if event.customer_id in known else None
-                if customer is None:
-                    report.errors.append(describe(i, f"customer_id: no customer {event.customer_id}"))
+        await _record_valid(conn, tenant, valid, report, describe, window_days)
+    return report
+
+
+async def record_events_in(
+    conn: asyncpg.Connection, tenant: str, rows: Sequence[Any], describe: Describe, window_days: float
+) -> EventsReport:
+    """`record_events` inside the caller's tenant transaction (the tracking API stores an
+    `Order Completed` call and its conversion in one commit)."""
+    valid, report = _validate(rows, describe)
+    if valid:
+        await _record_valid(conn, tenant, valid, report, describe, window_days)
+    return report
+
+
+async def _record_valid(
+    conn: asyncpg.Connection,
+    tenant: str,
+    valid: list[tuple[int, EventIn, str]],
+    report: EventsReport,
+    describe: Describe,
+    window_days: float,
+) -> None:
+    by_external, known = await _customer_ids(conn, tenant, valid)
+    resolved: list[_Resolved] = []
+    seen: set[str] = set()
+    for i, event, properties in valid:
+        if event.external_id is not None:
+            customer = by_external.get(event.external_id)
             if customer is None:
-                report.rejected += 1
-            elif event.id in seen:
-                # The same id twice in one batch: the first counts, the later one is its replay.
-                report.duplicates.append(event.id)
-            else:
-                seen.add(event.id)
-                resolved.append(_Resolved(event, customer, properties))
-        if not resolved:
-            return report
-        if any(e.type == PURCHASE for e, _, _ in resolved):
-            # Writers of one tenant's purchases take turns: ids are max(id) + n.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('pennant.purchase_ids'), hashtext($1))", tenant)
-        events = [e for e, _, _ in resolved]
-        columns = unnest_columns(
-            resolved, "event.id", "customer_id", "event.type", "event.at", "event.amount", "event.currency",
-            "event.sku", "event.category", "properties", lambda r: _product_name(r.event),
-        )  # fmt: skip
-        rows_in = await conn.fetch(_INSERT, tenant, *columns, window_days * 86_400)
+                report.errors.append(describe(i, f"external_id: no customer '{event.external_id}'"))
+        else:
+            customer = event.customer_id if event.customer_id in known else None
+            if customer is None:
+                report.errors.append(describe(i, f"customer_id: no customer {event.customer_id}"))
+        if customer is None:
+            report.rejected += 1
+        elif event.id in seen:
+            # The same id twice in one batch: the first counts, the later one is its replay.
+            report.duplicates.append(event.id)
+        else:
+            seen.add(event.id)
+            resolved.append(_Resolved(event, customer, properties))
+    if not resolved:
+        return
+    if any(e.type == PURCHASE for e, _, _ in resolved):
+        # Writers of one tenant's purchases take turns: ids are max(id) + n.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('pennant.purchase_ids'), hashtext($1))", tenant)
+    events = [e for e, _, _ in resolved]
+    columns = unnest_columns(
+        resolved, "event.id", "customer_id", "event.type", "event.at", "event.amount", "event.currency",
+        "event.sku", "event.category", "properties", lambda r: _product_name(r.event),
+    )  # fmt: skip
+    rows_in = await conn.fetch(_INSERT, tenant, *columns, window_days * 86_400)
     inserted = {r["event_id"] for r in rows_in}
     report.accepted = len(inserted)
     report.attributed = sum(1 for r in rows_in if r["attributed"])
     report.duplicates.extend(e.id for e in events if e.id not in inserted)
-    return report
 
 
 class _Resolved(NamedTuple):

@@ -27,6 +27,7 @@ from typing import Any
 import asyncpg
 from pydantic_core import PydanticSerializationError, to_json
 
+from core.engagement.conversions import record_events_in
 from core.events import identities
 from core.events.models import Event, Problem
 from core.infra.db import tenant_tx
@@ -261,9 +262,17 @@ FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text
 
 
 async def store(
-    pool: asyncpg.Pool, tenant: str, source_id: str | None, parsed: Parsed, received_at: dt.datetime
+    pool: asyncpg.Pool,
+    tenant: str,
+    source_id: str | None,
+    parsed: Parsed,
+    received_at: dt.datetime,
+    *,
+    attribution_window_days: float = 3.0,
 ) -> Outcome:
-    """Store the body's events once each, in one tenant transaction; returns when committed."""
+    """Store the body's events once each, in one tenant transaction; returns when committed.
+    An `Order Completed` call is also a conversion (core.engagement.conversions), in the same
+    commit."""
     outcome = Outcome(rejected=list(parsed.rejected))
     if not parsed.events:
         return outcome
@@ -303,6 +312,59 @@ async def store(
                 [e.timestamp for e in events],
                 [e.sent_at for e in events],
             )
+            orders = [e for e in events if e.type == "track" and e.event == ORDER_COMPLETED and e.customer_id]
+            if orders:
+                await _conversions(conn, tenant, orders, outcome, attribution_window_days)
         outcome.accepted = len(events)
     outcome.rejected.sort(key=lambda p: p.index)
     return outcome
+
+
+ORDER_COMPLETED = "Order Completed"
+
+
+def _conversion_row(event: Event) -> dict[str, Any]:
+    """The conversion an `Order Completed` call is (Segment's e-commerce spec): unique by
+    properties.order_id, its amount `revenue`, else `total`; the first product's sku and category."""
+    properties = json.loads(event.properties)
+    products = properties.get("products")
+    first = products[0] if isinstance(products, list) and products and isinstance(products[0], dict) else {}
+    amount = properties.get("revenue", properties.get("total"))
+    row: dict[str, Any] = {
+        "id": f"order:{properties.get('order_id')}",
+        "customer_id": event.customer_id,
+        "type": "purchase",
+        "at": event.timestamp.isoformat(),
+        "amount": None if amount is None or isinstance(amount, bool) else str(amount),
+        "properties": {"order_id": properties.get("order_id"), "message_id": event.message_id},
+    }
+    for key in ("currency",):
+        if isinstance(properties.get(key), str):
+            row[key] = properties[key].upper()
+    for key in ("sku", "category"):
+        if isinstance(first.get(key), str):
+            row[key] = first[key]
+    return row
+
+
+async def _conversions(
+    conn: asyncpg.Connection, tenant: str, orders: list[Event], outcome: Outcome, window_days: float
+) -> None:
+    """Record the orders as conversions (attributed like `POST …/events`); an order without an
+    order_id or an amount is stored in the stream only, and reported in `dropped`."""
+    rows, indexes = [], []
+    for event in orders:
+        row = _conversion_row(event)
+        if row["properties"]["order_id"] in (None, ""):
+            outcome.dropped.append(Problem(event.index, "properties.order_id", "required for a conversion"))
+            continue
+        rows.append(row)
+        indexes.append(event.index)
+    if not rows:
+        return
+    report = await record_events_in(conn, tenant, rows, lambda i, line: f"{i}|{line}", window_days)
+    for error in report.errors:
+        position, _, line = error.partition("|")
+        where, _, reason = line.partition(": ")
+        field_name = {"amount": "properties.revenue", "id": "properties.order_id"}.get(where, f"properties.{where}")
+        outcome.dropped.append(Problem(indexes[int(position)], field_name, reason or line))

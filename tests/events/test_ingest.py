@@ -16,6 +16,7 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,9 @@ async def _post(api_url: str, key: str, path: str, body: Any, **headers: str) ->
         return await http.post(path, content=content, headers={**_basic(key), **headers})
 
 
-async def test_the_segment_library_delivers_track_identify_and_alias(tenant: Tenant, api_url: str) -> None:
+async def test_the_segment_library_delivers_track_identify_and_alias(
+    tenant: Tenant, api_url: str, pool: asyncpg.Pool
+) -> None:
     source = await _source(tenant)
     errors: list[Any] = []
     client = SegmentClient(
@@ -71,7 +74,10 @@ async def test_the_segment_library_delivers_track_identify_and_alias(tenant: Ten
                     "plan": "gold", "phone": "not a phone", "consent": {"email": True}},
             context={"ip": "203.0.113.9", "timezone": "America/Chicago", "locale": "en-US"},
         )  # fmt: skip
-        client.track("shopper-1", "Order Completed", properties={"order_id": "o-1", "revenue": 12.5})
+        order = {"order_id": "o-1", "revenue": 12.5, "total": 14, "currency": "usd",
+                 "products": [{"sku": "DRY-1", "category": "dairy", "price": 12.5, "quantity": 1}]}  # fmt: skip
+        client.track("shopper-1", "Order Completed", properties=order)
+        client.track("shopper-1", "Order Completed", properties=order)  # a second copy: one conversion
         client.flush()
 
     await asyncio.to_thread(send)
@@ -90,16 +96,31 @@ async def test_the_segment_library_delivers_track_identify_and_alias(tenant: Ten
     events = await tenant.http.get(tenant.url("/customers/shopper-1/events"), params={"limit": 2})
     assert events.status_code == 200, events.text
     page = events.json()
-    assert [e["type"] for e in page["events"]] == ["track", "identify"]
+    assert [e["type"] for e in page["events"]] == ["track", "track"]
     assert page["events"][0]["event"] == "Order Completed" and page["next_cursor"]
     rest = await tenant.http.get(tenant.url("/customers/shopper-1/events"), params={"cursor": page["next_cursor"]})
     older = rest.json()["events"]
     # The anonymous view joined the customer when the alias linked its anonymous id.
-    assert [(e["type"], e["event"]) for e in older] == [("alias", None), ("track", "Product Viewed")]
+    assert [(e["type"], e["event"]) for e in older] == [
+        ("identify", None),
+        ("alias", None),
+        ("track", "Product Viewed"),
+    ]
     for event in page["events"] + older:
         assert "ip" not in event["context"]
     same = await tenant.http.get(tenant.url("/customers:lookup"), params={"external_id": "shopper-1"})
     assert same.json()["id"] == found["id"]
+
+    # Order Completed is a conversion, unique by order_id, worth its revenue; its product is a purchase.
+    conversions = await pool.fetch(
+        "SELECT event_id, type, amount, currency, sku, category FROM customer_events WHERE tenant_id = $1",
+        tenant.slug,
+    )
+    assert [tuple(r) for r in conversions] == [("order:o-1", "purchase", Decimal("12.50"), "USD", "DRY-1", "dairy")]
+    bought = await tenant.http.post(
+        tenant.url("/segments:estimate"), json={"segment": {"purchased": {"category": "dairy", "within_days": 1}}}
+    )
+    assert bought.json()["count"] == 1, bought.text
 
 
 async def test_a_bad_event_is_rejected_by_index_and_field_and_the_rest_are_kept(
