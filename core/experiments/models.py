@@ -6,13 +6,22 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.common.durations import Duration
 from core.experiments.spec import ExperimentMetric, ExperimentMode, ExperimentSpec
 
 # winner: test → waiting (for the decision) → deciding → rest (the winner to everyone else) → done.
 Phase = Literal["test", "waiting", "deciding", "rest", "done"]
+
+
+class PinnedExperiment(ExperimentSpec):
+    """A campaign's experiment as a run carries it through Temporal: the same fields, but a field
+    it does not know is ignored rather than refused, so during a rolling deploy an older worker
+    reads what a newer one wrote (the campaign API still refuses unknown fields, by ExperimentSpec).
+    Built from an ExperimentSpec by its attributes."""
+
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
 
 
 class BatchExperiment(BaseModel):
@@ -45,7 +54,7 @@ class ExperimentPlan(BaseModel):
     weights: dict[str, float] | None = None
     # The campaign's experiment when the run started: the run decides by it even if the
     # campaign's definition changes meanwhile (None in runs started before it was pinned).
-    experiment: ExperimentSpec | None = None
+    experiment: PinnedExperiment | None = None
 
 
 class ExperimentState(BaseModel):
@@ -93,7 +102,7 @@ class DecideWinnerInput(BaseModel):
     run_id: str
     campaign_id: str
     picked: str | None = None
-    experiment: ExperimentSpec | None = None  # pinned at run start; None: the campaign's current one
+    experiment: PinnedExperiment | None = None  # pinned at run start; None: the campaign's current one
 
 
 class PickWinnerInput(BaseModel):

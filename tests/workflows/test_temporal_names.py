@@ -21,14 +21,10 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import httpx
-from temporalio import activity, workflow
-
-from core.infra.settings import Settings
-from tests.helpers.stack import ROOT, TEST_KEYRING
-from workers.main import build_activities
+from tests.helpers.registry import activity_definitions, workflow_definitions
+from tests.helpers.stack import ROOT
 from workers.tenant_workers import WORKFLOWS
 
 SNAPSHOT = Path(__file__).with_name("temporal_names.json")
@@ -83,19 +79,14 @@ async def _current() -> dict[str, Any]:
     """What the workers register (workers.tenant_workers.WORKFLOWS, workers.main.build_activities)
     and the error types, in the snapshot's shape."""
     workflows: dict[str, Any] = {}
-    for cls in WORKFLOWS:
-        defn = workflow._Definition.must_from_class(cls)
-        assert defn.name is not None, f"{cls.__name__} is a dynamic workflow"
+    for defn in workflow_definitions():
+        assert defn.name is not None, f"{defn.cls.__name__} is a dynamic workflow"
         workflows[defn.name] = {
             "queries": sorted(name for name in defn.queries if name is not None),
             "signals": sorted(name for name in defn.signals if name is not None),
             "updates": sorted(name for name in defn.updates if name is not None),
         }
-    settings = Settings(pennant_env="dev", secrets_keyring=TEST_KEYRING, link_signing_secret="names-only")
-    # Building the activities only wires their dependencies; nothing here touches the pool.
-    async with httpx.AsyncClient() as http:
-        activities = build_activities(cast(Any, None), settings, http)
-        names = [activity._Definition.must_from_callable(fn).name for fn in activities]
+    names = [defn.name for defn in await activity_definitions()]
     assert len(names) == len(set(names)), f"an activity registered twice: {names}"
     error_types, _ = _error_types()
     return {"workflows": workflows, "activities": sorted(names), "application_error_types": error_types}
