@@ -287,3 +287,48 @@ async def test_pennant_events_send_posts_a_jsonl_file_and_the_stream_follows_it(
     assert [e["event"] for e in stream["events"]] == ["Refill Requested", "Pharmacy"]
     later = (await tenant.http.get(tenant.url("/stream"), params={"after_id": stream["last_id"]})).json()
     assert later["events"] == [] and later["last_id"] == stream["last_id"]
+
+
+async def test_identities_bind_once_and_customers_are_never_merged(tenant: Tenant, api_url: str) -> None:
+    key = (await _source(tenant))["key"]
+    first = await _post(api_url, key, "/v1/batch", {"batch": [
+        {"type": "identify", "userId": "c-1", "anonymousId": "anon-x", "traits": {"birthday": "1990-04-01T00:00:00Z"}},
+        {"type": "identify", "userId": "c-2", "traits": {"email": "not-an-address", "lastName": "Lee"}},
+        {"type": "track", "event": "Before Signup", "userId": "c-3"},  # no customer c-3 yet
+    ]})  # fmt: skip
+    assert first.status_code == 200 and first.json()["accepted"] == 3, first.text
+    assert [(p["index"], p["field"]) for p in first.json()["dropped"]] == [(1, "traits.email")], first.text
+    two = (await tenant.http.get(tenant.url("/customers/c-2"))).json()
+    assert (two["email"], two["last_name"]) == (None, "Lee")
+    assert (await tenant.http.get(tenant.url("/customers/c-1"))).json()["birth_date"] == "1990-04-01"
+
+    second = await _post(api_url, key, "/v1/batch", {"batch": [
+        {"type": "alias", "previousId": "c-1", "userId": "c-2"},      # two customers: refused
+        {"type": "alias", "previousId": "anon-x", "userId": "c-2"},   # anon-x is c-1's: refused
+        {"type": "identify", "userId": "c-2", "anonymousId": "anon-x"},  # stored, not linked
+        {"type": "identify", "userId": "c-3"},                          # c-3's earlier track joins it
+        {"type": "track", "event": "Browsed", "anonymousId": "anon-x"},  # c-1's
+    ]})  # fmt: skip
+    body = second.json()
+    assert [(p["index"], p["field"]) for p in body["rejected"]] == [(0, "previousId"), (1, "previousId")], body
+    assert "not merged" in body["rejected"][0]["reason"]
+    assert [(p["index"], p["field"]) for p in body["dropped"]] == [(2, "anonymousId")], body
+    c1 = (await tenant.http.get(tenant.url("/customers/c-1/events"))).json()["events"]
+    assert [e["event"] for e in c1] == ["Browsed", None]
+    c3 = (await tenant.http.get(tenant.url("/customers/c-3/events"))).json()["events"]
+    assert [e["event"] for e in c3] == [None, "Before Signup"]
+
+
+async def test_browser_calls_only_from_the_origins_the_tenant_lists(pool: asyncpg.Pool, api_url: str) -> None:
+    slug = await store_tenant(pool, "events-", customers=0, events=Events(cors_origins=["https://shop.example.com"]))
+    async with api_tenant(pool, api_url, slug) as tenant, httpx.AsyncClient(base_url=api_url) as http:
+        key = (await _source(tenant))["key"]
+        preflight = await http.options("/v1/t", headers={"Origin": "https://shop.example.com"})
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-origin"] == "https://shop.example.com"
+        call = json.dumps({"writeKey": key, "event": "Viewed", "anonymousId": "a-1"})
+        plain = {"Content-Type": "text/plain"}
+        listed = await http.post("/v1/t", content=call, headers={**plain, "Origin": "https://shop.example.com"})
+        assert listed.status_code == 200 and listed.headers["access-control-allow-origin"] == "https://shop.example.com"
+        other = await http.post("/v1/t", content=call, headers={**plain, "Origin": "https://evil.example"})
+        assert other.status_code == 403 and "cors_origins" in other.text
