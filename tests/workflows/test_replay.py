@@ -11,10 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from temporalio import workflow
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from tests.helpers.histories import SCENARIOS, history_files, read_history, scenario_of
+from tests.helpers.histories import HISTORIES, SCENARIOS, history_files, read_history, scenario_of
+from tests.workflows.changed_workflows import ChangedCampaignRunWorkflow
 from workflows.campaign_run import CampaignRunWorkflow
 from workflows.scheduled_run import ScheduledCampaignWorkflow
 from workflows.testsend import CampaignTestSendWorkflow
@@ -40,3 +42,11 @@ async def test_history_replays_without_nondeterminism(path: Path) -> None:
     # Raises on any nondeterminism (or other workflow-task failure) during the replay.
     result = await replayer.replay_workflow(read_history(path))
     assert result.replay_failure is None
+
+
+async def test_an_unpatched_change_fails_the_replay_with_a_nondeterminism_error() -> None:
+    """The harness catches a break (as sdk-python's test_replayer_workflow_nondeterministic does):
+    the same history that replays above fails against the changed workflow."""
+    replayer = Replayer(workflows=[ChangedCampaignRunWorkflow], data_converter=pydantic_data_converter)
+    with pytest.raises(workflow.NondeterminismError):
+        await replayer.replay_workflow(read_history(HISTORIES / "one_step_start.json"))
