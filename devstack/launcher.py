@@ -208,6 +208,8 @@ def run_dev(settings: Settings) -> int:
         api = Child("api", _pennant("api"), env, logs / "api.log")
         dns = Child("dns", _pennant("dns"), env, logs / "dns.log")
         children = [dns, smtp_sink, provider_sim, Child("worker", _pennant("worker"), env, logs / "worker.log"), api]
+        if settings.demo_events:  # DEMO_EVENTS=0 turns the demo stream off
+            children.append(Child("demo-events", _pennant("events", "demo"), env, logs / "demo-events.log"))
         for child in children:
             child.start()
         wait_for_port(settings.smtp_host, settings.smtp_port, 30, smtp_sink.proc)

@@ -87,6 +87,8 @@ class Settings(BaseSettings):
 
     tenant_configs_dir: Path = Path("tenant_configs")
     demo_customers_per_tenant: int = Field(default=10_000, ge=0)
+    # `pennant dev` keeps a light stream of shopper events flowing for the demo tenants.
+    demo_events: bool = True
 
     # Logs: one JSON object per line (tenant, campaign, run, trace id), or `text` for humans.
     log_format: Literal["json", "text"] = "json"

@@ -13,6 +13,7 @@ import datetime as dt
 import gzip
 import json
 import os
+import random
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ import pytest
 from segment.analytics import Client as SegmentClient
 
 from core.tenants.config_schema import Events
+from devstack.events_cli import demo_visit
 from tests.helpers.tenants import Tenant, api_tenant, store_tenant
 
 
@@ -332,3 +334,11 @@ async def test_browser_calls_only_from_the_origins_the_tenant_lists(pool: asyncp
         assert listed.status_code == 200 and listed.headers["access-control-allow-origin"] == "https://shop.example.com"
         other = await http.post("/v1/t", content=call, headers={**plain, "Origin": "https://evil.example"})
         assert other.status_code == 403 and "cors_origins" in other.text
+
+
+async def test_the_demo_stream_is_accepted_whole(tenant: Tenant, api_url: str) -> None:
+    rng = random.Random(7)
+    calls = [call for _ in range(30) for call in demo_visit("wellcare", rng, 50)]
+    answer = await _post(api_url, tenant.key, "/v1/batch", {"batch": calls})
+    body = answer.json()
+    assert (body["accepted"], body["rejected"], body["dropped"]) == (len(calls), [], []), body
