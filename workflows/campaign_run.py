@@ -23,11 +23,6 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from activities.audience import AudienceActivities
-    from activities.config import ConfigActivities
-    from activities.delivery import DeliveryActivities
-    from activities.run_start import RunStartActivities
-    from activities.run_status import RunStatusActivities
     from core.infra.temporal import task_queue_for
     from core.runs.models import (
         TERMINAL_STATUSES,
@@ -50,7 +45,8 @@ with workflow.unsafe.imports_passed_through():
         SkipRemainingInput,
         Wave,
     )
-from workflows.activity_options import LOCAL_PLAN, ONE_STEP_START, bookkeeping, run_ids
+from workflows import activity_refs as act
+from workflows.activity_options import LOCAL_PLAN, ONE_STEP_START, bookkeeping, call, call_local, run_ids
 from workflows.activity_options import RETRY as _RETRY
 from workflows.cross_channel import CROSS_CHANNEL_FALLBACK, fallback_phase
 from workflows.winner_selection import WinnerSelection
@@ -216,7 +212,7 @@ class CampaignRunWorkflow(WinnerSelection):
             return
         # Pin the config first: a run uses the version current when it was started,
         # even when it then waits days for its send time.
-        self._pin = await bookkeeping(ConfigActivities.load_config, LoadConfigInput(tenant=inp.tenant))
+        self._pin = await bookkeeping(act.LOAD_CONFIG, LoadConfigInput(tenant=inp.tenant))
         await self._sync_status(config_version=self._pin.version)
         # A durable timer to the send time, which a cancel cuts short and a reschedule restarts.
         while self._send_at is not None and self._send_at > workflow.now() and not self._cancel_requested:
@@ -241,7 +237,7 @@ class CampaignRunWorkflow(WinnerSelection):
         # each costs tens of milliseconds (benchmarks/many_tenants.py); a long plan keeps the
         # workflow task open, which the SDK heartbeats.
         plan: AudiencePlan = await bookkeeping(
-            AudienceActivities.plan_audience,
+            act.PLAN_AUDIENCE,
             PlanAudienceInput(
                 tenant=inp.tenant,
                 run_id=inp.run_id,
@@ -267,8 +263,8 @@ class CampaignRunWorkflow(WinnerSelection):
         says why). The status lock is held over it, as over any status write: a pause that
         comes meanwhile writes its status after the step's writes, not under them."""
         async with self._mark_lock:
-            begun: RunBegun = await workflow.execute_local_activity_method(
-                RunStartActivities.begin_run,
+            begun: RunBegun = await call_local(
+                act.BEGIN_RUN,
                 BeginRunInput(**run_ids(inp), now=workflow.now()),
                 start_to_close_timeout=timedelta(minutes=10),  # as planning the audience alone
                 retry_policy=_RETRY,
@@ -330,7 +326,7 @@ class CampaignRunWorkflow(WinnerSelection):
         while True:
             if not queue and not self._exhausted:
                 page: BatchPage = await bookkeeping(
-                    AudienceActivities.list_batches,
+                    act.LIST_BATCHES,
                     BatchPageInput(
                         tenant=inp.tenant,
                         run_id=inp.run_id,
@@ -385,8 +381,8 @@ class CampaignRunWorkflow(WinnerSelection):
 
     async def _run_batch(self, batch: DeliverBatchInput, summary: str) -> None:
         try:
-            counts: Counts = await workflow.execute_activity_method(
-                DeliveryActivities.deliver_batch,
+            counts: Counts = await call(
+                act.DELIVER_BATCH,
                 batch,
                 task_queue=task_queue_for(batch.tenant),
                 start_to_close_timeout=timedelta(minutes=10),
@@ -477,8 +473,8 @@ class CampaignRunWorkflow(WinnerSelection):
 
     async def _finish_cancelled(self) -> None:
         if self._planned is not None:  # the audience is frozen: account for everyone in it
-            remaining: Counts = await workflow.execute_activity_method(
-                AudienceActivities.skip_remaining,
+            remaining: Counts = await call(
+                act.SKIP_REMAINING,
                 SkipRemainingInput(
                     **run_ids(self._inp),
                     config_version=self._pin.version if self._pin else None,
@@ -501,6 +497,6 @@ class CampaignRunWorkflow(WinnerSelection):
         order the control handlers ran in."""
         async with self._mark_lock:
             await bookkeeping(
-                RunStatusActivities.mark_run,
+                act.MARK_RUN,
                 MarkRunInput(tenant=self._inp.tenant, run_id=self._inp.run_id, status=self._status_now(), **fields),
             )

@@ -9,11 +9,11 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.cross_channel import CrossChannelActivities
     from core.infra.temporal import task_queue_for
     from core.runs.models import FallbackDue, FallbackPlan, PlanAudienceInput
+from workflows import activity_refs as act
 from workflows.activity_options import RETRY as _RETRY
-from workflows.activity_options import bookkeeping
+from workflows.activity_options import bookkeeping, call
 
 # Runs started before fallbacks existed replay without this phase.
 CROSS_CHANNEL_FALLBACK = "cross-channel-fallback"
@@ -24,7 +24,7 @@ async def fallback_phase(
 ) -> FallbackPlan | None:
     """The run's fallback plan once its wait is over; None when the campaign has no fallback or
     the run is cancelled meanwhile."""
-    due: FallbackDue = await bookkeeping(CrossChannelActivities.fallback_due, inp)
+    due: FallbackDue = await bookkeeping(act.FALLBACK_DUE, inp)
     if due.channel is None or due.after is None:
         return None
     until = workflow.now() + due.after
@@ -37,8 +37,8 @@ async def fallback_phase(
     await workflow.wait_condition(lambda: cancelled() or not paused())
     if cancelled():
         return None
-    plan: FallbackPlan = await workflow.execute_activity_method(
-        CrossChannelActivities.plan_fallback,
+    plan: FallbackPlan = await call(
+        act.PLAN_FALLBACK,
         inp.model_copy(update={"now": workflow.now()}),
         task_queue=task_queue_for(inp.tenant),
         start_to_close_timeout=timedelta(minutes=10),

@@ -14,11 +14,12 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.run_status import RunStatusActivities
     from core.campaigns.schedules import RegisterRunInput, ScheduledRunInput
     from core.infra.temporal import campaign_search_attributes, run_workflow_id, task_queue_for
     from core.runs.models import CampaignRunInput, RunProgress
     from workflows.campaign_run import CampaignRunWorkflow
+from workflows import activity_refs as act
+from workflows.activity_options import call
 
 
 @workflow.defn(name="ScheduledCampaignWorkflow")
@@ -30,8 +31,8 @@ class ScheduledCampaignWorkflow:
         """Register the occurrence as a run and carry it out as a child run workflow."""
         run_id = str(workflow.uuid4())  # deterministic: replays make the same id
         child_id = run_workflow_id(inp.tenant, inp.campaign_id, run_id)
-        await workflow.execute_activity_method(
-            RunStatusActivities.register_run,
+        await call(
+            act.REGISTER_RUN,
             RegisterRunInput(tenant=inp.tenant, campaign_id=inp.campaign_id, run_id=run_id, workflow_id=child_id),
             task_queue=task_queue_for(inp.tenant),
             start_to_close_timeout=timedelta(seconds=30),

@@ -9,9 +9,10 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.testsend import TestSendActivities
     from core.campaigns.test_send_io import TestSendInput, TestSendResult
     from core.infra.temporal import task_queue_for
+from workflows import activity_refs as act
+from workflows.activity_options import call
 
 
 @workflow.defn(name="CampaignTestSendWorkflow")
@@ -21,8 +22,8 @@ class CampaignTestSendWorkflow:
     @workflow.run
     async def run(self, inp: TestSendInput) -> TestSendResult:
         """Send the test emails through the tenant's worker."""
-        return await workflow.execute_activity_method(
-            TestSendActivities.test_send,
+        return await call(
+            act.TEST_SEND,
             inp,
             task_queue=task_queue_for(inp.tenant),
             start_to_close_timeout=timedelta(seconds=30),

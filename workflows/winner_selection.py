@@ -12,8 +12,6 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.audience import AudienceActivities
-    from activities.experiments import ExperimentActivities
     from core.common.durations import duration_seconds
     from core.experiments.models import (
         BatchExperiment,
@@ -28,8 +26,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from core.infra.temporal import task_queue_for
     from core.runs.models import CampaignRunInput, Counts, SkipRemainingInput
+from workflows import activity_refs as act
 from workflows.activity_options import RETRY as _RETRY
-from workflows.activity_options import bookkeeping, run_ids
+from workflows.activity_options import bookkeeping, call, run_ids
 
 # Runs started before experiments replay without the prepare_experiment activity.
 EXPERIMENTS = "experiments"
@@ -118,7 +117,7 @@ class WinnerSelection:
         if not workflow.patched(EXPERIMENTS):
             return
         plan: ExperimentPlan = await bookkeeping(
-            ExperimentActivities.prepare_experiment,
+            act.PREPARE_EXPERIMENT,
             PrepareExperimentInput(**run_ids(self._inp), config_version=config_version),
             timedelta(minutes=2),
         )
@@ -148,7 +147,7 @@ class WinnerSelection:
     async def _record_decide_at(self) -> None:
         assert self._experiment is not None and self._experiment.decide_at is not None
         await bookkeeping(
-            ExperimentActivities.record_decide_at,
+            act.RECORD_DECIDE_AT,
             RecordDecideAtInput(tenant=self._inp.tenant, run_id=self._inp.run_id,
                                 decide_at=self._experiment.decide_at),
         )  # fmt: skip
@@ -181,7 +180,7 @@ class WinnerSelection:
             return False
         state.phase = "deciding"  # a pick or an extension from now on would come too late
         self._decision = await bookkeeping(
-            ExperimentActivities.decide_winner,
+            act.DECIDE_WINNER,
             DecideWinnerInput(**run_ids(self._inp), picked=state.picked, experiment=state.plan.experiment),
             timedelta(minutes=2),
         )  # fmt: skip
@@ -189,8 +188,8 @@ class WinnerSelection:
         workflow.set_current_details(f"winner test decided: {self._decision.reason}")
         if state.stopped:
             # Nobody outside the slice is sent anything, and each is accounted for in the ledger.
-            skipped: Counts = await workflow.execute_activity_method(
-                AudienceActivities.skip_remaining,
+            skipped: Counts = await call(
+                act.SKIP_REMAINING,
                 SkipRemainingInput(
                     **run_ids(self._inp), reason=STOPPED, config_version=config_version,
                     experiment=self._batch_experiment(),
