@@ -10,6 +10,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.input_guard import BIGINT_MAX, BIGINT_MIN
+from core.campaigns.schedules import ScheduleInfo as ScheduleInfo
 from core.campaigns.send_time import SendTime
 from core.campaigns.service import PreviewResult
 from core.campaigns.spec import CampaignSpec
@@ -17,6 +18,7 @@ from core.campaigns.store import CampaignRecord, CampaignStatus
 from core.customers.records import MAX_BATCH
 from core.engagement.conversions import MAX_EVENTS
 from core.experiments.models import RunExperiment
+from core.infra.temporal import task_queue_for
 from core.optimisation.send_times import SendTimePreview
 from core.optimisation.suggestions import SuggestionsRecord
 from core.results.report import ResultsRecord, SeriesRecord
@@ -94,19 +96,6 @@ class TestSendRequest(BaseModel):
     customer_id: int | None = Field(
         default=None, ge=BIGINT_MIN, le=BIGINT_MAX, description="whose data fills the templates; default a sample"
     )
-
-
-class ScheduleInfo(BaseModel):
-    """A recurring campaign's Temporal Schedule: its spec, state and the next occurrences."""
-
-    schedule_id: str
-    cron: list[str]
-    interval_seconds: list[int]
-    time_zone: str
-    paused: bool
-    next_runs: list[str] = Field(description="the next (up to five) occurrence times, ISO 8601")
-    occurrences: int
-    skipped_overlapping: int
 
 
 # --- runs
@@ -344,6 +333,11 @@ class TenantSummary(BaseModel):
     current_version: int | None
     created_at: dt.datetime
     task_queue: str
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> Self:
+        """A tenant row (core.tenants.config_store.list_tenants) with its task queue."""
+        return cls(**row, task_queue=task_queue_for(row["slug"]))
 
 
 class IssuedKey(BaseModel):

@@ -32,6 +32,7 @@ def test_core_services_name_the_workflows_as_registered() -> None:
     from core.campaigns import service as campaign_service
     from core.runs import service as run_service
     from workflows.campaign_run import RUN_STATE_CONFLICT, CampaignRunWorkflow
+    from workflows.scheduled_run import ScheduledCampaignWorkflow
     from workflows.testsend import CampaignTestSendWorkflow
     from workflows.winner_selection import EXPERIMENT_CONFLICT, UNKNOWN_VARIANT
 
@@ -40,6 +41,8 @@ def test_core_services_name_the_workflows_as_registered() -> None:
     assert set(run_service.CONTROL_UPDATES.values()) <= set(run.updates)
     assert run_service.PROGRESS_QUERY in run.queries
     assert workflow._Definition.must_from_class(CampaignTestSendWorkflow).name == campaign_service.TEST_SEND_WORKFLOW
+    scheduled = workflow._Definition.must_from_class(ScheduledCampaignWorkflow)
+    assert scheduled.name == campaign_service.SCHEDULED_RUN_WORKFLOW
     assert (run_service.RUN_STATE_CONFLICT, run_service.EXPERIMENT_CONFLICT, run_service.UNKNOWN_VARIANT) == (
         RUN_STATE_CONFLICT,
         EXPERIMENT_CONFLICT,

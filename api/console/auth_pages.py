@@ -10,7 +10,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from api import deps
 from api.console import session as sessions
 from api.console.common import PREFIX, SessionDep, checked_form, first, form_data, page, redirect, set_session_cookie
-from api.routes import tenants as tenant_routes
+from api.schemas import TenantSummary
+from core.tenants import config_store
 from core.tenants.keys import lookup_key
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -89,10 +90,16 @@ async def logout(request: Request, session: SessionDep) -> Response:
     return response
 
 
+async def _tenants(request: Request, session: sessions.Session) -> list[TenantSummary]:
+    """The tenants the session may open, as GET /v1/tenants lists them."""
+    rows = await config_store.list_tenants(deps.get_pool(request), session.principal.tenant)
+    return [TenantSummary.of(r) for r in rows]
+
+
 @router.get("/tenants", response_class=HTMLResponse)
 async def tenants_page(request: Request, session: SessionDep) -> Response:
     """The tenants this session may work on (an admin's picker; a tenant key sees its own)."""
-    found = await tenant_routes.list_tenants(deps.get_pool(request), session.principal)
+    found = await _tenants(request, session)
     return page(request, "tenants.html", session=session, tenant=session.tenant, tenants=found)
 
 
@@ -101,11 +108,11 @@ async def pick_tenant(request: Request, session: SessionDep) -> Response:
     """Work on another tenant (admin keys only; a tenant key keeps its own)."""
     form = await checked_form(request, session)
     slug = first(form, "tenant")
-    visible = {t.slug for t in await tenant_routes.list_tenants(deps.get_pool(request), session.principal)}
+    visible = {t.slug for t in await _tenants(request, session)}
     if slug not in visible:
         return page(
             request, "tenants.html", 422, session=session, tenant=session.tenant,
-            tenants=await tenant_routes.list_tenants(deps.get_pool(request), session.principal),
+            tenants=await _tenants(request, session),
             error=f"tenant: no tenant '{slug}' you may open",
         )  # fmt: skip
     response = redirect("/campaigns")

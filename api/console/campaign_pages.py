@@ -27,15 +27,22 @@ from api.console.common import (
     status_of,
 )
 from api.errors import refusal_status
-from api.routes import schedules as schedule_routes
-from api.routes import segments as segment_routes
 from api.run_pages import runs_page
-from api.schemas import Campaign, Preview, PreviewRequest, SegmentEstimateRequest, TestSendRequest
+from api.schemas import (
+    Campaign,
+    CustomerRef,
+    Preview,
+    PreviewRequest,
+    SegmentEstimate,
+    SegmentEstimateRequest,
+    TestSendRequest,
+)
 from core.campaigns import service as campaign_service
 from core.campaigns.schedules import RecurrenceSpec
 from core.campaigns.spec import CampaignSpec
 from core.campaigns.store import CampaignRecord
 from core.common.refusals import Refused
+from core.customers import service as customer_service
 from core.runs.models import ACTIVE_STATUSES
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -137,8 +144,8 @@ async def put_schedule(ctx: ConsoleDep, campaign_id: str) -> Response:
     campaign = await view.path_campaign(ctx, campaign_id)
     try:
         if first(form, "action") == "delete":
-            handle = await schedule_routes.existing_schedule(ctx.tenant, campaign, ctx.temporal)
-            await schedule_routes.delete_schedule(handle)
+            handle = await campaign_service.existing_schedule(ctx.temporal, ctx.tenant, campaign.id)
+            await handle.delete()
             return redirect(f"/campaigns/{campaign_id}?done=unscheduled")
         data: dict[str, Any] = {"time_zone": first(form, "time_zone") or "UTC"}
         if first(form, "cron"):
@@ -146,7 +153,7 @@ async def put_schedule(ctx: ConsoleDep, campaign_id: str) -> Response:
         if first(form, "interval_seconds"):
             data["interval_seconds"] = first(form, "interval_seconds")
         spec = RecurrenceSpec.model_validate(data)
-        await schedule_routes.put_schedule(ctx.tenant, campaign, spec, ctx.temporal, Response())
+        await campaign_service.put_schedule(ctx.temporal, ctx.tenant, campaign, spec)
     except INVALID as exc:
         return await view.campaign_page(ctx, campaign, 422, schedule_errors=problems(exc))
     return redirect(f"/campaigns/{campaign_id}?done=scheduled")
@@ -188,10 +195,11 @@ async def estimate(ctx: ConsoleDep, request: Request) -> JSONResponse:
     try:
         body = SegmentEstimateRequest.model_validate_json(await request.body())
         config = await deps.get_tenant_config(ctx.tenant, ctx.pool)
-        found = await segment_routes.estimate_segment(ctx.tenant, config, body, ctx.pool)
+        found = await customer_service.estimate_segment(ctx.pool, ctx.tenant, config, body.segment)
     except INVALID as exc:
         return _json_errors(exc)
-    return JSONResponse(found.model_dump(mode="json"))
+    estimate = SegmentEstimate(count=found.count, sample=[CustomerRef(**r) for r in found.sample])
+    return JSONResponse(estimate.model_dump(mode="json"))
 
 
 @router.post("/campaigns/{campaign_id}/preview")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import HTTPException
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 from temporalio.service import RPCError
@@ -16,10 +15,11 @@ from temporalio.service import RPCError
 from api import deps
 from api.console import campaign_form, charts
 from api.console.common import INVALID, Console, problems
-from api.routes import schedules as schedule_routes
 from api.run_pages import runs_page
 from api.schemas import SendTimes
+from core.campaigns import service as campaign_service
 from core.campaigns.store import CampaignRecord
+from core.common.refusals import NotFound
 from core.optimisation import service as optimisation
 from core.runs.models import ACTIVE_STATUSES
 
@@ -72,9 +72,9 @@ async def campaign_page(ctx: Console, campaign: CampaignRecord, status: int = 20
     """The campaign page, with `extra` (an action's errors or result) in its context."""
     runs = await runs_page(ctx.pool, ctx.tenant, status=None, campaign_id=uuid.UUID(campaign.id), limit=50, cursor=None)
     try:
-        handle = await schedule_routes.existing_schedule(ctx.tenant, campaign, ctx.temporal)
-        schedule = await schedule_routes.get_schedule(handle, campaign)
-    except (HTTPException, RPCError):  # none, or Temporal cannot say right now
+        handle = await campaign_service.existing_schedule(ctx.temporal, ctx.tenant, campaign.id)
+        schedule = await campaign_service.describe_schedule(handle, campaign.id)
+    except (NotFound, RPCError):  # none, or Temporal cannot say right now
         schedule = None
     extra.setdefault("values", campaign_form.from_spec(campaign.spec))
     extra.setdefault("errors", [])

@@ -12,14 +12,13 @@ from fastapi.responses import HTMLResponse, Response
 
 from api.console.common import INVALID, PREFIX, Console, ConsoleDep, checked_form, first, problems, redirect
 from api.console.yaml_lines import located
-from api.routes import suppressions as suppression_routes
-from api.routes import tenants as tenant_routes
-from api.schemas import SuppressionIn
+from api.schemas import ConfigVersionSummary, Suppression, SuppressionIn
 from core.common.validation import InvalidInput
 from core.configs.checks import parse_config_yaml
 from core.content.check_pool import run_check
+from core.customers import service as customer_service
 from core.tenants.config_schema import TenantConfig
-from core.tenants.config_store import ConfigError, config_diff, get_version, save_config
+from core.tenants.config_store import ConfigError, config_diff, get_version, list_versions, save_config
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -38,8 +37,8 @@ def as_yaml(config: dict[str, Any]) -> str:
 
 async def _page(ctx: Console, status: int = 200, **extra: Any) -> HTMLResponse:
     current = await get_version(ctx.pool, ctx.tenant)
-    versions = await tenant_routes.get_versions(ctx.tenant, ctx.pool)
-    suppressions = await suppression_routes.list_suppressions(ctx.tenant, ctx.pool, channel=None, limit=200)
+    versions = [ConfigVersionSummary.of(v) for v in await list_versions(ctx.pool, ctx.tenant)]
+    suppressions = [Suppression(**r) for r in await customer_service.list_suppressions(ctx.pool, ctx.tenant, None, 200)]
     extra.setdefault("text", as_yaml(current["config"]) if current else "")
     return ctx.render(
         "config.html",
@@ -96,9 +95,9 @@ async def suppressions(ctx: ConsoleDep) -> Response:
     try:
         body = SuppressionIn.model_validate(fields)  # names a bad channel or address as the API does
         if first(form, "action") == "remove":
-            await suppression_routes.remove_suppression(ctx.tenant, body.channel, body.address, ctx.pool)
+            await customer_service.remove_suppression(ctx.pool, ctx.tenant, body.channel, body.address)
             return redirect("/config?done=lifted#suppressions")
-        await suppression_routes.add_suppression(ctx.tenant, body, ctx.pool)
+        await customer_service.add_suppression(ctx.pool, ctx.tenant, body.channel, body.address, body.reason)
     except INVALID as exc:
         return await _page(ctx, 422, suppression_errors=problems(exc))
     return redirect("/config?done=suppressed#suppressions")

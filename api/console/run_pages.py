@@ -13,10 +13,10 @@ from pydantic import BaseModel, ValidationError
 from api import deps
 from api.console import charts
 from api.console.common import INVALID, PREFIX, Console, ConsoleDep, checked_form, problems, redirect
-from api.routes import results as result_routes
 from api.run_pages import deliveries_page
 from api.schemas import Run
 from core.results import report as results
+from core.results import service as result_service
 from core.runs import service as run_service
 from core.runs.models import TERMINAL_STATUSES
 from core.runs.store import RunRecord
@@ -109,10 +109,10 @@ async def _run_page(ctx: Console, run: RunRecord, request: Request, status: int 
 
 async def _results(ctx: Console, run: RunRecord) -> dict[str, Any]:
     """The run's results and charts, once it has recipients in the ledger."""
-    found = await result_routes.run_results(ctx.tenant, run, ctx.pool, results.DEFAULT_CONVERSION_EVENT)
+    found = await result_service.run_results(ctx.pool, ctx.tenant, run, results.DEFAULT_CONVERSION_EVENT)
     if not any(g.recipients for g in found.groups):
         return {"results": None}
-    series = await result_routes.run_series(ctx.tenant, run, ctx.pool, results.DEFAULT_CONVERSION_EVENT)
+    series = await result_service.run_series(ctx.pool, ctx.tenant, run, results.DEFAULT_CONVERSION_EVENT)
     return _results_context(found, series)
 
 

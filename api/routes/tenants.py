@@ -24,9 +24,9 @@ from api.schemas import (
 )
 from core.configs.checks import parse_config, parse_config_yaml
 from core.content.check_pool import run_check
-from core.infra.temporal import task_queue_for
 from core.security.audit import changed_boundary, record_in
 from core.security.secrets import destroy_secrets
+from core.tenants import config_store
 from core.tenants.config_schema import SLUG_RE, TenantConfig
 from core.tenants.config_store import (
     ConfigError,
@@ -78,12 +78,7 @@ def _author(principal: Principal) -> str:
 @router.get("", response_model=list[TenantSummary])
 async def list_tenants(pool: PoolDep, principal: PrincipalDep) -> list[TenantSummary]:
     """The tenants the caller may see (a tenant key: its own), by slug."""
-    rows = await pool.fetch(
-        """SELECT slug, display_name, current_version, created_at FROM tenants
-           WHERE removed_at IS NULL AND ($1::text IS NULL OR slug = $1) ORDER BY slug""",
-        principal.tenant,
-    )
-    return [TenantSummary(**dict(r), task_queue=task_queue_for(r["slug"])) for r in rows]
+    return [TenantSummary.of(r) for r in await config_store.list_tenants(pool, principal.tenant)]
 
 
 @router.post("", status_code=201, response_model=SaveResult, openapi_extra=_CONFIG_BODY)

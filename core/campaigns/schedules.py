@@ -41,3 +41,16 @@ class RegisterRunInput(BaseModel):
     campaign_id: str
     run_id: str
     workflow_id: str
+
+
+class ScheduleInfo(BaseModel):
+    """A recurring campaign's Temporal Schedule: its spec, state and the next occurrences."""
+
+    schedule_id: str
+    cron: list[str]
+    interval_seconds: list[int]
+    time_zone: str
+    paused: bool
+    next_runs: list[str] = Field(description="the next (up to five) occurrence times, ISO 8601")
+    occurrences: int
+    skipped_overlapping: int

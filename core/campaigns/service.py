@@ -1,5 +1,7 @@
 """Campaigns as the API and the console both use them: create and change (checked against the
-tenant's config in the check pool), archive, preview a variant, test-send it and start a run. Typed
+tenant's config in the check pool), archive, preview a variant, test-send it, start a run, and
+make it recurring (a Temporal Schedule; each occurrence a normal run, workflows/scheduled_run.py,
+and a still-running occurrence makes the schedule skip the next one). Typed
 arguments in, domain records out; refusals are core.common errors, never HTTP."""
 
 from __future__ import annotations
@@ -11,11 +13,29 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from temporalio.client import Client, WorkflowFailureError
-from temporalio.service import RPCError
+import temporalio.converter
+from temporalio.api.common.v1 import Payload
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleAction,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleHandle,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleState,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+    WorkflowFailureError,
+)
+from temporalio.service import RPCError, RPCStatusCode
 
 from core.campaigns import store as campaign_store
 from core.campaigns.preview import preview_customer, preview_unsubscribe_url
+from core.campaigns.schedules import RecurrenceSpec, ScheduledRunInput, ScheduleInfo
 from core.campaigns.spec import CampaignSpec, Variant, check_campaign
 from core.campaigns.store import CampaignRecord
 from core.campaigns.test_send_io import TestSendInput, TestSendResult
@@ -24,7 +44,14 @@ from core.common.validation import InvalidInput
 from core.content.check_pool import run_check
 from core.content.rendering import render_message
 from core.infra.db import tenant_tx
-from core.infra.temporal import WORKFLOW_QUEUE, campaign_search_attributes, run_workflow_id, testsend_workflow_id
+from core.infra.temporal import (
+    WORKFLOW_QUEUE,
+    campaign_search_attributes,
+    run_workflow_id,
+    schedule_id,
+    scheduled_workflow_id,
+    testsend_workflow_id,
+)
 from core.runs import service as run_service
 from core.runs import store as run_store
 from core.runs.models import CampaignRunInput
@@ -33,6 +60,8 @@ from core.tenants.config_store import get_config
 
 # The registered name of workflows/testsend.py's workflow (core imports no workflow module).
 TEST_SEND_WORKFLOW = "CampaignTestSendWorkflow"
+SCHEDULED_RUN_WORKFLOW = "ScheduledCampaignWorkflow"  # workflows/scheduled_run.py
+CRON_MEMO = "pennant_cron"
 TEST_SEND_TIMEOUT = timedelta(seconds=60)
 
 
@@ -264,3 +293,98 @@ async def start_run(pool: asyncpg.Pool, temporal: Client, tenant: str, campaign:
             await run_store.delete_run(conn, tenant, run_id)
         raise Unavailable(f"could not start the run on Temporal: {exc.message}") from exc
     return StartedRun(run_id=run_id, workflow_id=workflow_id)
+
+
+# -- recurring campaigns (Temporal Schedules) ---------------------------------------------------
+
+
+def _schedule(tenant: str, campaign_id: str, name: str, spec: RecurrenceSpec) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            SCHEDULED_RUN_WORKFLOW,
+            ScheduledRunInput(tenant=tenant, campaign_id=campaign_id),
+            id=scheduled_workflow_id(tenant, campaign_id),
+            task_queue=WORKFLOW_QUEUE,
+            typed_search_attributes=campaign_search_attributes(tenant, campaign_id),
+            static_summary=f"{name} (recurring) · {tenant}",
+            # Temporal keeps a cron expression only as the calendar it compiles to; the memo
+            # keeps what the marketer wrote, so reading the schedule answers it back.
+            memo={CRON_MEMO: spec.cron} if spec.cron else None,
+        ),
+        spec=ScheduleSpec(
+            cron_expressions=[spec.cron] if spec.cron else [],
+            intervals=[ScheduleIntervalSpec(every=timedelta(seconds=spec.interval_seconds))]
+            if spec.interval_seconds
+            else [],
+            time_zone_name=spec.time_zone,
+        ),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        state=ScheduleState(paused=spec.paused, note=spec.note or "set through the Pennant API"),
+    )
+
+
+def _cron_from_memo(action: ScheduleAction) -> list[str]:
+    memo = action.memo if isinstance(action, ScheduleActionStartWorkflow) else None
+    raw = memo.get(CRON_MEMO) if memo else None
+    if isinstance(raw, Payload):
+        return [temporalio.converter.default().payload_converter.from_payload(raw, str)]
+    return [raw] if isinstance(raw, str) else []
+
+
+async def describe_schedule(handle: ScheduleHandle, campaign_id: str) -> ScheduleInfo:
+    """The schedule's spec, state and next occurrences; NotFound when the campaign has none."""
+    try:
+        desc = await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise NotFound(f"campaign '{campaign_id}' has no schedule") from None
+        raise
+    spec = desc.schedule.spec
+    return ScheduleInfo(
+        schedule_id=desc.id,
+        cron=list(spec.cron_expressions) or _cron_from_memo(desc.schedule.action),
+        interval_seconds=[int(i.every.total_seconds()) for i in spec.intervals],
+        time_zone=spec.time_zone_name or "UTC",
+        paused=desc.schedule.state.paused,
+        next_runs=[t.isoformat() for t in desc.info.next_action_times[:5]],
+        occurrences=desc.info.num_actions,
+        skipped_overlapping=desc.info.num_actions_skipped_overlap,
+    )
+
+
+async def put_schedule(
+    temporal: Client, tenant: str, campaign: CampaignRecord, spec: RecurrenceSpec
+) -> tuple[ScheduleInfo, bool]:
+    """Make the campaign recurring, or change its recurrence: (the schedule, whether it is new).
+    Conflict for an archived campaign; InvalidInput when Temporal rejects the spec."""
+    if not campaign.startable:
+        raise Conflict(f"campaign '{campaign.id}' is archived")
+    sid = schedule_id(tenant, campaign.id)
+    schedule = _schedule(tenant, campaign.id, campaign.spec.name, spec)
+    created = False
+    try:
+        handle = await temporal.create_schedule(
+            sid,
+            schedule,
+            search_attributes=campaign_search_attributes(tenant, campaign.id),
+        )
+        created = True
+    except ScheduleAlreadyRunningError:
+        handle = temporal.get_schedule_handle(sid)
+
+        def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        await handle.update(replace)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.INVALID_ARGUMENT:
+            raise InvalidInput([f"schedule rejected by Temporal: {exc.message}"]) from None
+        raise
+    return await describe_schedule(handle, campaign.id), created
+
+
+async def existing_schedule(temporal: Client, tenant: str, campaign_id: str) -> ScheduleHandle:
+    """The campaign's schedule; NotFound when it has none."""
+    handle = temporal.get_schedule_handle(schedule_id(tenant, campaign_id))
+    await describe_schedule(handle, campaign_id)
+    return handle

@@ -104,6 +104,17 @@ async def get_config(pool: asyncpg.Pool, tenant: str, version: int | None = None
     return row["version"], TenantConfig.model_validate(row["config"])
 
 
+async def list_tenants(pool: asyncpg.Pool, only: str | None = None) -> list[dict[str, Any]]:
+    """The tenants not removed (slug, display_name, current_version, created_at) by slug; only
+    `only` when given (a tenant key sees its own)."""
+    rows = await pool.fetch(
+        """SELECT slug, display_name, current_version, created_at FROM tenants
+           WHERE removed_at IS NULL AND ($1::text IS NULL OR slug = $1) ORDER BY slug""",
+        only,
+    )
+    return [dict(r) for r in rows]
+
+
 async def active_tenants(pool: asyncpg.Pool) -> dict[str, Execution]:
     """Every active tenant with the execution settings of its current config, in one query
     (across tenants: a function of the owner role, migration 048)."""
