@@ -51,8 +51,8 @@ T = TypeVar("T")
 # provider-side idempotency key (Message-ID for SMTP) makes even that recognisable.
 CHUNK = 50
 # Channels whose provider takes many messages per request and honours each message's key send
-# bigger chunks: one request and one ledger write per chunk. At 50, push requests and ledger
-# writes took 43% of a 100k push run's worker samples (py-spy), at 500 they take 19%.
+# bigger chunks: one request and one ledger write per chunk, whose fixed cost otherwise
+# dominates a run (benchmarks/million.py --push-chunk measures it; its docstring has the figures).
 CHUNK_BY_CHANNEL = {"push": 500}
 # How often a running batch heartbeats, whatever it is waiting on: a cancel reaches a batch only
 # through a heartbeat, so this (with the worker's heartbeat throttle) bounds how long it takes.

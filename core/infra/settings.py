@@ -10,8 +10,9 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Batches a worker process delivers at once unless WORKER_BATCH_SLOTS says otherwise. Two sent a
-# 100k push run as fast as eight did (benchmarks/million.py: 4,202 against 4,014 recipients/s).
+# Batches a worker process delivers at once unless WORKER_BATCH_SLOTS says otherwise: few, since
+# more slots in one process do not send faster, they only hold more memory and connections
+# (benchmarks/million.py measures it; its docstring has the figures).
 BATCH_SLOTS = 2
 
 
