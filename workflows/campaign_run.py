@@ -39,11 +39,10 @@ with workflow.unsafe.imports_passed_through():
         PlanAudienceInput,
         RescheduleInput,
         RunBegun,
-        RunCarry,
         RunProgress,
+        RunState,
         RunStatus,
         SkipRemainingInput,
-        Wave,
     )
 from workflows import activity_refs as act
 from workflows.activity_options import LOCAL_PLAN, ONE_STEP_START, bookkeeping, call, call_local, run_ids
@@ -72,28 +71,18 @@ class CampaignRunWorkflow(WinnerSelection):
 
     @workflow.init
     def __init__(self, inp: CampaignRunInput) -> None:
-        carry = inp.carry
         self._inp = inp
-        self._status = RunStatus.RUNNING if carry else RunStatus.SCHEDULED
-        self._paused = carry.paused if carry else False
+        # Everything one execution hands the next: continue-as-new carries it whole.
+        self._run: RunState = inp.carry.model_copy(deep=True) if inp.carry else RunState()
+        self._status = RunStatus.RUNNING if inp.carry else RunStatus.SCHEDULED
         self._cancel_requested = False
         self._send_at = inp.send_at  # a reschedule moves it while the run waits
         self._finished = False  # the final status is written to the run's row
-        self._pin: ConfigPin | None = carry.pin if carry else None
-        self._planned: int | None = carry.planned if carry else None
-        self._batches_total = carry.batches_total if carry else 0
-        self._batches_done = carry.batches_done if carry else 0
-        self._batches_started = self._batches_done
-        self._counts = carry.counts if carry else Counts()
-        self._execution = carry.execution if carry else 1
-        # Next page cursor; `_exhausted` once every batch boundary has been read.
-        self._cursor: int | None = carry.next_first_id if carry else None
-        self._exhausted = carry is not None and carry.next_first_id is None
-        # Local-time waves (one per group of time zones); the run delivers them in order.
-        self._waves: list[Wave] = list(carry.waves) if carry else []
-        self._wave_index = carry.wave_index if carry else 0
-        self._fallback: str | None = carry.fallback if carry else None  # its phase has begun
-        self._init_experiment(carry.experiment if carry else None)  # workflows/winner_selection.py
+        self._batches_started = self._run.batches_done
+        # The run's next_first_id is the next page's cursor; `_exhausted` once every batch
+        # boundary of the current wave has been read.
+        self._exhausted = inp.carry is not None and inp.carry.next_first_id is None
+        self._decision = None  # the winner test's decision, once made (workflows/winner_selection.py)
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: ActivityError | None = None
@@ -102,7 +91,7 @@ class CampaignRunWorkflow(WinnerSelection):
     # -- visibility ---------------------------------------------------------------------------
 
     def _status_now(self) -> str:
-        if self._status in (RunStatus.SCHEDULED, RunStatus.RUNNING) and self._paused:
+        if self._status in (RunStatus.SCHEDULED, RunStatus.RUNNING) and self._run.paused:
             return RunStatus.PAUSED
         return self._status
 
@@ -111,11 +100,11 @@ class CampaignRunWorkflow(WinnerSelection):
         """Status, planned count, batches and counts so far."""
         return RunProgress(
             status=self._status_now(),
-            planned=self._planned,
-            batches_total=self._batches_total,
-            batches_done=self._batches_done,
-            counts=self._counts,
-            execution=self._execution,
+            planned=self._run.planned,
+            batches_total=self._run.batches_total,
+            batches_done=self._run.batches_done,
+            counts=self._run.counts,
+            execution=self._run.execution,
         )
 
     # -- control ------------------------------------------------------------------------------
@@ -124,7 +113,7 @@ class CampaignRunWorkflow(WinnerSelection):
     async def pause(self) -> RunProgress:
         """Start no new batch until resumed; running batches stop sending between chunks (they
         read the run's status) and carry on when it is resumed."""
-        self._paused = True
+        self._run.paused = True
         await self._sync_status()
         return self.progress()
 
@@ -135,7 +124,7 @@ class CampaignRunWorkflow(WinnerSelection):
     @workflow.update(name="resume")
     async def resume(self) -> RunProgress:
         """Carry on a paused run."""
-        self._paused = False
+        self._run.paused = False
         await self._sync_status()
         return self.progress()
 
@@ -212,8 +201,8 @@ class CampaignRunWorkflow(WinnerSelection):
             return
         # Pin the config first: a run uses the version current when it was started,
         # even when it then waits days for its send time.
-        self._pin = await bookkeeping(act.LOAD_CONFIG, LoadConfigInput(tenant=inp.tenant))
-        await self._sync_status(config_version=self._pin.version)
+        self._run.pin = await bookkeeping(act.LOAD_CONFIG, LoadConfigInput(tenant=inp.tenant))
+        await self._sync_status(config_version=self._run.pin.version)
         # A durable timer to the send time, which a cancel cuts short and a reschedule restarts.
         while self._send_at is not None and self._send_at > workflow.now() and not self._cancel_requested:
             target = self._send_at
@@ -226,7 +215,7 @@ class CampaignRunWorkflow(WinnerSelection):
                 )
             except TimeoutError:
                 break
-        await workflow.wait_condition(lambda: not self._paused or self._cancel_requested)
+        await workflow.wait_condition(lambda: not self._run.paused or self._cancel_requested)
         if self._cancel_requested:
             await self._finish_cancelled()
             return
@@ -242,8 +231,8 @@ class CampaignRunWorkflow(WinnerSelection):
                 tenant=inp.tenant,
                 run_id=inp.run_id,
                 campaign_id=inp.campaign_id,
-                config_version=self._pin.version,
-                batch_size=self._pin.batch_size,
+                config_version=self._run.pin.version,
+                batch_size=self._run.pin.batch_size,
                 now=workflow.now(),
             ),
             limit=timedelta(minutes=10),
@@ -251,12 +240,12 @@ class CampaignRunWorkflow(WinnerSelection):
         )
         self._take_plan(plan)
         await self._sync_status(planned=plan.planned)
-        await self._plan_experiment(self._pin.version)
+        await self._plan_experiment(self._run.pin.version)
 
     def _due_at_start(self) -> bool:
         """Whether the run may start delivering at once: no send time ahead, not paused or cancelled."""
         due = self._send_at is None or self._send_at <= workflow.now()
-        return due and not self._paused and not self._cancel_requested
+        return due and not self._run.paused and not self._cancel_requested
 
     async def _begin(self, inp: CampaignRunInput) -> None:
         """The steps of `_prepare` for a run due now, in one local activity (activities/run_start.py
@@ -269,44 +258,46 @@ class CampaignRunWorkflow(WinnerSelection):
                 start_to_close_timeout=timedelta(minutes=10),  # as planning the audience alone
                 retry_policy=_RETRY,
             )
-        self._pin = begun.pin
+        self._run.pin = begun.pin
         self._status = RunStatus.RUNNING
         self._take_plan(begun.plan)
         self._apply_experiment_plan(begun.experiment)
 
     def _take_plan(self, plan: AudiencePlan) -> None:
         """The frozen audience's size, batches and local-time waves, for the delivery to follow."""
-        self._planned = plan.planned
-        self._batches_total = plan.batches
-        self._waves = plan.waves
+        self._run.planned = plan.planned
+        self._run.batches_total = plan.batches
+        self._run.waves = plan.waves
 
     async def _deliver(self, inp: CampaignRunInput) -> None:
-        pin = self._pin
+        pin = self._run.pin
         assert pin is not None
-        details = f"{self._planned} recipients in {self._batches_total} batches"
-        if len(self._waves) > 1:
-            details += f", {len(self._waves)} local-time waves"
-        workflow.set_current_details(details + (f" (execution {self._execution})" if self._execution > 1 else ""))
-        while self._wave_index < len(self._waves) and not self._cancel_requested:
-            wave = self._waves[self._wave_index]
+        details = f"{self._run.planned} recipients in {self._run.batches_total} batches"
+        if len(self._run.waves) > 1:
+            details += f", {len(self._run.waves)} local-time waves"
+        execution = self._run.execution
+        workflow.set_current_details(details + (f" (execution {execution})" if execution > 1 else ""))
+        while self._run.wave_index < len(self._run.waves) and not self._cancel_requested:
+            wave = self._run.waves[self._run.wave_index]
             if wave.at is not None and wave.at > workflow.now():
+                which = f"wave {self._run.wave_index + 1}/{len(self._run.waves)}"
                 try:
                     # A durable timer per wave, which a cancel cuts short.
                     await workflow.wait_condition(
                         lambda: self._cancel_requested,
                         timeout=wave.at - workflow.now(),
-                        timeout_summary=f"wave {self._wave_index + 1}/{len(self._waves)} at {wave.at.isoformat()}",
+                        timeout_summary=f"{which} at {wave.at.isoformat()}",
                     )
                 except TimeoutError:
                     pass
             if self._cancel_requested:
                 break
             await self._deliver_wave(inp, pin, wave.at)
-            self._wave_index += 1
-            self._cursor, self._exhausted = None, False
+            self._run.wave_index += 1
+            self._run.next_first_id, self._exhausted = None, False
         await self._drain()
         if not self._cancel_requested and await self._next_experiment_phase(pin.version):
-            self._wave_index, self._cursor, self._exhausted = 0, None, False
+            self._run.wave_index, self._run.next_first_id, self._exhausted = 0, None, False
             await self._deliver(inp)  # the winner to the rest of the audience, then the end of the run
             return
         if await self._begin_fallback(inp):
@@ -331,14 +322,14 @@ class CampaignRunWorkflow(WinnerSelection):
                         tenant=inp.tenant,
                         run_id=inp.run_id,
                         wave_at=wave_at,
-                        first_id=self._cursor,
+                        first_id=self._run.next_first_id,
                         batch_size=pin.batch_size,
                         max_batches=BATCH_PAGE,
                     ),
                 )
                 ends: list[int | None] = [*page.starts[1:], page.next_first_id]
                 queue.extend(zip(page.starts, ends, strict=True))
-                self._cursor = page.next_first_id
+                self._run.next_first_id = page.next_first_id
                 self._exhausted = page.next_first_id is None
             if not queue:
                 return
@@ -347,7 +338,7 @@ class CampaignRunWorkflow(WinnerSelection):
                     self._failure is not None
                     or self._cancel_requested
                     or self._history_full()
-                    or (not self._paused and self._in_flight < pin.max_concurrent_batches)
+                    or (not self._run.paused and self._in_flight < pin.max_concurrent_batches)
                 )
             )
             self._raise_failure()
@@ -372,10 +363,10 @@ class CampaignRunWorkflow(WinnerSelection):
             first_id=first_id,
             end_id=end_id,
             wave_at=wave_at,
-            channels=[self._fallback] if self._fallback else None,
+            channels=[self._run.fallback] if self._run.fallback else None,
             experiment=self._batch_experiment(),
         )
-        task = asyncio.create_task(self._run_batch(batch, f"batch {self._batches_started}/{self._batches_total}"))
+        task = asyncio.create_task(self._run_batch(batch, f"batch {self._batches_started}/{self._run.batches_total}"))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -398,8 +389,8 @@ class CampaignRunWorkflow(WinnerSelection):
             if not (self._cancel_requested and isinstance(err.cause, CancelledError)):
                 self._failure = self._failure or err
         else:
-            self._counts.add(counts)
-            self._batches_done += 1
+            self._run.counts.add(counts)
+            self._run.batches_done += 1
         finally:
             self._in_flight -= 1
 
@@ -416,26 +407,26 @@ class CampaignRunWorkflow(WinnerSelection):
     async def _begin_fallback(self, inp: CampaignRunInput) -> bool:
         """After the first delivery: wait, then plan the fallback to the recipients who did not
         engage (workflows/cross_channel.py); True when its waves are to be delivered."""
-        if self._fallback is not None or self._cancel_requested or not workflow.patched(CROSS_CHANNEL_FALLBACK):
+        if self._run.fallback is not None or self._cancel_requested or not workflow.patched(CROSS_CHANNEL_FALLBACK):
             return False
-        assert self._pin is not None
+        assert self._run.pin is not None
         plan = await fallback_phase(
             PlanAudienceInput(  # the fallback is planned like the audience, from workflow time
                 tenant=inp.tenant,
                 run_id=inp.run_id,
                 campaign_id=inp.campaign_id,
-                config_version=self._pin.version,
-                batch_size=self._pin.batch_size,
+                config_version=self._run.pin.version,
+                batch_size=self._run.pin.batch_size,
             ),
             lambda: self._cancel_requested,
-            lambda: self._paused,
+            lambda: self._run.paused,
         )
         if plan is None:
             return False
-        self._fallback = plan.channel
-        self._waves, self._wave_index = plan.waves, 0
-        self._cursor, self._exhausted = None, False
-        self._batches_total += sum(w.batches for w in plan.waves)
+        self._run.fallback = plan.channel
+        self._run.waves, self._run.wave_index = plan.waves, 0
+        self._run.next_first_id, self._exhausted = None, False
+        self._run.batches_total += sum(w.batches for w in plan.waves)
         return True
 
     def _raise_failure(self) -> None:
@@ -447,46 +438,33 @@ class CampaignRunWorkflow(WinnerSelection):
         return info.is_continue_as_new_suggested() or info.get_current_history_length() >= HISTORY_EVENT_LIMIT
 
     async def _continue_as_new(self, inp: CampaignRunInput, next_first_id: int) -> None:
-        """Hand the cursor and counters to a fresh execution; returns only if a cancel arrives
-        first (the cancel is then finished in this execution)."""
+        """Hand the run's state (cursor and counters) to a fresh execution; returns only if a
+        cancel arrives first (the cancel is then finished in this execution)."""
         await self._drain()
         # Handlers must not be cut off; a cancel waits for the run to end, so it ends it here.
         await workflow.wait_condition(lambda: self._cancel_requested or workflow.all_handlers_finished())
         if self._cancel_requested:
             return
-        assert self._pin is not None
-        carry = RunCarry(
-            pin=self._pin,
-            planned=self._planned or 0,
-            batches_total=self._batches_total,
-            batches_done=self._batches_done,
-            next_first_id=next_first_id,
-            counts=self._counts,
-            paused=self._paused,
-            execution=self._execution + 1,
-            waves=self._waves,
-            wave_index=self._wave_index,
-            fallback=self._fallback,
-            experiment=self._experiment,
-        )
+        assert self._run.pin is not None
+        carry = self._run.model_copy(update={"next_first_id": next_first_id, "execution": self._run.execution + 1})
         workflow.continue_as_new(inp.model_copy(update={"carry": carry}))
 
     async def _finish_cancelled(self) -> None:
-        if self._planned is not None:  # the audience is frozen: account for everyone in it
+        if self._run.planned is not None:  # the audience is frozen: account for everyone in it
             remaining: Counts = await call(
                 act.SKIP_REMAINING,
                 SkipRemainingInput(
                     **run_ids(self._inp),
-                    config_version=self._pin.version if self._pin else None,
+                    config_version=self._run.pin.version if self._run.pin else None,
                     experiment=self._batch_experiment(),
-                    fallback=self._fallback,
+                    fallback=self._run.fallback,
                 ),
                 task_queue=task_queue_for(self._inp.tenant),
                 start_to_close_timeout=timedelta(minutes=10),
                 heartbeat_timeout=timedelta(seconds=60),
                 retry_policy=_RETRY,
             )
-            self._counts.add(remaining)
+            self._run.counts.add(remaining)
         self._status = RunStatus.CANCELLED
         await self._sync_status()
         self._finished = True

@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
         RecordDecideAtInput,
     )
     from core.infra.temporal import task_queue_for
-    from core.runs.models import CampaignRunInput, Counts, SkipRemainingInput
+    from core.runs.models import CampaignRunInput, Counts, RunState, SkipRemainingInput
 from workflows import activity_refs as act
 from workflows.activity_options import RETRY as _RETRY
 from workflows.activity_options import bookkeeping, call, run_ids
@@ -44,30 +44,27 @@ class WinnerSelection:
     decision; mixed into CampaignRunWorkflow, which owns the rest of the run."""
 
     _inp: CampaignRunInput
+    _run: RunState  # the experiment is carried in it over continue-as-new
     _cancel_requested: bool
-    _batches_total: int
-    _counts: Counts
-    _fallback: str | None
-    _experiment: ExperimentState | None
     _decision: Decision | None
 
     @workflow.query(name="experiment")
     def experiment(self) -> ExperimentState | None:
         """The run's winner test: phase, when it decides, the winner once chosen."""
-        return self._experiment
+        return self._run.experiment
 
     @workflow.update(name="pick_winner")
     async def pick_winner(self, pick: PickWinnerInput) -> ExperimentState:
         """Decide a waiting test now, for `pick.variant`; returns once the decision is recorded."""
-        assert self._experiment is not None
-        self._experiment.picked = pick.variant
+        assert self._run.experiment is not None
+        self._run.experiment.picked = pick.variant
         await workflow.wait_condition(
             lambda: (
                 self._cancel_requested
-                or (self._experiment is not None and self._experiment.phase not in ("waiting", "deciding"))
+                or (self._run.experiment is not None and self._run.experiment.phase not in ("waiting", "deciding"))
             )
         )
-        return self._experiment
+        return self._run.experiment
 
     @pick_winner.validator
     def _validate_pick_winner(self, pick: PickWinnerInput) -> None:
@@ -82,17 +79,17 @@ class WinnerSelection:
     @workflow.update(name="extend_test")
     async def extend_test(self, change: ExtendTestInput) -> ExperimentState:
         """Decide later: move the decision `change.by` further out."""
-        assert self._experiment is not None and self._experiment.decide_at is not None
-        self._experiment.decide_at += timedelta(seconds=duration_seconds(change.by))
+        assert self._run.experiment is not None and self._run.experiment.decide_at is not None
+        self._run.experiment.decide_at += timedelta(seconds=duration_seconds(change.by))
         await self._record_decide_at()
-        return self._experiment
+        return self._run.experiment
 
     @extend_test.validator
     def _validate_extend_test(self, change: ExtendTestInput) -> None:
         self._waiting("extend the test of")
 
     def _waiting(self, action: str) -> ExperimentState:
-        state = self._experiment
+        state = self._run.experiment
         if state is None or state.plan.mode != "winner":
             raise ApplicationError(f"cannot {action} a run without a winner test", type=EXPERIMENT_CONFLICT,
                                    non_retryable=True)  # fmt: skip
@@ -106,10 +103,6 @@ class WinnerSelection:
                 non_retryable=True,
             )
         return state
-
-    def _init_experiment(self, carried: ExperimentState | None) -> None:
-        self._experiment = carried
-        self._decision = None
 
     async def _plan_experiment(self, config_version: int) -> None:
         """Read the campaign's experiment (runs started before experiments existed skip this);
@@ -126,36 +119,36 @@ class WinnerSelection:
     def _apply_experiment_plan(self, plan: ExperimentPlan) -> None:
         """Carry out the run's experiment as prepared (nothing without one)."""
         if plan.mode is not None:
-            self._experiment = ExperimentState(plan=plan, phase="test" if plan.mode == "winner" else "done")
+            self._run.experiment = ExperimentState(plan=plan, phase="test" if plan.mode == "winner" else "done")
         if plan.mode == "winner":
-            self._batches_total *= 2
+            self._run.batches_total *= 2
 
     def _batch_experiment(self) -> BatchExperiment | None:
         """What the batches of the current phase need to know of the experiment."""
-        state = self._experiment
+        state = self._run.experiment
         if state is None:
             return None
         if state.plan.mode == "adaptive":
             return BatchExperiment(weights=state.plan.weights)
         pinned = state.plan.experiment
         test_percent = pinned.test_percent if pinned is not None else None
-        if self._fallback is not None:  # a fallback channel follows both parts up
+        if self._run.fallback is not None:  # a fallback channel follows both parts up
             return BatchExperiment(winner=state.winner, test_percent=test_percent)
         phase = "rest" if state.phase in ("rest", "done") else "test"
         return BatchExperiment(phase=phase, winner=state.winner, test_percent=test_percent)
 
     async def _record_decide_at(self) -> None:
-        assert self._experiment is not None and self._experiment.decide_at is not None
+        assert self._run.experiment is not None and self._run.experiment.decide_at is not None
         await bookkeeping(
             act.RECORD_DECIDE_AT,
             RecordDecideAtInput(tenant=self._inp.tenant, run_id=self._inp.run_id,
-                                decide_at=self._experiment.decide_at),
+                                decide_at=self._run.experiment.decide_at),
         )  # fmt: skip
 
     async def _next_experiment_phase(self, config_version: int) -> bool:
         """After the test slice is sent: wait for the decision (a durable timer to `decide_at`,
         cut short by a cancel or a pick), decide, and say whether the rest is to be sent."""
-        state = self._experiment
+        state = self._run.experiment
         if state is None or state.plan.mode != "winner" or state.phase not in ("test", "waiting"):
             return False
         if state.decide_at is None:
@@ -199,6 +192,6 @@ class WinnerSelection:
                 heartbeat_timeout=timedelta(seconds=60),
                 retry_policy=_RETRY,
             )  # fmt: skip
-            self._counts.add(skipped)
+            self._run.counts.add(skipped)
         state.phase = "done" if state.stopped else "rest"
         return not state.stopped

@@ -212,18 +212,22 @@ class RunProgress(BaseModel):
     execution: int = 1
 
 
-class RunCarry(BaseModel):
-    """What one execution of a run hands the next on continue-as-new: cursors and counters,
-    never recipients."""
+class RunState(BaseModel):
+    """What a run's workflow keeps across its executions, held whole by the workflow and handed
+    to the next execution on continue-as-new: the config pin, cursors and counters, never
+    recipients. The field names and types are those of the recorded histories' carries; a new
+    field must have a default (runs in flight carry none)."""
 
-    pin: ConfigPin
-    planned: int
-    batches_total: int
-    batches_done: int
-    next_first_id: int | None  # first customer id of the next batch to start; None: all started
-    counts: Counts
+    pin: ConfigPin | None = None  # set once the config is pinned, before any carry
+    planned: int | None = None  # the frozen audience's size, once planned
+    batches_total: int = 0
+    batches_done: int = 0
+    # The first customer id of the next batch page to read (None: the wave's start); a carry
+    # holds the first batch its execution did not start.
+    next_first_id: int | None = None
+    counts: Counts = Field(default_factory=Counts)
     paused: bool = False
-    execution: int = 2
+    execution: int = 1  # 1 for the first execution of the run; each continue-as-new adds one
     waves: list[Wave] = Field(default_factory=list)
     wave_index: int = 0
     experiment: ExperimentState | None = None
@@ -237,7 +241,7 @@ class CampaignRunInput(BaseModel):
     campaign_id: str
     run_id: str
     send_at: dt.datetime | None = None
-    carry: RunCarry | None = None  # set only by continue-as-new
+    carry: RunState | None = None  # set only by continue-as-new
 
 
 class FallbackDue(BaseModel):

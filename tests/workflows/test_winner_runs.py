@@ -1,5 +1,5 @@
 """Winner tests in the harder shapes of a run (issue 13): a run that continues as new in the
-middle of its test and of its rest (the experiment carried in RunCarry), a winner test followed
+middle of its test and of its rest (the experiment carried in the run's RunState), a winner test followed
 by a cross-channel fallback, and a campaign whose experiment is taken away while a run waits for
 its decision (the run decides by the experiment pinned when it started)."""
 
