@@ -4,6 +4,7 @@ selectors live; the signer's header list and over-signing."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -11,7 +12,10 @@ import asyncpg
 import dkim
 from aiosmtpd.controller import Controller
 
-from core.deliverability.dkim import SIGNED_HEADERS, DkimSigner, generate_key, txt_value
+from core.deliverability.dkim import SIGNED_HEADERS, DkimKeys, DkimSigner, generate_key, secret_name, txt_value
+from core.infra.settings import Settings
+from core.security.secrets import SecretResolver
+from core.tenants.config_store import get_config
 from devstack.smtp_sink import read_outbox
 from tests.helpers.runs import run_campaign
 from tests.helpers.tenants import MakeTenant
@@ -98,3 +102,25 @@ async def test_rotation_keeps_two_selectors_live(make_tenant: MakeTenant, smtp_s
     mail = read_outbox(smtp_sink.handler.outbox, f"@{tenant.slug}.pennant>")
     assert len(mail) == run["counts"]["sent"] > 0
     assert all(f"dkim=pass header.d=freshmart.example.com header.s={new}" in r for r in _results(mail)), _results(mail)
+
+
+async def test_concurrent_first_sends_agree_on_one_key_and_a_deleted_secret_is_replaced(
+    make_tenant: MakeTenant, app_pool: asyncpg.Pool, settings: Settings
+) -> None:
+    tenant = await make_tenant("wellcare-pharmacy", customers=0)
+    found = await get_config(app_pool, tenant.slug)
+    assert found is not None
+    config = found[1]
+    resolver = SecretResolver(app_pool, settings.secrets_keyring)
+    signers = await asyncio.gather(*(DkimKeys(app_pool, resolver).signer(config) for _ in range(5)))
+    assert len({s.selector for s in signers}) == 1
+    [first] = {s.selector for s in signers}
+
+    # The tenant deletes the platform's key from its secret store: the next signer makes a new one.
+    deleted = await tenant.http.delete(tenant.url(f"/secrets/{secret_name(first, 'wellcare.example.com')}"))
+    assert deleted.status_code == 204, deleted.text
+    resolver.forget(tenant.slug)
+    replaced = await DkimKeys(app_pool, resolver).signer(config)
+    assert replaced.selector != first
+    keys = (await tenant.http.get(tenant.url("/sending-domains/wellcare.example.com"))).json()["records"]
+    assert [r["selector"] for r in keys if r["purpose"] == "dkim"] == [replaced.selector]
