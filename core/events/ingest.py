@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -99,11 +100,31 @@ def _object(raw: Mapping[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
+class _NonFinite:
+    """What NaN, Infinity and numbers beyond a double (1e999) parse to: not JSON, so not
+    storable in jsonb; the event holding one is rejected instead of failing the batch."""
+
+
+_NON_FINITE = _NonFinite()
+
+
+def _float(text: str) -> Any:
+    value = float(text)
+    return value if math.isfinite(value) else _NON_FINITE
+
+
 def _json(value: Any, name: str) -> str:
     try:
         text = to_json(value).decode()
-    except (PydanticSerializationError, UnicodeError, ValueError):
-        raise _Reject(name, "contains text that is not valid Unicode") from None
+    except (PydanticSerializationError, UnicodeError, ValueError) as exc:
+        message = str(exc)
+        if "unknown type" in message:
+            reason = "contains NaN or Infinity (numbers must be finite)"
+        elif "depth" in message:
+            reason = "nested too deeply"
+        else:
+            reason = "contains text that is not valid Unicode"
+        raise _Reject(name, reason) from None
     # jsonb refuses \u0000 anywhere in a document, keys included.
     if "\\u0000" in text:
         raise _Reject(name, "contains a NUL character")
@@ -170,7 +191,10 @@ def check_event(
     sent_at = _time(raw, "sentAt") or batch_sent_at
     event.sent_at = sent_at
     if original is not None:
-        event.timestamp = received_at - (sent_at - original) if sent_at is not None else original
+        try:
+            event.timestamp = received_at - (sent_at - original) if sent_at is not None else original
+        except OverflowError:
+            raise _Reject("timestamp", "out of range once corrected by sentAt") from None
     if event.timestamp > received_at + FUTURE_LIMIT:
         raise _Reject("timestamp", "more than 24 hours in the future")
     return event
@@ -179,7 +203,7 @@ def check_event(
 def parse_body(body: bytes, kind: str | None, received_at: dt.datetime) -> Parsed:
     """Read a tracking body (`kind` None: a batch; else the one call's type)."""
     try:
-        document = json.loads(body)
+        document = json.loads(body, parse_float=_float, parse_constant=lambda _: _NON_FINITE)
     except (ValueError, RecursionError):
         raise BadBody("body: not valid JSON") from None
     if not isinstance(document, dict):

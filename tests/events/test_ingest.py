@@ -144,6 +144,9 @@ async def test_a_bad_event_is_rejected_by_index_and_field_and_the_rest_are_kept(
             {"type": "track", "event": "Cart Viewed", "userId": "u-1", "messageId": ids[0]},  # repeat in body
             {"type": "track", "event": "No id", "userId": "u-1", "properties": {"k": "\u0000"}},
             {"type": "screen", "name": "Cart", "userId": "u-1", "messageId": ids[2]},
+            {"type": "track", "event": "NaN", "userId": "u-1", "properties": {"price": float("nan")}},
+            {"type": "track", "event": "Deep", "userId": "u-1", "context": {"d": json.loads("[" * 400 + "]" * 400)}},
+            {"type": "track", "event": "Odd", "userId": "u-1", "properties": {"s": "\ud800"}},
         ],
     }  # fmt: skip
     response = await _post(api_url, key, "/v1/batch", gzip.compress(json.dumps(batch).encode()),
@@ -152,7 +155,8 @@ async def test_a_bad_event_is_rejected_by_index_and_field_and_the_rest_are_kept(
     body = response.json()
     assert body["success"] is True and body["accepted"] == 3, body
     assert [(p["index"], p["field"]) for p in body["rejected"]] == [
-        (1, "event"), (2, "type"), (4, "timestamp"), (6, "properties"),
+        (1, "event"), (2, "type"), (4, "timestamp"), (6, "properties"), (8, "properties"), (9, "context"),
+        (10, "properties"),
     ], body  # fmt: skip
     stored = await pool.fetch(
         'SELECT message_id, type, "timestamp", context FROM events WHERE tenant_id = $1', tenant.slug
