@@ -38,6 +38,8 @@ MAX_BATCH_BYTES = 500 * 1024
 MAX_ID = 255
 MAX_EVENT_NAME = 200
 FUTURE_LIMIT = dt.timedelta(hours=24)
+# A 500 KB body of empty objects is ~100,000 bad events: the answer lists the first ones.
+MAX_REPORTED = 1000
 TYPES = ("track", "identify", "page", "screen", "alias", "group")
 _DEDUPE_WINDOW = "interval '7 days'"
 
@@ -256,8 +258,9 @@ class Outcome:
             "success": True,
             "accepted": self.accepted,
             "duplicates": self.duplicates,
-            "rejected": [p.as_dict() for p in self.rejected],
-            "dropped": [p.as_dict() for p in self.dropped],
+            "rejected_count": len(self.rejected),
+            "rejected": [p.as_dict() for p in self.rejected[:MAX_REPORTED]],
+            "dropped": [p.as_dict() for p in self.dropped[:MAX_REPORTED]],
         }
 
 

@@ -346,3 +346,9 @@ async def test_the_demo_stream_is_accepted_whole(tenant: Tenant, api_url: str) -
     answer = await _post(api_url, tenant.key, "/v1/batch", {"batch": calls})
     body = answer.json()
     assert (body["accepted"], body["rejected"], body["dropped"]) == (len(calls), [], []), body
+
+
+async def test_a_body_of_many_bad_events_is_answered_with_the_first_thousand(tenant: Tenant, api_url: str) -> None:
+    answer = await _post(api_url, tenant.key, "/v1/batch", {"batch": [{}] * 50_000})
+    body = answer.json()
+    assert answer.status_code == 200 and body["rejected_count"] == 50_000 and len(body["rejected"]) == 1000, answer.text
