@@ -11,6 +11,8 @@ import asyncpg
 # Monthly partitions are made this far ahead of the current month (migration 055).
 MONTHS_AHEAD = 3
 MAX_PAGE = 500
+# Rows of one tenant deleted per upkeep call past its retention (bounded transactions).
+EXPIRE_BATCH = 50_000
 
 _PROFILE_SQL = """
 SELECT id, external_id, email, phone, first_name, last_name, locale, time_zone, loyalty_tier, city, country,
@@ -19,11 +21,13 @@ FROM customers WHERE tenant_id = $1 AND external_id = $2"""
 
 
 async def ensure_partitions(pool: asyncpg.Pool) -> int:
-    """Make the stream's missing monthly partitions (last month to MONTHS_AHEAD ahead) and
-    sweep dedupe rows past their window; the number of partitions made. Platform work: call
-    it outside any tenant transaction."""
+    """The stream's upkeep: make the missing monthly partitions (last month to MONTHS_AHEAD
+    ahead), sweep dedupe rows past their window, and expire events past each tenant's
+    events.retention_days (migration 056); the number of partitions made. Platform work:
+    call it outside any tenant transaction."""
     made = int(await pool.fetchval("SELECT pennant_ensure_event_partitions($1)", MONTHS_AHEAD))
     await pool.fetchval("SELECT pennant_sweep_event_dedupe()")
+    await pool.fetchval("SELECT pennant_expire_events($1)", EXPIRE_BATCH)
     return made
 
 

@@ -26,6 +26,7 @@ import httpx
 import pytest
 from segment.analytics import Client as SegmentClient
 
+from core.events.stream import ensure_partitions
 from core.tenants.config_schema import Events
 from devstack.events_cli import demo_visit
 from tests.helpers.tenants import Tenant, api_tenant, store_tenant
@@ -352,3 +353,19 @@ async def test_a_body_of_many_bad_events_is_answered_with_the_first_thousand(ten
     answer = await _post(api_url, tenant.key, "/v1/batch", {"batch": [{}] * 50_000})
     body = answer.json()
     assert answer.status_code == 200 and body["rejected_count"] == 50_000 and len(body["rejected"]) == 1000, answer.text
+
+
+async def test_events_past_the_tenants_retention_are_expired(
+    pool: asyncpg.Pool, app_pool: asyncpg.Pool, api_url: str
+) -> None:
+    slug = await store_tenant(pool, "events-", customers=0, events=Events(retention_days=30))
+    async with api_tenant(pool, api_url, slug) as tenant:
+        now = dt.datetime.now(dt.UTC)
+        calls = [
+            {"type": "track", "event": name, "userId": "r-1", "timestamp": (now - dt.timedelta(days=days)).isoformat()}
+            for name, days in (("Old", 45), ("Recent", 10))
+        ]
+        assert (await _post(api_url, tenant.key, "/v1/batch", {"batch": calls})).json()["accepted"] == 2
+        await ensure_partitions(app_pool)  # the upkeep the API runs every few hours, as the app role
+        left = await pool.fetch("SELECT event FROM events WHERE tenant_id = $1", slug)
+        assert [r["event"] for r in left] == ["Recent"]
