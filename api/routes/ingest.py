@@ -16,6 +16,7 @@ read, checked, charged to the bucket by its event count, and committed before th
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -157,6 +158,7 @@ class Ingest:
         self.pool = pool
         self._settings: dict[str, tuple[float, Events, float]] = {}
         self._upkeep_at = 0.0
+        self._upkeep_task: asyncio.Task[None] | None = None
 
     async def settings(self, tenant: str) -> tuple[Events, float]:
         """The tenant's `events:` settings and attribution window (defaults without a config)."""
@@ -171,15 +173,19 @@ class Ingest:
         return events, window
 
     async def upkeep(self) -> None:
-        """Partitions ahead and the dedupe sweep, at most every UPKEEP_SECONDS."""
+        """Start the stream's upkeep (partitions ahead, dedupe sweep, retention) at most every
+        UPKEEP_SECONDS, in the background: no call waits for it."""
         now = time.monotonic()
-        if now - self._upkeep_at < UPKEEP_SECONDS and self._upkeep_at:
+        if self._upkeep_at and now - self._upkeep_at < UPKEEP_SECONDS:
             return
         self._upkeep_at = now
+        self._upkeep_task = asyncio.create_task(self._run_upkeep())
+
+    async def _run_upkeep(self) -> None:
         try:
             await ensure_partitions(self.pool)
         except (OSError, asyncpg.PostgresError):
-            log.exception("event stream upkeep failed (partitions ahead, dedupe sweep)")
+            log.exception("event stream upkeep failed (partitions ahead, dedupe sweep, retention)")
 
     async def authenticate(self, key: str | None) -> Source:
         """The tenant and source of a write key or tenant API key; 401 otherwise."""
