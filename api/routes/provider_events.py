@@ -1,6 +1,9 @@
-"""The signed endpoint providers post delivery receipts, bounces and complaints to.
+"""The signed endpoints providers post delivery receipts, bounces and complaints to.
 
-`POST /v1/provider-events/{email|sms|push}`, signed with the platform's provider-events secret
+`POST /v1/provider-events/{email|sms|push}`, signed with the platform's provider-events secret,
+for messages sent through the platform's provider accounts; `POST
+/v1/tenants/{t}/provider-events/{email|sms|push}`, signed with the tenant's own
+`PROVIDER_EVENTS_SECRET` (from its secret store), for messages it sent through its own accounts
 (see core/engagement/provider_events.py for the shapes and the scheme). Unsigned, forged or stale → 401;
 malformed → 422 naming the field; otherwise 200 with what became of the events. Events about
 messages Pennant does not know are acknowledged (a provider retries anything but a 2xx) and
@@ -17,10 +20,11 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import Field, TypeAdapter, ValidationError
 
-from api.deps import PoolDep, SettingsDep
+from api.deps import PoolDep, SecretsDep, SettingsDep
 from api.schemas import ProviderEventsAnswer
 from core.engagement.provider_events import (
     MAX_EVENTS,
+    TENANT_EVENTS_SECRET,
     EmailEvent,
     Provider,
     ProviderEvent,
@@ -30,8 +34,10 @@ from core.engagement.provider_events import (
     record,
     status_events,
 )
+from core.security.secrets import SecretUnavailable
+from core.tenants.config_schema import SLUG_RE
 
-router = APIRouter(prefix="/v1/provider-events", tags=["provider events"])
+router = APIRouter(tags=["provider events"])
 
 _EMAIL = TypeAdapter(Annotated[list[EmailEvent], Field(max_length=MAX_EVENTS)])
 _STATUS = TypeAdapter(Annotated[list[StatusCallback], Field(max_length=MAX_EVENTS)])
@@ -88,7 +94,7 @@ def _events(provider: Provider, body: bytes, content_type: str) -> list[Provider
     return status_events(provider, _status_callbacks(body, content_type))
 
 
-@router.post("/{provider}", response_model=ProviderEventsAnswer, include_in_schema=False)
+@router.post("/v1/provider-events/{provider}", response_model=ProviderEventsAnswer, include_in_schema=False)
 async def receive_provider_events(
     provider: Provider, request: Request, pool: PoolDep, settings: SettingsDep
 ) -> ProviderEventsAnswer:
@@ -100,4 +106,28 @@ async def receive_provider_events(
     if refusal is not None:
         raise HTTPException(401, refusal)
     outcome = await record(pool, provider, _events(provider, body, request.headers.get("content-type", "").lower()))
+    return ProviderEventsAnswer.model_validate(outcome, from_attributes=True)
+
+
+@router.post(
+    "/v1/tenants/{tenant}/provider-events/{provider}", response_model=ProviderEventsAnswer, include_in_schema=False
+)
+async def receive_tenant_provider_events(
+    tenant: str, provider: Provider, request: Request, pool: PoolDep, secrets: SecretsDep
+) -> ProviderEventsAnswer:
+    """Record events from a tenant's own provider account, signed with the tenant's own secret;
+    they match only that tenant's messages sent through its own accounts."""
+    body = await request.body()
+    secret = None
+    if SLUG_RE.match(tenant):
+        try:
+            secret = await secrets.resolve(tenant, f"secret:{TENANT_EVENTS_SECRET}", "provider events")
+        except SecretUnavailable:
+            secret = None
+    # The same answer for an unknown tenant as for one without the secret: nothing to enumerate.
+    refusal = check_signature(secret, request.headers, body, f"the tenant's secret {TENANT_EVENTS_SECRET}")
+    if refusal is not None:
+        raise HTTPException(401, refusal)
+    events = _events(provider, body, request.headers.get("content-type", "").lower())
+    outcome = await record(pool, provider, events, tenant=tenant)
     return ProviderEventsAnswer.model_validate(outcome, from_attributes=True)

@@ -12,8 +12,13 @@ provider simulator send them):
   `undelivered`, `failed`; others are ignored), `ErrorCode`, optional `IdempotencyKey`, as a form
   post (one event) or JSON (an object or an array of objects).
 
-Both are signed with the platform's `provider_events_secret`, in the form of Pennant's outgoing
-webhooks (activities/channels/webhook_http.py) but under a purpose of their own (SIGNING_PURPOSE).
+Events about messages sent through the platform's own provider accounts come to
+`/v1/provider-events/{channel}`, signed with the platform's `provider_events_secret`; events about
+messages a tenant sent through its own account (a channel endpoint it set) come to
+`/v1/tenants/{t}/provider-events/{channel}`, signed with the tenant's own secret
+TENANT_EVENTS_SECRET from its secret store. Each key matches only its own account's messages.
+Both sign in the form of Pennant's outgoing webhooks (activities/channels/webhook_http.py) but
+under a purpose of their own (SIGNING_PURPOSE).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ SIGNATURE_HEADER = "X-Pennant-Signature"
 # Older than this (or as far in the future) and a signed request is refused as a replay.
 TOLERANCE_SECONDS = 300
 MAX_EVENTS = 1000
+# The secret, in a tenant's own store, that signs events from its own provider accounts.
+TENANT_EVENTS_SECRET = "PROVIDER_EVENTS_SECRET"
 # Provider-event signatures are domain-separated from outgoing webhook signatures: a payload a
 # tenant's webhook channel signed is never a valid provider event, whatever secret it used.
 SIGNING_PURPOSE = "pennant-provider-event-v1"
@@ -196,8 +203,24 @@ class _Message:
     address: str | None
 
 
+def _unambiguous(rows: list[Any]) -> dict[str, _Message]:
+    """Provider message id → its message, leaving out an id that names more than one message:
+    a provider's id is unique within its account, so a repeated one proves nothing (an endpoint
+    that answers every message with the same id) and matches none of them."""
+    messages: dict[str, _Message] = {}
+    repeated: set[str] = set()
+    for r in rows:
+        pid = r["provider_message_id"]
+        if pid in messages:
+            repeated.add(pid)
+        messages[pid] = _Message(r["tenant_id"], r["run_id"], r["customer_id"], r["address"])
+    for pid in repeated:
+        del messages[pid]
+    return messages
+
+
 async def _match(pool: asyncpg.Pool, channel: str, events: list[ProviderEvent]) -> dict[int, _Message]:
-    """Index of each event → the ledger row of the message it is about (sent messages only)."""
+    """Index of each event → the platform-account ledger row of the message it is about."""
     keyed = {i: p for i, e in enumerate(events) if e.idempotency_key and (p := _parse_key(e.idempotency_key, channel))}
     by_id = {i: e.provider_message_id for i, e in enumerate(events) if i not in keyed and e.provider_message_id}
     found: dict[int, _Message] = {}
@@ -224,23 +247,68 @@ async def _match(pool: asyncpg.Pool, channel: str, events: list[ProviderEvent]) 
                 list(set(by_id.values())),
                 channel,
             )
-            messages = {
-                r["provider_message_id"]: _Message(r["tenant_id"], r["run_id"], r["customer_id"], r["address"])
-                for r in rows
-            }
+            messages = _unambiguous(rows)
             for i, pid in by_id.items():
                 if pid in messages:
                     found[i] = messages[pid]
     return found
 
 
-async def record(pool: asyncpg.Pool, channel: Provider, events: list[ProviderEvent]) -> Outcome:
-    """Store each event against its message once; a hard bounce or complaint suppresses the address."""
+async def _match_own(pool: asyncpg.Pool, tenant: str, channel: str, events: list[ProviderEvent]) -> dict[int, _Message]:
+    """Index of each event → the ledger row of one of `tenant`'s messages sent through its own
+    provider account: read inside the tenant's transaction, so no other tenant's row can match."""
+    keyed = {
+        i: p
+        for i, e in enumerate(events)
+        if e.idempotency_key and (p := _parse_key(e.idempotency_key, channel)) and p[0] == tenant
+    }
+    by_id = {i: e.provider_message_id for i, e in enumerate(events) if i not in keyed and e.provider_message_id}
+    found: dict[int, _Message] = {}
+    async with tenant_tx(pool, tenant) as conn:
+        if keyed:
+            rows = await conn.fetch(
+                """SELECT k.i, d.tenant_id, d.run_id, d.customer_id, d.address
+                   FROM unnest($1::int[], $2::uuid[], $3::bigint[]) AS k(i, run_id, customer_id)
+                   JOIN deliveries d ON d.tenant_id = $4 AND d.run_id = k.run_id AND d.customer_id = k.customer_id
+                                    AND d.channel = $5
+                   WHERE d.status = 'sent' AND d.provider_account = 'tenant'""",
+                list(keyed),
+                [p[1] for p in keyed.values()],
+                [p[2] for p in keyed.values()],
+                tenant,
+                channel,
+            )
+            for r in rows:
+                found[r["i"]] = _Message(r["tenant_id"], r["run_id"], r["customer_id"], r["address"])
+        if by_id:
+            rows = await conn.fetch(
+                """SELECT tenant_id, run_id, customer_id, address, provider_message_id FROM deliveries
+                   WHERE tenant_id = $1 AND provider_message_id = ANY($2::text[]) AND channel = $3
+                     AND status = 'sent' AND provider_account = 'tenant'""",
+                tenant,
+                list(set(by_id.values())),
+                channel,
+            )
+            messages = _unambiguous(rows)
+            for i, pid in by_id.items():
+                if pid in messages:
+                    found[i] = messages[pid]
+    return found
+
+
+async def record(
+    pool: asyncpg.Pool, channel: Provider, events: list[ProviderEvent], tenant: str | None = None
+) -> Outcome:
+    """Store each event against its message once; a hard bounce or complaint suppresses the address.
+
+    Without `tenant`, the events came signed with the platform's key and match only messages sent
+    through the platform's accounts; with it, they came signed with that tenant's own key and match
+    only its messages sent through its own accounts."""
     # A replayed event id is ignored by the unique dedupe key; only a new one suppresses.
     outcome = Outcome(received=len(events))
     tracked = [e for e in events if e.kind is not None]
     outcome.unsupported = len(events) - len(tracked)
-    matched = await _match(pool, channel, tracked)
+    matched = await (_match(pool, channel, tracked) if tenant is None else _match_own(pool, tenant, channel, tracked))
     outcome.unmatched = len(tracked) - len(matched)
     outcome.unmatched_ids = [e.source_id for i, e in enumerate(tracked) if i not in matched][:MAX_EVENTS]
     per_tenant: dict[str, list[tuple[ProviderEvent, _Message]]] = defaultdict(list)
@@ -282,10 +350,12 @@ def signed_headers(secret: str, body: bytes, timestamp: str) -> dict[str, str]:
     return {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: sign(secret, timestamp, body, SIGNING_PURPOSE)}
 
 
-def check_signature(secret: str | None, headers: Any, body: bytes) -> str | None:
+def check_signature(
+    secret: str | None, headers: Any, body: bytes, unset: str = "setting PROVIDER_EVENTS_SECRET"
+) -> str | None:
     """Why a request's signature is refused, or None when it is good and fresh."""
     if not secret:
-        return "provider events are not configured (setting PROVIDER_EVENTS_SECRET)"
+        return f"provider events are not configured ({unset})"
     timestamp, signature = headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER)
     if not timestamp or not signature:
         return f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header"
