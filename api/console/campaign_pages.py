@@ -131,7 +131,7 @@ async def start_run(ctx: ConsoleDep, campaign_id: str) -> Response:
     await checked_form(ctx.request, ctx.session)
     campaign = await view.path_campaign(ctx, campaign_id)
     try:
-        started = await campaign_service.start_run(ctx.pool, ctx.temporal, ctx.tenant, campaign)
+        started = await campaign_service.start_run(ctx.pool, ctx.temporal, ctx.tenant, campaign, ctx.settings)
     except Refused as exc:
         return await view.campaign_page(ctx, campaign, refusal_status(exc), action_error=exc.message)
     return redirect(f"/runs/{started.run_id}")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from temporalio.client import Client
 
-from api.deps import CampaignDep, PoolDep, RunDep, TemporalDep, TenantDep
+from api.deps import CampaignDep, PoolDep, RunDep, SettingsDep, TemporalDep, TenantDep
 from api.run_pages import deliveries_page, runs_page
 from api.schemas import DeliveryPage, Run, RunPage, RunStarted
 from core.campaigns import service as campaign_service
@@ -33,10 +33,12 @@ else:
 
 
 @router.post("/campaigns/{campaign_id}/runs", status_code=202, response_model=RunStarted)
-async def start_run(tenant: TenantDep, campaign: CampaignDep, pool: PoolDep, temporal: TemporalDep) -> RunStarted:
-    """Start a run of the campaign (its activities on the tenant's task queue); 409 when the campaign is archived
-    or the tenant has no configuration yet."""
-    started = await campaign_service.start_run(pool, temporal, tenant, campaign)
+async def start_run(
+    tenant: TenantDep, campaign: CampaignDep, pool: PoolDep, temporal: TemporalDep, settings: SettingsDep
+) -> RunStarted:
+    """Start a run of the campaign (its activities on the tenant's task queue); 409 when the campaign is archived,
+    the tenant has no configuration yet, or (when the platform requires it) the sending domain misses a DNS record."""
+    started = await campaign_service.start_run(pool, temporal, tenant, campaign, settings)
     return RunStarted(run_id=started.run_id, workflow_id=started.workflow_id, status=RunStatus.SCHEDULED)
 
 

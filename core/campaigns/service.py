@@ -43,7 +43,9 @@ from core.common.refusals import Conflict, NotFound, Unavailable, UpstreamFailed
 from core.common.validation import InvalidInput
 from core.content.check_pool import run_check
 from core.content.rendering import render_message
+from core.deliverability.gate import start_refusal
 from core.infra.db import tenant_tx
+from core.infra.settings import Settings
 from core.infra.temporal import (
     WORKFLOW_QUEUE,
     campaign_search_attributes,
@@ -265,15 +267,22 @@ class StartedRun:
     workflow_id: str
 
 
-async def start_run(pool: asyncpg.Pool, temporal: Client, tenant: str, campaign: CampaignRecord) -> StartedRun:
+async def start_run(
+    pool: asyncpg.Pool, temporal: Client, tenant: str, campaign: CampaignRecord, settings: Settings
+) -> StartedRun:
     """Start a run of the campaign (its activities on the tenant's task queue). Conflict when
-    the campaign is archived or the tenant has no configuration yet; Unavailable when Temporal
-    does not take it (the run's row is removed again)."""
+    the campaign is archived, the tenant has no configuration yet, or (with
+    REQUIRE_SENDING_DOMAIN_RECORDS) its sending domain misses a DNS record; Unavailable when
+    Temporal does not take it (the run's row is removed again)."""
     if not campaign.startable:
         raise Conflict(f"campaign '{campaign.id}' is archived; it cannot start new runs")
-    if await get_config(pool, tenant) is None:  # the run pins it; without one it could not plan
+    current = await get_config(pool, tenant)
+    if current is None:  # the run pins it; without one it could not plan
         raise Conflict(f"tenant '{tenant}' has no configuration yet")
     cid, spec = campaign.id, campaign.spec
+    refusal = await start_refusal(pool, settings, current[1], list(spec.channels))
+    if refusal is not None:
+        raise Conflict(refusal)
     run_id = str(uuid.uuid4())
     workflow_id = run_workflow_id(tenant, cid, run_id)
     async with tenant_tx(pool, tenant) as conn:

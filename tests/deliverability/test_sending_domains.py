@@ -6,14 +6,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import asyncpg
+import httpx
 import pytest
+from temporalio.client import Client
 
+from api.app import create_app
 from core.configs.checks import load_config_file
 from core.deliverability.gate import start_refusal
 from core.infra.settings import Settings
 from core.tenants.config_store import get_config
 from devstack.dns_server import DnsServer
-from tests.helpers.stack import TENANT_CONFIGS
+from devstack.inprocess import serving
+from tests.helpers.runs import create_campaign
+from tests.helpers.stack import TENANT_CONFIGS, free_port
 from tests.helpers.tenants import MakeTenant
 
 
@@ -112,3 +117,22 @@ async def test_an_over_long_domain_is_a_422_naming_it(make_tenant: MakeTenant) -
     response = await tenant.http.post(tenant.url("/sending-domains/" + "a" * 300 + ":check"))
     assert response.status_code == 422, response.text
     assert "domain" in response.text
+
+
+async def test_a_run_through_the_api_is_refused_while_the_sending_domain_misses_a_record(
+    make_tenant: MakeTenant, dns: DnsServer, settings: Settings, temporal_client: Client
+) -> None:
+    tenant = await make_tenant("freshmart", customers=1)
+    campaign_id = await create_campaign(tenant, channels=["email"])
+    gated = settings.model_copy(
+        update={
+            "require_sending_domain_records": True,
+            "temporal_address": temporal_client.service_client.config.target_host,
+        }
+    )
+    dns.withhold("_dmarc.freshmart.example.com", "TXT")
+    async with serving(create_app(gated), free_port()) as url:
+        async with httpx.AsyncClient(base_url=url, headers=tenant.http.headers, timeout=30) as http:
+            refused = await http.post(tenant.url(f"/campaigns/{campaign_id}/runs"))
+    assert refused.status_code == 409, refused.text
+    assert "dmarc _dmarc.freshmart.example.com (missing)" in refused.json()["detail"]
