@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
+from api.console.session import end_tenant_sessions
 from api.deps import PoolDep, PrincipalDep, TemporalDep, TenantDep, admin_only, no_config
 from api.input_guard import INT_MAX
 from api.schemas import (
@@ -122,10 +123,12 @@ async def delete_tenant(
     temporal: TemporalDep,
     principal: Annotated[Principal, admin_only("removing a tenant")],
 ) -> None:
-    """Remove a tenant: its keys are revoked (ending its console sessions), its schedules deleted,
+    """Remove a tenant: its API and source keys are revoked and its console sessions ended, its schedules deleted,
     its open runs cancelled and its queue dropped; its secrets are destroyed; its data and config
     versions stay. Its slug cannot be created again, only restored."""
     await remove_tenant(pool, tenant)
+    # Revoking its keys already refuses their sessions; ending the rows says so everywhere.
+    await end_tenant_sessions(pool, tenant)
     destroyed = await destroy_secrets(pool, tenant)
     schedules, workflows = await end_tenant_work(temporal, tenant)
     await record_in(pool, tenant, principal, "tenant.remove", tenant, secrets_destroyed=destroyed,

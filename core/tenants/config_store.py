@@ -168,13 +168,17 @@ async def get_version(pool: asyncpg.Pool, tenant: str, version: int | None = Non
 
 
 async def remove_tenant(pool: asyncpg.Pool, tenant: str) -> bool:
-    """Mark a tenant removed and revoke its API keys (its data and versions stay); workers drop
-    its queue. Keys stay revoked for good: a restore never brings them back."""
+    """Mark a tenant removed and revoke its API and source keys (its data and versions stay);
+    workers drop its queue. Keys stay revoked for good: a restore never brings them back."""
     async with pool.acquire() as conn, conn.transaction():
         status = await conn.execute(
             "UPDATE tenants SET removed_at = now() WHERE slug = $1 AND removed_at IS NULL", tenant
         )
         await conn.execute("UPDATE api_keys SET revoked_at = now() WHERE tenant_id = $1 AND revoked_at IS NULL", tenant)
+        # Its source keys (the tracking API's write keys) too: a restore never brings them back.
+        await conn.execute(
+            "UPDATE source_keys SET revoked_at = now() WHERE tenant_id = $1 AND revoked_at IS NULL", tenant
+        )
         await conn.execute("SELECT pg_notify($1, $2)", TENANTS_CHANNEL, json.dumps({"tenant": tenant}))
     return status.endswith(" 1")
 

@@ -3,6 +3,7 @@ secrets destroyed and its keys revoked, and the trail says so."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 
 import asyncpg
@@ -11,8 +12,10 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
+from api.console import session as sessions
 from core.infra.db import tenant_tx
 from core.infra.temporal import schedule_id
+from core.tenants.keys import lookup_key
 from tests.helpers.runs import create_campaign, start_run
 from tests.helpers.tenants import MakeTenant
 from tests.helpers.waiting import until
@@ -28,6 +31,16 @@ async def test_removing_a_tenant_cancels_its_runs_deletes_its_schedules_and_dest
     every_week = {"cron": "0 9 * * MON", "time_zone": "UTC"}
     assert (await tenant.http.put(tenant.url(f"/campaigns/{recurring}/schedule"), json=every_week)).status_code == 201
     assert (await tenant.http.put(tenant.url("/secrets/EXTRA"), json={"value": "to-be-destroyed"})).status_code == 201
+    source = await tenant.http.post(tenant.url("/sources"), json={"label": "web shop"})
+    assert source.status_code == 201, source.text
+    write_key = {"Authorization": "Basic " + base64.b64encode(f"{source.json()['key']}:".encode()).decode()}
+    track = {"type": "track", "userId": "u1", "event": "Product Viewed"}
+    async with httpx.AsyncClient(base_url=api_url, headers=write_key) as site:
+        assert (await site.post("/v1/track", json=track)).status_code == 200
+    principal = await lookup_key(pool, tenant.key)
+    assert principal is not None
+    console_session = sessions.new_session(principal)
+    await sessions.record(pool, console_session)
     async with tenant_tx(pool, tenant.slug) as conn:
         workflow_id = await conn.fetchval("SELECT workflow_id FROM runs WHERE id = $1::uuid", waiting)
 
@@ -45,5 +58,14 @@ async def test_removing_a_tenant_cancels_its_runs_deletes_its_schedules_and_dest
         assert await conn.fetchval("SELECT count(*) FROM tenant_secrets") == 0
         audit = await conn.fetch("SELECT actor, detail FROM audit_log WHERE action = 'tenant.remove'")
     assert (await tenant.http.get(tenant.url("/config"))).status_code == 401, "its key is revoked"
+    async with httpx.AsyncClient(base_url=api_url, headers=write_key) as site:
+        assert (await site.post("/v1/track", json=track)).status_code == 401, "its source key is revoked"
+    async with tenant_tx(pool, tenant.slug) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM console_sessions WHERE revoked_at IS NULL") == 0
+    # A restore brings back the data, never the keys.
+    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {admin_key}"}) as admin:
+        assert (await admin.post(f"/v1/tenants/{tenant.slug}:restore")).status_code == 204
+    async with httpx.AsyncClient(base_url=api_url, headers=write_key) as site:
+        assert (await site.post("/v1/track", json=track)).status_code == 401, "a restore brings back no source key"
     assert len(audit) == 1 and audit[0]["actor"].startswith("admin key ")
     assert audit[0]["detail"]["schedules_deleted"] == 1 and audit[0]["detail"]["workflows_cancelled"] >= 1
