@@ -32,6 +32,7 @@ import asyncpg
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.auth_limit import AuthFailureGuard, AuthFailureLimiter
 from core.events.ingest import MAX_BATCH_BYTES, BadBody, parse_body, store
 from core.events.sources import Source, lookup_source
 from core.events.stream import ensure_partitions
@@ -99,6 +100,12 @@ def _presented_key(authorization: str | None) -> str | None:
             return None
         return decoded.partition(":")[0] or None
     return None
+
+
+async def verify_write_key(pool: asyncpg.Pool, authorization: bytes) -> bool:
+    """Whether an Authorization header carries a valid source key (for the failure guard)."""
+    key = _presented_key(authorization.decode("latin-1"))
+    return key is not None and await lookup_source(pool, key) is not None
 
 
 async def read_limited(receive: Receive, encoding: str, limit: int) -> bytes:
@@ -280,6 +287,12 @@ class IngestLane:
     def __init__(self, app: ASGIApp, fastapi_app: FastAPI) -> None:
         self.app = app
         self.state = fastapi_app.state
+        # Wrong write keys count against the same shared per-address limit as wrong API keys
+        # (the app's own guard is behind this lane); a genuine one from a blocked address passes.
+        limiter: AuthFailureLimiter = fastapi_app.state.auth_limiter
+        if verify_write_key not in limiter.verifiers:
+            limiter.verifiers.append(verify_write_key)
+        self.guarded = AuthFailureGuard(self._answer, limiter)
 
     def ingest(self) -> Ingest:
         """The app's ingest state, made on first use (after the lifespan has opened the pool)."""
@@ -289,10 +302,13 @@ class IngestLane:
         return ingest
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer a tracking call, or pass the request on."""
+        """Answer a tracking call (behind the failed-authentication guard), or pass the request on."""
         if scope["type"] != "http" or scope["path"] not in PATHS:
             await self.app(scope, receive, send)
             return
+        await self.guarded(scope, receive, send)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         method = scope["method"]
         if method == "OPTIONS":
@@ -317,6 +333,8 @@ class IngestLane:
                 log.exception("unhandled error on POST %s", scope["path"])
                 answer = _error(500, "internal error; see the API log")
         status, response_headers, body = answer
+        if status < 400:  # the key was genuine: the guard lets it through a block from now on
+            scope.setdefault("state", {})["authenticated"] = True
         response_headers = [*response_headers, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": body})

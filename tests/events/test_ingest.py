@@ -369,3 +369,23 @@ async def test_events_past_the_tenants_retention_are_expired(
         await ensure_partitions(app_pool)  # the upkeep the API runs every few hours, as the app role
         left = await pool.fetch("SELECT event FROM events WHERE tenant_id = $1", slug)
         assert [r["event"] for r in left] == ["Recent"]
+
+
+async def test_wrong_write_keys_are_slowed_like_wrong_api_keys_and_a_genuine_one_still_writes(
+    tenant: Tenant, api_url: str
+) -> None:
+    """The tracking lane answers in front of the app, behind the same shared failure guard."""
+    address = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(2, 254)}"
+    good = (await _source(tenant))["key"]
+    event = {"type": "track", "userId": "guarded-1", "event": "Product Viewed"}
+    transport = httpx.AsyncHTTPTransport(local_address=address)
+    async with httpx.AsyncClient(base_url=api_url, transport=transport, timeout=30) as site:
+        answers = []
+        for i in range(40):
+            answers.append((await site.post("/v1/track", json=event, headers=_basic(f"sk_guess_{i}"))).status_code)
+            if answers[-1] == 429:
+                break
+        assert answers[-1] == 429 and set(answers[:-1]) == {401}, answers
+        # From the blocked address, a genuine write key is looked up and served.
+        assert (await site.post("/v1/track", json=event, headers=_basic(good))).status_code == 200
+        assert (await site.post("/v1/track", json=event, headers=_basic("sk_guess_again"))).status_code == 429
