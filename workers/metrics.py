@@ -9,6 +9,7 @@ import hmac
 import logging
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -36,10 +37,29 @@ log = logging.getLogger("pennant.activities")
 _TASK_TYPES = {"workflow": TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, "activity": TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY}
 
 
+# Where the worker's guarded endpoint serves the Temporal SDK's metrics when METRICS_TOKEN is set.
+TEMPORAL_METRICS_PATH = "/temporal-metrics"
+
+
+def _sdk_metrics_bind(settings: Settings) -> str:
+    """Where the SDK's own exporter listens. It takes no token, so with METRICS_TOKEN set it
+    listens on loopback only and the guarded endpoint relays it (TEMPORAL_METRICS_PATH)."""
+    host = "127.0.0.1" if settings.metrics_token else settings.metrics_host
+    return f"{host}:{settings.temporal_metrics_port}"
+
+
+def _relay_sdk_metrics(settings: Settings) -> bytes:
+    """One scrape of the SDK's loopback exporter."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{settings.temporal_metrics_port}/metrics", timeout=5) as answer:
+        body: bytes = answer.read()
+    return body
+
+
 def serve_metrics(settings: Settings) -> int | None:
     """Serve this process's Pennant metrics on worker_metrics_port (a thread); the port, or None
     when off. With METRICS_TOKEN set, only `Authorization: Bearer <token>` is answered, as on the
-    API: the metrics name every tenant."""
+    API (the metrics name every tenant), and the Temporal SDK's metrics, whose exporter takes no
+    token, are served here too at TEMPORAL_METRICS_PATH."""
     if not settings.worker_metrics_port:
         return None
     if not settings.metrics_token:
@@ -53,6 +73,14 @@ def serve_metrics(settings: Settings) -> int | None:
         if not hmac.compare_digest(given, token):
             start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")])
             return [b"metrics need `Authorization: Bearer <METRICS_TOKEN>`\n"]
+        if environ.get("PATH_INFO") == TEMPORAL_METRICS_PATH and settings.temporal_metrics_port:
+            try:
+                body = _relay_sdk_metrics(settings)
+            except OSError:
+                start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+                return [b"the Temporal SDK's metrics exporter did not answer\n"]
+            start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")])
+            return [body]
         answer: Iterable[bytes] = metrics(environ, start_response)
         return answer
 
@@ -73,7 +101,9 @@ class _Quiet(WSGIRequestHandler):
 def install_temporal_runtime(settings: Settings) -> None:
     """Give the process its one Temporal runtime: no per-Worker heartbeat, and (when
     temporal_metrics_port is set) the SDK's worker metrics (task slots, schedule-to-start
-    latency, poll and task counts) at http://<metrics_host>:<temporal_metrics_port>/metrics.
+    latency, poll and task counts) at http://<metrics_host>:<temporal_metrics_port>/metrics, or,
+    with METRICS_TOKEN set, on loopback only and behind the token at the worker's
+    TEMPORAL_METRICS_PATH.
 
     Must run before the process's first Temporal client connects: clients take the default runtime.
     """
@@ -82,9 +112,7 @@ def install_temporal_runtime(settings: Settings) -> None:
     # The queue backlog metrics and the SDK's poll metrics say what operators need instead.
     metrics = None
     if settings.temporal_metrics_port:
-        metrics = PrometheusConfig(
-            bind_address=f"{settings.metrics_host}:{settings.temporal_metrics_port}", durations_as_seconds=True
-        )
+        metrics = PrometheusConfig(bind_address=_sdk_metrics_bind(settings), durations_as_seconds=True)
     runtime = Runtime(telemetry=TelemetryConfig(metrics=metrics), worker_heartbeat_interval=None)
     Runtime.set_default(runtime, error_if_already_set=False)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import temporalio.converter
+from opentelemetry import trace
 from temporalio.api.common.v1 import Payload
 from temporalio.client import (
     Client,
@@ -285,6 +286,8 @@ async def start_run(
         raise Conflict(refusal)
     run_id = str(uuid.uuid4())
     workflow_id = run_workflow_id(tenant, cid, run_id)
+    # The request's span names the run, so an operator finds the trace from a run's log lines.
+    trace.get_current_span().set_attributes({"pennant.tenant": tenant, "pennant.campaign": cid, "pennant.run": run_id})
     async with tenant_tx(pool, tenant) as conn:
         await run_store.insert_run(conn, tenant, run_id, cid, workflow_id, spec.send_at)
     try:

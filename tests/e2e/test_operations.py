@@ -40,6 +40,7 @@ from tests.helpers.stack import ISOLATED_PREFIX, ROOT, SPANS, TENANT_CONFIGS, TE
 from tests.helpers.tenants import MakeTenant, Tenant, api_tenant, store_provider_secrets, store_tenant
 from tests.helpers.waiting import until
 from workers.main import child_ports
+from workers.metrics import TEMPORAL_METRICS_PATH
 
 DEPLOY = ROOT / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "pennant.json"
@@ -67,6 +68,16 @@ def parse(text: str) -> tuple[Samples, set[str]]:
 def value(samples: Samples, name: str, **labels: str) -> float:
     """The sum of `name`'s samples whose labels include `labels`."""
     return sum(v for found, v in samples.get(name, []) if labels.items() <= found.items())
+
+
+OPS_TOKEN = "ops-metrics-token-" + "x" * 24
+OPS_AUTH = {"Authorization": f"Bearer {OPS_TOKEN}"}
+
+
+async def status_of(url: str) -> int:
+    """The status of a GET without credentials."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        return (await http.get(url)).status_code
 
 
 async def scrape(url: str, **kwargs: Any) -> str:
@@ -101,6 +112,8 @@ async def observed_run(
         "WORKER_METRICS_PORT": str(ports[0]),
         "TEMPORAL_METRICS_PORT": str(ports[1]),
         "LOG_FORMAT": "json",
+        # With a token, both the worker's metrics and the SDK's (relayed) need it.
+        "METRICS_TOKEN": OPS_TOKEN,
         # One process, so one scrape sees every activity of the run.
         "WORKER_PROCESSES": "1",
     }
@@ -113,7 +126,7 @@ async def observed_run(
             async def serving() -> bool:
                 procs.assert_alive(proc)
                 try:
-                    text = await scrape(f"http://127.0.0.1:{ports[0]}/metrics")
+                    text = await scrape(f"http://127.0.0.1:{ports[0]}/metrics", headers=OPS_AUTH)
                 except httpx.HTTPError:
                     return False
                 # Metrics published (the shared workflow queue's backlog gauge) and the tenant taken;
@@ -129,7 +142,7 @@ async def observed_run(
 
             async def counted() -> bool:
                 # The worker counts the transition once the run's row says so: scrape after it.
-                text = await scrape(f"http://127.0.0.1:{ports[0]}/metrics")
+                text = await scrape(f"http://127.0.0.1:{ports[0]}/metrics", headers=OPS_AUTH)
                 lines = text.splitlines()
                 completed = any(
                     line.startswith("pennant_run_transitions_total{")
@@ -148,8 +161,12 @@ async def observed_run(
                 "tenant": tenant,
                 "run": run,
                 "log": procs.logs[proc.pid],
-                "worker": await scrape(f"http://127.0.0.1:{ports[0]}/metrics"),
-                "temporal": await scrape(f"http://127.0.0.1:{ports[1]}/metrics"),
+                "worker": await scrape(f"http://127.0.0.1:{ports[0]}/metrics", headers=OPS_AUTH),
+                "temporal": await scrape(f"http://127.0.0.1:{ports[0]}{TEMPORAL_METRICS_PATH}", headers=OPS_AUTH),
+                "unauthorised": [
+                    await status_of(f"http://127.0.0.1:{ports[0]}{path}")
+                    for path in ("/metrics", TEMPORAL_METRICS_PATH)
+                ],
             }
     finally:
         procs.close()
@@ -185,6 +202,9 @@ async def test_worker_metrics_count_the_runs_messages_by_tenant_channel_and_stat
 
 
 async def test_temporal_sdk_worker_metrics_are_served_beside_them(observed_run: dict[str, Any]) -> None:
+    # The SDK's exporter takes no token: with METRICS_TOKEN set it listens on loopback only and
+    # the worker's guarded endpoint relays it; neither answers without the token.
+    assert observed_run["unauthorised"] == [401, 401]
     samples, declared = parse(observed_run["temporal"])
     assert any(name.startswith("temporal_") for name in declared), sorted(declared)[:20]
     queue = f"tenant-{observed_run['tenant'].slug}"
@@ -304,7 +324,10 @@ def test_compose_runs_prometheus_and_grafana_with_the_provisioning_files() -> No
     )
     jobs = {job["job_name"]: {sd["port"] for sd in job.get("dns_sd_configs", [])} for job in config["scrape_configs"]}
     assert jobs["pennant-worker"] == {child_ports(settings, i)["worker_metrics_port"] for i in range(4)}, jobs
-    assert jobs["temporal-sdk"] == {child_ports(settings, i)["temporal_metrics_port"] for i in range(4)}, jobs
+    # The SDK's metrics are relayed behind the token by each process's own metrics endpoint.
+    assert jobs["temporal-sdk"] == jobs["pennant-worker"], jobs
+    sdk_job = next(job for job in config["scrape_configs"] if job["job_name"] == "temporal-sdk")
+    assert sdk_job["metrics_path"] == TEMPORAL_METRICS_PATH and "authorization" in sdk_job
 
 
 async def pennant(*args: str, env: dict[str, str], within: float = 60) -> tuple[int, str, str]:
