@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from core.common.egress_rules import EgressRefused, literal_never_passes, parse_target
 from core.infra.temporal import task_queue_for
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -18,12 +19,9 @@ SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 def endpoint_problem(value: str, schemes: tuple[str, ...]) -> str | None:
     """Why the guarded client could never call `value` (a literal non-public address without an
-    allow entry, plaintext without one, userinfo, another scheme), else None. Names are checked
-    at send, when they are resolved."""
-    # Imported here, not with the schema: workflow code reads these models inside the Temporal
-    # sandbox, which would otherwise import the guard's HTTP client with them on every run.
-    from core.security.egress import EgressRefused, literal_never_passes, parse_target
-
+    allow entry, plaintext without one, userinfo, another scheme), else None: the guard's own
+    rules (core/common/egress_rules.py, no HTTP client). Names are checked at send, when they
+    are resolved."""
     try:
         parse_target(value, schemes)
     except EgressRefused as exc:
