@@ -16,7 +16,7 @@ from activities.pooled import PooledActivities
 from core.campaigns.spec import CampaignSpec, experiment_assignment
 from core.content.channels import message_key
 from core.customers.segments import SegmentError, compile_segment
-from core.infra.db import BULK_STATEMENT_TIMEOUT_SECONDS, tenant_tx
+from core.infra.db import BULK_STATEMENT_TIMEOUT_SECONDS, TenantConn, tenant_tx
 from core.infra.telemetry import tag_current_span
 from core.optimisation.send_times import assign_run_send_times
 from core.runs.models import (
@@ -101,7 +101,7 @@ def resolve_segment(spec: CampaignSpec) -> dict[str, Any]:
     return {"segment": spec.segment} if isinstance(spec.segment, str) else spec.segment
 
 
-async def run_waves(conn: Any, inp: PlanAudienceInput) -> list[Wave]:
+async def run_waves(conn: TenantConn, inp: PlanAudienceInput) -> list[Wave]:
     """The run's recipients grouped by the instant they may be sent from, in order."""
     return [
         Wave(at=r["send_after"], recipients=r["n"], batches=-(-r["n"] // inp.batch_size))
@@ -109,7 +109,7 @@ async def run_waves(conn: Any, inp: PlanAudienceInput) -> list[Wave]:
     ]
 
 
-async def assign_waves(conn: Any, inp: PlanAudienceInput, spec: CampaignSpec, config: TenantConfig) -> None:
+async def assign_waves(conn: TenantConn, inp: PlanAudienceInput, spec: CampaignSpec, config: TenantConfig) -> None:
     """Give each recipient the instant it may be sent from, by its time zone: the campaign's
     local send time, moved past the tenant's quiet hours when the run uses a quiet channel."""
     quiet = quiet_hours_for(config.policies.quiet_hours, list(spec.channels))

@@ -21,14 +21,14 @@ from core.experiments.models import (
 )
 from core.experiments.spec import ExperimentSpec
 from core.experiments.winner_selection import decide, thompson_weights
-from core.infra.db import tenant_tx
+from core.infra.db import TenantConn, tenant_tx
 from core.infra.telemetry import tag_current_span
 from core.results import report as results
 from core.runs import store as run_store
 
 
 async def _metric_stats(
-    conn: asyncpg.Connection, tenant: str, campaign_id: str, run_ids: list[str], experiment: ExperimentSpec,
+    conn: TenantConn, tenant: str, campaign_id: str, run_ids: list[str], experiment: ExperimentSpec,
     order: list[str],
 ) -> list[VariantStat]:  # fmt: skip
     """Each variant's successes and trials on the experiment's metric over `run_ids`."""

@@ -3,13 +3,12 @@ Both are missing only when something was deleted under a run, which no retry can
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
 from temporalio.exceptions import ApplicationError
 
 from core.campaigns.spec import CampaignSpec
 from core.campaigns.store import get_campaign
+from core.infra.db import TenantConn
 from core.tenants.config_schema import TenantConfig
 from core.tenants.config_store import get_config
 
@@ -23,7 +22,7 @@ async def pinned_config(pool: asyncpg.Pool, tenant: str, version: int | None) ->
     return found[1]
 
 
-async def campaign_spec(conn: Any, tenant: str, campaign_id: str) -> CampaignSpec:
+async def campaign_spec(conn: TenantConn, tenant: str, campaign_id: str) -> CampaignSpec:
     """The campaign's definition, read inside the caller's tenant transaction."""
     campaign = await get_campaign(conn, tenant, campaign_id)
     if campaign is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +20,7 @@ from core.common.durations import Duration, duration_seconds
 from core.content.channels import CHANNELS, message_key
 from core.content.rendering import MessageVariant, check_campaign_templates
 from core.experiments.buckets import GLOBAL_CONTROL, HOLDOUT
+from core.infra.db import TenantConn
 from core.runs.frequency import CapTracker
 from core.tenants.config_schema import ChannelName, TenantConfig
 
@@ -136,7 +137,7 @@ def engagement_kinds(fallback: Fallback) -> list[str]:
 
 
 async def exclude_engaged(
-    conn: Any, tenant: str, run_id: str, fallback: Fallback, channels: Sequence[str]
+    conn: TenantConn, tenant: str, run_id: str, fallback: Fallback, channels: Sequence[str]
 ) -> tuple[int, int]:
     """Record who is not to get the `fallback` after the first `channels` (idempotent);
     (engaged, not reached) counts."""
@@ -163,7 +164,7 @@ GROUP BY customer_id, channel
 
 
 async def count_own_sends(
-    conn: Any, tenant: str, run_id: str, customers: list[int], channels: list[str], caps: CapTracker
+    conn: TenantConn, tenant: str, run_id: str, customers: list[int], channels: list[str], caps: CapTracker
 ) -> None:
     """Count the run's sends on channels other than `channels` against `caps` (caps across channels)."""
     if not caps.caps:

@@ -10,6 +10,7 @@ from typing import Any
 from core.campaigns.spec import CampaignSpec
 from core.content.rendering import sample_customer
 from core.customers.segments import compile_segment
+from core.infra.db import TenantConn
 from core.tenants.config_schema import TenantConfig
 
 _CUSTOMER_SQL = "SELECT * FROM customers c WHERE c.tenant_id = $1 AND c.id = $2"
@@ -22,7 +23,7 @@ def preview_unsubscribe_url(public_base_url: str) -> str:
 
 
 async def preview_customer(
-    conn: Any, tenant: str, spec: CampaignSpec, config: TenantConfig, customer_id: int | None = None
+    conn: TenantConn, tenant: str, spec: CampaignSpec, config: TenantConfig, customer_id: int | None = None
 ) -> dict[str, Any] | None:
     """Whose data fills a preview or test send: the customer `customer_id` (None if there is no
     such customer), else the first member of the campaign's audience, else the tenant's first

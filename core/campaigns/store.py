@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from core.campaigns.spec import CampaignSpec
 from core.common.ids import as_uuid
+from core.infra.db import TenantConn
 
 _COLUMNS = "id, definition, status, created_at"
 
@@ -53,7 +54,7 @@ def _definition(spec: CampaignSpec) -> dict[str, Any]:
 
 
 async def get_campaign(
-    conn: Any, tenant: str, campaign_id: str | uuid.UUID, *, for_update: bool = False
+    conn: TenantConn, tenant: str, campaign_id: str | uuid.UUID, *, for_update: bool = False
 ) -> CampaignRecord | None:
     """The campaign, or None; `for_update` locks its row for the rest of the transaction."""
     cid = as_uuid(campaign_id)
@@ -64,13 +65,13 @@ async def get_campaign(
     return None if row is None else _record(row)
 
 
-async def list_campaigns(conn: Any, tenant: str) -> list[CampaignRecord]:
+async def list_campaigns(conn: TenantConn, tenant: str) -> list[CampaignRecord]:
     """Every campaign of the tenant, newest first."""
     rows = await conn.fetch(f"SELECT {_COLUMNS} FROM campaigns WHERE tenant_id = $1 ORDER BY created_at DESC", tenant)
     return [_record(r) for r in rows]
 
 
-async def create_campaign(conn: Any, tenant: str, spec: CampaignSpec) -> CampaignRecord:
+async def create_campaign(conn: TenantConn, tenant: str, spec: CampaignSpec) -> CampaignRecord:
     """Store a new campaign under a fresh id."""
     row = await conn.fetchrow(
         f"""INSERT INTO campaigns (tenant_id, id, name, definition) VALUES ($1, $2, $3, $4)
@@ -84,7 +85,7 @@ async def create_campaign(conn: Any, tenant: str, spec: CampaignSpec) -> Campaig
 
 
 async def update_campaign(
-    conn: Any, tenant: str, campaign_id: str | uuid.UUID, spec: CampaignSpec
+    conn: TenantConn, tenant: str, campaign_id: str | uuid.UUID, spec: CampaignSpec
 ) -> CampaignRecord | None:
     """Replace the campaign's definition; None when there is no such campaign."""
     row = await conn.fetchrow(
@@ -98,7 +99,7 @@ async def update_campaign(
     return None if row is None else _record(row)
 
 
-async def archive_campaign(conn: Any, tenant: str, campaign_id: str | uuid.UUID) -> CampaignRecord | None:
+async def archive_campaign(conn: TenantConn, tenant: str, campaign_id: str | uuid.UUID) -> CampaignRecord | None:
     """Mark the campaign archived; None when there is no such campaign."""
     row = await conn.fetchrow(
         f"""UPDATE campaigns SET status = $3, updated_at = now()

@@ -27,7 +27,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from pydantic_core import to_json
 
 from core.common.validation import error_lines
-from core.infra.db import tenant_tx
+from core.infra.db import TenantConn, tenant_tx
 from core.tenants.config_schema import EmailAddress, Locale, TimeZone
 
 # One request or import batch. Larger batches gain little and hold the tenant's id lock longer.
@@ -226,7 +226,7 @@ def stage_rows(rows: Sequence[Any], describe: Describe) -> Staged:
 _defaults_sql: dict[str, str] = {}
 
 
-async def _column_defaults(conn: asyncpg.Connection) -> dict[str, str]:
+async def _column_defaults(conn: TenantConn) -> dict[str, str]:
     """The customers table's column defaults as SQL expressions, read once from the catalog so a
     new customer gets exactly the table's defaults for what its row leaves out."""
     if not _defaults_sql:
@@ -270,7 +270,7 @@ WHERE NOT EXISTS (SELECT FROM customers c WHERE c.tenant_id = $1 AND c.external_
     return insert, update
 
 
-async def lock_customer_ids(conn: asyncpg.Connection, tenant: str) -> int:
+async def lock_customer_ids(conn: TenantConn, tenant: str) -> int:
     """Take the tenant's customer-id lock for the rest of the transaction; the highest id in use.
 
     customers.id is per tenant and has no sequence: new ids are max(id) + n, so writers of new
@@ -284,7 +284,7 @@ async def lock_customer_ids(conn: asyncpg.Connection, tenant: str) -> int:
 _SCANS_OF_ALL_CUSTOMERS = ("hashjoin", "mergejoin", "seqscan", "material")
 
 
-async def write_staged(conn: asyncpg.Connection, tenant: str, records: Sequence[tuple[Any, ...]]) -> UpsertCounts:
+async def write_staged(conn: TenantConn, tenant: str, records: Sequence[tuple[Any, ...]]) -> UpsertCounts:
     """Insert or update staged rows (stage_rows) by external id inside the caller's tenant
     transaction (core.infra.db.tenant_tx).
 

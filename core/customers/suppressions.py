@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from core.content.channels import CHANNELS
+from core.infra.db import TenantConn
 from core.tenants.config_schema import ChannelName
 
 
@@ -13,7 +12,7 @@ def normalise(channel: str, address: str) -> str:
     return CHANNELS[channel].normalise(address)
 
 
-async def suppress(conn: Any, tenant: str, channel: str, address: str, reason: str) -> bool:
+async def suppress(conn: TenantConn, tenant: str, channel: str, address: str, reason: str) -> bool:
     """Add an address to the tenant's list; returns False when it was already there."""
     status = await conn.execute(
         """INSERT INTO suppressions (tenant_id, channel, address, reason) VALUES ($1, $2, $3, $4)
@@ -26,7 +25,7 @@ async def suppress(conn: Any, tenant: str, channel: str, address: str, reason: s
     return bool(status.endswith(" 1"))
 
 
-async def suppressed_addresses(conn: Any, tenant: str, channel: str, addresses: list[str]) -> set[str]:
+async def suppressed_addresses(conn: TenantConn, tenant: str, channel: str, addresses: list[str]) -> set[str]:
     """Which of `addresses` (normalised) are on the list for `channel`."""
     if not addresses:
         return set()
@@ -39,7 +38,7 @@ async def suppressed_addresses(conn: Any, tenant: str, channel: str, addresses: 
     return {r["address"] for r in rows}
 
 
-async def unsubscribe(conn: Any, tenant: str, customer_id: int, channel: ChannelName) -> str | None:
+async def unsubscribe(conn: TenantConn, tenant: str, customer_id: int, channel: ChannelName) -> str | None:
     """Withdraw the customer's consent for `channel` and suppress the address they used.
 
     Returns the address unsubscribed, or None when the customer no longer exists.

@@ -21,7 +21,6 @@ import re
 import secrets as _random
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 import dkim
@@ -29,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from dkim.canonicalization import CanonicalizationPolicy
 
-from core.infra.db import tenant_tx
+from core.infra.db import TenantConn, tenant_tx
 from core.security.secrets import SecretResolver, SecretUnavailable, delete_secret, put_secret
 from core.tenants.config_schema import TenantConfig
 
@@ -169,7 +168,7 @@ class DkimKey:
 _KEY_COLUMNS = "domain, selector, state, algorithm, public_key, secret_name"
 
 
-async def list_keys(conn: Any, domain: str) -> list[DkimKey]:
+async def list_keys(conn: TenantConn, domain: str) -> list[DkimKey]:
     """The domain's keys in `conn`'s tenant transaction, oldest first."""
     rows = await conn.fetch(
         f"SELECT {_KEY_COLUMNS} FROM dkim_keys WHERE domain = $1 ORDER BY created_at, selector", domain
@@ -177,7 +176,7 @@ async def list_keys(conn: Any, domain: str) -> list[DkimKey]:
     return [DkimKey(**dict(r)) for r in rows]
 
 
-async def _add_key(conn: Any, resolver: SecretResolver, tenant: str, domain: str, state: str) -> DkimKey | None:
+async def _add_key(conn: TenantConn, resolver: SecretResolver, tenant: str, domain: str, state: str) -> DkimKey | None:
     """A new key in `state`, its private part stored; None when another transaction added one first."""
     selector = new_selector()
     pem, public_key = generate_key()

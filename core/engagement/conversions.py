@@ -22,7 +22,7 @@ from pydantic_core import to_json
 
 from core.customers.records import Describe, field_errors
 from core.experiments.buckets import GLOBAL_CONTROL, HOLDOUT
-from core.infra.db import tenant_tx
+from core.infra.db import TenantConn, tenant_tx
 from core.infra.unnest_params import unnest_columns
 
 MAX_EVENTS = 10_000
@@ -138,7 +138,7 @@ SELECT ins.event_id, ins.run_id IS NOT NULL AS attributed, (SELECT count(*) FROM
 
 
 async def _customer_ids(
-    conn: asyncpg.Connection, tenant: str, events: Sequence[tuple[int, EventIn, str]]
+    conn: TenantConn, tenant: str, events: Sequence[tuple[int, EventIn, str]]
 ) -> tuple[dict[str, int], set[int]]:
     """The customer ids of the events' external ids, and which of their customer ids exist."""
     externals = list({e.external_id for _, e, _ in events if e.external_id is not None})
@@ -174,7 +174,7 @@ async def record_events(
 
 
 async def record_events_in(
-    conn: asyncpg.Connection, tenant: str, rows: Sequence[Any], describe: Describe, window_days: float
+    conn: TenantConn, tenant: str, rows: Sequence[Any], describe: Describe, window_days: float
 ) -> EventsReport:
     """`record_events` inside the caller's tenant transaction (the tracking API stores an
     `Order Completed` call and its conversion in one commit)."""
@@ -185,7 +185,7 @@ async def record_events_in(
 
 
 async def _record_valid(
-    conn: asyncpg.Connection,
+    conn: TenantConn,
     tenant: str,
     valid: list[tuple[int, EventIn, str]],
     report: EventsReport,

@@ -29,7 +29,7 @@ from crawlerdetect import CrawlerDetect
 
 from core.common.signed_links import keys as link_keys
 from core.content.templating import RenderedEmail, RenderedPush, RenderedSms
-from core.infra.db import tenant_tx
+from core.infra.db import TenantConn, tenant_tx
 from core.tenants.config_schema import Engagement
 
 Kind = Literal["open", "click"]
@@ -396,13 +396,13 @@ ON CONFLICT (tenant_id, run_id, link_id) DO NOTHING
 """
 
 
-async def record_links(conn: Any, tenant: str, run_id: str, links: dict[str, str]) -> None:
+async def record_links(conn: TenantConn, tenant: str, run_id: str, links: dict[str, str]) -> None:
     """Record a run's links (link id → URL) in one statement; ones already there stay as they are."""
     if links:
         await conn.execute(_RECORD_LINKS_SQL, tenant, run_id, list(links), list(links.values()))
 
 
-async def link_url(conn: Any, tenant: str, run_id: str, lid: str) -> str | None:
+async def link_url(conn: TenantConn, tenant: str, run_id: str, lid: str) -> str | None:
     """The URL recorded for link `lid` of the run, or None when the run has no such link."""
     url: str | None = await conn.fetchval(
         "SELECT url FROM run_links WHERE tenant_id = $1 AND run_id = $2::uuid AND link_id = $3", tenant, run_id, lid
@@ -450,7 +450,7 @@ CROSS JOIN LATERAL (
 """
 
 
-async def insert_hits(conn: Any, tenant: str, hits: list[Hit], machine_seconds: float) -> None:
+async def insert_hits(conn: TenantConn, tenant: str, hits: list[Hit], machine_seconds: float) -> None:
     """Write one tenant's hits in one statement, each flagged machine where it is one."""
     await conn.execute(
         _INSERT_HITS_SQL,

@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 from pydantic import ValidationError
 
 from core.customers.records import CustomerIn, stage_rows, write_staged
 from core.events.models import Event, Problem
+from core.infra.db import TenantConn
 
 # Segment trait -> customer field.
 _TRAIT_FIELDS = {
@@ -101,7 +101,7 @@ def checked_row(event: Event, dropped: list[Problem]) -> dict[str, Any]:
     return {"external_id": row["external_id"]}
 
 
-async def _customers(conn: asyncpg.Connection, tenant: str, external_ids: Sequence[str]) -> dict[str, int]:
+async def _customers(conn: TenantConn, tenant: str, external_ids: Sequence[str]) -> dict[str, int]:
     if not external_ids:
         return {}
     rows = await conn.fetch(
@@ -112,7 +112,7 @@ async def _customers(conn: asyncpg.Connection, tenant: str, external_ids: Sequen
     return {r["external_id"]: int(r["id"]) for r in rows}
 
 
-async def resolve(conn: asyncpg.Connection, tenant: str, events: list[Event]) -> Resolved:
+async def resolve(conn: TenantConn, tenant: str, events: list[Event]) -> Resolved:
     """Upsert identified customers, bind anonymous ids, attach waiting events, and set each
     event's customer, inside the caller's tenant transaction."""
     resolved = Resolved()
@@ -207,7 +207,7 @@ async def resolve(conn: asyncpg.Connection, tenant: str, events: list[Event]) ->
     return resolved
 
 
-async def _bindings(conn: asyncpg.Connection, tenant: str, anonymous: set[str]) -> dict[str, int]:
+async def _bindings(conn: TenantConn, tenant: str, anonymous: set[str]) -> dict[str, int]:
     if not anonymous:
         return {}
     rows = await conn.fetch(

@@ -31,7 +31,7 @@ from pydantic_core import PydanticSerializationError, to_json
 from core.engagement.conversions import record_events_in
 from core.events import identities
 from core.events.models import Event, Problem
-from core.infra.db import tenant_tx
+from core.infra.db import TenantConn, tenant_tx
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
@@ -375,7 +375,7 @@ def _conversion_row(event: Event) -> dict[str, Any]:
 
 
 async def _conversions(
-    conn: asyncpg.Connection, tenant: str, orders: list[Event], outcome: Outcome, window_days: float
+    conn: TenantConn, tenant: str, orders: list[Event], outcome: Outcome, window_days: float
 ) -> None:
     """Record the orders as conversions (attributed like `POST …/events`); an order without an
     order_id or an amount is stored in the stream only, and reported in `dropped`."""

@@ -8,6 +8,8 @@ from typing import Any
 
 import asyncpg
 
+from core.infra.db import TenantConn
+
 # Monthly partitions are made this far ahead of the current month (migration 055).
 MONTHS_AHEAD = 3
 MAX_PAGE = 500
@@ -31,7 +33,7 @@ async def ensure_partitions(pool: asyncpg.Pool) -> int:
     return made
 
 
-async def customer_profile(conn: asyncpg.Connection, tenant: str, external_id: str) -> dict[str, Any] | None:
+async def customer_profile(conn: TenantConn, tenant: str, external_id: str) -> dict[str, Any] | None:
     """The customer the tenant knows as `external_id`: fields, attributes and consent; None if none."""
     row = await conn.fetchrow(_PROFILE_SQL, tenant, external_id)
     if row is None:
@@ -42,7 +44,7 @@ async def customer_profile(conn: asyncpg.Connection, tenant: str, external_id: s
 
 
 async def customer_events(
-    conn: asyncpg.Connection, tenant: str, customer_id: int, *, limit: int, before: tuple[dt.datetime, int] | None
+    conn: TenantConn, tenant: str, customer_id: int, *, limit: int, before: tuple[dt.datetime, int] | None
 ) -> list[dict[str, Any]]:
     """The customer's events, newest first: at most `limit`, older than the `before` cursor
     (timestamp, id) when given."""
@@ -61,7 +63,7 @@ async def customer_events(
     return [dict(r) for r in rows]
 
 
-async def recent_events(conn: asyncpg.Connection, tenant: str, *, after_id: int, limit: int) -> list[dict[str, Any]]:
+async def recent_events(conn: TenantConn, tenant: str, *, after_id: int, limit: int) -> list[dict[str, Any]]:
     """The tenant's events of the last day with ids above `after_id`, oldest id first (what
     `pennant events tail` follows); reads only the partitions of the last day."""
     rows = await conn.fetch(

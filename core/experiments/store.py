@@ -5,10 +5,10 @@ connection (core/infra/db.py `tenant_tx`)."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from core.experiments.models import Decision, RunExperiment, VariantStat
 from core.experiments.spec import ExperimentSpec
+from core.infra.db import TenantConn
 
 _START_SQL = """
 INSERT INTO run_experiments (tenant_id, run_id, campaign_id, mode, metric, test_percent, weights, prior)
@@ -31,7 +31,7 @@ RETURNING decision
 
 
 async def start(
-    conn: Any,
+    conn: TenantConn,
     tenant: str,
     run_id: str,
     campaign_id: str,
@@ -56,7 +56,7 @@ async def start(
     return found
 
 
-async def get(conn: Any, tenant: str, run_id: str) -> RunExperiment | None:
+async def get(conn: TenantConn, tenant: str, run_id: str) -> RunExperiment | None:
     """The run's experiment, or None when the run has none."""
     row = await conn.fetchrow(_GET_SQL, tenant, run_id)
     if row is None:
@@ -64,12 +64,12 @@ async def get(conn: Any, tenant: str, run_id: str) -> RunExperiment | None:
     return RunExperiment(**dict(row))
 
 
-async def set_decide_at(conn: Any, tenant: str, run_id: str, decide_at: dt.datetime) -> None:
+async def set_decide_at(conn: TenantConn, tenant: str, run_id: str, decide_at: dt.datetime) -> None:
     """When the run's test will be decided (until it has been)."""
     await conn.execute(_DECIDE_AT_SQL, tenant, run_id, decide_at)
 
 
-async def record_decision(conn: Any, tenant: str, run_id: str, decision: Decision) -> Decision:
+async def record_decision(conn: TenantConn, tenant: str, run_id: str, decision: Decision) -> Decision:
     """Record the decision unless one is there already; the one recorded."""
     stored = await conn.fetchval(_DECIDE_SQL, tenant, run_id, decision.model_dump(mode="json"))
     return Decision.model_validate(stored) if stored is not None else decision

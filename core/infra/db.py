@@ -6,9 +6,10 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any, NewType
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 MIGRATIONS_PACKAGE = "core.infra.migrations"
 # Arbitrary constant: serialises concurrent migration runners (api and worker starting together).
@@ -53,10 +54,19 @@ async def enter_tenant(
     await conn.execute(_ENTER_SQL, tenant, f"{round((statement_timeout or 0) * 1000)}ms")
 
 
+# A connection inside `tenant_tx`: every statement on it sees and writes one tenant's rows. The
+# stores take it, so handing them a connection straight from the pool (outside any tenant, where
+# the app role's reads of tenant tables fail) is a type error, not a runtime surprise.
+if TYPE_CHECKING:
+    TenantConn = NewType("TenantConn", PoolConnectionProxy[asyncpg.Record])
+else:  # asyncpg's proxy is not subscriptable at run time
+    TenantConn = NewType("TenantConn", PoolConnectionProxy)
+
+
 @asynccontextmanager
 async def tenant_tx(
     pool: asyncpg.Pool, tenant: str, *, statement_timeout: float | None = TENANT_STATEMENT_TIMEOUT_SECONDS
-) -> AsyncIterator[Any]:
+) -> AsyncIterator[TenantConn]:
     """A transaction that can see and write only `tenant`'s rows.
 
     The transaction enters the tenant (recorded where SQL run as the application cannot change
@@ -68,7 +78,7 @@ async def tenant_tx(
     async with pool.acquire() as conn, conn.transaction():
         await enter_tenant(conn, tenant, statement_timeout=statement_timeout)
         await conn.execute("SET LOCAL ROLE pennant_tenant")
-        yield conn
+        yield TenantConn(conn)
 
 
 def _migration_files() -> list[tuple[int, str, str]]:

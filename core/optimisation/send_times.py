@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, Field
 
 from core.campaigns.send_time import OptimalSendTime as OptimalSendTime
+from core.infra.db import TenantConn
 from core.runs.policies import local_send_instant, quiet_hours_end
 from core.tenants.config_schema import QuietHours
 
@@ -153,7 +154,7 @@ def run_audience(run_id: str) -> Audience:
 
 
 async def _candidates(
-    conn: Any,
+    conn: TenantConn,
     tenant: str,
     audience: Audience,
     now: dt.datetime,
@@ -184,7 +185,7 @@ async def _candidates(
 
 
 async def assign_run_send_times(
-    conn: Any,
+    conn: TenantConn,
     tenant: str,
     run_id: str,
     opt: OptimalSendTime,
@@ -228,7 +229,7 @@ class SendTimePreview(BaseModel):
 
 
 async def preview_send_times(
-    conn: Any,
+    conn: TenantConn,
     tenant: str,
     audience: Audience,
     opt: OptimalSendTime,

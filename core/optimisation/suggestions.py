@@ -36,7 +36,7 @@ from core.campaigns.spec import CampaignSpec, Variant
 from core.common import stats
 from core.content.rendering import check_text
 from core.content.templating import CUSTOMER_VARIABLES, EMAIL_SUBJECT, SMS_BODY, content_for_locale
-from core.infra.db import tenant_tx
+from core.infra.db import TenantConn, tenant_tx
 from core.results.report import results
 from core.security.egress import EgressError, EgressGuard, EgressRefused
 from core.tenants.config_schema import ChatProvider, TenantConfig
@@ -175,7 +175,7 @@ ORDER BY r.finished_at DESC NULLS LAST LIMIT $3
 
 
 async def observations(
-    conn: Any,
+    conn: TenantConn,
     tenant: str,
     channel: SuggestChannel,
     config_at: Callable[[int | None], Awaitable[TenantConfig | None]],

@@ -23,6 +23,7 @@ from core.common import stats
 from core.experiments.buckets import GLOBAL_CONTROL, HOLDOUT
 from core.experiments.models import VariantStat
 from core.experiments.spec import ExperimentMetric
+from core.infra.db import TenantConn
 
 DEFAULT_CONVERSION_EVENT = "purchase"
 SIGNIFICANCE = 0.05
@@ -440,7 +441,7 @@ def _group_order(variant: str | None, order: Sequence[str]) -> tuple[int, int, s
     return (rank, order.index(variant) if variant in order else len(order), variant or "")
 
 
-async def results(conn: Any, tenant: str, **query: Unpack[Query]) -> ResultsRecord:
+async def results(conn: TenantConn, tenant: str, **query: Unpack[Query]) -> ResultsRecord:
     """The results of `run_ids` (one run, or every run of a campaign) in one query; variants are
     listed and compared in `variant_order` (the campaign's), then by key. Turns JIT off for
     the rest of the transaction (`_RESULTS_SETTINGS`)."""
@@ -452,7 +453,7 @@ async def results(conn: Any, tenant: str, **query: Unpack[Query]) -> ResultsReco
     return ResultsRecord(**scope.model_dump(), control=control, groups=groups, comparisons=comparisons)
 
 
-async def series(conn: Any, tenant: str, **query: Unpack[Query]) -> SeriesRecord:
+async def series(conn: TenantConn, tenant: str, **query: Unpack[Query]) -> SeriesRecord:
     """Hourly sends, human opens and clicks, and conversion events per group, in one query; sets
     planner options for the rest of the transaction (`_PLANNER_SETTINGS`)."""
     scope, variant_order = ScopeRecord.of(query), query.get("variant_order", ())

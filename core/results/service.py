@@ -5,12 +5,12 @@ transaction (core/results/report.py computes them)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
 
 from core.campaigns.store import CampaignRecord, get_campaign
-from core.infra.db import tenant_tx
+from core.infra.db import TenantConn, tenant_tx
 from core.results import report as results
 from core.runs import store as run_store
 from core.runs.store import RunRecord
@@ -18,19 +18,19 @@ from core.runs.store import RunRecord
 R = TypeVar("R")
 
 
-async def _variant_order(conn: Any, tenant: str, run: RunRecord) -> list[str]:
+async def _variant_order(conn: TenantConn, tenant: str, run: RunRecord) -> list[str]:
     """The variant keys of the run's campaign, in its order (for listing and the baseline)."""
     campaign = await get_campaign(conn, tenant, run.campaign_id)
     return [v.key for v in campaign.spec.variants] if campaign else []
 
 
-async def _run_query(conn: Any, tenant: str, run: RunRecord) -> results.Query:
+async def _run_query(conn: TenantConn, tenant: str, run: RunRecord) -> results.Query:
     """The query over one run, its variants in its campaign's order."""
     order = await _variant_order(conn, tenant, run)
     return results.Query(scope="run", campaign_id=run.campaign_id, run_ids=[run.id], variant_order=order)
 
 
-async def _campaign_query(conn: Any, tenant: str, campaign: CampaignRecord) -> results.Query:
+async def _campaign_query(conn: TenantConn, tenant: str, campaign: CampaignRecord) -> results.Query:
     """The query over every run of the campaign, its variants in its order."""
     run_ids = await run_store.campaign_run_ids(conn, tenant, campaign.id)
     order = [v.key for v in campaign.spec.variants]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
+from core.infra.db import TenantConn
 from core.tenants.config_schema import FrequencyCap
 
 # Sent messages of the given customers in the last `hours`, per customer and channel,
@@ -26,7 +26,7 @@ class CapTracker:
 
     @classmethod
     async def load(
-        cls, conn: Any, tenant: str, run_id: str, caps: list[FrequencyCap], customers: list[int]
+        cls, conn: TenantConn, tenant: str, run_id: str, caps: list[FrequencyCap], customers: list[int]
     ) -> CapTracker:
         """The ledger counts the caps need for these customers, read once per batch."""
         recent: dict[int, list[Counter[str]]] = {c: [Counter() for _ in caps] for c in customers}

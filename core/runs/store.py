@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from core.common.ids import as_uuid
+from core.infra.db import TenantConn
 from core.runs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, Counts, MarkRunInput, RunStatus
 
 _COLUMNS = (
@@ -125,7 +126,7 @@ def _record(row: Any) -> RunRecord:
     return RunRecord(**{**dict(row), "id": str(row["id"]), "campaign_id": str(row["campaign_id"])})
 
 
-async def get_run(conn: Any, tenant: str, run_id: str | uuid.UUID) -> RunRecord | None:
+async def get_run(conn: TenantConn, tenant: str, run_id: str | uuid.UUID) -> RunRecord | None:
     """The run, or None (also when `run_id` is not a UUID)."""
     rid = as_uuid(run_id)
     if rid is None:
@@ -135,7 +136,7 @@ async def get_run(conn: Any, tenant: str, run_id: str | uuid.UUID) -> RunRecord 
 
 
 async def list_runs(
-    conn: Any,
+    conn: TenantConn,
     tenant: str,
     *,
     status: RunStatus | None = None,
@@ -148,7 +149,7 @@ async def list_runs(
     return [_record(r) for r in rows]
 
 
-async def campaign_run_ids(conn: Any, tenant: str, campaign_id: str | uuid.UUID) -> list[str]:
+async def campaign_run_ids(conn: TenantConn, tenant: str, campaign_id: str | uuid.UUID) -> list[str]:
     """The ids of every run of the campaign, oldest first."""
     rows = await conn.fetch(
         "SELECT id FROM runs WHERE tenant_id = $1 AND campaign_id = $2 ORDER BY created_at, id",
@@ -158,7 +159,7 @@ async def campaign_run_ids(conn: Any, tenant: str, campaign_id: str | uuid.UUID)
     return [str(r["id"]) for r in rows]
 
 
-async def active_runs(conn: Any, tenant: str, campaign_id: str | uuid.UUID) -> list[RunRecord]:
+async def active_runs(conn: TenantConn, tenant: str, campaign_id: str | uuid.UUID) -> list[RunRecord]:
     """The campaign's runs that still read its definition (scheduled, running or paused)."""
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM runs WHERE tenant_id = $1 AND campaign_id = $2 AND status = ANY($3::text[])",
@@ -170,7 +171,7 @@ async def active_runs(conn: Any, tenant: str, campaign_id: str | uuid.UUID) -> l
 
 
 async def insert_run(
-    conn: Any,
+    conn: TenantConn,
     tenant: str,
     run_id: str | uuid.UUID,
     campaign_id: str | uuid.UUID,
@@ -189,12 +190,12 @@ async def insert_run(
     )
 
 
-async def delete_run(conn: Any, tenant: str, run_id: str | uuid.UUID) -> None:
+async def delete_run(conn: TenantConn, tenant: str, run_id: str | uuid.UUID) -> None:
     """Forget a run that never started (its workflow could not be started)."""
     await conn.execute("DELETE FROM runs WHERE tenant_id = $1 AND id = $2", tenant, as_uuid(run_id))
 
 
-async def mark_run(conn: Any, inp: MarkRunInput) -> bool:
+async def mark_run(conn: TenantConn, inp: MarkRunInput) -> bool:
     """Set the run's status and whatever else `inp` carries; a finished run is left as it is.
     Whether the status changed (a write that only adds the planned count, say, does not)."""
     before = await conn.fetchval(
@@ -211,7 +212,7 @@ async def mark_run(conn: Any, inp: MarkRunInput) -> bool:
     return before is not None and before != inp.status
 
 
-async def ledger_counts(conn: Any, tenant: str, run_id: str | uuid.UUID) -> Counts:
+async def ledger_counts(conn: TenantConn, tenant: str, run_id: str | uuid.UUID) -> Counts:
     """The run's ledger rows counted by status, skip reason, variant and channel."""
     counts = Counts()
     for r in await conn.fetch(_LEDGER_COUNTS_SQL, tenant, as_uuid(run_id)):
@@ -220,7 +221,7 @@ async def ledger_counts(conn: Any, tenant: str, run_id: str | uuid.UUID) -> Coun
 
 
 async def list_deliveries(
-    conn: Any,
+    conn: TenantConn,
     tenant: str,
     run_id: str | uuid.UUID,
     *,

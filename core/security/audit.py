@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
-from core.infra.db import tenant_tx
+from core.infra.db import TenantConn, tenant_tx
 from core.tenants.config_schema import TenantConfig
 from core.tenants.keys import Principal
 
@@ -31,7 +31,9 @@ def actor_of(principal: Principal) -> str:
     return f"{'admin' if principal.is_admin else 'tenant'} key {principal.key_id or 'unknown'}"
 
 
-async def record(conn: Any, tenant: str, principal: Principal, action: str, target: str = "", **detail: Any) -> None:
+async def record(
+    conn: TenantConn, tenant: str, principal: Principal, action: str, target: str = "", **detail: Any
+) -> None:
     """Add an entry in `conn`'s tenant transaction (so it commits with the change it records)."""
     await conn.execute(
         "INSERT INTO audit_log (tenant_id, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",

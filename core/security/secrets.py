@@ -25,14 +25,14 @@ import re
 import secrets as _random
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, Field
 
-from core.infra.db import tenant_tx
+from core.infra.db import TenantConn, tenant_tx
 from core.tenants.config_schema import LEGACY_SECRET_PREFIX, TenantConfig
 
 SECRET_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -150,7 +150,7 @@ _COLUMNS = "name, fingerprint, origin, key_id, created_at, updated_at"
 
 
 async def put_secret(
-    conn: Any, keyring: Keyring, tenant: str, name: str, value: str, origin: str = "tenant"
+    conn: TenantConn, keyring: Keyring, tenant: str, name: str, value: str, origin: str = "tenant"
 ) -> tuple[SecretInfo, bool]:
     """Store `value` as the tenant's secret `name` (in `conn`'s tenant transaction); (info, created)."""
     _check_name(name)
@@ -172,24 +172,25 @@ async def put_secret(
         keyring.fingerprint(tenant, name, value),
         origin,
     )
+    assert row is not None  # an upsert returns its row
     created = bool(row["created"])
     return SecretInfo(**{k: row[k] for k in SecretInfo.model_fields}), created
 
 
-async def generate_secret(conn: Any, keyring: Keyring, tenant: str, name: str) -> tuple[SecretInfo, str]:
+async def generate_secret(conn: TenantConn, keyring: Keyring, tenant: str, name: str) -> tuple[SecretInfo, str]:
     """A new random value (256 bits) stored as `name`; (info, the value, to be shown once)."""
     value = "whsec_" + _random.token_urlsafe(32)
     info, _ = await put_secret(conn, keyring, tenant, name, value, origin="generated")
     return info, value
 
 
-async def list_secrets(conn: Any) -> list[SecretInfo]:
+async def list_secrets(conn: TenantConn) -> list[SecretInfo]:
     """The tenant's secrets (of `conn`'s tenant transaction), by name."""
     rows = await conn.fetch(f"SELECT {_COLUMNS} FROM tenant_secrets ORDER BY name")
     return [SecretInfo(**dict(r)) for r in rows]
 
 
-async def delete_secret(conn: Any, name: str) -> bool:
+async def delete_secret(conn: TenantConn, name: str) -> bool:
     """Delete the secret `name`; whether it existed. The caller checks it is not in use first."""
     return str(await conn.execute("DELETE FROM tenant_secrets WHERE name = $1", name)) != "DELETE 0"
 
@@ -213,7 +214,7 @@ class ConfigInUse:
     runs: list[str]
 
 
-async def configs_in_use(conn: Any) -> list[ConfigInUse]:
+async def configs_in_use(conn: TenantConn | asyncpg.Pool) -> list[ConfigInUse]:
     """Every config version in use that `conn` can see: one tenant's inside its tenant
     transaction, every live tenant's through the owner role's pool. Versions that no longer
     parse are left out (they resolve nothing)."""
@@ -238,7 +239,7 @@ async def configs_in_use(conn: Any) -> list[ConfigInUse]:
     return found
 
 
-async def users_of(conn: Any, name: str) -> list[str]:
+async def users_of(conn: TenantConn, name: str) -> list[str]:
     """Where the secret `name` is in use, in `conn`'s tenant transaction (see configs_in_use)."""
     found: list[str] = []
     for used in await configs_in_use(conn):
