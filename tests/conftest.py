@@ -266,7 +266,7 @@ async def workers(
     """The in-process workers serving every tenant but the isolated and the retired ones (as
     the application role, like `pennant worker`)."""
     async with provider_http_client(PROVIDER_TIMEOUT_SECONDS) as http:
-        # Runs started on a tenant's own queue (tests/test_queue_upgrade.py) are noticed within 2 s.
+        # Runs started on a tenant's own queue (tests/workers/test_queue_upgrade.py) are noticed within 2 s.
         workers = TenantWorkers(
             temporal_client, app_pool, build_activities(app_pool, settings, http), poll_seconds=1.0, scan_seconds=2.0
         )
