@@ -103,12 +103,12 @@ class TenantWorkers:
 
     Every tenant's workflows run on `WORKFLOW_QUEUE` (one Worker, with the bookkeeping local
     activities); each tenant's activities run on its own queue, under its own concurrency and
-    rate limits. The SDK gives every Worker that has workflows a thread of its own, which with a
-    workflow queue per tenant was 500 threads for 500 tenants at rest.
+    rate limits. The SDK gives every Worker that has workflows a thread of its own, so a workflow
+    queue per tenant would cost a thread per tenant at rest (benchmarks/many_tenants.py counts them).
 
     A tenant's activity queue is polled only while the tenant has work: an idle tenant costs no
-    poll, no Worker and no thread (500 idle tenants' long polls were most of the Temporal
-    server's CPU at rest). The queue is polled from the moment a workflow in this process
+    poll, no Worker and no thread (idle tenants' long polls would otherwise be most of the
+    Temporal server's CPU at rest). The queue is polled from the moment a workflow in this process
     schedules one of the tenant's activities (`tenant_wake.ActivityWake`, which also NOTIFYs the
     other processes on `WORK_CHANNEL`) or one of its activities runs here, for as long as
     Temporal lists an open workflow of the tenant (`open_workflows`, every `scan_seconds`: the
