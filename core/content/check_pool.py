@@ -27,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from core.content.templating import TemplateError, set_progress_hook
 
@@ -178,7 +178,7 @@ class CheckPool:
             except Exception:
                 error = TemplateError(result.errors)
             raise error
-        return result
+        return cast(T, result)
 
     async def warm(self) -> None:
         """Start every child now (the forkserver on first use), so the first check is not slow."""

@@ -35,9 +35,9 @@ from jinja2.filters import (
     sync_do_join,
     sync_do_slice,
 )
-from jinja2.runtime import Context, LoopContext, Namespace, markup_join, str_join
+from jinja2.runtime import Context, LoopContext, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import Cycler, generate_lorem_ipsum
+from jinja2.utils import Cycler, Namespace, generate_lorem_ipsum
 from markupsafe import Markup
 
 from core.common.validation import InvalidInput
@@ -393,7 +393,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             tojson=_tojson,
         )
 
-    def concat(self, parts: Iterable[str]) -> str:  # type: ignore[override]
+    def concat(self, parts: Iterable[str]) -> str:
         """Every captured block and whole render joins its pieces here: check the size first
         (a loop yielding one long string a thousand times is cheap until it is joined)."""
         items = parts if isinstance(parts, list) else list(parts)

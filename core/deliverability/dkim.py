@@ -135,8 +135,10 @@ class DkimSigner:
         )
         signature = self.key.sign(hasher.h.digest(), padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
         fields[-1] = (b"b", base64.b64encode(signature))
-        value = dkim.fold(b"; ".join(b"=".join(f) for f in fields) + b"\r\n", namelen=len(_HEADER), linesep=b"\r\n")
-        return _HEADER + b": " + value
+        folded: bytes = dkim.fold(
+            b"; ".join(b"=".join(f) for f in fields) + b"\r\n", namelen=len(_HEADER), linesep=b"\r\n"
+        )
+        return _HEADER + b": " + folded
 
     def sign(self, message: bytes) -> bytes:
         """`message` with its DKIM-Signature header first."""
