@@ -219,17 +219,42 @@ def _unambiguous(rows: list[Any]) -> dict[str, _Message]:
     return messages
 
 
+def _split(
+    events: list[ProviderEvent], channel: str, tenant: str | None = None
+) -> tuple[dict[int, tuple[str, uuid.UUID, int]], dict[int, str]]:
+    """The events to look up by Pennant's message key (of `tenant`'s messages when given), and
+    the rest by the provider's message id: index → (tenant, run, customer) and index → id."""
+    keyed = {
+        i: p
+        for i, e in enumerate(events)
+        if e.idempotency_key and (p := _parse_key(e.idempotency_key, channel)) and (tenant is None or p[0] == tenant)
+    }
+    by_id = {i: e.provider_message_id for i, e in enumerate(events) if i not in keyed and e.provider_message_id}
+    return keyed, by_id
+
+
+def _matched(keyed_rows: list[Any], by_id: dict[int, str], id_rows: list[Any]) -> dict[int, _Message]:
+    """Index of each event → its message, from the rows found by key (carrying the event's index
+    `i`) and by provider message id."""
+    found = {r["i"]: _Message(r["tenant_id"], r["run_id"], r["customer_id"], r["address"]) for r in keyed_rows}
+    messages = _unambiguous(id_rows)
+    for i, pid in by_id.items():
+        if pid in messages:
+            found[i] = messages[pid]
+    return found
+
+
 async def _match(pool: asyncpg.Pool, channel: str, events: list[ProviderEvent]) -> dict[int, _Message]:
     """Index of each event → the platform-account ledger row of the message it is about."""
-    keyed = {i: p for i, e in enumerate(events) if e.idempotency_key and (p := _parse_key(e.idempotency_key, channel))}
-    by_id = {i: e.provider_message_id for i, e in enumerate(events) if i not in keyed and e.provider_message_id}
-    found: dict[int, _Message] = {}
+    keyed, by_id = _split(events, channel)
+    keyed_rows: list[Any] = []
+    id_rows: list[Any] = []
     # Outside a tenant transaction on purpose: the event names no tenant we may trust before
     # the ledger does, and a provider's message id can only be found across tenants. The app
     # role reads no tenant's rows outside one: these are the owner's narrow functions (048).
     async with pool.acquire() as conn:
         if keyed:
-            rows = await conn.fetch(
+            keyed_rows = await conn.fetch(
                 """SELECT i, tenant_id, run_id, customer_id, address
                    FROM pennant_messages_by_key($5, $1::int[], $2::text[], $3::uuid[], $4::bigint[])""",
                 list(keyed),
@@ -238,35 +263,25 @@ async def _match(pool: asyncpg.Pool, channel: str, events: list[ProviderEvent]) 
                 [p[2] for p in keyed.values()],
                 channel,
             )
-            for r in rows:
-                found[r["i"]] = _Message(r["tenant_id"], r["run_id"], r["customer_id"], r["address"])
         if by_id:
-            rows = await conn.fetch(
+            id_rows = await conn.fetch(
                 """SELECT tenant_id, run_id, customer_id, address, provider_message_id
                    FROM pennant_messages_by_provider_id($2, $1::text[])""",
                 list(set(by_id.values())),
                 channel,
             )
-            messages = _unambiguous(rows)
-            for i, pid in by_id.items():
-                if pid in messages:
-                    found[i] = messages[pid]
-    return found
+    return _matched(keyed_rows, by_id, id_rows)
 
 
 async def _match_own(pool: asyncpg.Pool, tenant: str, channel: str, events: list[ProviderEvent]) -> dict[int, _Message]:
     """Index of each event → the ledger row of one of `tenant`'s messages sent through its own
     provider account: read inside the tenant's transaction, so no other tenant's row can match."""
-    keyed = {
-        i: p
-        for i, e in enumerate(events)
-        if e.idempotency_key and (p := _parse_key(e.idempotency_key, channel)) and p[0] == tenant
-    }
-    by_id = {i: e.provider_message_id for i, e in enumerate(events) if i not in keyed and e.provider_message_id}
-    found: dict[int, _Message] = {}
+    keyed, by_id = _split(events, channel, tenant)
+    keyed_rows: list[Any] = []
+    id_rows: list[Any] = []
     async with tenant_tx(pool, tenant) as conn:
         if keyed:
-            rows = await conn.fetch(
+            keyed_rows = await conn.fetch(
                 """SELECT k.i, d.tenant_id, d.run_id, d.customer_id, d.address
                    FROM unnest($1::int[], $2::uuid[], $3::bigint[]) AS k(i, run_id, customer_id)
                    JOIN deliveries d ON d.tenant_id = $4 AND d.run_id = k.run_id AND d.customer_id = k.customer_id
@@ -278,10 +293,8 @@ async def _match_own(pool: asyncpg.Pool, tenant: str, channel: str, events: list
                 tenant,
                 channel,
             )
-            for r in rows:
-                found[r["i"]] = _Message(r["tenant_id"], r["run_id"], r["customer_id"], r["address"])
         if by_id:
-            rows = await conn.fetch(
+            id_rows = await conn.fetch(
                 """SELECT tenant_id, run_id, customer_id, address, provider_message_id FROM deliveries
                    WHERE tenant_id = $1 AND provider_message_id = ANY($2::text[]) AND channel = $3
                      AND status = 'sent' AND provider_account = 'tenant'""",
@@ -289,11 +302,7 @@ async def _match_own(pool: asyncpg.Pool, tenant: str, channel: str, events: list
                 list(set(by_id.values())),
                 channel,
             )
-            messages = _unambiguous(rows)
-            for i, pid in by_id.items():
-                if pid in messages:
-                    found[i] = messages[pid]
-    return found
+    return _matched(keyed_rows, by_id, id_rows)
 
 
 async def record(
