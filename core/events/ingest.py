@@ -32,6 +32,7 @@ from core.engagement.conversions import record_events_in
 from core.events import identities
 from core.events.models import Event, Problem
 from core.infra.db import TenantConn, tenant_tx
+from core.infra.unnest_params import unnest_columns
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
@@ -325,19 +326,22 @@ async def store(
                 tenant,
                 uuid.UUID(source_id) if source_id else None,
                 received_at,
-                [e.message_id for e in events],
-                [e.type for e in events],
-                [e.event for e in events],
-                [e.user_id for e in events],
-                [e.anonymous_id for e in events],
-                [e.previous_id for e in events],
-                [e.group_id for e in events],
-                [e.customer_id for e in events],
-                [e.properties for e in events],
-                [e.traits_json for e in events],
-                [e.context_json for e in events],
-                [e.timestamp for e in events],
-                [e.sent_at for e in events],
+                *unnest_columns(
+                    events,
+                    "message_id",
+                    "type",
+                    "event",
+                    "user_id",
+                    "anonymous_id",
+                    "previous_id",
+                    "group_id",
+                    "customer_id",
+                    "properties",
+                    "traits_json",
+                    "context_json",
+                    "timestamp",
+                    "sent_at",
+                ),
             )
             orders = [e for e in events if e.type == "track" and e.event == ORDER_COMPLETED and e.customer_id]
             if orders:
