@@ -30,7 +30,7 @@ from temporalio.client import Client
 from core.infra.db import create_pool, migrate
 from core.infra.settings import Settings
 from core.tenants.config_schema import Execution
-from devstack.postgres import DatabaseUrls, ensure_database, start_embedded
+from devstack.postgres import DatabaseUrls
 from devstack.provider_simulator import SimulatorControl
 from devstack.worker_env import WorkerProcesses
 from tests.helpers.faults import (
@@ -38,6 +38,7 @@ from tests.helpers.faults import (
     assert_simulator_once,
     assert_sink_once,
     isolated_tenant,
+    private_postgres,
     seeded_people,
     serve_api,
     start_postgres,
@@ -290,11 +291,8 @@ async def test_temporal_restarted_on_its_database_file_mid_run_delivers_each_ema
 @pytest.fixture
 async def own_postgres(workdir: Path) -> AsyncIterator[tuple[Any, DatabaseUrls]]:
     """A PostgreSQL server of the test's own (so restarting it disturbs no other test): (server, urls)."""
-    server = start_embedded(workdir / "pg-fault", cleanup="delete")
-    try:
-        yield server, await ensure_database(server.get_uri(), "pennant_fault")
-    finally:
-        server.cleanup()
+    async with private_postgres(workdir, "fault") as own:
+        yield own
 
 
 @dataclass

@@ -20,19 +20,16 @@ from temporalio.client import Client
 from core.events.sources import create_source
 from core.infra.db import create_pool
 from core.infra.settings import Settings
-from devstack.postgres import DatabaseUrls, ensure_database, start_embedded
-from tests.helpers.faults import serve_api, start_postgres
+from devstack.postgres import DatabaseUrls
+from tests.helpers.faults import private_postgres, serve_api, start_postgres
 from tests.helpers.tenants import store_tenant
 
 
 @pytest.fixture
 async def own_postgres(workdir: Path) -> AsyncIterator[tuple[Any, DatabaseUrls]]:
     """A PostgreSQL server of the test's own: (server, urls)."""
-    server = start_embedded(workdir / "pg-events", cleanup="delete")
-    try:
-        yield server, await ensure_database(server.get_uri(), "pennant_events")
-    finally:
-        server.cleanup()
+    async with private_postgres(workdir, "events") as own:
+        yield own
 
 
 def _kill_server(pgdata: Path) -> None:

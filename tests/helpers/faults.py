@@ -28,11 +28,24 @@ from core.tenants.config_schema import Execution, Experiments, Policies
 from core.tenants.config_store import save_config
 from core.tenants.keys import new_key, store_key
 from devstack.demo_data import seed_customers
+from devstack.postgres import DatabaseUrls, ensure_database, start_embedded
 from devstack.provider_simulator import SimulatorControl
 from devstack.temporal_server import dev_server_command
 from devstack.worker_env import worker_env as stack_worker_env
 from tests.helpers.stack import ISOLATED_PREFIX, TENANT_CONFIGS, free_port
 from tests.helpers.tenants import Tenant, store_provider_secrets
+
+
+@contextlib.asynccontextmanager
+async def private_postgres(workdir: Path, name: str) -> AsyncIterator[tuple[Any, DatabaseUrls]]:
+    """A PostgreSQL server of the caller's own, so restarting or killing it disturbs no other
+    test: (server, urls), its data under `workdir/pg-<name>`, removed afterwards."""
+    server = start_embedded(workdir / f"pg-{name}", cleanup="delete")
+    try:
+        yield server, await ensure_database(server.get_uri(), f"pennant_{name}")
+    finally:
+        server.cleanup()
+
 
 ROOT = TENANT_CONFIGS.parent
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*<([^>]+)>", re.MULTILINE | re.IGNORECASE)
